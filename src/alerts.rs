@@ -1,0 +1,1 @@
+//! Alert rules with raise/clear hysteresis, fed by samples and driver health.

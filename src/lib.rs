@@ -1,0 +1,15 @@
+//! marstek-bridge: Marstek Venus batteries (local UDP Open API) to MQTT, with Home Assistant
+//! discovery, a persisted schedule, EDF Tempo precharge and PostgreSQL/SQLite storage.
+//!
+//! Layout: `domain` owns the vocabulary; `marstek`, `mqtt`, `store`, `tempo` are adapters to one
+//! external system each; `scheduler` and `alerts` are roles; `app` is the only place that wires
+//! them together; `config` and `logging` are set up by `main`.
+
+pub mod alerts;
+pub mod domain;
+pub mod marstek;
+pub mod mqtt;
+pub mod scheduler;
+pub mod simulator;
+pub mod store;
+pub mod tempo;

@@ -1,0 +1,242 @@
+//! Persistence behind one `Store` trait with two backends chosen by the URL scheme:
+//! PostgreSQL/TimescaleDB (`postgres://`) and an embedded SQLite file (`sqlite://`). Holds devices,
+//! telemetry, alerts, the command audit, scheduled jobs and their runs, desired state, Tempo days
+//! and the leader lease. Only this module talks SQL; callers see domain types and records.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Alert, DesiredState, DeviceId, DeviceInfo, Sample};
+
+/// Errors at the storage edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness constraint refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached (connection refused, pool timed out, …); worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A migration failed (names the file).
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The database URL is not usable (password redacted).
+    #[error("database.url: {0}")]
+    BadUrl(String),
+    /// Anything else.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// PostgreSQL without TimescaleDB.
+    Postgres,
+    /// PostgreSQL with the TimescaleDB extension (hypertable, compression, retention).
+    Timescale,
+    /// Embedded SQLite file.
+    Sqlite,
+}
+
+/// A device as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Identity reported by the device.
+    pub info: DeviceInfo,
+    /// First time the bridge saw it.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last time it answered (updated by the health job).
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the command audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// When the command arrived.
+    pub at: DateTime<Utc>,
+    /// `mqtt`, `scheduler`, `reconciler`, `cli`.
+    pub source: String,
+    /// Battery addressed (as given, even when unknown).
+    pub device: String,
+    /// The payload as received or built.
+    pub payload: serde_json::Value,
+    /// `ok` or `error`.
+    pub status: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Time from receipt to result, ms.
+    pub latency_ms: Option<f64>,
+}
+
+/// A scheduled job as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Fixed job id, e.g. `job_switch_to_auto`.
+    pub id: String,
+    /// Trigger spec as text (`cron:0 6 * * *` or `interval:300s`).
+    pub trigger: String,
+    /// Whether `trigger` was edited over MQTT/CLI and wins over the config.
+    pub trigger_overridden: bool,
+    /// Next fire instant (UTC); None when paused.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Paused by a user.
+    pub paused: bool,
+    /// Scheduled instant of the last run or miss.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Status of the last run (`completed`, `failed`, `missed`, …).
+    pub last_status: Option<String>,
+}
+
+/// Status of one job run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Started, not finished.
+    Running,
+    /// Finished without error.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Not run: later than the grace time.
+    Missed,
+    /// Not run: the previous run of the job was still going.
+    Skipped,
+}
+
+impl RunStatus {
+    /// Lowercase name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Missed => "missed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One job run, unique on (job_id, scheduled_for).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRunRecord {
+    /// Job id.
+    pub job_id: String,
+    /// The scheduled instant this run answers (UTC).
+    pub scheduled_for: DateTime<Utc>,
+    /// Status.
+    pub status: RunStatus,
+    /// Instance that ran it.
+    pub instance: String,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Result detail (per-battery outcomes).
+    pub result: Option<serde_json::Value>,
+    /// Error text with cause chain, when failed.
+    pub error: Option<String>,
+}
+
+/// A Tempo colour as cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TempoDayRecord {
+    /// Calendar date the colour applies to (06:00 that day to 06:00 the next).
+    pub date: NaiveDate,
+    /// `blue`, `white` or `red`.
+    pub colour: String,
+    /// Source that answered (`api-couleur-tempo`, `rte`, …).
+    pub source: String,
+    /// When it was fetched.
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// A key/value document the bridge keeps (precharge plan, Tempo decision, …).
+pub type Document = serde_json::Value;
+
+/// Everything the bridge persists. Implementations must be safe to share between tasks.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Cheap round-trip to check the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts or updates a device's identity; keeps `first_seen_at`.
+    async fn upsert_device(
+        &self,
+        info: &DeviceInfo,
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Sets `last_seen_at` of a device.
+    async fn touch_device(&self, id: &DeviceId, seen_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every known device.
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Writes samples in one batch; a sample already stored (same device and time) is ignored.
+    /// Returns how many rows were new.
+    async fn insert_samples(&self, samples: &[Sample]) -> Result<u64, StoreError>;
+    /// The newest sample of every device.
+    async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError>;
+    /// Samples of one device in [from, to), oldest first.
+    async fn sample_history(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Sample>, StoreError>;
+    /// Deletes samples older than `before` (retention without TimescaleDB); returns rows deleted.
+    async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Stores an alert event; a `cleared` event closes the open alert of the same kind and device.
+    async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError>;
+    /// Alerts raised and not yet cleared.
+    async fn open_alerts(&self) -> Result<Vec<Alert>, StoreError>;
+
+    /// Appends to the command audit.
+    async fn record_command(&self, record: &CommandRecord) -> Result<(), StoreError>;
+    /// The newest commands, newest first.
+    async fn recent_commands(&self, limit: u32) -> Result<Vec<CommandRecord>, StoreError>;
+
+    /// Every persisted job.
+    async fn jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Inserts or replaces a job row.
+    async fn upsert_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+    /// Records a run; returns false (and writes nothing) when (job_id, scheduled_for) exists.
+    async fn claim_run(&self, run: &JobRunRecord) -> Result<bool, StoreError>;
+    /// Updates a claimed run's status, end time, result and error.
+    async fn finish_run(&self, run: &JobRunRecord) -> Result<(), StoreError>;
+    /// Runs, newest first, optionally for one job.
+    async fn job_runs(
+        &self,
+        job_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRunRecord>, StoreError>;
+
+    /// Replaces the desired state of a device.
+    async fn set_desired(&self, desired: &DesiredState) -> Result<(), StoreError>;
+    /// Removes the desired state of a device.
+    async fn clear_desired(&self, device: &DeviceId) -> Result<(), StoreError>;
+    /// Every desired state.
+    async fn desired_states(&self) -> Result<Vec<DesiredState>, StoreError>;
+
+    /// Inserts or updates a Tempo colour.
+    async fn upsert_tempo_day(&self, day: &TempoDayRecord) -> Result<(), StoreError>;
+    /// The cached colour of a date.
+    async fn tempo_day(&self, date: NaiveDate) -> Result<Option<TempoDayRecord>, StoreError>;
+
+    /// Stores a named document (e.g. `precharge_plan`, `tempo_decision`).
+    async fn put_document(&self, key: &str, doc: &Document) -> Result<(), StoreError>;
+    /// Reads a named document.
+    async fn document(&self, key: &str) -> Result<Option<Document>, StoreError>;
+
+    /// Takes or renews the leader lease for `instance` for `ttl`; true when this instance leads.
+    /// Uses the database clock, so instances with skewed clocks agree.
+    async fn try_lead(&self, instance: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up (clean shutdown), so another instance takes over at once.
+    async fn resign(&self, instance: &str) -> Result<(), StoreError>;
+}
