@@ -6,6 +6,7 @@
 //! them together; `config` and `logging` are set up by `main`.
 
 pub mod alerts;
+pub mod control;
 pub mod domain;
 pub mod marstek;
 pub mod mqtt;

@@ -5,10 +5,12 @@
 mod command;
 mod safety;
 mod sample;
+mod schedule;
 
 pub use command::*;
 pub use safety::*;
 pub use sample::*;
+pub use schedule::*;
 
 use std::fmt;
 use std::sync::Arc;
@@ -285,3 +287,6 @@ pub trait Battery: Send + Sync {
 
 /// Shared handle to a battery.
 pub type BatteryRef = Arc<dyn Battery>;
+
+/// Where alert events go (the app routes them to MQTT and the store).
+pub type AlertSender = tokio::sync::mpsc::UnboundedSender<Alert>;

@@ -1,0 +1,179 @@
+//! The one path every command takes, whatever its source (MQTT, scheduler, reconciler, CLI):
+//! look the battery up in the fleet, apply the safety envelope, execute through the driver,
+//! record the audit row and the desired state, and raise `command_failed` when it fails.
+//! Touches the fleet (`domain::Battery`), the `Store` and the alert channel; nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::domain::{
+    Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
+    DesiredState, DeviceId, DriverError, Rejection, Severity, check_command,
+};
+use crate::store::{CommandRecord, Store};
+
+/// Every configured battery, looked up by id.
+#[derive(Clone, Default)]
+pub struct Fleet {
+    devices: BTreeMap<DeviceId, BatteryRef>,
+}
+
+impl Fleet {
+    /// Builds a fleet from batteries (later duplicates replace earlier ones).
+    pub fn new(batteries: impl IntoIterator<Item = BatteryRef>) -> Self {
+        Self {
+            devices: batteries.into_iter().map(|b| (b.id().clone(), b)).collect(),
+        }
+    }
+
+    /// The battery with this id.
+    pub fn get(&self, id: &DeviceId) -> Option<&BatteryRef> {
+        self.devices.get(id)
+    }
+
+    /// Every battery, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &BatteryRef> {
+        self.devices.values()
+    }
+
+    /// Every id, ordered.
+    pub fn ids(&self) -> Vec<DeviceId> {
+        self.devices.keys().cloned().collect()
+    }
+
+    /// Number of batteries.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// True when no battery is configured.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
+/// Why a submitted command did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// No battery with that id.
+    #[error("unknown device '{0}'")]
+    UnknownDevice(String),
+    /// Refused by the safety envelope before reaching the device.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The driver failed (timeout, device error, refusal).
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// Applies commands from every source through one envelope.
+#[derive(Clone)]
+pub struct CommandService {
+    fleet: Fleet,
+    store: Option<Arc<dyn Store>>,
+    alerts: Option<AlertSender>,
+    read_only: bool,
+}
+
+impl CommandService {
+    /// Builds the service; `store` and `alerts` are optional so tools and tests can go without.
+    pub fn new(
+        fleet: Fleet,
+        store: Option<Arc<dyn Store>>,
+        alerts: Option<AlertSender>,
+        read_only: bool,
+    ) -> Self {
+        Self {
+            fleet,
+            store,
+            alerts,
+            read_only,
+        }
+    }
+
+    /// The fleet commands go to.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Whether writes are refused (config `read_only`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Validates and executes `command` on `device`, records it, and returns the driver's report.
+    /// `payload` is what the source sent (for the audit); `intent` is the desired state to persist
+    /// on success (mode commands), with `set_by` naming the source.
+    pub async fn submit(
+        &self,
+        device: &str,
+        command: &Command,
+        source: CommandSource,
+        payload: serde_json::Value,
+        intent: Option<DesiredState>,
+    ) -> Result<CommandReport, CommandError> {
+        let started = Instant::now();
+        let result = self.run(device, command).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(report) => {
+                tracing::info!(
+                    device,
+                    source = source.as_str(),
+                    command = command.name(),
+                    verified = report.verified,
+                    latency_ms,
+                    "command_applied"
+                );
+                if let (Some(store), Some(intent)) = (&self.store, intent)
+                    && let Err(e) = store.set_desired(&intent).await
+                {
+                    tracing::warn!(device, error = %e, "desired_state_not_saved");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device, source = source.as_str(), command = command.name(), error = %e, "command_failed");
+                if let (Some(tx), CommandError::Driver(_)) = (&self.alerts, e) {
+                    let _ = tx.send(Alert {
+                        kind: AlertKind::CommandFailed,
+                        severity: Severity::Warning,
+                        device: DeviceId::parse(device).ok(),
+                        message: format!("{} from {} failed: {e}", command.name(), source.as_str()),
+                        value: None,
+                        threshold: None,
+                        state: AlertState::Raised,
+                        at: Utc::now(),
+                    });
+                }
+            }
+        }
+        if let Some(store) = &self.store {
+            let record = CommandRecord {
+                at: Utc::now(),
+                source: source.as_str().to_string(),
+                device: device.to_string(),
+                payload: json!({ "received": payload, "command": command }),
+                status: if result.is_ok() { "ok" } else { "error" }.to_string(),
+                error: result.as_ref().err().map(|e| e.to_string()),
+                latency_ms: Some(latency_ms),
+            };
+            if let Err(e) = store.record_command(&record).await {
+                tracing::warn!(device, error = %e, "command_audit_not_saved");
+            }
+        }
+        result
+    }
+
+    async fn run(&self, device: &str, command: &Command) -> Result<CommandReport, CommandError> {
+        let battery = DeviceId::parse(device)
+            .ok()
+            .and_then(|id| self.fleet.get(&id).cloned())
+            .ok_or_else(|| CommandError::UnknownDevice(device.to_string()))?;
+        check_command(command, &battery.limits(), self.read_only)?;
+        Ok(battery.execute(command).await?)
+    }
+}
