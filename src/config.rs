@@ -41,6 +41,8 @@ pub struct Settings {
     pub alerts: toml::Table,
     /// Logging.
     pub logging: LoggingSettings,
+    /// Optional HTTP health and metrics endpoints.
+    pub http: crate::http::HttpSettings,
 }
 
 /// Bridge-wide behaviour.
@@ -340,6 +342,11 @@ fn locate(file: &Path, text: &str, path: &[String]) -> Option<String> {
     line.map(|l| format!("{}:{l}", file.display()))
 }
 
+/// Adds a module's (key, reason) problems under its section name.
+fn section(issues: &mut Vec<Issue>, name: &str, found: Vec<(String, String)>) {
+    issues.extend(found.into_iter().map(|(k, r)| issue(format!("{name}.{k}"), r)));
+}
+
 fn issue(key: impl Into<String>, reason: impl Into<String>) -> Issue {
     Issue {
         key: key.into(),
@@ -374,6 +381,7 @@ impl Settings {
                 format!("not a valid filter ({e}); e.g. \"info\" or \"marstek_bridge=debug,info\""),
             ));
         }
+        section(&mut issues, "http", self.http.validate());
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (n, d) in self.devices.iter().enumerate() {

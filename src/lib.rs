@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod http;
 pub mod logging;
 pub mod marstek;
 pub mod mqtt;
