@@ -344,7 +344,11 @@ fn locate(file: &Path, text: &str, path: &[String]) -> Option<String> {
 
 /// Adds a module's (key, reason) problems under its section name.
 fn section(issues: &mut Vec<Issue>, name: &str, found: Vec<(String, String)>) {
-    issues.extend(found.into_iter().map(|(k, r)| issue(format!("{name}.{k}"), r)));
+    issues.extend(
+        found
+            .into_iter()
+            .map(|(k, r)| issue(format!("{name}.{k}"), r)),
+    );
 }
 
 fn issue(key: impl Into<String>, reason: impl Into<String>) -> Issue {
