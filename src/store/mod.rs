@@ -326,6 +326,24 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<Backend, StoreError>
     Ok(store.backend())
 }
 
+/// Retention without TimescaleDB: deletes samples older than `retention_days` before `now`
+/// (TimescaleDB's own policy does it otherwise, so this returns 0 there). Returns rows deleted.
+pub async fn prune_expired(
+    store: &dyn Store,
+    retention_days: u32,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    if store.backend() == Backend::Timescale {
+        return Ok(0);
+    }
+    let before = now - chrono::Duration::days(i64::from(retention_days));
+    let rows = store.prune_samples(before).await?;
+    if rows > 0 {
+        tracing::info!(rows, before = %before, "samples_pruned");
+    }
+    Ok(rows)
+}
+
 /// Maps a migration error to `StoreError::Migration`, naming the failing file.
 fn migration_error(
     migrator: &sqlx::migrate::Migrator,
