@@ -458,6 +458,35 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn sqlx_errors_map_to_store_errors() {
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::NotFound
+        ));
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::from(sqlx::Error::Io(io)).is_transient());
+
+        // A real unique violation on a real (SQLite) database → Conflict.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("e.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let ins = "INSERT INTO documents (key, value, updated_at) VALUES ('k', '{}', 0)";
+        sqlx::query(ins).execute(s.pool()).await.unwrap();
+        let e = sqlx::query(ins).execute(s.pool()).await.unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Conflict(_)));
+        let e = sqlx::query("SELECT nope FROM documents")
+            .execute(s.pool())
+            .await
+            .unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Other(_)));
+    }
+
     #[test]
     fn micros_round_trip() {
         let t = DateTime::from_timestamp_micros(1_764_400_000_123_456).unwrap();
