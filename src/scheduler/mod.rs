@@ -7,11 +7,21 @@
 
 pub mod clock;
 pub mod decision;
+pub mod jobs;
+pub mod leader;
+pub mod preview;
+pub mod reconcile;
+pub mod runner;
 pub mod settings;
 pub mod trigger;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{StartDecision, WakeOutcome, on_wake, start_decision};
+pub use jobs::{JobDeps, JobRegistry, standard_jobs};
+pub use leader::{Leadership, spawn_leader};
+pub use preview::{PreviewArgs, preview_command};
+pub use reconcile::{Reconciler, ScheduledMode, mode_in_force};
+pub use runner::{JobView, Scheduler, SchedulerHandle};
 pub use settings::{JobSettings, SchedulerSettings};
 pub use trigger::{Trigger, TriggerError};
 
@@ -63,6 +73,9 @@ pub enum SchedulerError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A command-line or request argument is not usable.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// The scheduler is shutting down.
     #[error("the scheduler is shutting down")]
     ShuttingDown,
