@@ -210,11 +210,13 @@ impl Scheduler {
         }
     }
 
-    /// Stops the loop, lets running jobs finish within `timeout`, then cancels what is left and
-    /// records those runs as failed ("interrupted by shutdown"). Returns how many were cut off.
+    /// Stops the loop, signals running jobs (`JobContext::cancel`) and lets them finish within
+    /// `timeout`; runs still going then are recorded as failed ("interrupted by shutdown").
+    /// Returns how many were cut off.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let inner = &self.handle.inner;
         inner.stop.cancel();
+        inner.job_cancel.cancel();
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;
@@ -227,11 +229,11 @@ impl Scheduler {
             tracing::info!("scheduler_stopped");
             return 0;
         }
-        inner.job_cancel.cancel();
+        // Taking them out of `in_flight` tells a run that ends later not to overwrite this.
         let left: Vec<(RunKey, DateTime<Utc>)> = inner
             .in_flight
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|mut m| std::mem::take(&mut *m).into_iter().collect())
             .unwrap_or_default();
         for ((job_id, scheduled_for), started_at) in &left {
             tracing::warn!(job_id = %job_id, scheduled_for = %scheduled_for, "scheduled_job_interrupted");
@@ -550,9 +552,11 @@ impl Inner {
         let clock_start = Instant::now();
         let joined = tokio::spawn(run_action(action, ctx)).await;
         let duration_ms = clock_start.elapsed().as_millis() as u64;
-        if let Ok(mut m) = self.in_flight.lock() {
-            m.remove(&(job_id.to_string(), t));
-        }
+        let still_ours = self
+            .in_flight
+            .lock()
+            .map(|mut m| m.remove(&(job_id.to_string(), t)).is_some())
+            .unwrap_or(true);
         run.finished_at = Some(self.clock.now());
         match joined {
             Ok(Ok(value)) => {
@@ -591,6 +595,10 @@ impl Inner {
                     run.error.as_deref().unwrap_or_default()
                 ),
             );
+        }
+        if !still_ours {
+            // Shutdown already recorded it as interrupted.
+            return Some(run);
         }
         if let Err(e) = self.store.finish_run(&run).await {
             tracing::warn!(job_id, error = %e, "job_run_not_saved");
