@@ -48,8 +48,9 @@ impl TempoColour {
             "blue" => Ok(TempoColour::Blue),
             "white" => Ok(TempoColour::White),
             "red" => Ok(TempoColour::Red),
-            other => Err(format!(
-                "unknown Tempo colour '{other}' (allowed: blue, white, red)"
+            _ => Err(format!(
+                "unknown Tempo colour '{}' (allowed: blue, white, red)",
+                s.trim()
             )),
         }
     }
