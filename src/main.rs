@@ -1,1 +1,128 @@
-fn main() {}
+//! Command line of marstek-bridge: parses arguments, loads the configuration, sets up logging and
+//! hands over to the library. Exit codes: 0 success, 1 runtime failure, 2 invalid configuration
+//! or arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
+use marstek_bridge::{app, logging};
+
+#[derive(Parser)]
+#[command(
+    name = "marstek-bridge",
+    version,
+    about = "Marstek Venus batteries to MQTT, with Home Assistant discovery, a persisted schedule and Tempo precharge"
+)]
+struct Cli {
+    /// Configuration file (TOML); default config/marstek-bridge.toml when it exists.
+    #[arg(long, short, global = true, env = "MARSTEK_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (overrides logging.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `debug` (overrides logging.level; RUST_LOG wins over both).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge daemon.
+    Run,
+    /// Check or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration; exit 2 with every problem listed when it is invalid.
+    Check,
+    /// Print the effective configuration as TOML, secrets shown as ***.
+    Print,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return config_failure(&e),
+    };
+    if let Some(f) = cli.log_format {
+        settings.logging.format = f;
+    }
+    if let Some(l) = &cli.log_level {
+        settings.logging.level = l.clone();
+    }
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration OK ({} device(s))", settings.devices.len());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Print) => {
+            print!("{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
+    }
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn run_async<F, Fut>(settings: Settings, f: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    logging::init(&settings.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown_requested"),
+        () = term => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+    }
+}
