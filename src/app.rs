@@ -12,6 +12,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 
+/// A problem found while starting (database URL unusable or unreachable, port taken …): the
+/// process exits with code 2 like a configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
 /// Spawns tracked tasks and notices when a core task stops by itself.
 #[derive(Clone)]
 pub struct Tasks {

@@ -28,7 +28,7 @@ pub struct Settings {
     /// MQTT broker and topics.
     pub mqtt: toml::Table,
     /// Database URL and telemetry buffering.
-    pub database: toml::Table,
+    pub database: crate::store::DatabaseSettings,
     /// Batteries to talk to.
     pub devices: Vec<DeviceConfig>,
     /// Polling, pacing and retries.
@@ -344,7 +344,11 @@ fn locate(file: &Path, text: &str, path: &[String]) -> Option<String> {
 
 /// Adds a module's (key, reason) problems under its section name.
 fn section(issues: &mut Vec<Issue>, name: &str, found: Vec<(String, String)>) {
-    issues.extend(found.into_iter().map(|(k, r)| issue(format!("{name}.{k}"), r)));
+    issues.extend(
+        found
+            .into_iter()
+            .map(|(k, r)| issue(format!("{name}.{k}"), r)),
+    );
 }
 
 fn issue(key: impl Into<String>, reason: impl Into<String>) -> Issue {
@@ -382,6 +386,7 @@ impl Settings {
             ));
         }
         section(&mut issues, "http", self.http.validate());
+        section(&mut issues, "database", self.database.validate());
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (n, d) in self.devices.iter().enumerate() {
@@ -483,17 +488,6 @@ pub fn is_secret_key(key: &str) -> bool {
         && (k.contains("password") || k.contains("secret") || k.contains("token") || k == "key_pem")
 }
 
-/// Hides the password of a URL (`postgres://user:***@host/db`).
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 fn redact(value: &mut toml::Value) {
     match value {
         toml::Value::Table(t) => {
@@ -504,7 +498,7 @@ fn redact(value: &mut toml::Value) {
                     }
                 } else if let toml::Value::String(s) = v {
                     if s.contains("://") {
-                        *s = redact_url(s);
+                        *s = crate::store::redact_url(s);
                     }
                 } else {
                     redact(v);

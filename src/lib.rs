@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod control;
 pub mod domain;

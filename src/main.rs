@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
-use marstek_bridge::{app, logging};
+use marstek_bridge::{app, logging, store};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,8 @@ enum Command {
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply the database migrations (also done at every start) and exit.
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +70,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
+        Command::Migrate => run_async(settings, |s| async move {
+            let backend = store::migrate(&s.database)
+                .await
+                .map_err(|e| anyhow::Error::new(app::StartupError(format!("{e}"))))?;
+            println!(
+                "migrations applied ({backend:?}) on {}",
+                s.database.redacted_url()
+            );
+            Ok(())
+        }),
     }
 }
 
@@ -96,7 +108,9 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");
-            if e.downcast_ref::<ConfigError>().is_some() {
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<app::StartupError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
