@@ -309,7 +309,6 @@ struct TestBridge {
     cancel: CancellationToken,
     join: Option<JoinHandle<()>>,
     base: String,
-    prefix: String,
     feeder: JoinHandle<()>,
 }
 
@@ -344,7 +343,7 @@ async fn start_bridge(s: MqttSettings, batteries: &[Arc<FakeBattery>], feed: boo
         handler(|v| async move { Ok(json!({ "echo": v })) }),
     );
     let cancel = CancellationToken::new();
-    let (base, prefix) = (s.base_topic.clone(), s.discovery_prefix.clone());
+    let base = s.base_topic.clone();
     let (handle, join) = MqttBridge::start(s, service, router, cancel.clone()).unwrap();
     let h = handle.clone();
     let bats = batteries.to_vec();
@@ -374,7 +373,6 @@ async fn start_bridge(s: MqttSettings, batteries: &[Arc<FakeBattery>], feed: boo
         cancel,
         join: Some(join),
         base,
-        prefix,
         feeder,
     }
 }
@@ -593,7 +591,7 @@ async fn state_and_availability_follow_the_battery() {
         .await;
     assert_eq!(got[0].json()["kind"], "low_soc");
     assert_eq!(got[0].json()["state"], "raised");
-    let mut late = Probe::connect(&[alerts_t.clone()]).await;
+    let mut late = Probe::connect(std::slice::from_ref(&alerts_t)).await;
     let m = late.wait("retained alerts", WAIT, |_| true).await;
     assert!(m.retain);
     assert_eq!(m.json()["active"], json!(["low_soc"]));
@@ -961,7 +959,12 @@ async fn ha_birth_republishes_and_removed_devices_are_cleared() {
     b.stop().await;
 
     // Restart without devc: its configs are removed.
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &[a.clone()], false).await;
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&a),
+        false,
+    )
+    .await;
     let mut cleared = std::collections::BTreeSet::new();
     while cleared.len() < c_topics.len() {
         let m = p
