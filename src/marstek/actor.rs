@@ -146,6 +146,10 @@ impl Battery for MarstekBattery {
         &self.spec.id
     }
 
+    fn availability(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.shared.available.subscribe())
+    }
+
     fn limits(&self) -> DeviceLimits {
         self.spec.limits
     }
