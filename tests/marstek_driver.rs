@@ -691,3 +691,86 @@ async fn one_request_in_flight_per_device_under_concurrent_callers() {
     assert_eq!(s.stats(0).unwrap().dropped, 0, "never two requests at once");
     assert_eq!(b.health().timeouts, 0);
 }
+
+#[tokio::test]
+async fn hostile_datagrams_are_counted_and_harmless() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    let cancel = CancellationToken::new();
+    let t = transport(&cancel).await;
+    let to = t.local_addr();
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        b"{".to_vec(),
+        b"[1,2,3]".to_vec(),
+        b"\xff\xfe\x00".to_vec(),
+        vec![b' '; 5000],
+        br#"{"id":"abc","result":{}}"#.to_vec(),
+        br#"{"id":12,"src":"x"}"#.to_vec(),
+    ];
+    for g in &garbage {
+        attacker.send_to(g, to).await.unwrap();
+    }
+    // well-formed but unknown: wrong source and/or id never issued
+    attacker
+        .send_to(br#"{"id":77,"src":"x","result":{"mode":"Auto"}}"#, to)
+        .await
+        .unwrap();
+    let r = t
+        .request(
+            s.addrs()[0],
+            method::ES_GET_MODE,
+            protocol::instance_params(0),
+            opts(1000, 0, None),
+        )
+        .await
+        .unwrap();
+    assert!(r.result.get("mode").is_some());
+    let st = t.stats();
+    assert_eq!(st.garbage, garbage.len() as u64, "{st:?}");
+    assert_eq!(st.unknown, 1, "{st:?}");
+    assert_eq!(st.matched, 1);
+}
+
+#[tokio::test]
+async fn spawn_fleet_from_settings() {
+    let s = sim(SimProfile::VenusD, None, 3).await;
+    let settings = marstek_bridge::marstek::MarstekSettings {
+        bind_device_port: false,
+        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        polling: fast(),
+        ..Default::default()
+    };
+    assert!(settings.validate().is_empty());
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (tx, mut rx) = broadcast::channel(16);
+    let specs = s
+        .addrs()
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| DeviceSpec {
+            id: DeviceId::parse(&format!("d{i}")).unwrap(),
+            addr,
+            limits: DeviceLimits::default(),
+        })
+        .collect();
+    let (_t, fleet) = marstek_bridge::marstek::spawn_fleet(&settings, specs, tx, &cancel, &tracker)
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 3 {
+        let sample = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sample.pv_power.is_some(), "Venus D reads PV");
+        seen.insert(sample.device.clone());
+    }
+    for b in &fleet {
+        assert_eq!(b.info().unwrap().model, "VenusD");
+    }
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(WAIT, tracker.wait()).await.unwrap();
+}

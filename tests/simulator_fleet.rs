@@ -363,3 +363,40 @@ async fn hundred_devices_answer_a_poll_round() {
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(t.stats().matched, 100);
 }
+
+#[tokio::test]
+async fn random_datagrams_never_break_a_device() {
+    let s = start(SimProfile::VenusA, None).await;
+    let a = s.addrs()[0];
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..300u32 {
+        let len = rand::random_range(0..1500usize);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+        if i % 3 == 0 {
+            // random JSON-ish requests with wrong types
+            let m = [
+                "ES.SetMode",
+                "DOD.SET",
+                "Marstek.GetDevice",
+                "ES.GetMode",
+                "x",
+            ][i as usize % 5];
+            bytes = serde_json::to_vec(&json!({
+                "id": if i % 2 == 0 { json!(i) } else { json!("s") },
+                "method": m,
+                "params": {"id": [1], "config": {"mode": i, "manual_cfg": {"time_num": -1}, "passive_cfg": "x"}, "value": "9"},
+            }))
+            .unwrap();
+        }
+        sock.send_to(&bytes, a).await.unwrap();
+    }
+    let r = raw(a, br#"{"id":1,"method":"ES.GetMode","params":{"id":0}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["mode"],
+        json!("Auto"),
+        "state unchanged by garbage"
+    );
+    assert_eq!(s.state(0).unwrap().dod, 88);
+}
