@@ -774,3 +774,122 @@ async fn spawn_fleet_from_settings() {
     tracker.close();
     tokio::time::timeout(WAIT, tracker.wait()).await.unwrap();
 }
+
+async fn first_sample(s: &SimHandle) -> (Sample, MarstekBattery) {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let t = transport(&cancel).await;
+    let (b, mut rx) = spawn_actor(t, s.addrs()[0], fast(), &cancel, &tracker);
+    let sample = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    (sample, b)
+}
+
+#[tokio::test]
+async fn decoded_samples_agree_with_the_simulated_physics() {
+    use chrono::{TimeZone, Utc};
+    // Venus A fw 148 at noon: PV1 in deciwatts, PV energy in Wh (< 149)
+    let s = sim(SimProfile::VenusA, Some(148), 1).await;
+    let noon = (Utc::now() + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap();
+    s.clock().set(Utc.from_utc_datetime(&noon));
+    let (sample, _b) = first_sample(&s).await;
+    let pv = sample.pv_power.unwrap().0;
+    assert!((700..=800).contains(&pv), "PV at noon ≈ 780 W, got {pv}");
+    let st = s.state(0).unwrap();
+    assert!((f64::from(sample.soc.unwrap().0) - st.soc).abs() <= 1.0);
+    // battery + pv balance: grid = bat + pv (all discharge-positive)
+    let (g, b) = (sample.grid_power.unwrap().0, sample.bat_power.unwrap().0);
+    assert_eq!(b, g - pv, "bat_power derived as ongrid + offgrid − pv");
+
+    // Venus E 3.0 fw 139: no ES.GetStatus, temperature ×10 and capacity in 10 Wh on the wire
+    let s = sim(SimProfile::VenusE3, Some(139), 1).await;
+    let (sample, b) = first_sample(&s).await;
+    let t = sample.temperature.unwrap().0;
+    assert!((25.0..=40.0).contains(&t), "temperature scaled: {t}");
+    let rem = sample.remaining_capacity.unwrap().0;
+    assert!(
+        (rem - 2560.0).abs() <= 10.0,
+        "remaining capacity 50 % of 5120 Wh: {rem}"
+    );
+    assert_eq!(b.health().timeouts, 0, "ES.GetStatus was not even tried");
+    assert_eq!(b.info().unwrap().firmware, 139);
+
+    // HMG-50 fw 156: grid totals in 100 Wh units; discharge 2 h at 1 kW in Passive
+    let s = sim(SimProfile::VenusE2, None, 1).await;
+    let a = s.addrs()[0];
+    let cancel = CancellationToken::new();
+    let tr = transport(&cancel).await;
+    tr.request(
+        a,
+        method::ES_SET_MODE,
+        protocol::set_mode_params(&ModeConfig::Passive {
+            power: Watts(1000),
+            cd_time: 7200,
+        }),
+        opts(1000, 0, None),
+    )
+    .await
+    .unwrap();
+    s.set_soc(0, 90.0);
+    s.clock().advance(Duration::from_secs(7200));
+    let (sample, _b) = first_sample(&s).await;
+    let out = sample.total_grid_output_energy.unwrap().0;
+    let real = s.state(0).unwrap().out_wh;
+    assert!((1900.0..=2100.0).contains(&real), "{real}");
+    assert!(
+        (out - real).abs() <= 100.0,
+        "decoded {out} Wh vs simulated {real} Wh"
+    );
+}
+
+#[tokio::test]
+async fn reset_factory_is_never_retried() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    s.set_silent(0, true);
+    let cancel = CancellationToken::new();
+    let t = transport(&cancel).await;
+    let e = t
+        .request(
+            s.addrs()[0],
+            method::RESET_FACTORY,
+            json!({"id":0,"type":2}),
+            opts(100, 3, Some(20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DriverError::Timeout { attempts: 1, .. }), "{e}");
+    assert_eq!(s.stats(0).unwrap().received, 1, "one datagram, no resend");
+}
+
+#[tokio::test]
+async fn discovery_deduplicates_by_ble_mac() {
+    // two simulators with the same MAC seed look like the same batteries on two ports
+    let mk = |base: u16| SimConfig {
+        devices: 2,
+        mac_seed: Some(7),
+        addressing: Addressing::Ports {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: base,
+        },
+        ..SimConfig::default()
+    };
+    let base = 45_000 + (std::process::id() % 1000) as u16 * 8;
+    let _a = Simulator::start(mk(base)).await.unwrap();
+    let _b = Simulator::start(mk(base + 2)).await.unwrap();
+    let found =
+        marstek_bridge::marstek::discover_devices(&marstek_bridge::marstek::DiscoverOptions {
+            window: Duration::from_secs(3),
+            rebroadcast: Duration::from_millis(200),
+            target: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ports: (base..=base + 3).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+}

@@ -400,3 +400,54 @@ async fn random_datagrams_never_break_a_device() {
     );
     assert_eq!(s.state(0).unwrap().dod, 88);
 }
+
+#[tokio::test]
+async fn simulate_command_runs_until_cancelled() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: marstek_bridge::simulator::SimulateArgs,
+    }
+    let base = 47_000 + (std::process::id() % 1000) as u16 * 4;
+    let cli = Cli::try_parse_from([
+        "x",
+        "--devices",
+        "2",
+        "--base-port",
+        &base.to_string(),
+        "--profile",
+        "venus-e-mini",
+        "--faults",
+        "duplicate,integer-mode",
+    ])
+    .unwrap();
+    let cfg = cli.sim.to_config().unwrap();
+    assert!(cfg.faults.duplicate_replies && cfg.faults.integer_mode);
+    assert!(Cli::try_parse_from(["x", "--profile", "venus-z"]).is_err());
+    let bad = Cli::try_parse_from(["x", "--faults", "nonsense"]).unwrap();
+    assert!(bad.sim.to_config().is_err());
+
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let c = cancel.clone();
+        async move { marstek_bridge::simulator::simulate(&cli.sim, c).await }
+    });
+    // wait until it answers, then stop it
+    let to: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
+    let mut answered = None;
+    for _ in 0..50 {
+        answered = raw(to, br#"{"id":1,"method":"ES.GetMode","params":{"id":0}}"#).await;
+        if answered.is_some() {
+            break;
+        }
+    }
+    let r = answered.expect("simulate serves");
+    assert_eq!(r["result"]["mode"], json!(0), "integer-mode fault");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
