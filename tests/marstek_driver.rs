@@ -24,6 +24,33 @@ use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
+async fn start_on_ports(
+    n: usize,
+    base: Option<u16>,
+    seed: Option<u32>,
+) -> Option<(u16, SimHandle)> {
+    for _ in 0..50 {
+        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
+        let cfg = SimConfig {
+            devices: n,
+            mac_seed: seed,
+            addressing: Addressing::Ports {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                base_port: b,
+            },
+            ..SimConfig::default()
+        };
+        if let Ok(s) = Simulator::start(cfg).await {
+            return Some((b, s));
+        }
+        if base.is_some() {
+            return None;
+        }
+    }
+    None
+}
+
 async fn sim(profile: SimProfile, firmware: Option<i64>, n: usize) -> SimHandle {
     Simulator::start(SimConfig {
         profile,
@@ -556,17 +583,7 @@ async fn probe_prints_the_device() {
 
 #[tokio::test]
 async fn discover_finds_every_device_on_a_port_range() {
-    let base = 41_000 + (std::process::id() % 1000) as u16 * 20;
-    let s = Simulator::start(SimConfig {
-        devices: 12,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: base,
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let (base, s) = start_on_ports(12, None, None).await.expect("free ports");
     s.update_faults(3, |f| f.omit_macs = true);
     let out = discover(
         Duration::from_secs(5),
@@ -869,18 +886,17 @@ async fn reset_factory_is_never_retried() {
 #[tokio::test]
 async fn discovery_deduplicates_by_ble_mac() {
     // two simulators with the same MAC seed look like the same batteries on two ports
-    let mk = |base: u16| SimConfig {
-        devices: 2,
-        mac_seed: Some(7),
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: base,
-        },
-        ..SimConfig::default()
-    };
-    let base = 45_000 + (std::process::id() % 1000) as u16 * 8;
-    let _a = Simulator::start(mk(base)).await.unwrap();
-    let _b = Simulator::start(mk(base + 2)).await.unwrap();
+    let mut pair = None;
+    for _ in 0..20 {
+        let Some((base, a)) = start_on_ports(2, None, Some(7)).await else {
+            continue;
+        };
+        if let Some((_, b)) = start_on_ports(2, Some(base + 2), Some(7)).await {
+            pair = Some((base, a, b));
+            break;
+        }
+    }
+    let (base, _a, _b) = pair.expect("free ports");
     let found =
         marstek_bridge::marstek::discover_devices(&marstek_bridge::marstek::DiscoverOptions {
             window: Duration::from_secs(3),

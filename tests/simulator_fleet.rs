@@ -9,10 +9,37 @@ use chrono::{TimeZone, Utc};
 use marstek_bridge::domain::Mode;
 use marstek_bridge::marstek::protocol::{self, method};
 use marstek_bridge::marstek::{RequestOptions, Transport};
-use marstek_bridge::simulator::{Addressing, SimConfig, SimProfile, Simulator};
+use marstek_bridge::simulator::{Addressing, SimConfig, SimHandle, SimProfile, Simulator};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
+
+/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
+async fn start_on_ports(
+    n: usize,
+    base: Option<u16>,
+    seed: Option<u32>,
+) -> Option<(u16, SimHandle)> {
+    for _ in 0..50 {
+        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
+        let cfg = SimConfig {
+            devices: n,
+            mac_seed: seed,
+            addressing: Addressing::Ports {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                base_port: b,
+            },
+            ..SimConfig::default()
+        };
+        if let Ok(s) = Simulator::start(cfg).await {
+            return Some((b, s));
+        }
+        if base.is_some() {
+            return None;
+        }
+    }
+    None
+}
 
 async fn raw(to: SocketAddr, payload: &[u8]) -> Option<Value> {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -256,17 +283,7 @@ async fn both_addressing_shapes() {
         .unwrap();
         assert_eq!(r["result"]["ip"], json!(a.ip().to_string()));
     }
-    let base = 43_000 + (std::process::id() % 1000) as u16 * 10;
-    let s = Simulator::start(SimConfig {
-        devices: 3,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: base,
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let (base, s) = start_on_ports(3, None, None).await.expect("free ports");
     let ports: Vec<u16> = s.addrs().iter().map(|a| a.port()).collect();
     assert_eq!(ports, vec![base, base + 1, base + 2]);
 }
@@ -409,7 +426,7 @@ async fn simulate_command_runs_until_cancelled() {
         #[command(flatten)]
         sim: marstek_bridge::simulator::SimulateArgs,
     }
-    let base = 47_000 + (std::process::id() % 1000) as u16 * 4;
+    let base: u16 = rand::random_range(20_000..30_000);
     let cli = Cli::try_parse_from([
         "x",
         "--devices",
