@@ -573,14 +573,10 @@ fn discover_handler(settings: &Settings) -> Handler {
                 ),
                 None => None,
             };
-            let ports = match (discovery.ports.iter().min(), discovery.ports.iter().max()) {
-                (Some(a), Some(b)) => *a..=*b,
-                _ => 30000..=30000,
-            };
             let opts = DiscoverOptions {
                 window,
                 target,
-                ports,
+                ports: discovery.ports.clone(),
                 ..DiscoverOptions::default()
             };
             let found = discover_devices(&opts).await.map_err(|e| e.to_string())?;
