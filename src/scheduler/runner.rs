@@ -438,12 +438,12 @@ impl Inner {
             };
             let outcome = match decision {
                 StartDecision::Missed { late } => self.record_missed(&job_id, t, late).await,
-                StartDecision::Run => self.run_once(&job_id, t, started).await,
+                StartDecision::Run => self.run_once(&job_id, t, started, run_now).await,
             };
             if let Some(run) = outcome {
                 let mut jobs = self.jobs.lock().await;
                 if let Some(st) = jobs.get_mut(&job_id) {
-                    st.record.last_run_at = Some(t);
+                    st.record.last_run_at = Some(run.scheduled_for);
                     st.record.last_status = Some(run.status.as_str().into());
                 }
                 last = Some(run);
@@ -515,6 +515,7 @@ impl Inner {
         job_id: &str,
         t: DateTime<Utc>,
         started: DateTime<Utc>,
+        manual: bool,
     ) -> Option<JobRunRecord> {
         let action = self.actions.get(job_id).cloned()?;
         let mut run = JobRunRecord {
@@ -527,7 +528,17 @@ impl Inner {
             result: None,
             error: None,
         };
-        match self.store.claim_run(&run).await {
+        let mut claimed = self.store.claim_run(&run).await;
+        // A run-now instant is not a schedule slot: on a clash (two requests in the same
+        // millisecond, or a frozen test clock) take the next free millisecond.
+        let mut tries = 0;
+        while manual && matches!(claimed, Ok(false)) && tries < 1000 {
+            tries += 1;
+            run.scheduled_for += chrono::TimeDelta::milliseconds(1);
+            claimed = self.store.claim_run(&run).await;
+        }
+        let t = run.scheduled_for;
+        match claimed {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(job_id, scheduled_for = %t, "scheduled_job_already_claimed");
