@@ -442,3 +442,44 @@ async fn fleet_jobs_report_each_battery_and_fail_only_when_all_fail() {
     let _ = rig.clock.now();
     rig.cancel.cancel();
 }
+
+#[tokio::test]
+async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
+    let now = utc("2026-11-30T12:00:00Z");
+    let rig = rig(1, now).await;
+    let dev = DeviceId::parse("bat0").expect("id");
+    rig.store
+        .set_desired(&marstek_bridge::domain::DesiredState {
+            device: dev.clone(),
+            config: ModeConfig::Passive {
+                power: Watts(-500),
+                cd_time: 30,
+            },
+            set_by: "mqtt".into(),
+            set_at: now,
+            valid_until: Some(now + chrono::TimeDelta::minutes(10)),
+        })
+        .await
+        .expect("intent");
+    let rec = rig.reconciler();
+    rec.refresh().await;
+    // Too early: less than two thirds of the countdown gone, nothing sent.
+    rig.clock.advance(Duration::from_secs(10));
+    assert_eq!(rec.renew_passive().await, 0);
+    // The device fell back (countdown ran out on its side); two thirds gone → renewed.
+    rig.sim.set_mode(0, Mode::Auto);
+    rig.clock.advance(Duration::from_secs(11));
+    assert_eq!(rec.renew_passive().await, 1);
+    let st = rig.sim.state(0).expect("state");
+    assert_eq!(st.mode, Mode::Passive);
+    assert_eq!(st.passive_power, -500);
+    // Renewed just now: not again until two thirds of the countdown pass again.
+    assert_eq!(rec.renew_passive().await, 0);
+    // Past valid_until: no more renewals.
+    rig.clock.advance(Duration::from_secs(600));
+    assert_eq!(rec.renew_passive().await, 0);
+    let audit = rig.store.recent_commands(10).await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].source, "reconciler");
+    rig.cancel.cancel();
+}

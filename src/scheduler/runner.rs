@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{Mutex, Notify, Semaphore, watch};
+use tokio::sync::{Mutex, Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,6 +81,7 @@ struct Inner {
     job_cancel: CancellationToken,
     in_flight: StdMutex<InFlight>,
     snapshot: watch::Sender<serde_json::Value>,
+    finished: broadcast::Sender<JobRunRecord>,
 }
 
 /// Cheap-to-clone management API of a running scheduler (list, run now, pause, edit, preview).
@@ -161,6 +162,7 @@ impl Scheduler {
         }
         let workers = Arc::new(Semaphore::new(settings.max_workers.max(1)));
         let (snapshot, _) = watch::channel(serde_json::Value::Null);
+        let (finished, _) = broadcast::channel(64);
         let inner = Arc::new(Inner {
             settings,
             tz,
@@ -177,6 +179,7 @@ impl Scheduler {
             job_cancel: CancellationToken::new(),
             in_flight: StdMutex::new(BTreeMap::new()),
             snapshot,
+            finished,
         });
         inner.publish().await;
         Ok(Self {
@@ -441,6 +444,8 @@ impl Inner {
                 StartDecision::Run => self.run_once(&job_id, t, started, run_now).await,
             };
             if let Some(run) = outcome {
+                // No subscriber is fine.
+                let _ = self.finished.send(run.clone());
                 let mut jobs = self.jobs.lock().await;
                 if let Some(st) = jobs.get_mut(&job_id) {
                     st.record.last_run_at = Some(run.scheduled_for);
@@ -711,6 +716,12 @@ impl SchedulerHandle {
     /// The retained `<base>/bridge/schedule` document, updated on every change and run.
     pub fn subscribe(&self) -> watch::Receiver<serde_json::Value> {
         self.inner.snapshot.subscribe()
+    }
+
+    /// Every finished, failed or missed run as it is recorded (e.g. the health job's result,
+    /// which the app publishes on `<base>/bridge/health`).
+    pub fn subscribe_runs(&self) -> broadcast::Receiver<JobRunRecord> {
+        self.inner.finished.subscribe()
     }
 
     /// The trigger in force for a job.
