@@ -291,6 +291,35 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
             .iter()
             .any(|a| a.kind == AlertKind::ModeDrift)
     );
+
+    // A newer intent from another source (an MQTT Passive command) is not fought, even though
+    // the reconciler's cache still holds the AUTO intent.
+    rig.clock.advance(Duration::from_secs(120));
+    let bat1 = DeviceId::parse("bat1").expect("id");
+    rig.store
+        .set_desired(&marstek_bridge::domain::DesiredState {
+            device: bat1.clone(),
+            config: ModeConfig::Passive {
+                power: Watts(300),
+                cd_time: 600,
+            },
+            set_by: "mqtt".into(),
+            set_at: rig.clock.now(),
+            valid_until: Some(rig.clock.now() + chrono::TimeDelta::hours(1)),
+        })
+        .await
+        .expect("mqtt intent");
+    rig.sim.set_mode(1, Mode::Passive);
+    let sample = rig
+        .commands
+        .fleet()
+        .get(&bat1)
+        .expect("bat1")
+        .poll()
+        .await
+        .expect("poll");
+    assert_eq!(rec.on_sample(&sample).await, None);
+    assert_eq!(rig.mode(1), Mode::Passive);
     s.shutdown(Duration::from_secs(5)).await;
     rig.cancel.cancel();
 }

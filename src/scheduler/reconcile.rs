@@ -273,11 +273,32 @@ impl Reconciler {
     /// raises `mode_drift` when the device reports another mode.
     pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
         let observed = sample.mode?;
-        let intent = self.intent(&sample.device)?;
+        let cached = self.intent(&sample.device)?;
+        if cached.config.mode() == observed {
+            return None;
+        }
+        // Suspected drift: re-read the intent first, since another source (an MQTT command)
+        // may have replaced it since the cache was filled.
+        let now = self.clock.now();
+        let intent = match self.store.desired_states().await {
+            Ok(list) => {
+                let fresh = list.into_iter().find(|d| d.device == sample.device);
+                if let Ok(mut m) = self.desired.lock() {
+                    match &fresh {
+                        Some(d) => m.insert(d.device.clone(), d.clone()),
+                        None => m.remove(&sample.device),
+                    };
+                }
+                fresh.filter(|d| valid_at(d, now))?
+            }
+            Err(e) => {
+                tracing::warn!(device = %sample.device, error = %e, "desired_state_not_loaded");
+                cached
+            }
+        };
         if intent.config.mode() == observed {
             return None;
         }
-        let now = self.clock.now();
         let recent = self
             .last_applied
             .lock()

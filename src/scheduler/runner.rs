@@ -50,6 +50,8 @@ pub struct JobView {
     pub last_run_at: Option<DateTime<Utc>>,
     /// Status of the last run (`completed`, `failed`, `missed`, `skipped`).
     pub last_status: Option<String>,
+    /// Error of the last run, when it failed or was missed (since this process started).
+    pub last_error: Option<String>,
 }
 
 struct JobState {
@@ -58,6 +60,7 @@ struct JobState {
     config_trigger: Trigger,
     enabled: bool,
     running: bool,
+    last_error: Option<String>,
 }
 
 /// (job id, scheduled instant) of a run.
@@ -157,6 +160,7 @@ impl Scheduler {
                     config_trigger,
                     enabled,
                     running: false,
+                    last_error: None,
                 },
             );
         }
@@ -433,6 +437,11 @@ impl Inner {
         let permit = self.workers.clone().acquire_owned().await.ok();
         let mut last = None;
         for t in times {
+            if self.stop.is_cancelled() && !run_now {
+                // Queued behind busy workers when shutdown began: not started, not claimed.
+                tracing::warn!(job_id = %job_id, scheduled_for = %t, "scheduled_job_not_started_shutdown");
+                continue;
+            }
             let started = self.clock.now();
             let decision = if run_now {
                 StartDecision::Run
@@ -450,6 +459,7 @@ impl Inner {
                 if let Some(st) = jobs.get_mut(&job_id) {
                     st.record.last_run_at = Some(run.scheduled_for);
                     st.record.last_status = Some(run.status.as_str().into());
+                    st.last_error = run.error.clone();
                 }
                 last = Some(run);
             }
@@ -654,6 +664,7 @@ impl Inner {
             next_run_local: next.map(|t| t.with_timezone(&self.tz).to_rfc3339()),
             last_run_at: st.record.last_run_at,
             last_status: st.record.last_status.clone(),
+            last_error: st.last_error.clone(),
         }
     }
 
