@@ -422,6 +422,7 @@ async fn leader_hands_over_within_the_bound_on_postgres() {
         .expect("b takes over within the bound")
         .expect("open");
     let took = t0.elapsed();
+    eprintln!("leader hand-over after abort: {took:?} (bound {bound:?})");
     assert!(took <= bound + Duration::from_secs(1), "took {took:?}");
     let (_, at) = tokio::time::timeout(WAIT, runs_rx.recv())
         .await
