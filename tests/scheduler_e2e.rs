@@ -218,7 +218,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
         .trigger_of(JOB_SWITCH_TO_MANUAL_NIGHT)
         .await
         .expect("manual");
-    let outcomes = rig.reconciler().startup(&auto, &manual).await;
+    let outcomes = rig.reconciler().startup_from(&h).await;
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     assert!(
         outcomes.iter().all(|o| o["status"] == "applied"),
@@ -509,5 +509,31 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     let audit = rig.store.recent_commands(10).await.expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].source, "reconciler");
+    rig.cancel.cancel();
+}
+
+#[tokio::test]
+async fn paused_mode_job_derives_no_intent_at_startup() {
+    let now = utc("2026-11-30T08:00:00Z");
+    let rig = rig(1, now).await;
+    rig.sim.set_mode(0, Mode::Manual);
+    let s = rig.scheduler(None).await;
+    let h = s.handle();
+    h.pause(JOB_SWITCH_TO_AUTO).await.expect("pause");
+    let outcomes = rig.reconciler().startup_from(&h).await;
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+    assert_eq!(
+        rig.mode(0),
+        Mode::Manual,
+        "a paused schedule changes nothing"
+    );
+    assert!(
+        rig.store
+            .desired_states()
+            .await
+            .expect("desired")
+            .is_empty()
+    );
+    s.shutdown(Duration::from_secs(5)).await;
     rig.cancel.cancel();
 }
