@@ -1,1 +1,361 @@
-//! Alert rules with raise/clear hysteresis, fed by samples and driver health.
+//! Alert rules with raise/clear hysteresis, fed by samples and driver health: low SOC, high
+//! temperature, device unreachable/back; one-shot events (command failed, mode drift from the
+//! reconciler) pass through. Pure state machine: returns `domain::Alert` events and touches
+//! nothing; the app routes them to MQTT (`MqttHandle::publish_alert`) and the store.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Alert, AlertKind, AlertState, DeviceHealth, DeviceId, Sample, Severity};
+
+/// Thresholds of the alert rules (`[alerts]` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Raise `low_soc` when SOC drops below this, %.
+    pub low_soc: u8,
+    /// Clear `low_soc` only once SOC is above `low_soc + soc_hysteresis`, %.
+    pub soc_hysteresis: u8,
+    /// Raise `high_temperature` above this, °C.
+    pub high_temperature: f64,
+    /// Clear `high_temperature` only below `high_temperature - temperature_hysteresis`, °C.
+    pub temperature_hysteresis: f64,
+    /// Raise `unreachable` after this many consecutive failed polls.
+    pub unreachable_after: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            low_soc: 15,
+            soc_hysteresis: 5,
+            high_temperature: 50.0,
+            temperature_hysteresis: 5.0,
+            unreachable_after: 3,
+        }
+    }
+}
+
+impl AlertSettings {
+    /// Problems as (key relative to `[alerts]`, reason); empty when valid.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.low_soc > 100 {
+            out.push(("low_soc".into(), "must be 0 to 100 %".into()));
+        }
+        if self.soc_hysteresis == 0
+            || u16::from(self.low_soc) + u16::from(self.soc_hysteresis) > 100
+        {
+            out.push((
+                "soc_hysteresis".into(),
+                "must be at least 1 % and keep low_soc + soc_hysteresis ≤ 100".into(),
+            ));
+        }
+        if !self.high_temperature.is_finite() || !(0.0..=100.0).contains(&self.high_temperature) {
+            out.push(("high_temperature".into(), "must be 0 to 100 °C".into()));
+        }
+        if !self.temperature_hysteresis.is_finite()
+            || !(0.1..=50.0).contains(&self.temperature_hysteresis)
+        {
+            out.push((
+                "temperature_hysteresis".into(),
+                "must be 0.1 to 50 °C".into(),
+            ));
+        }
+        if self.unreachable_after == 0 {
+            out.push(("unreachable_after".into(), "must be at least 1 poll".into()));
+        }
+        out
+    }
+}
+
+/// The alert state machine for every device.
+#[derive(Debug, Default)]
+pub struct AlertEngine {
+    settings: AlertSettings,
+    active: BTreeMap<(DeviceId, AlertKind), bool>,
+}
+
+#[allow(clippy::too_many_arguments)] // a plain constructor: one argument per Alert field
+fn alert(
+    kind: AlertKind,
+    severity: Severity,
+    device: &DeviceId,
+    message: String,
+    value: Option<f64>,
+    threshold: Option<f64>,
+    state: AlertState,
+    at: DateTime<Utc>,
+) -> Alert {
+    Alert {
+        kind,
+        severity,
+        device: Some(device.clone()),
+        message,
+        value,
+        threshold,
+        state,
+        at,
+    }
+}
+
+impl AlertEngine {
+    /// An engine with these thresholds and no active alert.
+    pub fn new(settings: AlertSettings) -> Self {
+        Self {
+            settings,
+            active: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `kind` is currently raised for `device`.
+    pub fn is_active(&self, device: &DeviceId, kind: AlertKind) -> bool {
+        self.active
+            .get(&(device.clone(), kind))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Kinds currently raised for `device`.
+    pub fn active_kinds(&self, device: &DeviceId) -> Vec<AlertKind> {
+        self.active
+            .iter()
+            .filter(|((d, _), on)| d == device && **on)
+            .map(|((_, k), _)| *k)
+            .collect()
+    }
+
+    fn flip(&mut self, device: &DeviceId, kind: AlertKind, on: bool) -> bool {
+        let slot = self.active.entry((device.clone(), kind)).or_insert(false);
+        let changed = *slot != on;
+        *slot = on;
+        changed
+    }
+
+    /// Evaluates SOC and temperature rules on a sample.
+    pub fn on_sample(&mut self, s: &Sample) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let cfg = self.settings.clone();
+        if let Some(soc) = s.soc {
+            let soc = soc.0;
+            let low = self.is_active(&s.device, AlertKind::LowSoc);
+            let clear_at = cfg.low_soc.saturating_add(cfg.soc_hysteresis);
+            if !low && soc < cfg.low_soc && self.flip(&s.device, AlertKind::LowSoc, true) {
+                out.push(alert(
+                    AlertKind::LowSoc,
+                    Severity::Warning,
+                    &s.device,
+                    format!("state of charge {soc} % is below {} %", cfg.low_soc),
+                    Some(soc.into()),
+                    Some(cfg.low_soc.into()),
+                    AlertState::Raised,
+                    s.at,
+                ));
+            } else if low && soc > clear_at && self.flip(&s.device, AlertKind::LowSoc, false) {
+                out.push(alert(
+                    AlertKind::LowSoc,
+                    Severity::Info,
+                    &s.device,
+                    format!("state of charge {soc} % is back above {clear_at} %"),
+                    Some(soc.into()),
+                    Some(clear_at.into()),
+                    AlertState::Cleared,
+                    s.at,
+                ));
+            }
+        }
+        if let Some(t) = s.temperature {
+            let t = t.0;
+            let hot = self.is_active(&s.device, AlertKind::HighTemperature);
+            let clear_at = cfg.high_temperature - cfg.temperature_hysteresis;
+            if !hot
+                && t > cfg.high_temperature
+                && self.flip(&s.device, AlertKind::HighTemperature, true)
+            {
+                out.push(alert(
+                    AlertKind::HighTemperature,
+                    Severity::Critical,
+                    &s.device,
+                    format!("temperature {t} °C is above {} °C", cfg.high_temperature),
+                    Some(t),
+                    Some(cfg.high_temperature),
+                    AlertState::Raised,
+                    s.at,
+                ));
+            } else if hot && t < clear_at && self.flip(&s.device, AlertKind::HighTemperature, false)
+            {
+                out.push(alert(
+                    AlertKind::HighTemperature,
+                    Severity::Info,
+                    &s.device,
+                    format!("temperature {t} °C is back below {clear_at} °C"),
+                    Some(t),
+                    Some(clear_at),
+                    AlertState::Cleared,
+                    s.at,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Evaluates reachability from driver health (raise after `unreachable_after` consecutive
+    /// failures, clear on the first success).
+    pub fn on_health(
+        &mut self,
+        device: &DeviceId,
+        h: &DeviceHealth,
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let down = self.is_active(device, AlertKind::Unreachable);
+        let limit = self.settings.unreachable_after;
+        if !down && h.consecutive_failures >= limit {
+            self.flip(device, AlertKind::Unreachable, true);
+            vec![alert(
+                AlertKind::Unreachable,
+                Severity::Critical,
+                device,
+                format!("no answer to {} consecutive polls", h.consecutive_failures),
+                Some(h.consecutive_failures.into()),
+                Some(limit.into()),
+                AlertState::Raised,
+                now,
+            )]
+        } else if down && h.consecutive_failures == 0 {
+            self.flip(device, AlertKind::Unreachable, false);
+            vec![alert(
+                AlertKind::Unreachable,
+                Severity::Info,
+                device,
+                "device answers again".into(),
+                Some(0.0),
+                Some(limit.into()),
+                AlertState::Cleared,
+                now,
+            )]
+        } else {
+            vec![]
+        }
+    }
+
+    /// Passes an event from elsewhere (command failed, mode drift, job failures) through, tracking
+    /// raise/clear so a repeated raise of a stateful kind (mode drift) is not re-sent.
+    pub fn on_event(&mut self, a: Alert) -> Vec<Alert> {
+        let one_shot = matches!(a.kind, AlertKind::CommandFailed | AlertKind::JobFailed);
+        match (&a.device, one_shot) {
+            (Some(dev), false) => {
+                let dev = dev.clone();
+                if self.flip(&dev, a.kind, a.state == AlertState::Raised) {
+                    vec![a]
+                } else {
+                    vec![]
+                }
+            }
+            _ => vec![a],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Celsius, Percent};
+
+    fn sample(soc: u8, temp: f64) -> Sample {
+        let mut s = Sample::empty(DeviceId::parse("d1").unwrap(), Utc::now());
+        s.soc = Some(Percent(soc));
+        s.temperature = Some(Celsius(temp));
+        s
+    }
+
+    #[test]
+    fn low_soc_hysteresis_does_not_flap() {
+        let mut e = AlertEngine::new(AlertSettings::default()); // 15 %, +5
+        assert!(e.on_sample(&sample(16, 20.0)).is_empty());
+        let a = e.on_sample(&sample(14, 20.0));
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].kind, a[0].state),
+            (AlertKind::LowSoc, AlertState::Raised)
+        );
+        // flapping around the threshold: nothing
+        for soc in [15, 14, 16, 13, 20, 18] {
+            assert!(e.on_sample(&sample(soc, 20.0)).is_empty(), "soc {soc}");
+        }
+        let a = e.on_sample(&sample(21, 20.0));
+        assert_eq!(a[0].state, AlertState::Cleared);
+        assert!(e.on_sample(&sample(25, 20.0)).is_empty());
+        assert!(e.active_kinds(&DeviceId::parse("d1").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn temperature_hysteresis() {
+        let mut e = AlertEngine::new(AlertSettings::default()); // 50 °C, -5
+        assert_eq!(e.on_sample(&sample(50, 51.0))[0].state, AlertState::Raised);
+        assert!(e.on_sample(&sample(50, 49.0)).is_empty());
+        assert!(e.on_sample(&sample(50, 52.0)).is_empty());
+        assert_eq!(e.on_sample(&sample(50, 44.9))[0].state, AlertState::Cleared);
+    }
+
+    #[test]
+    fn unreachable_and_events() {
+        let mut e = AlertEngine::new(AlertSettings::default());
+        let d = DeviceId::parse("d1").unwrap();
+        let h = |n| DeviceHealth {
+            consecutive_failures: n,
+            ..Default::default()
+        };
+        assert!(e.on_health(&d, &h(2), Utc::now()).is_empty());
+        assert_eq!(e.on_health(&d, &h(3), Utc::now()).len(), 1);
+        assert!(e.on_health(&d, &h(9), Utc::now()).is_empty());
+        assert_eq!(
+            e.on_health(&d, &h(0), Utc::now())[0].state,
+            AlertState::Cleared
+        );
+        let drift = Alert {
+            kind: AlertKind::ModeDrift,
+            severity: Severity::Warning,
+            device: Some(d.clone()),
+            message: "x".into(),
+            value: None,
+            threshold: None,
+            state: AlertState::Raised,
+            at: Utc::now(),
+        };
+        assert_eq!(e.on_event(drift.clone()).len(), 1);
+        assert!(e.on_event(drift.clone()).is_empty());
+        let failed = Alert {
+            kind: AlertKind::CommandFailed,
+            ..drift
+        };
+        assert_eq!(e.on_event(failed.clone()).len(), 1);
+        assert_eq!(e.on_event(failed).len(), 1);
+        let v = serde_json::to_value(&e.on_sample(&sample(5, 20.0))[0]).unwrap();
+        for k in [
+            "kind",
+            "severity",
+            "device",
+            "message",
+            "value",
+            "threshold",
+            "state",
+            "at",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["state"], "raised");
+    }
+
+    #[test]
+    fn settings_validate() {
+        assert!(AlertSettings::default().validate().is_empty());
+        let bad = AlertSettings {
+            low_soc: 99,
+            unreachable_after: 0,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().len(), 2);
+    }
+}

@@ -32,7 +32,9 @@ pub struct Settings {
     /// Batteries to talk to.
     pub devices: Vec<DeviceConfig>,
     /// Polling, pacing and retries.
-    pub polling: toml::Table,
+    pub polling: crate::marstek::PollingSettings,
+    /// UDP socket and discovery of the Marstek driver.
+    pub marstek: crate::marstek::MarstekSettings,
     /// Scheduled jobs.
     pub scheduler: toml::Table,
     /// EDF Tempo and precharge.
@@ -387,6 +389,8 @@ impl Settings {
         }
         section(&mut issues, "http", self.http.validate());
         section(&mut issues, "database", self.database.validate());
+        section(&mut issues, "polling", self.polling.validate());
+        section(&mut issues, "marstek", self.marstek.validate());
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (n, d) in self.devices.iter().enumerate() {

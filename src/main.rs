@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
-use marstek_bridge::{app, logging, store};
+use marstek_bridge::{app, logging, marstek, simulator, store};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,12 @@ enum Command {
     Config(ConfigCommand),
     /// Apply the database migrations (also done at every start) and exit.
     Migrate,
+    /// Find batteries on the LAN (broadcast) or on an address and port range (unicast).
+    Discover(marstek::DiscoverArgs),
+    /// Query one battery: identity, firmware, status and mode.
+    Probe(marstek::ProbeArgs),
+    /// Run simulated batteries on UDP (tests, demos, benchmarks) until Ctrl-C.
+    Simulate(simulator::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -50,6 +56,19 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Tools that need no configuration run even when the configuration is broken.
+    match &cli.command {
+        Command::Discover(args) => return run_tool(&cli, |_| marstek::cli::run_discover(args)),
+        Command::Probe(args) => return run_tool(&cli, |_| marstek::cli::run_probe(args)),
+        Command::Simulate(args) => {
+            return run_tool(&cli, |token| async move {
+                simulator::simulate(args, token)
+                    .await
+                    .map(|()| String::new())
+            });
+        }
+        _ => {}
+    }
     let mut settings = match config::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return config_failure(&e),
@@ -70,6 +89,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
+        Command::Discover(_) | Command::Probe(_) | Command::Simulate(_) => {
+            unreachable!("handled above")
+        }
         Command::Migrate => run_async(settings, |s| async move {
             let backend = store::migrate(&s.database)
                 .await
@@ -81,6 +103,33 @@ fn main() -> ExitCode {
             Ok(())
         }),
     }
+}
+
+/// Runs a configuration-free tool, printing what it returns; SIGINT/SIGTERM cancel the token.
+fn run_tool<'a, F, Fut>(cli: &Cli, f: F) -> ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>> + 'a,
+{
+    let logging = config::LoggingSettings {
+        level: cli.log_level.clone().unwrap_or_else(|| "warn".into()),
+        format: cli.log_format.unwrap_or_default(),
+    };
+    let settings = Settings {
+        logging,
+        ..Settings::default()
+    };
+    run_async(settings, |_| async move {
+        let token = tokio_util::sync::CancellationToken::new();
+        let on_signal = token.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        let out = f(token).await?;
+        print!("{out}");
+        Ok(())
+    })
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {

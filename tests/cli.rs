@@ -190,7 +190,7 @@ fn sigterm_stops_the_daemon_cleanly_within_the_bound() {
 /// A configuration for a daemon on this machine's real neighbours with no battery.
 pub fn test_config(dir: &Path) -> String {
     format!(
-        "[bridge]\nshutdown_timeout = \"10s\"\n\n[database]\nurl = \"sqlite://{}/bridge.db\"\n",
+        "[bridge]\nshutdown_timeout = \"10s\"\n\n[marstek]\nbind_device_port = false\n\n[database]\nurl = \"sqlite://{}/bridge.db\"\n",
         dir.display()
     )
 }

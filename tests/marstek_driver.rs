@@ -595,3 +595,99 @@ async fn discover_finds_every_device_on_a_port_range() {
     .unwrap();
     assert!(table.contains("12 device(s) found"), "{table}");
 }
+
+#[tokio::test]
+async fn pacing_keeps_a_gap_sensitive_device_answering() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    s.update_faults(0, |f| {
+        f.drop_within_quiet_gap = Some(Duration::from_millis(150))
+    });
+    let cancel = CancellationToken::new();
+    // without a gap, a request right after a reply is dropped
+    let t = transport(&cancel).await;
+    let a = s.addrs()[0];
+    t.request(
+        a,
+        method::ES_GET_MODE,
+        protocol::instance_params(0),
+        opts(500, 0, None),
+    )
+    .await
+    .unwrap();
+    let e = t
+        .request(
+            a,
+            method::ES_GET_MODE,
+            protocol::instance_params(0),
+            opts(100, 0, None),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DriverError::Timeout { .. }));
+    // the actor waits its quiet gap after every reply: a full round without a single timeout
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    s.update_faults(0, |f| {
+        f.drop_within_quiet_gap = Some(Duration::from_millis(150))
+    });
+    let a = s.addrs()[0];
+    let tracker = TaskTracker::new();
+    let settings = PollingSettings {
+        quiet_gap: Duration::from_millis(250),
+        retries: 0,
+        request_timeout: Duration::from_millis(500),
+        ..fast()
+    };
+    let (b, mut rx) = spawn_actor(transport(&cancel).await, a, settings, &cancel, &tracker);
+    let sample = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        sample.mode.is_some()
+            && sample.temperature.is_some()
+            && sample.total_grid_input_energy.is_some()
+    );
+    assert_eq!(b.health().timeouts, 0);
+}
+
+#[tokio::test]
+async fn one_request_in_flight_per_device_under_concurrent_callers() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    // the device drops any request arriving while it is "busy" (within 20 ms of the previous)
+    s.update_faults(0, |f| f.drop_concurrent = Some(Duration::from_millis(20)));
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let settings = PollingSettings {
+        quiet_gap: Duration::from_millis(50),
+        retries: 0,
+        ..fast()
+    };
+    let (b, mut rx) = spawn_actor(
+        transport(&cancel).await,
+        s.addrs()[0],
+        settings,
+        &cancel,
+        &tracker,
+    );
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let cmds = [
+        Command::SetLed { on: false },
+        Command::SetMode(ModeConfig::Ai),
+        Command::SetBleAdv { on: false },
+    ];
+    let (r1, r2, r3, p) = tokio::join!(
+        b.execute(&cmds[0]),
+        b.execute(&cmds[1]),
+        b.execute(&cmds[2]),
+        b.poll()
+    );
+    r1.unwrap();
+    assert!(r2.unwrap().verified);
+    r3.unwrap();
+    p.unwrap();
+    assert_eq!(s.stats(0).unwrap().dropped, 0, "never two requests at once");
+    assert_eq!(b.health().timeouts, 0);
+}

@@ -331,6 +331,34 @@ async fn story(store: &dyn Store) {
     assert!(store.try_lead("inst-1", ttl).await.unwrap());
 }
 
+/// Retention: only samples older than the retention period go (none on TimescaleDB, whose
+/// policy does it).
+async fn retention(store: &dyn Store) {
+    let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let d = dev("retention_dev");
+    let old = Sample::empty(d.clone(), now - chrono::Duration::days(91));
+    let recent = Sample::empty(d.clone(), now - chrono::Duration::days(89));
+    assert_eq!(
+        store.insert_samples(&[old, recent.clone()]).await.unwrap(),
+        2
+    );
+    let expected = if store.backend() == Backend::Timescale {
+        0
+    } else {
+        1
+    };
+    assert_eq!(
+        store::prune_expired(store, 90, now).await.unwrap(),
+        expected
+    );
+    let left = store
+        .sample_history(&d, now - chrono::Duration::days(365), now)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2 - expected as usize);
+    assert_eq!(left.last().map(|s| s.at), Some(recent.at));
+}
+
 fn sqlite_settings(dir: &tempfile::TempDir, file: &str) -> DatabaseSettings {
     DatabaseSettings {
         url: format!("sqlite://{}", dir.path().join(file).display()),
@@ -346,6 +374,18 @@ async fn story_on_sqlite() {
     assert_eq!(s.backend(), Backend::Sqlite);
     assert!(dir.path().join("nested/dir/bridge.db").exists());
     story(s.as_ref()).await;
+    // WAL journal and foreign keys are on.
+    let lite = store::SqliteStore::connect(&settings).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(lite.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(lite.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
     // Re-opening applies no migration twice and keeps the data.
     drop(s);
     let s = store::open(&settings).await.unwrap();
@@ -457,4 +497,24 @@ async fn open_errors_name_the_url_without_password() {
     let err = store::open(&settings).await.err().expect("must fail");
     assert!(matches!(err, StoreError::BadUrl(_)), "{err}");
     assert!(err.to_string().contains("database.url"), "{err}");
+}
+
+#[tokio::test]
+async fn retention_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store::open(&sqlite_settings(&dir, "r.db")).await.unwrap();
+    retention(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn retention_on_postgres() {
+    let db = TestPgDb::create("store_retention").await;
+    let settings = DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    };
+    let s = store::open(&settings).await.unwrap();
+    retention(s.as_ref()).await;
+    drop(s);
+    db.drop_now().await;
 }

@@ -150,12 +150,7 @@ impl Transport {
         addr: SocketAddr,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, DriverError> {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| DriverError::Io(format!("bind {addr}: {e}")))?;
-        socket
-            .set_broadcast(true)
-            .map_err(|e| DriverError::Io(e.to_string()))?;
+        let socket = bind_udp(addr).map_err(|e| DriverError::Io(format!("bind {addr}: {e}")))?;
         let local = socket
             .local_addr()
             .map_err(|e| DriverError::Io(e.to_string()))?;
@@ -342,6 +337,18 @@ impl Drop for PendingGuard<'_> {
             t.finish(self.key, Finished::Expired);
         }
     }
+}
+
+/// A broadcast-capable UDP socket with a large receive buffer (a fleet answers in bursts).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_broadcast(true)?;
+    // best effort: the kernel caps it at net.core.rmem_max
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

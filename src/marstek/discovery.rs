@@ -77,7 +77,8 @@ fn broadcast_addresses() -> Vec<IpAddr> {
     out
 }
 
-fn mac_from_src(src: &str) -> Option<String> {
+/// The BLE MAC at the end of a reply's `src` (`VenusE 3.0-681268abcdef`), lowercase.
+pub fn mac_from_src(src: &str) -> Option<String> {
     let tail = src.rsplit('-').next()?;
     (tail.len() == 12 && tail.chars().all(|c| c.is_ascii_hexdigit()))
         .then(|| tail.to_ascii_lowercase())

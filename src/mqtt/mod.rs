@@ -1,2 +1,19 @@
 //! MQTT adapter: topics, Home Assistant discovery, state/availability/alert publishing, command
-//! parsing and the bridge request/response API. Talks only to the broker.
+//! parsing and the bridge request/response API. Talks only to the broker, and to devices only
+//! through `control::CommandService`.
+//!
+//! Wiring (done by `app.rs`): build a [`RequestRouter`] (`RequestRouter::with_builtins` plus
+//! `register` for jobs/tempo actions), call [`MqttBridge::start`], then feed the returned
+//! [`MqttHandle`] with samples, availability, alerts and the retained bridge documents.
+
+pub mod bridge;
+pub mod commands;
+pub mod discovery;
+pub mod requests;
+pub mod settings;
+pub mod topics;
+
+pub use bridge::{MqttBridge, MqttError, MqttHandle, state_payload};
+pub use requests::{Handler, RequestRouter, handler};
+pub use settings::{DiscoveryStyle, MqttSettings, TlsSettings};
+pub use topics::Topics;

@@ -326,6 +326,24 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<Backend, StoreError>
     Ok(store.backend())
 }
 
+/// Retention without TimescaleDB: deletes samples older than `retention_days` before `now`
+/// (TimescaleDB's own policy does it otherwise, so this returns 0 there). Returns rows deleted.
+pub async fn prune_expired(
+    store: &dyn Store,
+    retention_days: u32,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    if store.backend() == Backend::Timescale {
+        return Ok(0);
+    }
+    let before = now - chrono::Duration::days(i64::from(retention_days));
+    let rows = store.prune_samples(before).await?;
+    if rows > 0 {
+        tracing::info!(rows, before = %before, "samples_pruned");
+    }
+    Ok(rows)
+}
+
 /// Maps a migration error to `StoreError::Migration`, naming the failing file.
 fn migration_error(
     migrator: &sqlx::migrate::Migrator,
@@ -438,6 +456,35 @@ mod tests {
             msg.contains("sqlite://") && !msg.contains("secret"),
             "{msg}"
         );
+    }
+
+    #[tokio::test]
+    async fn sqlx_errors_map_to_store_errors() {
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::NotFound
+        ));
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::from(sqlx::Error::Io(io)).is_transient());
+
+        // A real unique violation on a real (SQLite) database → Conflict.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("e.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let ins = "INSERT INTO documents (key, value, updated_at) VALUES ('k', '{}', 0)";
+        sqlx::query(ins).execute(s.pool()).await.unwrap();
+        let e = sqlx::query(ins).execute(s.pool()).await.unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Conflict(_)));
+        let e = sqlx::query("SELECT nope FROM documents")
+            .execute(s.pool())
+            .await
+            .unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Other(_)));
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn enable_timescale(
             .await?;
         sqlx::query(
             "SELECT create_hypertable('battery_status', 'time', \
-             if_not_exists => TRUE, migrate_data => TRUE)",
+             if_not_exists => TRUE, migrate_data => TRUE, create_default_indexes => FALSE)",
         )
         .execute(pool)
         .await?;

@@ -42,13 +42,14 @@ impl TcpProxy {
                         Err(_) => continue,
                     },
                 };
+                // Generation first, then the flag: a cut between the two is still seen below.
+                let generation = *gen_rx.borrow();
                 if cut2.load(Ordering::SeqCst) {
                     drop(client); // refused while cut
                     continue;
                 }
                 accepted2.fetch_add(1, Ordering::SeqCst);
                 let mut gen_rx = gen_rx.clone();
-                gen_rx.mark_unchanged();
                 let stop3 = stop2.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -59,7 +60,7 @@ impl TcpProxy {
                     let _ = server.set_nodelay(true);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = gen_rx.changed() => {}
+                        _ = gen_rx.wait_for(|g| *g != generation) => {}
                         _ = stop3.cancelled() => {}
                     }
                     // Dropping both ends closes the connection on both sides.

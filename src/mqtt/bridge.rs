@@ -1,0 +1,911 @@
+//! The running MQTT bridge: one task drives rumqttc's `EventLoop` (and nothing else), one task
+//! publishes from a latest-wins outbox, one dispatches incoming commands and requests, one marks
+//! silent devices offline. Talks to the broker and to `control::CommandService`; never to a
+//! device directly. Shutdown: cancel the token; the bridge publishes `offline` and disconnects.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, Transport,
+};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::commands::{
+    self, Action, CommandResponse, DEFAULT_PASSIVE_SECONDS, Parsed, Refusal, intent_for,
+};
+use super::discovery::{self, Entity, HaDevice};
+use super::requests::RequestRouter;
+use super::settings::MqttSettings;
+use super::topics::{Incoming, Topics};
+use crate::control::CommandService;
+use crate::domain::{
+    Alert, AlertKind, AlertState, Command, CommandSource, DeviceId, ModeConfig, Sample,
+};
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// Settings did not validate (key: reason; …).
+    #[error("invalid mqtt settings: {0}")]
+    Settings(String),
+    /// A password or TLS file could not be read.
+    #[error("cannot read {path}: {error}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        error: String,
+    },
+}
+
+/// Remembered control values of one battery (published retained on `<dev>/controls`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Controls {
+    passive_power: i32,
+    passive_duration: u32,
+    dod: Option<u8>,
+    led: Option<bool>,
+    ble_adv: Option<bool>,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Self {
+            passive_power: 0,
+            passive_duration: DEFAULT_PASSIVE_SECONDS,
+            dod: None,
+            led: None,
+            ble_adv: None,
+        }
+    }
+}
+
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    latest: BTreeMap<DeviceId, Sample>,
+    last_sample: HashMap<DeviceId, Instant>,
+    dirty_states: BTreeSet<DeviceId>,
+    retained: BTreeMap<String, Vec<u8>>,
+    dirty_retained: BTreeSet<String>,
+    events: VecDeque<Msg>,
+    discovery_dirty: bool,
+    discovered_with_info: BTreeSet<DeviceId>,
+    extra_entities: Vec<Entity>,
+    online: BTreeMap<DeviceId, bool>,
+    active_alerts: BTreeMap<DeviceId, BTreeSet<AlertKind>>,
+    controls: BTreeMap<DeviceId, Controls>,
+    /// Config topics listed in our retained list (before sync: what the broker had).
+    known_discovery: Vec<String>,
+    discovery_synced: bool,
+}
+
+struct Shared {
+    topics: Topics,
+    settings: MqttSettings,
+    qos: QoS,
+    commands: CommandService,
+    out: Mutex<Outbox>,
+    notify: Notify,
+    connected: watch::Sender<bool>,
+    session: AtomicU64,
+    dropped: AtomicU64,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock cannot leave the outbox inconsistent: recover it.
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_retained(&self, topic: String, payload: Vec<u8>) {
+        let mut o = self.lock();
+        if o.retained.get(&topic) != Some(&payload) {
+            o.retained.insert(topic.clone(), payload);
+            o.dirty_retained.insert(topic);
+        }
+        drop(o);
+        self.notify.notify_one();
+    }
+
+    fn push_event(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        let mut o = self.lock();
+        if o.events.len() >= self.settings.queue_capacity {
+            o.events.pop_front();
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped = n, "mqtt_message_dropped");
+        }
+        o.events.push_back(Msg {
+            topic,
+            payload,
+            retain,
+        });
+        drop(o);
+        self.notify.notify_one();
+    }
+
+    fn set_online(&self, dev: &DeviceId, online: bool) {
+        let changed = {
+            let mut o = self.lock();
+            o.online.insert(dev.clone(), online) != Some(online)
+        };
+        if changed {
+            tracing::info!(device = %dev, online, "device_availability");
+        }
+        self.set_retained(
+            self.topics.availability(dev),
+            if online {
+                b"online".to_vec()
+            } else {
+                b"offline".to_vec()
+            },
+        );
+    }
+
+    fn publish_controls(&self, dev: &DeviceId, f: impl FnOnce(&mut Controls)) {
+        let payload = {
+            let mut o = self.lock();
+            let c = o.controls.entry(dev.clone()).or_default();
+            f(c);
+            serde_json::to_vec(c).unwrap_or_default()
+        };
+        self.set_retained(self.topics.controls(dev), payload);
+    }
+
+    fn respond(&self, dev_level: &str, resp: &CommandResponse) {
+        let payload = serde_json::to_vec(resp).unwrap_or_default();
+        self.push_event(self.topics.response(dev_level), payload, false);
+    }
+}
+
+/// The JSON published on `<dev>/state`: every `Sample` field (snake_case, units in the docs) plus
+/// `last_seen` (RFC 3339, = `at`).
+pub fn state_payload(sample: &Sample) -> Vec<u8> {
+    let mut v = serde_json::to_value(sample).unwrap_or_else(|_| json!({}));
+    if let Value::Object(m) = &mut v {
+        m.insert("last_seen".into(), json!(sample.at.to_rfc3339()));
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Cheap handle to the running bridge; every method returns at once (never waits on the broker).
+#[derive(Clone)]
+pub struct MqttHandle {
+    shared: Arc<Shared>,
+}
+
+impl MqttHandle {
+    /// Queues the latest state of a device (latest wins) and marks it online.
+    pub fn publish_sample(&self, sample: Sample) {
+        let dev = sample.device.clone();
+        let has_info = self
+            .shared
+            .commands
+            .fleet()
+            .get(&dev)
+            .is_some_and(|b| b.info().is_some());
+        {
+            let mut o = self.shared.lock();
+            o.last_sample.insert(dev.clone(), Instant::now());
+            o.dirty_states.insert(dev.clone());
+            o.latest.insert(dev.clone(), sample);
+            if has_info && !o.discovered_with_info.contains(&dev) {
+                o.discovery_dirty = true;
+            }
+        }
+        self.shared.set_online(&dev, true);
+    }
+
+    /// Sets a device's retained availability (`online`/`offline`).
+    pub fn set_availability(&self, dev: &DeviceId, online: bool) {
+        self.shared.set_online(dev, online);
+    }
+
+    /// Publishes an alert event on `<dev>/alert` (or `bridge/alert` when it has no device) and
+    /// updates the retained `<dev>/alerts` list of active kinds.
+    pub fn publish_alert(&self, alert: &Alert) {
+        let payload = serde_json::to_vec(alert).unwrap_or_default();
+        match &alert.device {
+            None => self
+                .shared
+                .push_event(self.shared.topics.bridge_alert(), payload, false),
+            Some(dev) => {
+                self.shared
+                    .push_event(self.shared.topics.alert(dev), payload, false);
+                let active = {
+                    let mut o = self.shared.lock();
+                    let set = o.active_alerts.entry(dev.clone()).or_default();
+                    match alert.state {
+                        AlertState::Raised => set.insert(alert.kind),
+                        AlertState::Cleared => set.remove(&alert.kind),
+                    };
+                    set.iter().map(|k| k.as_str()).collect::<Vec<_>>()
+                };
+                self.shared.set_retained(
+                    self.shared.topics.alerts_active(dev),
+                    serde_json::to_vec(&json!({ "active": active })).unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Replaces the retained `bridge/info` JSON.
+    pub fn publish_info(&self, info: Value) {
+        self.retained_json(self.shared.topics.bridge_info(), &info);
+    }
+
+    /// Replaces the retained `bridge/health` JSON.
+    pub fn publish_health(&self, health: Value) {
+        self.retained_json(self.shared.topics.bridge_health(), &health);
+    }
+
+    /// Replaces the retained `bridge/schedule` JSON.
+    pub fn publish_schedule(&self, schedule: Value) {
+        self.retained_json(self.shared.topics.bridge_schedule(), &schedule);
+    }
+
+    /// Replaces the retained `bridge/tempo` JSON.
+    pub fn publish_tempo(&self, tempo: Value) {
+        self.retained_json(self.shared.topics.bridge_tempo(), &tempo);
+    }
+
+    fn retained_json(&self, topic: String, v: &Value) {
+        self.shared
+            .set_retained(topic, serde_json::to_vec(v).unwrap_or_default());
+    }
+
+    /// Extra entities of the bridge device (job switches, Tempo sensors…); republishes discovery.
+    pub fn set_extra_entities(&self, entities: Vec<Entity>) {
+        let mut o = self.shared.lock();
+        o.extra_entities = entities;
+        o.discovery_dirty = true;
+        drop(o);
+        self.shared.notify.notify_one();
+    }
+
+    /// Republishes discovery (e.g. after a device's identity became known).
+    pub fn refresh_discovery(&self) {
+        self.shared.lock().discovery_dirty = true;
+        self.shared.notify.notify_one();
+    }
+
+    /// Broker connection state (true between ConnAck and the next error).
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.shared.connected.subscribe()
+    }
+
+    /// Messages dropped so far (outgoing queue full or incoming channel full).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The topics of this bridge.
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
+}
+
+/// Entry point of the MQTT adapter.
+pub struct MqttBridge;
+
+fn qos_of(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+fn read_file(p: &std::path::Path) -> Result<Vec<u8>, MqttError> {
+    std::fs::read(p).map_err(|e| MqttError::File {
+        path: p.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+fn options(s: &MqttSettings, topics: &Topics) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    o.set_keep_alive(s.keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_last_will(LastWill::new(
+        topics.bridge_state(),
+        "offline",
+        qos_of(s.qos),
+        true,
+    ));
+    if let Some(user) = &s.username {
+        let pw = s.resolve_password().map_err(|e| MqttError::File {
+            path: s
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            error: e.to_string(),
+        })?;
+        o.set_credentials(user.clone(), pw.unwrap_or_default());
+    }
+    if let Some(tls) = &s.tls {
+        let ca = match &tls.ca {
+            Some(p) => read_file(p)?,
+            None => Vec::new(),
+        };
+        let client_auth = match (&tls.cert, &tls.key) {
+            (Some(c), Some(k)) => Some((read_file(c)?, read_file(k)?)),
+            _ => None,
+        };
+        if ca.is_empty() && client_auth.is_none() {
+            o.set_transport(Transport::tls_with_default_config());
+        } else {
+            o.set_transport(Transport::tls(ca, client_auth, None));
+        }
+    }
+    Ok(o)
+}
+
+impl MqttBridge {
+    /// Validates `settings`, connects (in the background, with retries) and returns a handle and
+    /// the join handle of the bridge (ends after `cancel`, once `offline` is published).
+    pub fn start(
+        settings: MqttSettings,
+        commands: CommandService,
+        router: RequestRouter,
+        cancel: CancellationToken,
+    ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
+        let problems = settings.validate();
+        if !problems.is_empty() {
+            return Err(MqttError::Settings(
+                problems
+                    .iter()
+                    .map(|(k, r)| format!("{k}: {r}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+        let topics = Topics::new(&settings.base_topic, &settings.discovery_prefix);
+        let opts = options(&settings, &topics)?;
+        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (connected, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            qos: qos_of(settings.qos),
+            topics,
+            settings,
+            commands,
+            out: Mutex::new(Outbox::default()),
+            notify: Notify::new(),
+            connected,
+            session: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            cancel: cancel.clone(),
+        });
+        let handle = MqttHandle {
+            shared: shared.clone(),
+        };
+        // Initial retained documents: devices offline until their first sample, no alerts.
+        for b in shared.commands.fleet().iter() {
+            let dev = b.id().clone();
+            shared.set_online(&dev, false);
+            shared.set_retained(
+                shared.topics.alerts_active(&dev),
+                br#"{"active":[]}"#.to_vec(),
+            );
+            shared.publish_controls(&dev, |_| {});
+        }
+        handle.publish_info(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "devices": shared.commands.fleet().ids(),
+            "base_topic": shared.topics.base(),
+            "discovery": shared.settings.discovery,
+        }));
+        shared.lock().discovery_dirty = true;
+
+        let (in_tx, in_rx) = mpsc::channel::<Publish>(1024);
+        let tracker = TaskTracker::new();
+        tracker.spawn(run_publisher(shared.clone(), client.clone()));
+        tracker.spawn(run_dispatcher(shared.clone(), in_rx, Arc::new(router)));
+        tracker.spawn(run_watchdog(shared.clone()));
+        tracker.close();
+        let join = tokio::spawn(async move {
+            run_eventloop(shared, client, eventloop, in_tx).await;
+            tracker.wait().await;
+        });
+        Ok((handle, join))
+    }
+}
+
+async fn run_eventloop(
+    shared: Arc<Shared>,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    in_tx: mpsc::Sender<Publish>,
+) {
+    let s = &shared.settings;
+    let mut backoff = s.reconnect_min;
+    loop {
+        let ev = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = s.reconnect_min;
+                shared.session.fetch_add(1, Ordering::SeqCst);
+                shared.connected.send_replace(true);
+                shared.notify.notify_one();
+                tracing::info!(host = %s.host, port = s.port, "mqtt_connected");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if in_tx.try_send(p).is_err() {
+                    let n = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(dropped = n, "mqtt_incoming_dropped");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if shared.connected.send_replace(false) {
+                    tracing::warn!(error = %e, "mqtt_disconnected");
+                } else {
+                    tracing::debug!(error = %e, "mqtt_connect_failed");
+                }
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(s.reconnect_max);
+            }
+        }
+    }
+    // Shutdown: say goodbye while we still drive the connection.
+    if *shared.connected.borrow() {
+        let c = client.clone();
+        let state = shared.topics.bridge_state();
+        let qos = shared.qos;
+        let goodbye = async move {
+            let _ = c.publish(state, qos, true, "offline").await;
+            let _ = c.disconnect().await;
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(goodbye);
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = &mut goodbye => {}
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    _ => {}
+                },
+            }
+        }
+    }
+    shared.connected.send_replace(false);
+    tracing::info!("mqtt_stopped");
+}
+
+/// Everything the publisher must send now, taken from the outbox under the lock.
+fn take_work(shared: &Shared) -> Vec<Msg> {
+    let mut o = shared.lock();
+    let mut work = Vec::new();
+    if o.discovery_dirty {
+        o.discovery_dirty = false;
+        work.extend(discovery_messages(shared, &mut o));
+    }
+    let devs: Vec<DeviceId> = std::mem::take(&mut o.dirty_states).into_iter().collect();
+    for d in devs {
+        if let Some(s) = o.latest.get(&d) {
+            work.push(Msg {
+                topic: shared.topics.state(&d),
+                payload: state_payload(s),
+                retain: true,
+            });
+        }
+    }
+    let topics: Vec<String> = std::mem::take(&mut o.dirty_retained).into_iter().collect();
+    for t in topics {
+        if let Some(p) = o.retained.get(&t) {
+            work.push(Msg {
+                topic: t,
+                payload: p.clone(),
+                retain: true,
+            });
+        }
+    }
+    work.extend(o.events.drain(..));
+    work
+}
+
+fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
+    let s = &shared.settings;
+    let t = &shared.topics;
+    let qos = s.qos;
+    let mut devices: Vec<HaDevice> = Vec::new();
+    let mut bridge = discovery::bridge_device(t, qos);
+    bridge.entities.extend(o.extra_entities.iter().cloned());
+    devices.push(bridge);
+    for b in shared.commands.fleet().iter() {
+        let info = b.info();
+        if info.is_some() {
+            o.discovered_with_info.insert(b.id().clone());
+        }
+        devices.push(discovery::battery_device(
+            t,
+            b.id(),
+            info.as_ref(),
+            &b.limits(),
+            s.offline_after().as_secs().max(1),
+            qos,
+        ));
+    }
+    let configs = discovery::config_messages(t, s.discovery, &devices);
+    let current: Vec<String> = configs.iter().map(|(t, _)| t.clone()).collect();
+    let mut out: Vec<Msg> = configs
+        .into_iter()
+        .map(|(topic, payload)| Msg {
+            topic,
+            payload,
+            retain: true,
+        })
+        .collect();
+    if o.discovery_synced {
+        let keep: BTreeSet<&String> = current.iter().collect();
+        for old in &o.known_discovery {
+            if !keep.contains(old) {
+                tracing::info!(topic = %old, "discovery_removed");
+                out.push(Msg {
+                    topic: old.clone(),
+                    payload: Vec::new(),
+                    retain: true,
+                });
+            }
+        }
+        o.known_discovery = current.clone();
+        out.push(Msg {
+            topic: t.bridge_discovery_list(),
+            payload: serde_json::to_vec(&json!({ "topics": current })).unwrap_or_default(),
+            retain: true,
+        });
+    }
+    out
+}
+
+async fn on_session(shared: &Shared, client: &AsyncClient) {
+    let t = &shared.topics;
+    for topic in t.subscriptions() {
+        if let Err(e) = client.subscribe(topic, shared.qos).await {
+            tracing::warn!(error = %e, "mqtt_subscribe_failed");
+        }
+    }
+    let synced = shared.lock().discovery_synced;
+    if !synced {
+        // Read our retained list of discovery topics; the sync marker, published after the
+        // subscription, arrives after any retained replay on this connection.
+        let sync = t.bridge_discovery_sync(&shared.settings.client_id);
+        let _ = client
+            .subscribe(t.bridge_discovery_list(), QoS::AtLeastOnce)
+            .await;
+        let _ = client.subscribe(sync.clone(), QoS::AtLeastOnce).await;
+        let _ = client.publish(sync, QoS::AtLeastOnce, false, "sync").await;
+    }
+    let _ = client
+        .publish(t.bridge_state(), shared.qos, true, "online")
+        .await;
+    let mut o = shared.lock();
+    o.discovery_dirty = true;
+    let devs: Vec<DeviceId> = o.latest.keys().cloned().collect();
+    o.dirty_states.extend(devs);
+    let retained: Vec<String> = o.retained.keys().cloned().collect();
+    o.dirty_retained.extend(retained);
+}
+
+async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
+    let mut conn = shared.connected.subscribe();
+    let mut session_seen = 0;
+    loop {
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        if !*conn.borrow_and_update() {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                r = conn.changed() => if r.is_err() { break },
+            }
+            continue;
+        }
+        let session = shared.session.load(Ordering::SeqCst);
+        if session != session_seen {
+            session_seen = session;
+            on_session(&shared, &client).await;
+        }
+        let work = take_work(&shared);
+        if work.is_empty() {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                _ = shared.notify.notified() => {}
+                _ = conn.changed() => {}
+            }
+            continue;
+        }
+        for m in work {
+            let fut = client.publish(m.topic, shared.qos, m.retain, m.payload);
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                r = fut => if let Err(e) = r {
+                    tracing::warn!(error = %e, "mqtt_publish_failed");
+                },
+            }
+        }
+    }
+}
+
+async fn run_watchdog(shared: Arc<Shared>) {
+    let limit = shared.settings.offline_after();
+    let mut tick = tokio::time::interval((limit / 5).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let silent: Vec<DeviceId> = {
+            let o = shared.lock();
+            o.last_sample
+                .iter()
+                .filter(|(d, at)| {
+                    now.duration_since(**at) > limit && o.online.get(*d) == Some(&true)
+                })
+                .map(|(d, _)| d.clone())
+                .collect()
+        };
+        for d in silent {
+            tracing::warn!(device = %d, "device_silent");
+            shared.set_online(&d, false);
+        }
+    }
+}
+
+async fn run_dispatcher(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Publish>,
+    router: Arc<RequestRouter>,
+) {
+    let limit = Arc::new(Semaphore::new(32));
+    let tasks = TaskTracker::new();
+    loop {
+        let p = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            p = rx.recv() => match p { Some(p) => p, None => break },
+        };
+        let kind = shared.topics.classify(&p.topic);
+        match kind {
+            Incoming::HaStatus => {
+                if p.payload.as_ref() == b"online" {
+                    let s = shared.clone();
+                    tasks.spawn(async move {
+                        let max = s.settings.birth_delay_max.as_millis() as u64;
+                        let delay = rand::rng().random_range(0..=max);
+                        tokio::select! {
+                            _ = s.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                        }
+                        tracing::info!("ha_birth_republish");
+                        let mut o = s.lock();
+                        o.discovery_dirty = true;
+                        let devs: Vec<DeviceId> = o.latest.keys().cloned().collect();
+                        o.dirty_states.extend(devs);
+                        let retained: Vec<String> = o.retained.keys().cloned().collect();
+                        o.dirty_retained.extend(retained);
+                        drop(o);
+                        s.notify.notify_one();
+                    });
+                }
+            }
+            Incoming::DiscoveryList => {
+                let mut o = shared.lock();
+                if !o.discovery_synced {
+                    o.known_discovery = discovery::parse_topic_list(&p.payload);
+                }
+            }
+            Incoming::DiscoverySync => {
+                let mut o = shared.lock();
+                if !o.discovery_synced {
+                    o.discovery_synced = true;
+                    o.discovery_dirty = true;
+                    drop(o);
+                    shared.notify.notify_one();
+                }
+            }
+            Incoming::Set(_) | Incoming::SetField(..) | Incoming::Request(_) => {
+                if p.retain {
+                    if !p.payload.is_empty() {
+                        tracing::warn!(topic = %p.topic, "retained_command_cleared");
+                        shared.push_event(p.topic.clone(), Vec::new(), true);
+                    }
+                    continue;
+                }
+                if p.payload.is_empty() {
+                    // An empty payload is a retained-message deletion (ours or someone's).
+                    continue;
+                }
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let s = shared.clone();
+                let r = router.clone();
+                tasks.spawn(async move {
+                    match kind {
+                        Incoming::Request(action) => {
+                            let max = s.settings.max_payload;
+                            let text = commands::decode_text(&p.payload, max);
+                            let resp = r.handle(&action, text).await;
+                            s.push_event(
+                                s.topics.bridge_response(&action),
+                                serde_json::to_vec(&resp).unwrap_or_default(),
+                                false,
+                            );
+                        }
+                        Incoming::Set(dev) => {
+                            let parsed = commands::parse_set(&p.payload, s.settings.max_payload);
+                            handle_command(&s, &dev, parsed, &p.payload).await;
+                        }
+                        Incoming::SetField(dev, field) => {
+                            let parsed =
+                                commands::parse_field(&field, &p.payload, s.settings.max_payload);
+                            handle_command(&s, &dev, parsed, &p.payload).await;
+                        }
+                        _ => {}
+                    }
+                    drop(permit);
+                });
+            }
+            Incoming::Other => {}
+        }
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+}
+
+async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refusal>, raw: &[u8]) {
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(r) => {
+            tracing::info!(device = dev_level, error = %r.error, "command_refused");
+            s.respond(dev_level, &CommandResponse::error(r.id, r.error));
+            return;
+        }
+    };
+    let id = parsed.id.clone();
+    let Some(dev) = DeviceId::parse(dev_level)
+        .ok()
+        .filter(|d| s.commands.fleet().get(d).is_some())
+    else {
+        s.respond(
+            dev_level,
+            &CommandResponse::error(id, format!("unknown device '{dev_level}'")),
+        );
+        return;
+    };
+    let commands = match parsed.action {
+        Action::Submit(c) => c,
+        Action::RememberPassivePower(p) => {
+            s.publish_controls(&dev, |c| c.passive_power = p);
+            s.respond(
+                dev_level,
+                &CommandResponse::ok(id, json!({ "passive_power": p }), false),
+            );
+            return;
+        }
+        Action::RememberPassiveDuration(d) => {
+            s.publish_controls(&dev, |c| c.passive_duration = d);
+            s.respond(
+                dev_level,
+                &CommandResponse::ok(id, json!({ "passive_duration": d }), false),
+            );
+            return;
+        }
+        Action::ApplyPassive => {
+            let c = s.lock().controls.get(&dev).cloned().unwrap_or_default();
+            vec![Command::SetMode(ModeConfig::Passive {
+                power: crate::domain::Watts(c.passive_power),
+                cd_time: c.passive_duration,
+            })]
+        }
+    };
+    let audit: Value = serde_json::from_slice(raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
+    let mut reports = Vec::new();
+    let mut first_error: Option<String> = None;
+    let mut all_verified = true;
+    let many = commands.len() > 1;
+    for (i, cmd) in commands.iter().enumerate() {
+        let intent = intent_for(&dev, cmd, Utc::now());
+        match s
+            .commands
+            .submit(
+                dev.as_str(),
+                cmd,
+                CommandSource::Mqtt,
+                audit.clone(),
+                intent,
+            )
+            .await
+        {
+            Ok(r) => {
+                all_verified &= r.verified;
+                remember(s, &dev, cmd);
+                reports
+                    .push(json!({ "status": "ok", "applied": r.applied, "verified": r.verified }));
+            }
+            Err(e) => {
+                all_verified = false;
+                let msg = if many {
+                    format!("slots[{i}]: {e}")
+                } else {
+                    e.to_string()
+                };
+                first_error.get_or_insert(msg.clone());
+                reports.push(json!({ "status": "error", "error": msg }));
+            }
+        }
+    }
+    let resp = match (first_error, many) {
+        (None, false) => {
+            let applied = reports
+                .pop()
+                .and_then(|mut r| r.get_mut("applied").map(Value::take))
+                .unwrap_or(Value::Null);
+            CommandResponse::ok(id, applied, all_verified)
+        }
+        (None, true) => CommandResponse::ok(id, Value::Array(reports), all_verified),
+        (Some(e), _) => {
+            let mut r = CommandResponse::error(id, e);
+            if many {
+                r.applied = Some(Value::Array(reports));
+            }
+            r
+        }
+    };
+    s.respond(dev_level, &resp);
+}
+
+fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {
+    match cmd {
+        Command::SetMode(ModeConfig::Passive { power, cd_time }) => {
+            let (p, d) = (power.0, *cd_time);
+            s.publish_controls(dev, |c| {
+                c.passive_power = p;
+                c.passive_duration = d;
+            })
+        }
+        Command::SetDod { value } => {
+            let v = value.0;
+            s.publish_controls(dev, |c| c.dod = Some(v))
+        }
+        Command::SetLed { on } => {
+            let v = *on;
+            s.publish_controls(dev, |c| c.led = Some(v))
+        }
+        Command::SetBleAdv { on } => {
+            let v = *on;
+            s.publish_controls(dev, |c| c.ble_adv = Some(v))
+        }
+        Command::SetMode(_) => {}
+    }
+}

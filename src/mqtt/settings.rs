@@ -1,0 +1,259 @@
+//! Settings of the MQTT adapter (`[mqtt]` section): broker address, credentials, TLS files,
+//! topic roots, Home Assistant discovery style, queue bounds. Pure data plus validation; reads
+//! secret/TLS files only when asked (`resolve_password`, `load_tls`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How Home Assistant discovery is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryStyle {
+    /// One retained config topic per entity (`<prefix>/<component>/<node>/<object>/config`).
+    #[default]
+    Entity,
+    /// One retained config per device (`<prefix>/device/<id>/config`, HA ≥ 2024.11).
+    Device,
+    /// No discovery; configs published earlier are removed.
+    Off,
+}
+
+/// TLS files for the broker connection (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA certificate(s) that sign the broker's certificate (PEM file).
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM file); needs `key`.
+    pub cert: Option<PathBuf>,
+    /// Client private key for mutual TLS (PEM file); needs `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// The `[mqtt]` section.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker TCP port (1883 plain, 8883 TLS usually).
+    pub port: u16,
+    /// MQTT client id; must be unique per broker.
+    pub client_id: String,
+    /// User name, if the broker requires one.
+    pub username: Option<String>,
+    /// Password (prefer `password_file`); never logged.
+    pub password: Option<String>,
+    /// File holding the password (first line used); wins over `password`.
+    pub password_file: Option<PathBuf>,
+    /// TLS; absent = plain TCP.
+    pub tls: Option<TlsSettings>,
+    /// Root of every bridge topic, e.g. `marstek`.
+    pub base_topic: String,
+    /// Home Assistant discovery prefix, e.g. `homeassistant`.
+    pub discovery_prefix: String,
+    /// Discovery style: `entity`, `device` or `off`.
+    pub discovery: DiscoveryStyle,
+    /// MQTT keep-alive interval.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// QoS of published messages and subscriptions (0, 1 or 2).
+    pub qos: u8,
+    /// First reconnect delay; doubled after each failure up to `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// How often devices are polled; `expire_after` and the offline timeout are 2.5× this.
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// Longest random delay before republishing after Home Assistant's birth message.
+    #[serde(with = "humantime_serde")]
+    pub birth_delay_max: Duration,
+    /// Bound of the queue of non-retained messages (alerts, responses); extra ones are dropped.
+    pub queue_capacity: usize,
+    /// Largest command/request payload accepted, bytes.
+    pub max_payload: usize,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "marstek-bridge".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            tls: None,
+            base_topic: "marstek".into(),
+            discovery_prefix: "homeassistant".into(),
+            discovery: DiscoveryStyle::Entity,
+            keep_alive: Duration::from_secs(30),
+            qos: 1,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            status_interval: Duration::from_secs(60),
+            birth_delay_max: Duration::from_secs(5),
+            queue_capacity: 1024,
+            max_payload: 4096,
+        }
+    }
+}
+
+impl fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("base_topic", &self.base_topic)
+            .field("discovery_prefix", &self.discovery_prefix)
+            .field("discovery", &self.discovery)
+            .field("keep_alive", &self.keep_alive)
+            .field("qos", &self.qos)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("status_interval", &self.status_interval)
+            .field("birth_delay_max", &self.birth_delay_max)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_payload", &self.max_payload)
+            .finish()
+    }
+}
+
+/// Checks a topic root: non-empty levels of `[A-Za-z0-9_-]`, separated by `/`.
+fn check_topic_root(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if s.split('/').any(|level| {
+        level.is_empty()
+            || !level
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }) {
+        return Err(format!(
+            "'{s}' is not a topic root: levels separated by '/', each 1+ of letters, digits, '_' and '-' (no wildcards, no leading/trailing '/')"
+        ));
+    }
+    Ok(())
+}
+
+impl MqttSettings {
+    /// Problems with these settings as (key relative to `[mqtt]`, reason); empty when valid.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, r: String| out.push((k.to_string(), r));
+        if self.host.trim().is_empty() {
+            bad("host", "must not be empty".into());
+        }
+        if self.port == 0 {
+            bad("port", "must be 1 to 65535".into());
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 64 {
+            bad("client_id", "must be 1 to 64 characters".into());
+        }
+        if let Err(e) = check_topic_root(&self.base_topic) {
+            bad("base_topic", e);
+        }
+        if let Err(e) = check_topic_root(&self.discovery_prefix) {
+            bad("discovery_prefix", e);
+        }
+        if self.qos > 2 {
+            bad("qos", format!("{} is not a QoS (0, 1 or 2)", self.qos));
+        }
+        if self.keep_alive < Duration::from_secs(5) || self.keep_alive > Duration::from_secs(3600) {
+            bad("keep_alive", "must be 5s to 1h".into());
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            bad(
+                "reconnect_min",
+                "must be above 0 and at most reconnect_max".into(),
+            );
+        }
+        if self.status_interval < Duration::from_millis(100) {
+            bad("status_interval", "must be at least 100ms".into());
+        }
+        if self.queue_capacity == 0 || self.queue_capacity > 1_000_000 {
+            bad("queue_capacity", "must be 1 to 1000000".into());
+        }
+        if !(64..=1_048_576).contains(&self.max_payload) {
+            bad("max_payload", "must be 64 to 1048576 bytes".into());
+        }
+        if self.password.is_some() && self.username.is_none() {
+            bad("password", "a password needs a username".into());
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert.is_some() != tls.key.is_some()
+        {
+            bad("tls", "cert and key go together (mutual TLS)".into());
+        }
+        out
+    }
+
+    /// `expire_after` for HA sensors and the silence after which a device is marked offline.
+    pub fn offline_after(&self) -> Duration {
+        self.status_interval * 5 / 2
+    }
+
+    /// The password: from `password_file` (first line) when set, else `password`.
+    pub fn resolve_password(&self) -> std::io::Result<Option<String>> {
+        match &self.password_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)?;
+                Ok(Some(text.lines().next().unwrap_or("").to_string()))
+            }
+            None => Ok(self.password.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let s = MqttSettings::default();
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        assert_eq!(s.base_topic, "marstek");
+        assert_eq!(s.offline_after(), Duration::from_secs(150));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let s = MqttSettings {
+            base_topic: "a/+/b".into(),
+            discovery_prefix: "/ha".into(),
+            qos: 3,
+            port: 0,
+            password: Some("x".into()),
+            ..Default::default()
+        };
+        let keys: Vec<String> = s.validate().into_iter().map(|(k, _)| k).collect();
+        for k in ["base_topic", "discovery_prefix", "qos", "port", "password"] {
+            assert!(keys.contains(&k.to_string()), "{k} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_password_and_toml_parses() {
+        let s: MqttSettings = toml::from_str(
+            "host = \"broker\"\nusername = \"u\"\npassword = \"hunter2\"\nkeep_alive = \"20s\"\ndiscovery = \"device\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.keep_alive, Duration::from_secs(20));
+        assert_eq!(s.discovery, DiscoveryStyle::Device);
+        assert!(toml::from_str::<MqttSettings>("hots = \"x\"").is_err());
+    }
+}

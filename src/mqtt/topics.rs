@@ -1,0 +1,212 @@
+//! Every MQTT topic string of the bridge, built from the configured base topic and Home
+//! Assistant prefix, and the parser that classifies incoming topics. No I/O; nothing else in the
+//! crate may spell a topic with `format!`.
+
+use crate::domain::DeviceId;
+
+/// Topic builder for one bridge instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+    prefix: String,
+}
+
+/// What an incoming message is, according to its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// `<base>/<dev>/set` (JSON command); the device level as written.
+    Set(String),
+    /// `<base>/<dev>/set/<field>` (plain value).
+    SetField(String, String),
+    /// `<base>/bridge/request/<action>`.
+    Request(String),
+    /// `<prefix>/status` (Home Assistant birth / last will).
+    HaStatus,
+    /// `<base>/bridge/discovery` (our retained list of discovery topics).
+    DiscoveryList,
+    /// `<base>/bridge/discovery_sync/<client>` (marks the end of retained replay).
+    DiscoverySync,
+    /// Anything else.
+    Other,
+}
+
+impl Topics {
+    /// Builds the topics for a base topic (e.g. `marstek`) and HA prefix (e.g. `homeassistant`).
+    pub fn new(base: &str, prefix: &str) -> Self {
+        Self {
+            base: base.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The base topic.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The HA discovery prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn bridge(&self, leaf: &str) -> String {
+        format!("{}/bridge/{leaf}", self.base)
+    }
+
+    fn dev(&self, dev: &str, leaf: &str) -> String {
+        format!("{}/{dev}/{leaf}", self.base)
+    }
+
+    /// `<base>/bridge/state`: `online`/`offline`, retained, last will.
+    pub fn bridge_state(&self) -> String {
+        self.bridge("state")
+    }
+    /// `<base>/bridge/info`: retained JSON.
+    pub fn bridge_info(&self) -> String {
+        self.bridge("info")
+    }
+    /// `<base>/bridge/health`: retained JSON.
+    pub fn bridge_health(&self) -> String {
+        self.bridge("health")
+    }
+    /// `<base>/bridge/schedule`: retained JSON.
+    pub fn bridge_schedule(&self) -> String {
+        self.bridge("schedule")
+    }
+    /// `<base>/bridge/tempo`: retained JSON.
+    pub fn bridge_tempo(&self) -> String {
+        self.bridge("tempo")
+    }
+    /// `<base>/bridge/alert`: bridge-level alert events.
+    pub fn bridge_alert(&self) -> String {
+        self.bridge("alert")
+    }
+    /// `<base>/bridge/discovery`: retained list of the discovery config topics we published.
+    pub fn bridge_discovery_list(&self) -> String {
+        self.bridge("discovery")
+    }
+    /// `<base>/bridge/discovery_sync/<client>`: private marker used once per session.
+    pub fn bridge_discovery_sync(&self, client_id: &str) -> String {
+        format!("{}/bridge/discovery_sync/{client_id}", self.base)
+    }
+    /// `<base>/bridge/request/<action>`.
+    pub fn bridge_request(&self, action: &str) -> String {
+        format!("{}/bridge/request/{action}", self.base)
+    }
+    /// `<base>/bridge/response/<action>`.
+    pub fn bridge_response(&self, action: &str) -> String {
+        format!("{}/bridge/response/{action}", self.base)
+    }
+    /// `<base>/<dev>/state`: retained JSON sample.
+    pub fn state(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "state")
+    }
+    /// `<base>/<dev>/availability`: retained `online`/`offline`.
+    pub fn availability(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "availability")
+    }
+    /// `<base>/<dev>/alert`: alert events of the device.
+    pub fn alert(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "alert")
+    }
+    /// `<base>/<dev>/alerts`: retained `{"active":[kinds…]}` feeding the HA problem sensors.
+    pub fn alerts_active(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "alerts")
+    }
+    /// `<base>/<dev>/controls`: retained remembered control values (passive power/duration, …).
+    pub fn controls(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "controls")
+    }
+    /// `<base>/<dev>/set` (device level as written in the incoming topic).
+    pub fn set(&self, dev: &str) -> String {
+        self.dev(dev, "set")
+    }
+    /// `<base>/<dev>/set/<field>`.
+    pub fn set_field(&self, dev: &str, field: &str) -> String {
+        format!("{}/{dev}/set/{field}", self.base)
+    }
+    /// `<base>/<dev>/response` (device level as written in the incoming topic).
+    pub fn response(&self, dev: &str) -> String {
+        self.dev(dev, "response")
+    }
+    /// `<prefix>/status`: HA birth and last will.
+    pub fn ha_status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+    /// `<prefix>/<component>/<node>/<object>/config` (entity-style discovery).
+    pub fn discovery_entity(&self, component: &str, node: &str, object: &str) -> String {
+        format!("{}/{component}/{node}/{object}/config", self.prefix)
+    }
+    /// `<prefix>/device/<id>/config` (device-style discovery).
+    pub fn discovery_device(&self, id: &str) -> String {
+        format!("{}/device/{id}/config", self.prefix)
+    }
+
+    /// Subscriptions the bridge holds (commands, requests, HA status).
+    pub fn subscriptions(&self) -> Vec<String> {
+        vec![
+            format!("{}/+/set", self.base),
+            format!("{}/+/set/+", self.base),
+            format!("{}/bridge/request/#", self.base),
+            self.ha_status(),
+        ]
+    }
+
+    /// Classifies an incoming topic.
+    pub fn classify(&self, topic: &str) -> Incoming {
+        if topic == self.ha_status() {
+            return Incoming::HaStatus;
+        }
+        if topic == self.bridge_discovery_list() {
+            return Incoming::DiscoveryList;
+        }
+        let Some(rest) = topic
+            .strip_prefix(self.base.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Incoming::Other;
+        };
+        if let Some(action) = rest.strip_prefix("bridge/request/") {
+            return Incoming::Request(action.to_string());
+        }
+        if rest.starts_with("bridge/discovery_sync/") {
+            return Incoming::DiscoverySync;
+        }
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [dev, "set"] => Incoming::Set(dev.to_string()),
+            [dev, "set", field] => Incoming::SetField(dev.to_string(), field.to_string()),
+            _ => Incoming::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_classifies() {
+        let t = Topics::new("mb/x", "ha");
+        let d = DeviceId::parse("acd929a744d4").unwrap();
+        assert_eq!(t.state(&d), "mb/x/acd929a744d4/state");
+        assert_eq!(t.bridge_state(), "mb/x/bridge/state");
+        assert_eq!(
+            t.discovery_entity("sensor", "n", "o"),
+            "ha/sensor/n/o/config"
+        );
+        assert_eq!(t.classify("mb/x/dev1/set"), Incoming::Set("dev1".into()));
+        assert_eq!(
+            t.classify("mb/x/dev1/set/mode"),
+            Incoming::SetField("dev1".into(), "mode".into())
+        );
+        assert_eq!(
+            t.classify("mb/x/bridge/request/jobs/list"),
+            Incoming::Request("jobs/list".into())
+        );
+        assert_eq!(t.classify("ha/status"), Incoming::HaStatus);
+        assert_eq!(t.classify("mb/x/dev1/state"), Incoming::Other);
+        assert_eq!(t.classify("mb/xy/dev1/set"), Incoming::Other);
+        assert_eq!(t.classify("mb/x/bridge/discovery"), Incoming::DiscoveryList);
+    }
+}

@@ -1,0 +1,990 @@
+//! Integration tests of the MQTT bridge against the real mosquitto on 127.0.0.1:1883. Each test
+//! uses its own base topic, discovery prefix and client id. The battery is a small in-test
+//! `Battery` implementation fed through the real `CommandService` (the Marstek simulator is not
+//! in main yet); a cuttable TCP proxy sits between the bridge and the broker for the reconnect
+//! test.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use marstek_bridge::control::{CommandService, Fleet};
+use marstek_bridge::domain::{
+    Alert, AlertKind, AlertState, Battery, BatteryRef, Command, CommandReport, DeviceHealth,
+    DeviceId, DeviceInfo, DeviceLimits, DriverError, Mode, Percent, Sample, Severity, Watts,
+};
+use marstek_bridge::mqtt::{
+    DiscoveryStyle, MqttBridge, MqttHandle, MqttSettings, RequestRouter, handler,
+};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const BROKER: (&str, u16) = ("127.0.0.1", 1883);
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- in-test battery
+
+struct FakeState {
+    mode: Mode,
+    silent: bool,
+    dod: Option<u8>,
+}
+
+struct FakeBattery {
+    id: DeviceId,
+    state: Mutex<FakeState>,
+    executed: AtomicUsize,
+}
+
+impl FakeBattery {
+    fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            id: DeviceId::parse(id).unwrap(),
+            state: Mutex::new(FakeState {
+                mode: Mode::Auto,
+                silent: false,
+                dod: None,
+            }),
+            executed: AtomicUsize::new(0),
+        })
+    }
+    fn mode(&self) -> Mode {
+        self.state.lock().unwrap().mode
+    }
+    fn set_silent(&self, s: bool) {
+        self.state.lock().unwrap().silent = s;
+    }
+    fn executed(&self) -> usize {
+        self.executed.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Battery for FakeBattery {
+    fn id(&self) -> &DeviceId {
+        &self.id
+    }
+    fn limits(&self) -> DeviceLimits {
+        DeviceLimits::default()
+    }
+    fn info(&self) -> Option<DeviceInfo> {
+        Some(DeviceInfo {
+            id: self.id.clone(),
+            model: "VenusE 3.0".into(),
+            firmware: 153,
+            ble_mac: "acd929a744d4".into(),
+            wifi_mac: None,
+            address: "127.0.0.1:30000".into(),
+        })
+    }
+    fn health(&self) -> DeviceHealth {
+        DeviceHealth {
+            reachable: !self.state.lock().unwrap().silent,
+            ..Default::default()
+        }
+    }
+    async fn poll(&self) -> Result<Sample, DriverError> {
+        let st = self.state.lock().unwrap();
+        if st.silent {
+            return Err(DriverError::Timeout {
+                device: self.id.to_string(),
+                method: "ES.GetStatus".into(),
+                attempts: 1,
+            });
+        }
+        let mut s = Sample::empty(self.id.clone(), Utc::now());
+        s.soc = Some(Percent(57));
+        s.bat_power = Some(Watts(-300));
+        s.grid_power = Some(Watts(-310));
+        s.mode = Some(st.mode);
+        s.rssi = Some(-61);
+        Ok(s)
+    }
+    async fn execute(&self, command: &Command) -> Result<CommandReport, DriverError> {
+        self.executed.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.state.lock().unwrap();
+        match command {
+            Command::SetMode(cfg) => st.mode = cfg.mode(),
+            Command::SetDod { value } => st.dod = Some(value.0),
+            _ => {}
+        }
+        Ok(CommandReport {
+            applied: serde_json::to_value(command).unwrap(),
+            verified: matches!(command, Command::SetMode(_)),
+            observed_mode: Some(st.mode),
+            latency_ms: 0.1,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- cuttable TCP proxy
+
+struct Proxy {
+    addr: SocketAddr,
+    enabled: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (enabled, _) = watch::channel(true);
+        let en = enabled.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*en.borrow() {
+                    continue; // dropped: connection refused while cut
+                }
+                let mut rx = en.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|e| !*e) => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            enabled,
+            task,
+        }
+    }
+    fn cut(&self) {
+        self.enabled.send_replace(false);
+    }
+    fn restore(&self) {
+        self.enabled.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- probe client
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+impl Msg {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+struct Probe {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    task: JoinHandle<()>,
+}
+
+impl Probe {
+    async fn connect(filters: &[String]) -> Probe {
+        let id = format!("mbprobe-{}", rand::rng().random::<u64>());
+        let mut o = MqttOptions::new(id, BROKER.0, BROKER.1);
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for f in filters {
+            client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
+        }
+        for _ in filters {
+            tokio::time::timeout(WAIT, sub_rx.recv())
+                .await
+                .expect("suback")
+                .unwrap();
+        }
+        Probe { client, rx, task }
+    }
+
+    /// Next message matching `pred` (others are skipped), or panics after `within`.
+    async fn wait(&mut self, what: &str, within: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) if pred(&m) => return m,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("probe closed while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits until every predicate has matched some message, in any order; returns the matches.
+    async fn wait_all(
+        &mut self,
+        what: &str,
+        within: Duration,
+        preds: &[&dyn Fn(&Msg) -> bool],
+    ) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut found: Vec<Option<Msg>> = vec![None; preds.len()];
+        while found.iter().any(Option::is_none) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    for (i, p) in preds.iter().enumerate() {
+                        if found[i].is_none() && p(&m) {
+                            found[i] = Some(m.clone());
+                        }
+                    }
+                }
+                Ok(None) => panic!("probe closed while waiting for {what}"),
+                Err(_) => panic!(
+                    "timed out waiting for {what}: matched {:?}",
+                    found.iter().map(Option::is_some).collect::<Vec<_>>()
+                ),
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    async fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// Drains everything that arrives until `quiet` passes without a message.
+    async fn collect_until_quiet(&mut self, quiet: Duration) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- bridge under test
+
+struct TestBridge {
+    handle: MqttHandle,
+    cancel: CancellationToken,
+    join: Option<JoinHandle<()>>,
+    base: String,
+    feeder: JoinHandle<()>,
+}
+
+fn unique(tag: &str) -> String {
+    format!("mbtest-{tag}-{:08x}", rand::rng().random::<u32>())
+}
+
+fn settings(base: &str, prefix: &str, port: u16) -> MqttSettings {
+    MqttSettings {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: base.to_string(),
+        base_topic: base.to_string(),
+        discovery_prefix: prefix.to_string(),
+        keep_alive: Duration::from_secs(5),
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(300),
+        status_interval: Duration::from_millis(200),
+        birth_delay_max: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+async fn start_bridge(s: MqttSettings, batteries: &[Arc<FakeBattery>], feed: bool) -> TestBridge {
+    let refs: Vec<BatteryRef> = batteries.iter().map(|b| b.clone() as BatteryRef).collect();
+    let fleet = Fleet::new(refs);
+    let service = CommandService::new(fleet.clone(), None, None, false);
+    let mut router =
+        RequestRouter::with_builtins(fleet, json!({"mqtt": {"password": "<redacted>"}}), None);
+    router.register(
+        "test/echo",
+        handler(|v| async move { Ok(json!({ "echo": v })) }),
+    );
+    let cancel = CancellationToken::new();
+    let base = s.base_topic.clone();
+    let (handle, join) = MqttBridge::start(s, service, router, cancel.clone()).unwrap();
+    let h = handle.clone();
+    let bats = batteries.to_vec();
+    let c = cancel.clone();
+    // The poller the app will run: each sample goes to the bridge.
+    let feeder = tokio::spawn(async move {
+        if !feed {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! { _ = c.cancelled() => break, _ = tick.tick() => {} }
+            for b in &bats {
+                if let Ok(s) = b.poll().await {
+                    h.publish_sample(s);
+                }
+            }
+        }
+    });
+    let mut conn = handle.connected();
+    tokio::time::timeout(WAIT, conn.wait_for(|c| *c))
+        .await
+        .expect("bridge connects")
+        .unwrap();
+    TestBridge {
+        handle,
+        cancel,
+        join: Some(join),
+        base,
+        feeder,
+    }
+}
+
+impl TestBridge {
+    fn t(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.base)
+    }
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(j) = self.join.take() {
+            tokio::time::timeout(WAIT, j)
+                .await
+                .expect("bridge stops")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.feeder.abort();
+    }
+}
+
+/// Removes what a test left retained on the broker.
+async fn clear_retained(filters: &[String]) {
+    let mut p = Probe::connect(filters).await;
+    let msgs = p.collect_until_quiet(Duration::from_millis(300)).await;
+    for m in msgs.iter().filter(|m| m.retain && !m.payload.is_empty()) {
+        p.publish(&m.topic, b"", true).await;
+    }
+    let _ = p.collect_until_quiet(Duration::from_millis(100)).await;
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn discovery_configs_are_retained_and_complete() {
+    for style in [DiscoveryStyle::Entity, DiscoveryStyle::Device] {
+        let base = unique("disc");
+        let prefix = format!("{base}-ha");
+        let bat = FakeBattery::new("acd929a744d4");
+        let mut live = Probe::connect(&[format!("{base}/bridge/discovery")]).await;
+        let mut s = settings(&base, &prefix, BROKER.1);
+        s.discovery = style;
+        let b = start_bridge(s, std::slice::from_ref(&bat), false).await;
+        let list = live
+            .wait("discovery list", WAIT, |m| {
+                m.topic.ends_with("/bridge/discovery")
+            })
+            .await;
+        let topics: Vec<String> = list.json()["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        match style {
+            DiscoveryStyle::Entity => assert!(topics.len() > 25, "{topics:?}"),
+            _ => assert_eq!(topics.len(), 2),
+        }
+        // A late subscriber gets every config retained.
+        let mut p = Probe::connect(&[format!("{prefix}/#")]).await;
+        let mut got = std::collections::BTreeMap::new();
+        while got.len() < topics.len() {
+            let m = p
+                .wait("retained config", WAIT, |m| m.topic.ends_with("/config"))
+                .await;
+            assert!(m.retain, "{} not retained", m.topic);
+            got.insert(m.topic.clone(), m.json());
+        }
+        let check_entity = |topic: &str, platform: &str, v: &Value, dev: &Value| {
+            assert!(
+                v["unique_id"].as_str().is_some_and(|u| !u.is_empty()),
+                "{topic}"
+            );
+            assert!(v.get("object_id").is_none(), "{topic}");
+            assert!(
+                v["default_entity_id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{platform}.")),
+                "{topic}"
+            );
+            match platform {
+                "sensor" | "binary_sensor" => assert!(v["state_topic"].is_string(), "{topic}"),
+                _ => assert!(v["command_topic"].is_string(), "{topic}"),
+            }
+            assert!(dev["identifiers"][0].is_string());
+            let unit = v["unit_of_measurement"].as_str();
+            match v["device_class"].as_str() {
+                Some("battery") => assert_eq!(unit, Some("%")),
+                Some("power") => assert_eq!(unit, Some("W")),
+                Some("energy") => {
+                    assert_eq!(unit, Some("Wh"));
+                    assert_eq!(v["state_class"], "total_increasing");
+                }
+                Some("energy_storage") => assert_eq!(unit, Some("Wh")),
+                Some("temperature") => assert_eq!(unit, Some("°C")),
+                _ => {}
+            }
+            if v["state_class"] == "measurement" {
+                assert!(v["expire_after"].as_u64().unwrap() >= 1, "{topic}");
+            }
+        };
+        for (topic, v) in &got {
+            assert!(topics.contains(topic));
+            match style {
+                DiscoveryStyle::Entity => {
+                    let platform = topic.split('/').nth(1).unwrap();
+                    assert_eq!(v["origin"]["name"], "marstek-bridge");
+                    check_entity(topic, platform, v, &v["device"]);
+                    if topic.contains("acd929a744d4") && !topic.contains("unreachable") {
+                        assert_eq!(v["availability_mode"], "all", "{topic}");
+                        let av = v["availability"].as_array().unwrap();
+                        assert_eq!(av.len(), 2);
+                        assert_eq!(av[0]["topic"], format!("{base}/bridge/state"));
+                        assert_eq!(av[1]["topic"], format!("{base}/acd929a744d4/availability"));
+                        assert!(v["device"]["via_device"].is_string());
+                    }
+                }
+                _ => {
+                    assert_eq!(v["origin"]["name"], "marstek-bridge");
+                    for (key, c) in v["components"].as_object().unwrap() {
+                        let platform = c["platform"].as_str().unwrap().to_string();
+                        check_entity(&format!("{topic}#{key}"), &platform, c, &v["device"]);
+                    }
+                }
+            }
+        }
+        let soc_topic = match style {
+            DiscoveryStyle::Entity => {
+                format!("{prefix}/sensor/{base}_acd929a744d4/soc/config")
+            }
+            _ => format!("{prefix}/device/{base}_acd929a744d4/config"),
+        };
+        assert!(got.contains_key(&soc_topic), "{soc_topic} missing");
+        b.stop().await;
+        clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+    }
+}
+
+#[tokio::test]
+async fn state_and_availability_follow_the_battery() {
+    let base = unique("state");
+    let prefix = format!("{base}-ha");
+    let bat = FakeBattery::new("dev1");
+    let mut p = Probe::connect(&[format!("{base}/#")]).await;
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&bat),
+        true,
+    )
+    .await;
+    let (state_t, avail_t, bridge_t) = (
+        b.t("dev1/state"),
+        b.t("dev1/availability"),
+        b.t("bridge/state"),
+    );
+    let got = p
+        .wait_all(
+            "state, availability online, bridge online",
+            WAIT,
+            &[
+                &|m: &Msg| m.topic == state_t,
+                &|m: &Msg| m.topic == avail_t && m.text() == "online",
+                &|m: &Msg| m.topic == bridge_t && m.text() == "online",
+            ],
+        )
+        .await;
+    let v = got[0].json();
+    assert_eq!(v["soc"], 57);
+    assert_eq!(v["bat_power"], -300);
+    assert_eq!(v["mode"], "Auto");
+    assert!(chrono::DateTime::parse_from_rfc3339(v["last_seen"].as_str().unwrap()).is_ok());
+    // Retained for a late subscriber.
+    let mut late = Probe::connect(&[b.t("dev1/state"), b.t("dev1/availability")]).await;
+    let m = late
+        .wait("retained state", WAIT, |m| m.topic.ends_with("/state"))
+        .await;
+    assert!(m.retain);
+
+    bat.set_silent(true);
+    p.wait("offline", WAIT, |m| {
+        m.topic == b.t("dev1/availability") && m.text() == "offline"
+    })
+    .await;
+    bat.set_silent(false);
+    p.wait("back online", WAIT, |m| {
+        m.topic == b.t("dev1/availability") && m.text() == "online"
+    })
+    .await;
+
+    // Alerts: event + retained active list.
+    b.handle.publish_alert(&Alert {
+        kind: AlertKind::LowSoc,
+        severity: Severity::Warning,
+        device: Some(DeviceId::parse("dev1").unwrap()),
+        message: "low".into(),
+        value: Some(9.0),
+        threshold: Some(15.0),
+        state: AlertState::Raised,
+        at: Utc::now(),
+    });
+    let (alert_t, alerts_t) = (b.t("dev1/alert"), b.t("dev1/alerts"));
+    let got = p
+        .wait_all(
+            "alert event and active list",
+            WAIT,
+            &[&|m: &Msg| m.topic == alert_t, &|m: &Msg| {
+                m.topic == alerts_t && m.json()["active"] == json!(["low_soc"])
+            }],
+        )
+        .await;
+    assert_eq!(got[0].json()["kind"], "low_soc");
+    assert_eq!(got[0].json()["state"], "raised");
+    let mut late = Probe::connect(std::slice::from_ref(&alerts_t)).await;
+    let m = late.wait("retained alerts", WAIT, |_| true).await;
+    assert!(m.retain);
+    assert_eq!(m.json()["active"], json!(["low_soc"]));
+    b.handle.publish_health(json!({"ok": true}));
+    let h = p
+        .wait("health", WAIT, |m| m.topic == b.t("bridge/health"))
+        .await;
+    assert_eq!(h.json(), json!({"ok": true}));
+    let bridge_state = b.t("bridge/state");
+    b.stop().await;
+    p.wait("offline on stop", WAIT, |m| {
+        m.topic == bridge_state && m.text() == "offline"
+    })
+    .await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn commands_change_the_battery_and_answer() {
+    let base = unique("cmd");
+    let prefix = format!("{base}-ha");
+    let bat = FakeBattery::new("dev1");
+    let mut p = Probe::connect(&[format!("{base}/+/response"), format!("{base}/+/controls")]).await;
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&bat),
+        false,
+    )
+    .await;
+    let resp = b.t("dev1/response");
+
+    let started = Instant::now();
+    p.publish(
+        &b.t("dev1/set"),
+        br#"{"mode":"passive","power":-800,"duration":600,"id":"t1"}"#,
+        false,
+    )
+    .await;
+    let r = p
+        .wait("response t1", WAIT, |m| m.topic == resp)
+        .await
+        .json();
+    println!("passive command round trip: {:?}", started.elapsed());
+    assert_eq!(r["id"], "t1");
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["verified"], true);
+    assert!(r["applied"].is_object());
+    assert_eq!(bat.mode(), Mode::Passive);
+
+    p.publish(&b.t("dev1/set/mode"), b"Manual", false).await;
+    let r = p.wait("manual", WAIT, |m| m.topic == resp).await.json();
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(bat.mode(), Mode::Manual);
+    // Plain Manual writes the disabled placeholder slot 9.
+    assert_eq!(r["applied"]["slot"]["slot"], 9);
+    assert_eq!(r["applied"]["slot"]["enable"], false);
+
+    p.publish(&b.t("dev1/set/mode"), b"auto", false).await;
+    let r = p.wait("auto", WAIT, |m| m.topic == resp).await.json();
+    assert_eq!(r["status"], "ok");
+    assert_eq!(bat.mode(), Mode::Auto);
+
+    // Several slots: one submit each, all reported.
+    p.publish(
+        &b.t("dev1/set"),
+        br#"{"id":9,"mode":"manual","slots":[{"slot":0,"start":"22:00","end":"06:00","days":["mon","tue"],"power":-1200},{"slot":1,"start":"06:00","end":"07:00","days":127,"power":0,"enable":false}]}"#,
+        false,
+    )
+    .await;
+    let r = p.wait("slots", WAIT, |m| m.topic == resp).await.json();
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["applied"].as_array().unwrap().len(), 2);
+
+    // HA number + button: remembered then applied.
+    let before = bat.executed();
+    let controls = b.t("dev1/controls");
+    p.publish(&b.t("dev1/set/passive_power"), b"-500", false)
+        .await;
+    let got = p
+        .wait_all(
+            "passive_power remembered",
+            WAIT,
+            &[&|m: &Msg| m.topic == resp, &|m: &Msg| {
+                m.topic == controls && m.json()["passive_power"] == -500
+            }],
+        )
+        .await;
+    assert_eq!(got[0].json()["status"], "ok");
+    p.publish(&b.t("dev1/set/passive_duration"), b"120", false)
+        .await;
+    assert_eq!(
+        p.wait("pd", WAIT, |m| m.topic == resp).await.json()["status"],
+        "ok"
+    );
+    assert_eq!(bat.executed(), before, "remembering sends nothing");
+    p.publish(&b.t("dev1/set/apply_passive"), b"PRESS", false)
+        .await;
+    let r = p.wait("apply", WAIT, |m| m.topic == resp).await.json();
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["applied"]["power"], -500);
+    assert_eq!(bat.mode(), Mode::Passive);
+
+    // Bridge requests.
+    let mut rq = Probe::connect(&[format!("{base}/bridge/response/#")]).await;
+    rq.publish(
+        &b.t("bridge/request/devices/list"),
+        br#"{"transaction":"x1"}"#,
+        false,
+    )
+    .await;
+    let r = rq.wait("devices/list", WAIT, |_| true).await;
+    assert_eq!(r.topic, b.t("bridge/response/devices/list"));
+    let v = r.json();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["transaction"], "x1");
+    assert_eq!(v["data"][0]["id"], "dev1");
+    rq.publish(&b.t("bridge/request/test/echo"), br#"{"a":1}"#, false)
+        .await;
+    let v = rq.wait("echo", WAIT, |_| true).await.json();
+    assert_eq!(v["data"]["echo"]["a"], 1);
+    rq.publish(&b.t("bridge/request/nope"), br#"{"transaction":3}"#, false)
+        .await;
+    let v = rq.wait("nope", WAIT, |_| true).await.json();
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["transaction"], 3);
+    rq.publish(&b.t("bridge/request/config/get"), b"{}", false)
+        .await;
+    let v = rq.wait("config", WAIT, |_| true).await.json();
+    assert_eq!(v["data"]["mqtt"]["password"], "<redacted>");
+
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn malformed_commands_get_errors_and_change_nothing() {
+    let base = unique("bad");
+    let prefix = format!("{base}-ha");
+    let bat = FakeBattery::new("dev1");
+    let mut p = Probe::connect(&[format!("{base}/+/response")]).await;
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&bat),
+        false,
+    )
+    .await;
+    let set = b.t("dev1/set");
+    let long = format!(r#"{{"mode":"auto","id":"{}"}}"#, "x".repeat(5000));
+    let cases: Vec<(String, Vec<u8>)> = [
+        "not json",
+        "[1]",
+        "\"auto\"",
+        "{}",
+        r#"{"mode":"turbo"}"#,
+        r#"{"mode":"auto","power":5}"#,
+        r#"{"mode":"passive"}"#,
+        r#"{"mode":"passive","power":"-800"}"#,
+        r#"{"mode":"passive","power":-800,"duration":0}"#,
+        r#"{"mode":"passive","power":-800,"duration":86401}"#,
+        r#"{"mode":"passive","power":-5000,"duration":60}"#,
+        r#"{"mode":"passive","power":5000,"duration":60}"#,
+        r#"{"mode":"auto","colour":"red"}"#,
+        r#"{"dod":29}"#,
+        r#"{"dod":89}"#,
+        r#"{"dod":"80"}"#,
+        r#"{"dod":80,"led":true}"#,
+        r#"{"led":"yes"}"#,
+        r#"{"mode":"manual","slots":[]}"#,
+        r#"{"mode":"manual","slots":[{"slot":10,"start":"22:00","end":"06:00","power":0}]}"#,
+        r#"{"mode":"manual","slots":[{"slot":1,"start":"25:00","end":"06:00","power":0}]}"#,
+        r#"{"mode":"manual","slots":[{"slot":1,"start":"22:00","end":"06:00","days":0,"power":0}]}"#,
+        r#"{"mode":"manual","slots":[{"slot":1,"start":"22:00","end":"06:00","days":200,"power":0}]}"#,
+        r#"{"mode":"manual","slots":[{"slot":1,"start":"22:00","end":"06:00","days":["someday"],"power":0}]}"#,
+        r#"{"mode":"manual","slots":[{"slot":1,"start":"22:00","end":"06:00","power":-9000}]}"#,
+    ]
+    .iter()
+    .map(|s| (set.clone(), s.as_bytes().to_vec()))
+    .chain([
+        (set.clone(), vec![0xff, 0xfe, 0xfd]),
+        (set.clone(), long.into_bytes()),
+        (b.t("dev1/set/mode"), b"Turbo".to_vec()),
+        (b.t("dev1/set/dod"), b"95".to_vec()),
+        (b.t("dev1/set/passive_power"), b"lots".to_vec()),
+        (b.t("dev1/set/passive_duration"), b"-1".to_vec()),
+        (b.t("dev1/set/colour"), b"red".to_vec()),
+        (b.t("dev1/set/led"), b"maybe".to_vec()),
+    ])
+    .collect();
+    assert!(cases.len() >= 20);
+    for (topic, payload) in &cases {
+        p.publish(topic, payload, false).await;
+        let r = p
+            .wait("error response", WAIT, |m| m.topic == b.t("dev1/response"))
+            .await
+            .json();
+        assert_eq!(
+            r["status"],
+            "error",
+            "accepted {:?}: {r}",
+            String::from_utf8_lossy(payload)
+        );
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // Unknown device answers on its own response topic.
+    p.publish(&b.t("ghost/set"), br#"{"mode":"auto","id":"g"}"#, false)
+        .await;
+    let r = p
+        .wait("ghost", WAIT, |m| m.topic == b.t("ghost/response"))
+        .await
+        .json();
+    assert_eq!(r["status"], "error");
+    assert_eq!(r["id"], "g");
+    assert!(r["error"].as_str().unwrap().contains("unknown device"));
+    assert_eq!(bat.executed(), 0, "no command reached the battery");
+    assert_eq!(bat.mode(), Mode::Auto);
+    println!("{} malformed payloads refused", cases.len());
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn retained_commands_are_not_executed_and_are_cleared() {
+    let base = unique("ret");
+    let prefix = format!("{base}-ha");
+    let bat = FakeBattery::new("dev1");
+    let pre = Probe::connect(&[]).await;
+    let set = format!("{base}/dev1/set");
+    let req = format!("{base}/bridge/request/devices/list");
+    pre.publish(
+        &set,
+        br#"{"mode":"passive","power":-800,"duration":600}"#,
+        true,
+    )
+    .await;
+    pre.publish(&req, br#"{"transaction":1}"#, true).await;
+    // Make sure the broker holds them before the bridge starts.
+    let mut check = Probe::connect(&[set.clone(), req.clone()]).await;
+    check
+        .wait("retained set", WAIT, |m| m.retain && m.topic == set)
+        .await;
+    drop(check);
+
+    let mut p = Probe::connect(&[set.clone(), req.clone(), format!("{base}/+/response")]).await;
+    let _ = p.collect_until_quiet(Duration::from_millis(200)).await; // retained replay
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&bat),
+        false,
+    )
+    .await;
+    p.wait("set cleared", WAIT, |m| {
+        m.topic == set && m.payload.is_empty()
+    })
+    .await;
+    p.wait("request cleared", WAIT, |m| {
+        m.topic == req && m.payload.is_empty()
+    })
+    .await;
+    // A live command still works afterwards, and it is the first thing the battery executes.
+    p.publish(&set, br#"{"mode":"ai","id":"live"}"#, false)
+        .await;
+    let r = p
+        .wait("live", WAIT, |m| m.topic.ends_with("/response"))
+        .await
+        .json();
+    assert_eq!(
+        r["id"], "live",
+        "the retained command must not have answered: {r}"
+    );
+    assert_eq!(bat.executed(), 1);
+    assert_eq!(bat.mode(), Mode::Ai);
+    let mut after = Probe::connect(&[set.clone(), req.clone()]).await;
+    let left = after.collect_until_quiet(Duration::from_millis(300)).await;
+    assert!(left.iter().all(|m| !m.retain), "still retained: {left:?}");
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn reconnect_republishes_state_and_discovery() {
+    let base = unique("recon");
+    let prefix = format!("{base}-ha");
+    let bat = FakeBattery::new("dev1");
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], BROKER.1))).await;
+    let mut p = Probe::connect(&[format!("{base}/#"), format!("{prefix}/#")]).await;
+    let b = start_bridge(
+        settings(&base, &prefix, proxy.addr.port()),
+        std::slice::from_ref(&bat),
+        true,
+    )
+    .await;
+    p.wait("state", WAIT, |m| m.topic == b.t("dev1/state"))
+        .await;
+    let mut conn = b.handle.connected();
+
+    proxy.cut();
+    // The broker publishes the last will when the connection drops.
+    p.wait("last will", WAIT, |m| {
+        m.topic == b.t("bridge/state") && m.text() == "offline"
+    })
+    .await;
+    tokio::time::timeout(WAIT, conn.wait_for(|c| !*c))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = p.collect_until_quiet(Duration::from_millis(100)).await;
+
+    proxy.restore();
+    let t0 = Instant::now();
+    let within = Duration::from_secs(2);
+    p.wait("online", within, |m| {
+        m.topic == b.t("bridge/state") && m.text() == "online"
+    })
+    .await;
+    p.wait("discovery", within.saturating_sub(t0.elapsed()), |m| {
+        m.topic == format!("{prefix}/sensor/{base}_dev1/soc/config")
+    })
+    .await;
+    p.wait("state", within.saturating_sub(t0.elapsed()), |m| {
+        m.topic == b.t("dev1/state")
+    })
+    .await;
+    println!(
+        "back online with discovery and state {:?} after restore",
+        t0.elapsed()
+    );
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn ha_birth_republishes_and_removed_devices_are_cleared() {
+    let base = unique("birth");
+    let prefix = format!("{base}-ha");
+    let (a, c) = (FakeBattery::new("deva"), FakeBattery::new("devc"));
+    let mut p = Probe::connect(&[format!("{prefix}/#"), format!("{base}/bridge/discovery")]).await;
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        &[a.clone(), c.clone()],
+        false,
+    )
+    .await;
+    let list = p
+        .wait("list", WAIT, |m| m.topic.ends_with("/bridge/discovery"))
+        .await
+        .json();
+    let c_topics: Vec<String> = list["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .filter(|t| t.contains("_devc/"))
+        .map(str::to_string)
+        .collect();
+    assert!(!c_topics.is_empty());
+    let _ = p.collect_until_quiet(Duration::from_millis(200)).await;
+
+    // HA comes back: discovery is sent again.
+    p.publish(&format!("{prefix}/status"), b"online", false)
+        .await;
+    p.wait("republish after birth", WAIT, |m| {
+        m.topic == format!("{prefix}/sensor/{base}_deva/soc/config") && !m.payload.is_empty()
+    })
+    .await;
+    b.stop().await;
+
+    // Restart without devc: its configs are removed.
+    let b = start_bridge(
+        settings(&base, &prefix, BROKER.1),
+        std::slice::from_ref(&a),
+        false,
+    )
+    .await;
+    let mut cleared = std::collections::BTreeSet::new();
+    while cleared.len() < c_topics.len() {
+        let m = p
+            .wait("removed config", WAIT, |m| {
+                m.payload.is_empty() && m.topic.contains("_devc/")
+            })
+            .await;
+        cleared.insert(m.topic);
+    }
+    let list = p
+        .wait("new list", WAIT, |m| m.topic.ends_with("/bridge/discovery"))
+        .await
+        .json();
+    assert!(
+        list["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t.as_str().unwrap().contains("_devc/"))
+    );
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
