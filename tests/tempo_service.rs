@@ -461,3 +461,47 @@ async fn today_before_six_is_yesterdays_colour() {
     assert_eq!(g["today"]["date"], json!("2026-12-02"));
     assert_eq!(g["today"]["colour"], json!("blue"));
 }
+
+#[tokio::test]
+async fn bridge_actions_validate_their_payload() {
+    let rig = rig().await;
+    rig.script.set("2026-12-02", &[3]);
+    let clock = Arc::new(ManualClock::new(paris(2026, 12, 1, 12, 0)));
+    let (svc, _a) = service(&rig, settings(&rig.base), clock);
+    for (action, payload, needle) in [
+        ("tempo/refresh", json!({"dry_run": "yes"}), "true or false"),
+        (
+            "tempo/refresh",
+            json!({"dryrun": true}),
+            "unknown field 'dryrun'",
+        ),
+        ("tempo/refresh", json!([1, 2]), "JSON object"),
+        ("tempo/nope", json!({}), "unknown action"),
+    ] {
+        let err = svc.request(action, &payload).await.unwrap_err();
+        assert!(err.contains(needle), "{action} {payload}: {err}");
+    }
+    assert_eq!(
+        rig.script.total.load(Ordering::SeqCst),
+        0,
+        "refused requests fetch nothing"
+    );
+    assert!(stored(&rig.store).await.is_none());
+    let v = svc
+        .request(
+            "tempo/refresh",
+            &json!({"dry_run": true, "transaction": "t1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["tomorrow"]["colour"], json!("red"));
+    assert_eq!(v["dry_run"], json!(true));
+    assert!(
+        stored(&rig.store).await.is_none(),
+        "dry run stores no decision"
+    );
+    let v = svc.request("tempo/refresh", &json!(null)).await.unwrap();
+    assert_eq!(v["precharge"], json!(true));
+    let g = svc.request("tempo/get", &json!({})).await.unwrap();
+    assert_eq!(g["decision"]["colour"], json!("red"));
+}
