@@ -10,6 +10,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod logging;

@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the bridge daemon.
     Run,
+    /// Self-contained demo: 3 simulated batteries, SQLite, MQTT (existing or embedded broker).
+    Demo(marstek_bridge::demo::DemoArgs),
     /// Check or print the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -89,6 +91,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
+        Command::Demo(args) => run_async(settings, |s| {
+            marstek_bridge::demo::run(args, s, shutdown_signal())
+        }),
         Command::Discover(_) | Command::Probe(_) | Command::Simulate(_) => {
             unreachable!("handled above")
         }

@@ -277,6 +277,13 @@ impl Reconciler {
         if intent.config.mode() == observed {
             return None;
         }
+        // The cached intent may predate a command from another source (MQTT): reload before
+        // calling it drift, so a user's fresh choice is never undone.
+        self.refresh().await;
+        let intent = self.intent(&sample.device)?;
+        if intent.config.mode() == observed {
+            return None;
+        }
         let now = self.clock.now();
         let recent = self
             .last_applied
