@@ -206,6 +206,9 @@ impl Probe {
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(o, 64);
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
         let (tx, rx) = mpsc::unbounded_channel();
         let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -615,12 +618,14 @@ async fn commands_change_the_battery_and_answer() {
     let prefix = format!("{base}-ha");
     let bat = FakeBattery::new("dev1");
     let mut p = Probe::connect(&[format!("{base}/+/response"), format!("{base}/+/controls")]).await;
-    let b = start_bridge(
-        settings(&base, &prefix, BROKER.1),
-        std::slice::from_ref(&bat),
-        false,
-    )
-    .await;
+    let mut s = settings(&base, &prefix, BROKER.1);
+    // MB_QOS=0 measures latency without PUBACKs: mosquitto without `set_tcp_nodelay true`
+    // holds a delivery behind a PUBACK the client has not ACKed yet (~40 ms delayed ACK).
+    s.qos = std::env::var("MB_QOS")
+        .ok()
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(1);
+    let b = start_bridge(s, std::slice::from_ref(&bat), false).await;
     let resp = b.t("dev1/response");
 
     let started = Instant::now();
@@ -653,6 +658,41 @@ async fn commands_change_the_battery_and_answer() {
     let r = p.wait("auto", WAIT, |m| m.topic == resp).await.json();
     assert_eq!(r["status"], "ok");
     assert_eq!(bat.mode(), Mode::Auto);
+
+    // Command latency on loopback (MQTT /set -> CommandService -> in-test battery -> /response).
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let id = format!("l{i}");
+        let t0 = Instant::now();
+        p.client
+            .publish(
+                b.t("dev1/set"),
+                QoS::AtMostOnce,
+                false,
+                format!(r#"{{"mode":"auto","id":"{id}"}}"#),
+            )
+            .await
+            .unwrap();
+        let r = p.wait("latency", WAIT, |m| m.topic == resp).await.json();
+        lat.push(t0.elapsed());
+        assert_eq!(r["id"], id.as_str());
+    }
+    lat.sort();
+    println!(
+        "command latency over 50: p50 {:?}, p99 {:?}",
+        lat[25], lat[49]
+    );
+    // Baseline: the same path through the broker alone (a probe publishing to itself).
+    let mut echo = Probe::connect(&[b.t("echo")]).await;
+    let mut base_lat = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        echo.publish(&b.t("echo"), b"x", false).await;
+        echo.wait("echo", WAIT, |_| true).await;
+        base_lat.push(t0.elapsed());
+    }
+    base_lat.sort();
+    println!("broker-only round trip over 20: p50 {:?}", base_lat[10]);
 
     // Several slots: one submit each, all reported.
     p.publish(

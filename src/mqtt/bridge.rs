@@ -380,7 +380,12 @@ impl MqttBridge {
         }
         let topics = Topics::new(&settings.base_topic, &settings.discovery_prefix);
         let opts = options(&settings, &topics)?;
-        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        // Small command/response messages must not wait for Nagle + delayed ACK (~40 ms).
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             qos: qos_of(settings.qos),
