@@ -6,8 +6,13 @@
 //! them together; `config` and `logging` are set up by `main`.
 
 pub mod alerts;
+pub mod app;
+pub mod broker;
+pub mod config;
 pub mod control;
 pub mod domain;
+pub mod http;
+pub mod logging;
 pub mod marstek;
 pub mod mqtt;
 pub mod scheduler;

@@ -1,1 +1,191 @@
-fn main() {}
+//! Command line of marstek-bridge: parses arguments, loads the configuration, sets up logging and
+//! hands over to the library. Exit codes: 0 success, 1 runtime failure, 2 invalid configuration
+//! or arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
+use marstek_bridge::{app, logging, marstek, simulator, store};
+
+#[derive(Parser)]
+#[command(
+    name = "marstek-bridge",
+    version,
+    about = "Marstek Venus batteries to MQTT, with Home Assistant discovery, a persisted schedule and Tempo precharge"
+)]
+struct Cli {
+    /// Configuration file (TOML); default config/marstek-bridge.toml when it exists.
+    #[arg(long, short, global = true, env = "MARSTEK_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (overrides logging.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `debug` (overrides logging.level; RUST_LOG wins over both).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge daemon.
+    Run,
+    /// Check or print the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Apply the database migrations (also done at every start) and exit.
+    Migrate,
+    /// Find batteries on the LAN (broadcast) or on an address and port range (unicast).
+    Discover(marstek::DiscoverArgs),
+    /// Query one battery: identity, firmware, status and mode.
+    Probe(marstek::ProbeArgs),
+    /// Run simulated batteries on UDP (tests, demos, benchmarks) until Ctrl-C.
+    Simulate(simulator::SimulateArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration; exit 2 with every problem listed when it is invalid.
+    Check,
+    /// Print the effective configuration as TOML, secrets shown as ***.
+    Print,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Tools that need no configuration run even when the configuration is broken.
+    match &cli.command {
+        Command::Discover(args) => return run_tool(&cli, |_| marstek::cli::run_discover(args)),
+        Command::Probe(args) => return run_tool(&cli, |_| marstek::cli::run_probe(args)),
+        Command::Simulate(args) => {
+            return run_tool(&cli, |token| async move {
+                simulator::simulate(args, token)
+                    .await
+                    .map(|()| String::new())
+            });
+        }
+        _ => {}
+    }
+    let mut settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return config_failure(&e),
+    };
+    if let Some(f) = cli.log_format {
+        settings.logging.format = f;
+    }
+    if let Some(l) = &cli.log_level {
+        settings.logging.level = l.clone();
+    }
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration OK ({} device(s))", settings.devices.len());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Print) => {
+            print!("{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
+        Command::Discover(_) | Command::Probe(_) | Command::Simulate(_) => {
+            unreachable!("handled above")
+        }
+        Command::Migrate => run_async(settings, |s| async move {
+            let backend = store::migrate(&s.database)
+                .await
+                .map_err(|e| anyhow::Error::new(app::StartupError(format!("{e}"))))?;
+            println!(
+                "migrations applied ({backend:?}) on {}",
+                s.database.redacted_url()
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// Runs a configuration-free tool, printing what it returns; SIGINT/SIGTERM cancel the token.
+fn run_tool<'a, F, Fut>(cli: &Cli, f: F) -> ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>> + 'a,
+{
+    let logging = config::LoggingSettings {
+        level: cli.log_level.clone().unwrap_or_else(|| "warn".into()),
+        format: cli.log_format.unwrap_or_default(),
+    };
+    let settings = Settings {
+        logging,
+        ..Settings::default()
+    };
+    run_async(settings, |_| async move {
+        let token = tokio_util::sync::CancellationToken::new();
+        let on_signal = token.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        let out = f(token).await?;
+        print!("{out}");
+        Ok(())
+    })
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn run_async<F, Fut>(settings: Settings, f: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    logging::init(&settings.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<app::StartupError>().is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown_requested"),
+        () = term => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+    }
+}

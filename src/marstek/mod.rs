@@ -1,2 +1,16 @@
 //! Marstek Open API driver: JSON-RPC over UDP (protocol types, client, per-device actor,
 //! discovery). Talks only to batteries; depends on `domain`, never on other adapters.
+
+pub mod actor;
+pub mod cli;
+pub mod client;
+pub mod discovery;
+pub mod profile;
+pub mod protocol;
+pub mod settings;
+
+pub use actor::{DeviceSpec, MarstekBattery};
+pub use cli::{DiscoverArgs, ProbeArgs, discover, probe};
+pub use client::{ClientStats, RequestOptions, Transport};
+pub use discovery::{DiscoverOptions, DiscoveredDevice, discover_devices};
+pub use settings::{DiscoverySettings, MarstekSettings, PollingSettings};

@@ -1,2 +1,10 @@
 //! A faithful simulated Marstek battery fleet on UDP, with switchable firmware faults, for tests,
 //! demos and benchmarks. Depends only on `domain` and the protocol types of `marstek`.
+
+pub mod cli;
+pub mod model;
+pub mod server;
+
+pub use cli::{SimulateArgs, simulate};
+pub use model::{SimClock, SimProfile, SimSlot};
+pub use server::{Addressing, SimConfig, SimFaults, SimHandle, SimSnapshot, SimStats, Simulator};

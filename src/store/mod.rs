@@ -2,11 +2,25 @@
 //! PostgreSQL/TimescaleDB (`postgres://`) and an embedded SQLite file (`sqlite://`). Holds devices,
 //! telemetry, alerts, the command audit, scheduled jobs and their runs, desired state, Tempo days
 //! and the leader lease. Only this module talks SQL; callers see domain types and records.
+//! `open` picks the backend and applies the embedded migrations; `writer` batches telemetry and
+//! survives database outages. Touches only the database named by `DatabaseSettings::url`.
+
+mod pg;
+mod settings;
+mod sqlite;
+pub mod writer;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Alert, DesiredState, DeviceId, DeviceInfo, Sample};
+
+pub use pg::PgStore;
+pub use settings::{DatabaseSettings, UrlKind, redact_url, url_kind};
+pub use sqlite::SqliteStore;
+pub use writer::{SampleSource, WriterHandle, WriterStats, spawn_writer};
 
 /// Errors at the storage edge.
 #[derive(Debug, thiserror::Error)]
@@ -239,4 +253,244 @@ pub trait Store: Send + Sync {
     async fn try_lead(&self, instance: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
     /// Gives the lease up (clean shutdown), so another instance takes over at once.
     async fn resign(&self, instance: &str) -> Result<(), StoreError>;
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (the database was unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// SQLSTATE classes/codes meaning "the server is not reachable or not accepting work now".
+fn pg_code_is_unavailable(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code == "57P01" // admin_shutdown
+        || code == "57P02" // crash_shutdown
+        || code == "57P03" // cannot_connect_now
+        || code == "53300" // too_many_connections
+        || code == "40P01" // deadlock_detected: retrying is right
+        || code == "40001" // serialization_failure
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(ref db) => {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict(db.message().to_string());
+                }
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // SQLite: 5 = SQLITE_BUSY, 6 = SQLITE_LOCKED (primary codes, possibly extended).
+                let sqlite_busy = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                    && code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+                if pg_code_is_unavailable(&code) || sqlite_busy {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Other(e.to_string())
+                }
+            }
+            sqlx::Error::Migrate(m) => StoreError::Migration(m.to_string()),
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+/// Opens the store named by `settings.url` (backend by scheme), applies migrations and, on
+/// PostgreSQL, the TimescaleDB step when the extension is available. Logs `store_opened`.
+pub async fn open(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
+    let kind = url_kind(&settings.url).map_err(StoreError::BadUrl)?;
+    let store: Arc<dyn Store> = match kind {
+        UrlKind::Postgres => Arc::new(PgStore::connect(settings).await?),
+        UrlKind::Sqlite => Arc::new(SqliteStore::connect(settings).await?),
+    };
+    tracing::info!(
+        backend = ?store.backend(),
+        url = %settings.redacted_url(),
+        "store_opened"
+    );
+    Ok(store)
+}
+
+/// Applies the embedded migrations of the backend named by `settings.url` and returns it.
+pub async fn migrate(settings: &DatabaseSettings) -> Result<Backend, StoreError> {
+    // Opening runs the migrations (and the TimescaleDB step) already.
+    let store = open(settings).await?;
+    Ok(store.backend())
+}
+
+/// Retention without TimescaleDB: deletes samples older than `retention_days` before `now`
+/// (TimescaleDB's own policy does it otherwise, so this returns 0 there). Returns rows deleted.
+pub async fn prune_expired(
+    store: &dyn Store,
+    retention_days: u32,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    if store.backend() == Backend::Timescale {
+        return Ok(0);
+    }
+    let before = now - chrono::Duration::days(i64::from(retention_days));
+    let rows = store.prune_samples(before).await?;
+    if rows > 0 {
+        tracing::info!(rows, before = %before, "samples_pruned");
+    }
+    Ok(rows)
+}
+
+/// Maps a migration error to `StoreError::Migration`, naming the failing file.
+fn migration_error(
+    migrator: &sqlx::migrate::Migrator,
+    dir: &str,
+    e: sqlx::migrate::MigrateError,
+) -> StoreError {
+    use sqlx::migrate::MigrateError as M;
+    let version = match &e {
+        M::ExecuteMigration(_, v)
+        | M::VersionMissing(v)
+        | M::VersionMismatch(v)
+        | M::VersionNotPresent(v)
+        | M::VersionTooOld(v, _)
+        | M::VersionTooNew(v, _)
+        | M::Dirty(v) => Some(*v),
+        _ => None,
+    };
+    let file = version.map(|v| {
+        migrator
+            .iter()
+            .find(|m| m.version == v)
+            .map(|m| format!("{dir}/{v:04}_{}.sql", m.description.replace(' ', "_")))
+            .unwrap_or_else(|| format!("{dir}/{v:04}_*.sql (not embedded in this binary)"))
+    });
+    match file {
+        Some(f) => StoreError::Migration(format!("{f}: {e}")),
+        None => StoreError::Migration(format!("{dir}: {e}")),
+    }
+}
+
+/// Maps an error seen while connecting: names `database.url` (password hidden) and says why.
+fn connect_error(settings: &DatabaseSettings, e: sqlx::Error) -> StoreError {
+    let url = settings.redacted_url();
+    match StoreError::from(e) {
+        StoreError::Unavailable(why) => {
+            StoreError::Unavailable(format!("database.url = {url} cannot be reached: {why}"))
+        }
+        StoreError::Other(why) | StoreError::Conflict(why) => {
+            StoreError::BadUrl(format!("{url} was refused: {why}"))
+        }
+        StoreError::NotFound => StoreError::BadUrl(format!("{url}: not found")),
+        other => other,
+    }
+}
+
+/// Microseconds since the Unix epoch (SQLite timestamps).
+pub(crate) fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Back from microseconds since the Unix epoch; out-of-range values are a decode error.
+pub(crate) fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Other(format!("timestamp {us} µs is out of range")))
+}
+
+/// Parses a stored enum/text value, turning a bad one into `StoreError::Other`.
+pub(crate) fn decode_err(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("cannot decode {what}: {detail}"))
+}
+
+/// Parses a stored run status.
+pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus, StoreError> {
+    Ok(match s {
+        "running" => RunStatus::Running,
+        "completed" => RunStatus::Completed,
+        "failed" => RunStatus::Failed,
+        "missed" => RunStatus::Missed,
+        "skipped" => RunStatus::Skipped,
+        other => return Err(decode_err("job run status", other)),
+    })
+}
+
+/// Serialises a unit-like serde enum (AlertKind, Severity) to its snake/lowercase name.
+pub(crate) fn enum_name<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Err(decode_err("enum", other)),
+        Err(e) => Err(decode_err("enum", e)),
+    }
+}
+
+/// Parses a unit-like serde enum from its stored name.
+pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(
+    what: &str,
+    s: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| decode_err(what, format!("'{s}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_scheme_is_refused_with_the_allowed_list() {
+        let s = DatabaseSettings {
+            url: "mysql://u:secret@127.0.0.1/db".into(),
+            ..Default::default()
+        };
+        let err = open(&s).await.err().expect("must fail");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::BadUrl(_)), "{msg}");
+        assert!(
+            msg.contains("database.url") && msg.contains("mysql"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("sqlite://") && !msg.contains("secret"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlx_errors_map_to_store_errors() {
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::NotFound
+        ));
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::from(sqlx::Error::Io(io)).is_transient());
+
+        // A real unique violation on a real (SQLite) database → Conflict.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("e.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let ins = "INSERT INTO documents (key, value, updated_at) VALUES ('k', '{}', 0)";
+        sqlx::query(ins).execute(s.pool()).await.unwrap();
+        let e = sqlx::query(ins).execute(s.pool()).await.unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Conflict(_)));
+        let e = sqlx::query("SELECT nope FROM documents")
+            .execute(s.pool())
+            .await
+            .unwrap_err();
+        assert!(matches!(StoreError::from(e), StoreError::Other(_)));
+    }
+
+    #[test]
+    fn micros_round_trip() {
+        let t = DateTime::from_timestamp_micros(1_764_400_000_123_456).unwrap();
+        assert_eq!(from_micros(to_micros(t)).unwrap(), t);
+        assert!(from_micros(i64::MAX).is_err());
+    }
 }

@@ -1,0 +1,515 @@
+//! Typed settings, layered defaults < TOML file < environment (`MARSTEK_BRIDGE__SECTION__KEY`,
+//! plus `…_FILE` variants whose value is read from a file, for secrets), and validated as a whole
+//! before anything starts. Every problem names its key, the file and line when it comes from
+//! the file, and what is allowed. Reads the config file and the environment; nothing else.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{DeviceId, DeviceLimits};
+
+/// Prefix of environment overrides: `MARSTEK_BRIDGE__MQTT__HOST=broker`.
+pub const ENV_PREFIX: &str = "MARSTEK_BRIDGE__";
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "config/marstek-bridge.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Bridge-wide behaviour.
+    pub bridge: BridgeSettings,
+    /// MQTT broker and topics.
+    pub mqtt: toml::Table,
+    /// Database URL and telemetry buffering.
+    pub database: crate::store::DatabaseSettings,
+    /// Batteries to talk to.
+    pub devices: Vec<DeviceConfig>,
+    /// Polling, pacing and retries.
+    pub polling: crate::marstek::PollingSettings,
+    /// UDP socket and discovery of the Marstek driver.
+    pub marstek: crate::marstek::MarstekSettings,
+    /// Scheduled jobs.
+    pub scheduler: toml::Table,
+    /// EDF Tempo and precharge.
+    pub tempo: toml::Table,
+    /// Alert thresholds.
+    pub alerts: toml::Table,
+    /// Logging.
+    pub logging: LoggingSettings,
+    /// Optional HTTP health and metrics endpoints.
+    pub http: crate::http::HttpSettings,
+}
+
+/// Bridge-wide behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeSettings {
+    /// Refuse every write to a battery (commands and jobs are answered with an error).
+    pub read_only: bool,
+    /// Name of this instance (leader election, job runs); default: host name and process id.
+    pub instance_id: Option<String>,
+    /// Longest time an orderly shutdown may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for BridgeSettings {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            instance_id: None,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BridgeSettings {
+    /// The configured instance id, or `<hostname>-<pid>`.
+    pub fn instance(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "marstek-bridge".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// One battery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// IP address or host name of the battery.
+    pub host: String,
+    /// UDP port of its Open API (set in the Marstek app), default 30000.
+    pub port: u16,
+    /// Alias used in topics instead of the BLE MAC (letters, digits, `_`, `-`).
+    pub id: Option<String>,
+    /// Firmware profile to assume before the device identifies itself (`auto` = detect).
+    pub profile: Option<String>,
+    /// Largest charge power the bridge will ask for, W.
+    pub max_charge_w: u32,
+    /// Largest discharge power the bridge will ask for, W.
+    pub max_discharge_w: u32,
+    /// Lowest SOC the bridge will discharge to, %.
+    pub min_soc: u8,
+    /// Highest SOC the bridge will charge to, %.
+    pub max_soc: u8,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        let limits = DeviceLimits::default();
+        Self {
+            host: String::new(),
+            port: 30000,
+            id: None,
+            profile: None,
+            max_charge_w: limits.max_charge_w,
+            max_discharge_w: limits.max_discharge_w,
+            min_soc: limits.min_soc,
+            max_soc: limits.max_soc,
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// The safety limits of this device.
+    pub fn limits(&self) -> DeviceLimits {
+        DeviceLimits {
+            max_charge_w: self.max_charge_w,
+            max_discharge_w: self.max_discharge_w,
+            min_soc: self.min_soc,
+            max_soc: self.max_soc,
+        }
+    }
+}
+
+/// Known firmware profile names for `devices[].profile`.
+pub const PROFILES: [&str; 6] = [
+    "auto",
+    "venus-e-3",
+    "venus-e-2",
+    "venus-a",
+    "venus-d",
+    "venus-e-mini",
+];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// Filter in `tracing` syntax (`info`, `marstek_bridge=debug,info`); `RUST_LOG` wins.
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted key path, e.g. `devices.1.port` or `scheduler.timezone`.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+    /// `file:line` when the key comes from the file.
+    pub location: Option<String>,
+}
+
+/// The configuration could not be used; lists every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The problems, in key order.
+    pub issues: Vec<Issue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for i in &self.issues {
+            match &i.location {
+                Some(loc) => write!(f, "\n  - {loc}: `{}`: {}", i.key, i.reason)?,
+                None => write!(f, "\n  - `{}`: {}", i.key, i.reason)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads and validates the configuration: defaults, then `path` (which must exist unless it is
+/// the default path), then the environment.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_from(path, std::env::vars())
+}
+
+/// Same as [`load`]; `env` supplies the `…_FILE` secret variables (the process environment in
+/// [`load`]), plain overrides always come from the process environment.
+pub fn load_from(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let (file, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    let source = if file.exists() {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| single("config", format!("cannot read {}: {e}", file.display())))?;
+        if let Err(e) = toml::de::DeTable::parse(&text) {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            return Err(ConfigError {
+                issues: vec![Issue {
+                    key: "(syntax)".into(),
+                    reason: format!("not valid TOML: {}", e.message()),
+                    location: Some(format!("{}:{}", file.display(), line.unwrap_or(1))),
+                }],
+            });
+        }
+        figment = figment.merge(Toml::string(&text));
+        Some((file.clone(), text))
+    } else if explicit {
+        return Err(single(
+            "config",
+            format!("file {} does not exist", file.display()),
+        ));
+    } else {
+        None
+    };
+
+    figment = figment.merge(
+        Env::prefixed(ENV_PREFIX)
+            .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file"))
+            .split("__"),
+    );
+    for (name, file_path) in env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)) {
+        let Some(base) = name.strip_suffix("_FILE") else {
+            continue;
+        };
+        let key = base[ENV_PREFIX.len()..]
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        let value = std::fs::read_to_string(&file_path)
+            .map_err(|e| single(&key, format!("cannot read {name}={file_path}: {e}")))?;
+        figment = figment.merge(Serialized::global(
+            &key,
+            value.trim_end_matches(['\n', '\r']),
+        ));
+    }
+
+    let settings: Settings = figment.extract().map_err(|errors| ConfigError {
+        issues: errors
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".");
+                let location = source.as_ref().map(|(f, t)| locate(f, t, &e.path));
+                Issue {
+                    key: if key.is_empty() { "(root)".into() } else { key },
+                    reason: e.kind.to_string(),
+                    location: location.flatten(),
+                }
+            })
+            .collect(),
+    })?;
+
+    let mut issues = settings.validate();
+    if !issues.is_empty() {
+        if let Some((f, t)) = &source {
+            for i in &mut issues {
+                let path: Vec<String> = i.key.split('.').map(str::to_string).collect();
+                i.location = locate(f, t, &path);
+            }
+        }
+        return Err(ConfigError { issues });
+    }
+    Ok(settings)
+}
+
+fn single(key: &str, reason: String) -> ConfigError {
+    ConfigError {
+        issues: vec![Issue {
+            key: key.into(),
+            reason,
+            location: None,
+        }],
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// `file:line` of the deepest key of `path` present in the TOML text.
+fn locate(file: &Path, text: &str, path: &[String]) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut line = None;
+    let mut table = Some(doc.get_ref());
+    let mut array: Option<&toml::de::DeArray> = None;
+    for seg in path {
+        let value = if let Some(t) = table.take() {
+            let (k, v) = t
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
+            line = Some(line_of(text, k.span().start));
+            v
+        } else if let Some(a) = array.take() {
+            let v = a.get(seg.parse::<usize>().ok()?)?;
+            line = Some(line_of(text, v.span().start));
+            v
+        } else {
+            break;
+        };
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => table = Some(t),
+            toml::de::DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    line.map(|l| format!("{}:{l}", file.display()))
+}
+
+/// Adds a module's (key, reason) problems under its section name.
+fn section(issues: &mut Vec<Issue>, name: &str, found: Vec<(String, String)>) {
+    issues.extend(
+        found
+            .into_iter()
+            .map(|(k, r)| issue(format!("{name}.{k}"), r)),
+    );
+}
+
+fn issue(key: impl Into<String>, reason: impl Into<String>) -> Issue {
+    Issue {
+        key: key.into(),
+        reason: reason.into(),
+        location: None,
+    }
+}
+
+impl Settings {
+    /// Checks everything that types alone cannot: ranges, duplicates, names, patterns.
+    pub fn validate(&self) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        if self.bridge.shutdown_timeout.is_zero()
+            || self.bridge.shutdown_timeout > Duration::from_secs(300)
+        {
+            issues.push(issue(
+                "bridge.shutdown_timeout",
+                "must be between 1s and 5m",
+            ));
+        }
+        if let Some(id) = &self.bridge.instance_id
+            && DeviceId::parse(id).is_err()
+        {
+            issues.push(issue(
+                "bridge.instance_id",
+                "may only contain letters, digits, '_' and '-' (1 to 64)",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            issues.push(issue(
+                "logging.level",
+                format!("not a valid filter ({e}); e.g. \"info\" or \"marstek_bridge=debug,info\""),
+            ));
+        }
+        section(&mut issues, "http", self.http.validate());
+        section(&mut issues, "database", self.database.validate());
+        section(&mut issues, "polling", self.polling.validate());
+        section(&mut issues, "marstek", self.marstek.validate());
+        let mut ids = HashSet::new();
+        let mut addresses = HashSet::new();
+        for (n, d) in self.devices.iter().enumerate() {
+            let key = |k: &str| format!("devices.{n}.{k}");
+            if d.host.trim().is_empty() {
+                issues.push(issue(
+                    key("host"),
+                    "is required: the battery's IP address or host name",
+                ));
+            } else if d.host.parse::<std::net::IpAddr>().is_err()
+                && url::Host::parse(&d.host).is_err()
+            {
+                issues.push(issue(
+                    key("host"),
+                    format!("'{}' is neither an IP address nor a host name", d.host),
+                ));
+            }
+            if d.port == 0 {
+                issues.push(issue(
+                    key("port"),
+                    "must be 1 to 65535 (the Open API port set in the Marstek app, default 30000)",
+                ));
+            }
+            if let Some(id) = &d.id {
+                match DeviceId::parse(id) {
+                    Err(e) => issues.push(issue(key("id"), format!("'{id}' {e}"))),
+                    Ok(id) => {
+                        if !ids.insert(id.clone()) {
+                            issues.push(issue(
+                                key("id"),
+                                format!("duplicate device id '{id}': each device needs its own"),
+                            ));
+                        }
+                    }
+                }
+            }
+            if !d.host.is_empty() && !addresses.insert((d.host.to_ascii_lowercase(), d.port)) {
+                issues.push(issue(
+                    key("host"),
+                    format!(
+                        "duplicate device address {}:{}: already configured above",
+                        d.host, d.port
+                    ),
+                ));
+            }
+            if let Some(p) = &d.profile
+                && !PROFILES.contains(&p.as_str())
+            {
+                issues.push(issue(
+                    key("profile"),
+                    format!("unknown profile '{p}' (allowed: {})", PROFILES.join(", ")),
+                ));
+            }
+            if d.max_soc > 100 {
+                issues.push(issue(key("max_soc"), "must be 0 to 100 %"));
+            }
+            if d.min_soc > d.max_soc {
+                issues.push(issue(
+                    key("min_soc"),
+                    format!("{} % is above max_soc {} %", d.min_soc, d.max_soc),
+                ));
+            }
+            for (k, v) in [
+                ("max_charge_w", d.max_charge_w),
+                ("max_discharge_w", d.max_discharge_w),
+            ] {
+                if v > 10_000 {
+                    issues.push(issue(
+                        key(k),
+                        format!("{v} W is above 10000 W; Venus batteries handle at most 2500 W"),
+                    ));
+                }
+            }
+        }
+        issues
+    }
+
+    /// The effective configuration as TOML with every secret replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value =
+            toml::Value::try_from(self).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+        redact(&mut value);
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    /// The effective configuration as JSON with every secret replaced by `***`.
+    pub fn to_redacted_json(&self) -> serde_json::Value {
+        let mut value =
+            toml::Value::try_from(self).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+        redact(&mut value);
+        serde_json::to_value(value).unwrap_or_default()
+    }
+}
+
+/// Whether a key holds a secret (passwords, client secrets, tokens).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !k.ends_with("_file")
+        && (k.contains("password") || k.contains("secret") || k.contains("token") || k == "key_pem")
+}
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                if is_secret_key(k) {
+                    if !matches!(v, toml::Value::String(s) if s.is_empty()) {
+                        *v = toml::Value::String("***".into());
+                    }
+                } else if let toml::Value::String(s) = v {
+                    if s.contains("://") {
+                        *s = crate::store::redact_url(s);
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}

@@ -1,0 +1,489 @@
+//! One actor (task) per battery: it owns the device's request queue so the device never sees two
+//! requests at once, keeps a quiet gap after every reply, serves commands and immediate polls
+//! before routine polls, polls on an interval, learns the identity (`Marstek.GetDevice`) at
+//! start and after the device comes back, keeps `DeviceHealth`, and publishes one `Sample` per
+//! round on the broadcast channel given by the caller.
+//!
+//! [`MarstekBattery`] is the handle; it implements `domain::Battery`. Touches the shared
+//! [`Transport`] only.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::{Reply, Transport};
+use super::profile::{Profile, RoundData, build_sample};
+use super::protocol::{self, DeviceResult, EsMode, SetResult, decode_result, method};
+use super::settings::PollingSettings;
+use crate::domain::{
+    Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
+    Mode, ModeConfig, Sample,
+};
+
+/// One battery to drive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    /// Bridge id (alias or BLE MAC).
+    pub id: DeviceId,
+    /// Address and port the battery listens on.
+    pub addr: SocketAddr,
+    /// Configured limits.
+    pub limits: DeviceLimits,
+}
+
+enum Job {
+    Poll(oneshot::Sender<Result<Sample, DriverError>>),
+    Execute(
+        Box<Command>,
+        oneshot::Sender<Result<CommandReport, DriverError>>,
+    ),
+}
+
+struct Shared {
+    health: Mutex<DeviceHealth>,
+    info: Mutex<Option<DeviceInfo>>,
+    queued: AtomicUsize,
+    available: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Handle to one device actor; cheap to clone.
+#[derive(Clone)]
+pub struct MarstekBattery {
+    spec: Arc<DeviceSpec>,
+    jobs: mpsc::Sender<Job>,
+    capacity: usize,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MarstekBattery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarstekBattery")
+            .field("id", &self.spec.id)
+            .field("addr", &self.spec.addr)
+            .finish()
+    }
+}
+
+impl MarstekBattery {
+    /// Spawns the actor of one device on `tracker`; it stops when `shutdown` is cancelled.
+    pub fn spawn(
+        transport: Arc<Transport>,
+        spec: DeviceSpec,
+        settings: PollingSettings,
+        samples: broadcast::Sender<Sample>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let capacity = settings.queue_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let (available, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            health: Mutex::new(DeviceHealth::default()),
+            info: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+            available,
+        });
+        let spec = Arc::new(spec);
+        let actor = Actor {
+            transport,
+            spec: spec.clone(),
+            settings,
+            samples,
+            shared: shared.clone(),
+            profile: None,
+            identify: true,
+            last_io: None,
+            round: 0,
+        };
+        tracker.spawn(actor.run(rx, shutdown));
+        Self {
+            spec,
+            jobs: tx,
+            capacity,
+            shared,
+        }
+    }
+
+    /// Address of the device.
+    pub fn addr(&self) -> SocketAddr {
+        self.spec.addr
+    }
+
+    /// Reachability changes: `true` reachable, `false` unreachable (starts `false`).
+    pub fn availability(&self) -> watch::Receiver<bool> {
+        self.shared.available.subscribe()
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), DriverError> {
+        match self.jobs.try_send(job) {
+            Ok(()) => {
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(DriverError::QueueFull {
+                device: self.spec.id.to_string(),
+                capacity: self.capacity,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DriverError::Closed),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Battery for MarstekBattery {
+    fn id(&self) -> &DeviceId {
+        &self.spec.id
+    }
+
+    fn limits(&self) -> DeviceLimits {
+        self.spec.limits
+    }
+
+    fn info(&self) -> Option<DeviceInfo> {
+        lock(&self.shared.info).clone()
+    }
+
+    fn health(&self) -> DeviceHealth {
+        let mut h = lock(&self.shared.health).clone();
+        h.queue_depth = self.shared.queued.load(Ordering::Relaxed);
+        h
+    }
+
+    async fn poll(&self) -> Result<Sample, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Job::Poll(tx))?;
+        rx.await.map_err(|_| DriverError::Closed)?
+    }
+
+    async fn execute(&self, command: &Command) -> Result<CommandReport, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Job::Execute(Box::new(command.clone()), tx))?;
+        rx.await.map_err(|_| DriverError::Closed)?
+    }
+}
+
+struct Actor {
+    transport: Arc<Transport>,
+    spec: Arc<DeviceSpec>,
+    settings: PollingSettings,
+    samples: broadcast::Sender<Sample>,
+    shared: Arc<Shared>,
+    profile: Option<Profile>,
+    identify: bool,
+    last_io: Option<Instant>,
+    round: u64,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                job = rx.recv() => match job {
+                    Some(job) => self.serve(job).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_poll) => {
+                    let extras = self
+                        .round
+                        .is_multiple_of(u64::from(self.settings.extras_every.max(1)));
+                    self.round += 1;
+                    let _ = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        r = self.poll_round(extras, Some(&mut rx)) => r,
+                    };
+                    next_poll = tokio::time::Instant::now() + self.settings.status_interval;
+                }
+            }
+        }
+        tracing::debug!(device = %self.spec.id, "actor_stopped");
+    }
+
+    async fn serve(&mut self, job: Job) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        match job {
+            Job::Poll(tx) => {
+                let r = self.poll_round(true, None).await;
+                let _ = tx.send(r);
+            }
+            Job::Execute(cmd, tx) => {
+                let r = self.execute(&cmd).await;
+                if let Err(e) = &r {
+                    tracing::warn!(device = %self.spec.id, command = cmd.name(), error = %e, "command_failed");
+                }
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// Serves queued commands/immediate polls (priority) between the requests of a routine round.
+    async fn serve_pending(&mut self, rx: &mut Option<&mut mpsc::Receiver<Job>>) {
+        let Some(rx) = rx.as_mut() else { return };
+        while let Ok(job) = rx.try_recv() {
+            Box::pin(self.serve(job)).await;
+        }
+    }
+
+    async fn call(&mut self, m: &str, params: Value, write: bool) -> Result<Reply, DriverError> {
+        if let Some(last) = self.last_io {
+            let ready = last + self.settings.quiet_gap;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(ready)).await;
+        }
+        let opts = if write {
+            self.settings.write_options()
+        } else {
+            self.settings.read_options()
+        };
+        let unsupported = self.transport.is_unsupported(self.spec.addr, m);
+        if !unsupported {
+            lock(&self.shared.health).requests += 1;
+        }
+        let r = self
+            .transport
+            .request(self.spec.addr, m, params, opts)
+            .await;
+        if !unsupported {
+            self.last_io = Some(Instant::now());
+        }
+        let mut h = lock(&self.shared.health);
+        match &r {
+            Ok(reply) => {
+                h.last_latency_ms = Some(reply.latency.as_secs_f64() * 1000.0);
+                h.last_seen = Some(Utc::now());
+            }
+            Err(DriverError::Timeout { .. }) => h.timeouts += 1,
+            Err(DriverError::Unsupported { .. }) => {}
+            Err(DriverError::Device { code, .. }) if *code == protocol::METHOD_NOT_FOUND => {
+                h.last_seen = Some(Utc::now());
+            }
+            Err(_) => h.errors += 1,
+        }
+        r
+    }
+
+    async fn identify(&mut self) -> Result<Profile, DriverError> {
+        let reply = self
+            .call(method::GET_DEVICE, protocol::get_device_params(), false)
+            .await?;
+        let d: DeviceResult = decode_result(&reply.result).map_err(DriverError::Decode)?;
+        let profile = Profile::from_device(&d);
+        let ble_mac = d
+            .ble_mac
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                reply
+                    .src
+                    .as_deref()
+                    .and_then(|s| s.rsplit('-').next())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let info = DeviceInfo {
+            id: self.spec.id.clone(),
+            model: d.device.clone().unwrap_or_default(),
+            firmware: profile.firmware,
+            ble_mac,
+            wifi_mac: d.wifi_mac.clone(),
+            address: self.spec.addr.to_string(),
+        };
+        tracing::info!(device = %self.spec.id, model = %info.model, firmware = info.firmware, "device_identified");
+        *lock(&self.shared.info) = Some(info);
+        self.profile = Some(profile);
+        self.identify = false;
+        Ok(profile)
+    }
+
+    async fn profile(&mut self) -> Result<Profile, DriverError> {
+        match self.profile {
+            Some(p) if !self.identify => Ok(p),
+            _ => self.identify().await,
+        }
+    }
+
+    /// One full status read; updates health and publishes the sample.
+    async fn poll_round(
+        &mut self,
+        extras: bool,
+        mut rx: Option<&mut mpsc::Receiver<Job>>,
+    ) -> Result<Sample, DriverError> {
+        let r = self.read_round(extras, &mut rx).await;
+        self.record_round(r.is_ok());
+        match &r {
+            Ok(s) => {
+                let _ = self.samples.send(s.clone());
+            }
+            Err(e) => tracing::warn!(device = %self.spec.id, error = %e, "poll_failed"),
+        }
+        r
+    }
+
+    async fn read_round(
+        &mut self,
+        extras: bool,
+        rx: &mut Option<&mut mpsc::Receiver<Job>>,
+    ) -> Result<Sample, DriverError> {
+        let profile = self.profile().await?;
+        let mut plan: Vec<&'static str> = Vec::with_capacity(6);
+        if profile.has_es_status() {
+            plan.push(method::ES_STATUS);
+        }
+        plan.push(method::ES_GET_MODE);
+        if self.settings.read_battery {
+            plan.push(method::BAT_STATUS);
+        }
+        if profile.has_pv() {
+            plan.push(method::PV_STATUS);
+        }
+        if extras {
+            if profile.has_em() {
+                plan.push(method::EM_STATUS);
+            }
+            plan.push(method::WIFI_STATUS);
+        }
+        let mut data = RoundData::default();
+        let mut last_err = None;
+        for m in plan {
+            self.serve_pending(rx).await;
+            let reply = match self.call(m, protocol::instance_params(0), false).await {
+                Ok(r) => r,
+                Err(e @ DriverError::Timeout { .. }) | Err(e @ DriverError::Io(_)) => {
+                    // reads were already retried: the device is silent, stop this round
+                    last_err = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(device = %self.spec.id, method = m, error = %e, "read_skipped");
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let res = &reply.result;
+            let bad = |e: String| {
+                tracing::debug!(device = %self.spec.id, method = m, error = %e, "read_undecodable");
+            };
+            match m {
+                method::ES_STATUS => decode_result(res)
+                    .map(|v| data.es = Some(v))
+                    .unwrap_or_else(bad),
+                method::ES_GET_MODE => decode_result(res)
+                    .map(|v| data.mode = Some(v))
+                    .unwrap_or_else(bad),
+                method::BAT_STATUS => decode_result(res)
+                    .map(|v| data.bat = Some(v))
+                    .unwrap_or_else(bad),
+                method::PV_STATUS => decode_result(res)
+                    .map(|v| data.pv = Some(v))
+                    .unwrap_or_else(bad),
+                method::EM_STATUS => decode_result(res)
+                    .map(|v| data.em = Some(v))
+                    .unwrap_or_else(bad),
+                method::WIFI_STATUS => decode_result(res)
+                    .map(|v| data.wifi = Some(v))
+                    .unwrap_or_else(bad),
+                _ => {}
+            }
+        }
+        if data.is_empty() {
+            return Err(last_err.unwrap_or_else(|| DriverError::Decode("empty poll round".into())));
+        }
+        Ok(build_sample(
+            &profile,
+            self.spec.id.clone(),
+            Utc::now(),
+            &data,
+        ))
+    }
+
+    fn record_round(&mut self, ok: bool) {
+        let limit = self.settings.failures_before_unreachable.max(1);
+        let mut h = lock(&self.shared.health);
+        let change = if ok {
+            h.consecutive_failures = 0;
+            (!h.reachable).then_some(true)
+        } else {
+            h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+            (h.reachable && h.consecutive_failures >= limit).then_some(false)
+        };
+        if let Some(now) = change {
+            h.reachable = now;
+            drop(h);
+            if now {
+                tracing::info!(device = %self.spec.id, "device_reachable");
+            } else {
+                // re-learn identity (firmware may have changed) when it comes back
+                self.identify = true;
+                self.transport.forget_unsupported(self.spec.addr);
+                tracing::warn!(device = %self.spec.id, "device_unreachable");
+            }
+            self.shared.available.send_replace(now);
+        }
+    }
+
+    async fn execute(&mut self, cmd: &Command) -> Result<CommandReport, DriverError> {
+        let profile = self.profile().await?;
+        let (m, params) = match cmd {
+            Command::SetMode(cfg) => {
+                if let ModeConfig::Manual { slot } = cfg
+                    && slot.slot >= profile.manual_slots()
+                {
+                    return Err(DriverError::Device {
+                        code: -32602,
+                        message: format!(
+                            "Manual slot {} does not exist (0 to {} on this model)",
+                            slot.slot,
+                            profile.manual_slots() - 1
+                        ),
+                    });
+                }
+                (method::ES_SET_MODE, protocol::set_mode_params(cfg))
+            }
+            Command::SetDod { value } => (method::DOD_SET, protocol::dod_params(value.0)),
+            Command::SetLed { on } => (method::LED_CTRL, protocol::led_params(*on)),
+            Command::SetBleAdv { on } => (method::BLE_ADV, protocol::ble_adv_params(*on)),
+        };
+        let reply = self.call(m, params.clone(), true).await?;
+        let set: SetResult = decode_result(&reply.result).map_err(DriverError::Decode)?;
+        if set.set_result != Some(true) {
+            lock(&self.shared.health).errors += 1;
+            return Err(DriverError::Rejected { method: m.into() });
+        }
+        tracing::info!(device = %self.spec.id, command = cmd.name(), "command_applied");
+        let (verified, observed_mode) = match cmd {
+            Command::SetMode(cfg) => {
+                let observed = self.read_mode().await;
+                (observed == Some(cfg.mode()), observed)
+            }
+            // DOD, LED and BLE advertising have no getter
+            _ => (false, None),
+        };
+        Ok(CommandReport {
+            applied: params,
+            verified,
+            observed_mode,
+            latency_ms: reply.latency.as_secs_f64() * 1000.0,
+        })
+    }
+
+    async fn read_mode(&mut self) -> Option<Mode> {
+        let reply = self
+            .call(method::ES_GET_MODE, protocol::instance_params(0), false)
+            .await
+            .ok()?;
+        decode_result::<EsMode>(&reply.result).ok()?.mode
+    }
+}

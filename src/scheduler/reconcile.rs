@@ -1,0 +1,409 @@
+//! Desired state and reconciliation. At start-up the mode the schedule puts in force now is
+//! derived from the last of {AUTO fire, MANUAL fire} before now (even when that run was missed),
+//! unless a newer persisted intent (e.g. an MQTT command) is still valid; it is persisted and
+//! re-applied where the device reports another mode, raising `mode_drift`. Afterwards samples
+//! (and devices coming back) are checked against the intent, and Passive intents are kept alive
+//! by renewing `cd_time` before it runs out while `valid_until` lasts. Touches the store (desired
+//! state), the fleet through `CommandService::submit` and the alert channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::Clock;
+use super::jobs::idle_night_slot;
+use super::settings::SchedulerSettings;
+use super::trigger::Trigger;
+use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
+use crate::control::CommandService;
+use crate::domain::{
+    Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
+    Mode, ModeConfig, Sample, Severity,
+};
+use crate::store::Store;
+
+/// Which mode job is in force now according to the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledMode {
+    /// The AUTO job fired last.
+    Auto {
+        /// Its last fire instant.
+        since: DateTime<Utc>,
+        /// The next MANUAL fire (end of the intent).
+        until: Option<DateTime<Utc>>,
+    },
+    /// The MANUAL night job fired last.
+    ManualNight {
+        /// Its last fire instant.
+        since: DateTime<Utc>,
+        /// The next AUTO fire (end of the intent).
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+impl ScheduledMode {
+    /// When the mode job fired.
+    pub fn since(&self) -> DateTime<Utc> {
+        match self {
+            ScheduledMode::Auto { since, .. } | ScheduledMode::ManualNight { since, .. } => *since,
+        }
+    }
+}
+
+/// The mode the schedule puts in force at `now`: the later of the last AUTO and MANUAL fires.
+/// None when neither trigger has fired before (or they are intervals).
+pub fn mode_in_force(
+    auto: &Trigger,
+    manual: &Trigger,
+    now: DateTime<Utc>,
+) -> Option<ScheduledMode> {
+    let a = auto.last_at_or_before(now);
+    let m = manual.last_at_or_before(now);
+    match (a, m) {
+        (Some(a), m) if m.is_none_or(|m| a >= m) => Some(ScheduledMode::Auto {
+            since: a,
+            until: manual.next_after(now),
+        }),
+        (_, Some(m)) => Some(ScheduledMode::ManualNight {
+            since: m,
+            until: auto.next_after(now),
+        }),
+        _ => None,
+    }
+}
+
+/// Re-applies persisted intents.
+pub struct Reconciler {
+    commands: CommandService,
+    store: Arc<dyn Store>,
+    settings: SchedulerSettings,
+    alerts: Option<AlertSender>,
+    clock: Arc<dyn Clock>,
+    desired: Mutex<HashMap<DeviceId, DesiredState>>,
+    last_applied: Mutex<HashMap<DeviceId, DateTime<Utc>>>,
+    /// Least time between two re-applications to one device.
+    min_gap: Duration,
+}
+
+fn valid_at(d: &DesiredState, now: DateTime<Utc>) -> bool {
+    d.valid_until.is_none_or(|u| u > now)
+}
+
+impl Reconciler {
+    /// Builds a reconciler.
+    pub fn new(
+        commands: CommandService,
+        store: Arc<dyn Store>,
+        settings: SchedulerSettings,
+        alerts: Option<AlertSender>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            commands,
+            store,
+            settings,
+            alerts,
+            clock,
+            desired: Mutex::new(HashMap::new()),
+            last_applied: Mutex::new(HashMap::new()),
+            min_gap: Duration::from_secs(60),
+        }
+    }
+
+    /// The intent in force for every battery now: a persisted intent set after the last mode
+    /// fire and still valid wins; otherwise the schedule's mode (AUTO, or the idle MANUAL slot).
+    pub async fn intents_now(
+        &self,
+        auto: &Trigger,
+        manual: &Trigger,
+    ) -> Result<Vec<DesiredState>, crate::store::StoreError> {
+        let now = self.clock.now();
+        let derived = mode_in_force(auto, manual, now);
+        let stored: HashMap<DeviceId, DesiredState> = self
+            .store
+            .desired_states()
+            .await?
+            .into_iter()
+            .map(|d| (d.device.clone(), d))
+            .collect();
+        let mut out = Vec::new();
+        for id in self.commands.fleet().ids() {
+            let kept = stored
+                .get(&id)
+                .filter(|d| valid_at(d, now) && derived.is_none_or(|m| d.set_at >= m.since()));
+            if let Some(d) = kept {
+                out.push(d.clone());
+                continue;
+            }
+            let Some(mode) = derived else { continue };
+            let (config, set_by, until) = match mode {
+                ScheduledMode::Auto { until, .. } => (ModeConfig::Auto, JOB_SWITCH_TO_AUTO, until),
+                ScheduledMode::ManualNight { until, .. } => (
+                    ModeConfig::Manual {
+                        slot: idle_night_slot(&self.settings),
+                    },
+                    JOB_SWITCH_TO_MANUAL_NIGHT,
+                    until,
+                ),
+            };
+            out.push(DesiredState {
+                device: id,
+                config,
+                set_by: format!("reconciler:{set_by}"),
+                set_at: now,
+                valid_until: until,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Start-up reconciliation: persists the intents in force and re-applies them where the
+    /// device reports another mode (or cannot be read). Returns one outcome per battery.
+    pub async fn startup(&self, auto: &Trigger, manual: &Trigger) -> Vec<Value> {
+        let intents = match self.intents_now(auto, manual).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile_startup_failed");
+                return vec![json!({ "status": "error", "error": e.to_string() })];
+            }
+        };
+        let mut outcomes = Vec::new();
+        for intent in intents {
+            if let Ok(mut m) = self.desired.lock() {
+                m.insert(intent.device.clone(), intent.clone());
+            }
+            let observed = match self.commands.fleet().get(&intent.device) {
+                Some(b) => b.poll().await.ok().and_then(|s| s.mode),
+                None => None,
+            };
+            if observed == Some(intent.config.mode()) {
+                if let Err(e) = self.store.set_desired(&intent).await {
+                    tracing::warn!(device = %intent.device, error = %e, "desired_state_not_saved");
+                }
+                outcomes.push(
+                    json!({ "device": intent.device, "status": "in_sync", "mode": observed }),
+                );
+                continue;
+            }
+            outcomes.push(self.apply(&intent, observed).await);
+        }
+        outcomes
+    }
+
+    async fn apply(&self, intent: &DesiredState, observed: Option<Mode>) -> Value {
+        let now = self.clock.now();
+        if let Ok(mut m) = self.last_applied.lock() {
+            m.insert(intent.device.clone(), now);
+        }
+        let mut config = intent.config.clone();
+        if let (ModeConfig::Passive { cd_time, .. }, Some(until)) =
+            (&mut config, intent.valid_until)
+        {
+            let left = (until - now).num_seconds().max(1) as u32;
+            *cd_time = (*cd_time).min(left);
+        }
+        let res = self
+            .commands
+            .submit(
+                intent.device.as_str(),
+                &Command::SetMode(config),
+                CommandSource::Reconciler,
+                json!({ "intent": intent.set_by, "observed": observed }),
+                Some(intent.clone()),
+            )
+            .await;
+        if let Some(obs) = observed {
+            tracing::warn!(device = %intent.device, wanted = %intent.config.mode(), observed = %obs, "mode_drift");
+            if let Some(tx) = &self.alerts {
+                let _ = tx.send(Alert {
+                    kind: AlertKind::ModeDrift,
+                    severity: Severity::Warning,
+                    device: Some(intent.device.clone()),
+                    message: format!(
+                        "{} reported {obs}, intent is {} (set by {}); re-applied: {}",
+                        intent.device,
+                        intent.config.mode(),
+                        intent.set_by,
+                        if res.is_ok() { "ok" } else { "failed" }
+                    ),
+                    value: None,
+                    threshold: None,
+                    state: AlertState::Raised,
+                    at: now,
+                });
+            }
+        }
+        match res {
+            Ok(rep) => {
+                json!({ "device": intent.device, "status": "applied", "mode": intent.config.mode(), "observed": observed, "verified": rep.verified })
+            }
+            Err(e) => json!({ "device": intent.device, "status": "error", "error": e.to_string() }),
+        }
+    }
+
+    /// The cached intent of a device, if still valid.
+    pub fn intent(&self, device: &DeviceId) -> Option<DesiredState> {
+        let now = self.clock.now();
+        self.desired
+            .lock()
+            .ok()
+            .and_then(|m| m.get(device).cloned())
+            .filter(|d| valid_at(d, now))
+    }
+
+    /// Reloads the intents from the store (after commands from other sources).
+    pub async fn refresh(&self) {
+        match self.store.desired_states().await {
+            Ok(list) => {
+                if let Ok(mut m) = self.desired.lock() {
+                    *m = list.into_iter().map(|d| (d.device.clone(), d)).collect();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "desired_state_not_loaded"),
+        }
+    }
+
+    /// Checks a sample against the intent; re-applies (at most once a minute per device) and
+    /// raises `mode_drift` when the device reports another mode.
+    pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
+        let observed = sample.mode?;
+        let intent = self.intent(&sample.device)?;
+        if intent.config.mode() == observed {
+            return None;
+        }
+        let now = self.clock.now();
+        let recent = self
+            .last_applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&sample.device).copied())
+            .is_some_and(|t| (now - t).to_std().unwrap_or_default() < self.min_gap);
+        if recent {
+            return None;
+        }
+        Some(self.apply(&intent, Some(observed)).await)
+    }
+
+    /// A device answered again after being unreachable: read its mode and reconcile.
+    pub async fn device_back(&self, device: &DeviceId) -> Option<Value> {
+        let battery = self.commands.fleet().get(device)?.clone();
+        let sample = battery.poll().await.ok()?;
+        if let Ok(mut m) = self.last_applied.lock() {
+            m.remove(device);
+        }
+        self.on_sample(&sample).await
+    }
+
+    /// Renews Passive intents whose countdown is two thirds gone while `valid_until` lasts.
+    /// Returns how many were renewed.
+    pub async fn renew_passive(&self) -> usize {
+        let now = self.clock.now();
+        let due: Vec<DesiredState> = {
+            let desired = self.desired.lock().map(|m| m.clone()).unwrap_or_default();
+            let applied = self
+                .last_applied
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            desired
+                .into_values()
+                .filter(|d| valid_at(d, now))
+                .filter(|d| match d.config {
+                    ModeConfig::Passive { cd_time, .. } => {
+                        let last = applied.get(&d.device).copied().unwrap_or(d.set_at);
+                        let renew_after = TimeDelta::seconds(i64::from(cd_time) * 2 / 3);
+                        now >= last + renew_after
+                    }
+                    _ => false,
+                })
+                .collect()
+        };
+        let mut n = 0;
+        for d in due {
+            tracing::info!(device = %d.device, "passive_renewed");
+            if self.apply(&d, None).await.get("status") == Some(&json!("applied")) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Runs the reconciler: checks every sample from the broadcast and renews Passive intents
+    /// every `tick`, until cancelled.
+    pub fn spawn(
+        self: Arc<Self>,
+        mut samples: broadcast::Receiver<Sample>,
+        tick: Duration,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => {
+                        self.refresh().await;
+                        self.renew_passive().await;
+                    }
+                    s = samples.recv(), if open => match s {
+                        Ok(sample) => { self.on_sample(&sample).await; }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(skipped = n, "reconcile_samples_lagged");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => open = false,
+                    },
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Paris;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("literal")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn started_at_nine_means_auto_since_six() {
+        let auto = Trigger::parse("cron:0 6 * * *", Paris).expect("valid");
+        let manual = Trigger::parse("cron:0 22 * * *", Paris).expect("valid");
+        // 09:00 CET on 2026-11-30.
+        let m = mode_in_force(&auto, &manual, utc("2026-11-30T08:00:00Z")).expect("some");
+        assert_eq!(
+            m,
+            ScheduledMode::Auto {
+                since: utc("2026-11-30T05:00:00Z"),
+                until: Some(utc("2026-11-30T21:00:00Z"))
+            }
+        );
+        // 23:30 → manual since 22:00, until 06:00 next day.
+        let m = mode_in_force(&auto, &manual, utc("2026-11-30T22:30:00Z")).expect("some");
+        assert_eq!(
+            m,
+            ScheduledMode::ManualNight {
+                since: utc("2026-11-30T21:00:00Z"),
+                until: Some(utc("2026-12-01T05:00:00Z"))
+            }
+        );
+        // 03:00 the next morning → still manual.
+        let m = mode_in_force(&auto, &manual, utc("2026-12-01T02:00:00Z")).expect("some");
+        assert!(matches!(m, ScheduledMode::ManualNight { .. }));
+        // Exactly 06:00 → auto.
+        let m = mode_in_force(&auto, &manual, utc("2026-12-01T05:00:00Z")).expect("some");
+        assert!(matches!(m, ScheduledMode::Auto { .. }));
+    }
+}

@@ -1,0 +1,723 @@
+//! PostgreSQL backend of `Store` (with TimescaleDB when the server offers it). Runtime queries
+//! with bound parameters only; samples go in as one `UNNEST` insert per batch. Touches only the
+//! database it was opened on.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
+    Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name, migration_error,
+    parse_enum, parse_run_status,
+};
+use crate::domain::{
+    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Sample,
+    WattHours, Watts,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Name of the single lease row.
+const LEASE: &str = "bridge";
+
+/// A `Store` on PostgreSQL/TimescaleDB.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    backend: Backend,
+}
+
+impl PgStore {
+    /// Connects, applies migrations and the TimescaleDB step (when available).
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(&settings.url)
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", settings.redacted_url())))?
+            .application_name("marstek-bridge");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(opts)
+            .await
+            .map_err(|e| connect_error(settings, e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| migration_error(&MIGRATOR, "migrations/postgres", e))?;
+        let backend = enable_timescale(&pool, settings).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The underlying pool (tests and benches).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// When `timescaledb` is available: creates the extension, turns `battery_status` into a
+/// hypertable, enables compression and sets the compression and retention policies. Idempotent;
+/// returns which backend is in effect.
+async fn enable_timescale(
+    pool: &PgPool,
+    settings: &DatabaseSettings,
+) -> Result<Backend, StoreError> {
+    let available: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !available {
+        return Ok(Backend::Postgres);
+    }
+    let step = async {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "SELECT create_hypertable('battery_status', 'time', \
+             if_not_exists => TRUE, migrate_data => TRUE, create_default_indexes => FALSE)",
+        )
+        .execute(pool)
+        .await?;
+        let compressed: Option<bool> = sqlx::query_scalar(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables \
+             WHERE hypertable_name = 'battery_status'",
+        )
+        .fetch_optional(pool)
+        .await?;
+        if compressed != Some(true) {
+            sqlx::query(
+                "ALTER TABLE battery_status SET (timescaledb.compress, \
+                 timescaledb.compress_segmentby = 'device_id', \
+                 timescaledb.compress_orderby = 'time DESC')",
+            )
+            .execute(pool)
+            .await?;
+        }
+        // Policies are replaced so a changed setting takes effect.
+        sqlx::query("SELECT remove_compression_policy('battery_status', if_exists => TRUE)")
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "SELECT add_compression_policy('battery_status', \
+             make_interval(days => $1::int))",
+        )
+        .bind(settings.compress_after_days as i32)
+        .execute(pool)
+        .await?;
+        sqlx::query("SELECT remove_retention_policy('battery_status', if_exists => TRUE)")
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "SELECT add_retention_policy('battery_status', make_interval(days => $1::int))",
+        )
+        .bind(settings.retention_days as i32)
+        .execute(pool)
+        .await?;
+        Ok::<(), sqlx::Error>(())
+    };
+    match step.await {
+        Ok(()) => Ok(Backend::Timescale),
+        Err(e) => {
+            // The extension is installed on the server but cannot be used here (not preloaded,
+            // no privilege): run as plain PostgreSQL and say so.
+            tracing::warn!(error = %e, "timescaledb_unusable");
+            Ok(Backend::Postgres)
+        }
+    }
+}
+
+const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
+    pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
+    total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
+    ct_power, charge_allowed, discharge_allowed, rssi";
+
+fn sample_from_row(r: &PgRow) -> Result<Sample, StoreError> {
+    let device: String = r.try_get("device_id")?;
+    let mode: Option<String> = r.try_get("mode")?;
+    let soc: Option<i16> = r.try_get("soc")?;
+    Ok(Sample {
+        device: DeviceId(device),
+        at: r.try_get("time")?,
+        soc: soc
+            .map(|v| Percent::parse(v.into()).map_err(|e| decode_err("soc", e)))
+            .transpose()?,
+        bat_power: r.try_get::<Option<i32>, _>("bat_power")?.map(Watts),
+        grid_power: r.try_get::<Option<i32>, _>("grid_power")?.map(Watts),
+        offgrid_power: r.try_get::<Option<i32>, _>("offgrid_power")?.map(Watts),
+        pv_power: r.try_get::<Option<i32>, _>("pv_power")?.map(Watts),
+        temperature: r.try_get::<Option<f64>, _>("temperature")?.map(Celsius),
+        remaining_capacity: r
+            .try_get::<Option<f64>, _>("remaining_capacity")?
+            .map(WattHours),
+        rated_capacity: r
+            .try_get::<Option<f64>, _>("rated_capacity")?
+            .map(WattHours),
+        total_pv_energy: r
+            .try_get::<Option<f64>, _>("total_pv_energy")?
+            .map(WattHours),
+        total_grid_output_energy: r
+            .try_get::<Option<f64>, _>("total_grid_output_energy")?
+            .map(WattHours),
+        total_grid_input_energy: r
+            .try_get::<Option<f64>, _>("total_grid_input_energy")?
+            .map(WattHours),
+        total_load_energy: r
+            .try_get::<Option<f64>, _>("total_load_energy")?
+            .map(WattHours),
+        mode: mode
+            .map(|m| Mode::parse(&m).map_err(|e| decode_err("mode", e)))
+            .transpose()?,
+        ct_connected: r.try_get("ct_connected")?,
+        ct_power: r.try_get::<Option<i32>, _>("ct_power")?.map(Watts),
+        charge_allowed: r.try_get("charge_allowed")?,
+        discharge_allowed: r.try_get("discharge_allowed")?,
+        rssi: r.try_get("rssi")?,
+    })
+}
+
+fn job_run_from_row(r: &PgRow) -> Result<JobRunRecord, StoreError> {
+    let status: String = r.try_get("status")?;
+    Ok(JobRunRecord {
+        job_id: r.try_get("job_id")?,
+        scheduled_for: r.try_get("scheduled_for")?,
+        status: parse_run_status(&status)?,
+        instance: r.try_get("instance")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        result: r.try_get("result")?,
+        error: r.try_get("error")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn upsert_device(
+        &self,
+        info: &DeviceInfo,
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO devices (id, model, firmware, ble_mac, wifi_mac, address, first_seen_at, \
+             last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, \
+             firmware = EXCLUDED.firmware, ble_mac = EXCLUDED.ble_mac, \
+             wifi_mac = EXCLUDED.wifi_mac, address = EXCLUDED.address, \
+             last_seen_at = GREATEST(devices.last_seen_at, EXCLUDED.last_seen_at)",
+        )
+        .bind(info.id.as_str())
+        .bind(&info.model)
+        .bind(i64::from(info.firmware))
+        .bind(&info.ble_mac)
+        .bind(&info.wifi_mac)
+        .bind(&info.address)
+        .bind(seen_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_device(&self, id: &DeviceId, seen_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE devices SET last_seen_at = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(seen_at)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, model, firmware, ble_mac, wifi_mac, address, first_seen_at, last_seen_at \
+             FROM devices ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let firmware: i64 = r.try_get("firmware")?;
+                Ok(DeviceRecord {
+                    info: DeviceInfo {
+                        id: DeviceId(r.try_get("id")?),
+                        model: r.try_get("model")?,
+                        firmware: u32::try_from(firmware).map_err(|e| decode_err("firmware", e))?,
+                        ble_mac: r.try_get("ble_mac")?,
+                        wifi_mac: r.try_get("wifi_mac")?,
+                        address: r.try_get("address")?,
+                    },
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_samples(&self, samples: &[Sample]) -> Result<u64, StoreError> {
+        if samples.is_empty() {
+            return Ok(0);
+        }
+        let n = samples.len();
+        let mut device = Vec::with_capacity(n);
+        let mut time = Vec::with_capacity(n);
+        let mut soc = Vec::with_capacity(n);
+        let mut bat = Vec::with_capacity(n);
+        let mut grid = Vec::with_capacity(n);
+        let mut offgrid = Vec::with_capacity(n);
+        let mut pv = Vec::with_capacity(n);
+        let mut temp = Vec::with_capacity(n);
+        let mut remaining = Vec::with_capacity(n);
+        let mut rated = Vec::with_capacity(n);
+        let mut tpv = Vec::with_capacity(n);
+        let mut tout = Vec::with_capacity(n);
+        let mut tin = Vec::with_capacity(n);
+        let mut tload = Vec::with_capacity(n);
+        let mut mode = Vec::with_capacity(n);
+        let mut ct_conn = Vec::with_capacity(n);
+        let mut ct_pow = Vec::with_capacity(n);
+        let mut chg = Vec::with_capacity(n);
+        let mut dis = Vec::with_capacity(n);
+        let mut rssi = Vec::with_capacity(n);
+        for s in samples {
+            device.push(s.device.as_str());
+            time.push(s.at);
+            soc.push(s.soc.map(|p| i16::from(p.0)));
+            bat.push(s.bat_power.map(|w| w.0));
+            grid.push(s.grid_power.map(|w| w.0));
+            offgrid.push(s.offgrid_power.map(|w| w.0));
+            pv.push(s.pv_power.map(|w| w.0));
+            temp.push(s.temperature.map(|c| c.0));
+            remaining.push(s.remaining_capacity.map(|e| e.0));
+            rated.push(s.rated_capacity.map(|e| e.0));
+            tpv.push(s.total_pv_energy.map(|e| e.0));
+            tout.push(s.total_grid_output_energy.map(|e| e.0));
+            tin.push(s.total_grid_input_energy.map(|e| e.0));
+            tload.push(s.total_load_energy.map(|e| e.0));
+            mode.push(s.mode.map(|m| m.as_str()));
+            ct_conn.push(s.ct_connected);
+            ct_pow.push(s.ct_power.map(|w| w.0));
+            chg.push(s.charge_allowed);
+            dis.push(s.discharge_allowed);
+            rssi.push(s.rssi);
+        }
+        let sql = format!(
+            "INSERT INTO battery_status ({SAMPLE_COLUMNS}) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
+             $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], \
+             $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], \
+             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[]) \
+             ON CONFLICT (device_id, time) DO NOTHING"
+        );
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(device)
+            .bind(time)
+            .bind(soc)
+            .bind(bat)
+            .bind(grid)
+            .bind(offgrid)
+            .bind(pv)
+            .bind(temp)
+            .bind(remaining)
+            .bind(rated)
+            .bind(tpv)
+            .bind(tout)
+            .bind(tin)
+            .bind(tload)
+            .bind(mode)
+            .bind(ct_conn)
+            .bind(ct_pow)
+            .bind(chg)
+            .bind(dis)
+            .bind(rssi)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError> {
+        // One index probe per known device instead of scanning the time series.
+        let sql = format!(
+            "SELECT s.* FROM (SELECT DISTINCT device_id FROM battery_status) d \
+             CROSS JOIN LATERAL (SELECT {SAMPLE_COLUMNS} FROM battery_status b \
+             WHERE b.device_id = d.device_id ORDER BY b.time DESC LIMIT 1) s \
+             ORDER BY s.device_id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sample_from_row).collect()
+    }
+
+    async fn sample_history(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let sql = format!(
+            "SELECT {SAMPLE_COLUMNS} FROM battery_status \
+             WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(device.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sample_from_row).collect()
+    }
+
+    async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM battery_status WHERE time < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        let kind = alert.kind.as_str();
+        let device = alert.device.as_ref().map(|d| d.as_str()).unwrap_or("");
+        match alert.state {
+            AlertState::Raised => {
+                sqlx::query(
+                    "INSERT INTO alerts (kind, device_id, severity, message, value, threshold, \
+                     raised_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (kind, device_id) WHERE cleared_at IS NULL DO UPDATE SET \
+                     severity = EXCLUDED.severity, message = EXCLUDED.message, \
+                     value = EXCLUDED.value, threshold = EXCLUDED.threshold",
+                )
+                .bind(kind)
+                .bind(device)
+                .bind(enum_name(&alert.severity)?)
+                .bind(&alert.message)
+                .bind(alert.value)
+                .bind(alert.threshold)
+                .bind(alert.at)
+                .execute(&self.pool)
+                .await?;
+            }
+            AlertState::Cleared => {
+                sqlx::query(
+                    "UPDATE alerts SET cleared_at = $3 \
+                     WHERE kind = $1 AND device_id = $2 AND cleared_at IS NULL",
+                )
+                .bind(kind)
+                .bind(device)
+                .bind(alert.at)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, device_id, severity, message, value, threshold, raised_at \
+             FROM alerts WHERE cleared_at IS NULL ORDER BY raised_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let device: String = r.try_get("device_id")?;
+                let severity: String = r.try_get("severity")?;
+                Ok(Alert {
+                    kind: parse_enum("alert kind", &kind)?,
+                    severity: parse_enum("alert severity", &severity)?,
+                    device: (!device.is_empty()).then_some(DeviceId(device)),
+                    message: r.try_get("message")?,
+                    value: r.try_get("value")?,
+                    threshold: r.try_get("threshold")?,
+                    state: AlertState::Raised,
+                    at: r.try_get("raised_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(record.at)
+        .bind(&record.source)
+        .bind(&record.device)
+        .bind(&record.payload)
+        .bind(&record.status)
+        .bind(&record.error)
+        .bind(record.latency_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn recent_commands(&self, limit: u32) -> Result<Vec<CommandRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, source, device, payload, status, error, latency_ms FROM commands \
+             ORDER BY at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CommandRecord {
+                    at: r.try_get("at")?,
+                    source: r.try_get("source")?,
+                    device: r.try_get("device")?,
+                    payload: r.try_get("payload")?,
+                    status: r.try_get("status")?,
+                    error: r.try_get("error")?,
+                    latency_ms: r.try_get("latency_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, trigger, trigger_overridden, next_run_at, paused, last_run_at, \
+             last_status FROM scheduled_jobs ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobRecord {
+                    id: r.try_get("id")?,
+                    trigger: r.try_get("trigger")?,
+                    trigger_overridden: r.try_get("trigger_overridden")?,
+                    next_run_at: r.try_get("next_run_at")?,
+                    paused: r.try_get("paused")?,
+                    last_run_at: r.try_get("last_run_at")?,
+                    last_status: r.try_get("last_status")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO scheduled_jobs (id, trigger, trigger_overridden, next_run_at, paused, \
+             last_run_at, last_status) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET trigger = EXCLUDED.trigger, \
+             trigger_overridden = EXCLUDED.trigger_overridden, \
+             next_run_at = EXCLUDED.next_run_at, paused = EXCLUDED.paused, \
+             last_run_at = EXCLUDED.last_run_at, last_status = EXCLUDED.last_status",
+        )
+        .bind(&job.id)
+        .bind(&job.trigger)
+        .bind(job.trigger_overridden)
+        .bind(job.next_run_at)
+        .bind(job.paused)
+        .bind(job.last_run_at)
+        .bind(&job.last_status)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_run(&self, run: &JobRunRecord) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO job_runs (job_id, scheduled_for, status, instance, started_at, \
+             finished_at, result, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+        )
+        .bind(&run.job_id)
+        .bind(run.scheduled_for)
+        .bind(run.status.as_str())
+        .bind(&run.instance)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.result)
+        .bind(&run.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn finish_run(&self, run: &JobRunRecord) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE job_runs SET status = $3, finished_at = $4, result = $5, error = $6 \
+             WHERE job_id = $1 AND scheduled_for = $2",
+        )
+        .bind(&run.job_id)
+        .bind(run.scheduled_for)
+        .bind(run.status.as_str())
+        .bind(run.finished_at)
+        .bind(&run.result)
+        .bind(&run.error)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn job_runs(
+        &self,
+        job_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, scheduled_for, status, instance, started_at, finished_at, result, \
+             error FROM job_runs WHERE ($1::text IS NULL OR job_id = $1) \
+             ORDER BY scheduled_for DESC, id DESC LIMIT $2",
+        )
+        .bind(job_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_run_from_row).collect()
+    }
+
+    async fn set_desired(&self, desired: &DesiredState) -> Result<(), StoreError> {
+        let config =
+            serde_json::to_value(&desired.config).map_err(|e| decode_err("mode config", e))?;
+        sqlx::query(
+            "INSERT INTO desired_state (device_id, config, set_by, set_at, valid_until) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id) DO UPDATE SET \
+             config = EXCLUDED.config, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at, \
+             valid_until = EXCLUDED.valid_until",
+        )
+        .bind(desired.device.as_str())
+        .bind(config)
+        .bind(&desired.set_by)
+        .bind(desired.set_at)
+        .bind(desired.valid_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_desired(&self, device: &DeviceId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM desired_state WHERE device_id = $1")
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn desired_states(&self) -> Result<Vec<DesiredState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, config, set_by, set_at, valid_until FROM desired_state \
+             ORDER BY device_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let config: serde_json::Value = r.try_get("config")?;
+                Ok(DesiredState {
+                    device: DeviceId(r.try_get("device_id")?),
+                    config: serde_json::from_value(config)
+                        .map_err(|e| decode_err("mode config", e))?,
+                    set_by: r.try_get("set_by")?,
+                    set_at: r.try_get("set_at")?,
+                    valid_until: r.try_get("valid_until")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_tempo_day(&self, day: &TempoDayRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tempo_days (date, colour, source, fetched_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (date) DO UPDATE SET colour = EXCLUDED.colour, \
+             source = EXCLUDED.source, fetched_at = EXCLUDED.fetched_at",
+        )
+        .bind(day.date)
+        .bind(&day.colour)
+        .bind(&day.source)
+        .bind(day.fetched_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tempo_day(&self, date: NaiveDate) -> Result<Option<TempoDayRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT date, colour, source, fetched_at FROM tempo_days WHERE date = $1")
+                .bind(date)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(TempoDayRecord {
+                date: r.try_get("date")?,
+                colour: r.try_get("colour")?,
+                source: r.try_get("source")?,
+                fetched_at: r.try_get("fetched_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_document(&self, key: &str, doc: &Document) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO documents (key, value, updated_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        )
+        .bind(key)
+        .bind(doc)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn document(&self, key: &str) -> Result<Option<Document>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM documents WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn try_lead(&self, instance: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let row: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leader (name, instance, acquired_at, expires_at) \
+             VALUES ($1, $2, now(), now() + make_interval(secs => $3::float8 / 1000000)) \
+             ON CONFLICT (name) DO UPDATE SET instance = EXCLUDED.instance, \
+             expires_at = EXCLUDED.expires_at, \
+             acquired_at = CASE WHEN leader.instance = EXCLUDED.instance \
+             THEN leader.acquired_at ELSE EXCLUDED.acquired_at END \
+             WHERE leader.instance = EXCLUDED.instance OR leader.expires_at <= now() \
+             RETURNING instance",
+        )
+        .bind(LEASE)
+        .bind(instance)
+        .bind(ttl_us as f64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn resign(&self, instance: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leader WHERE name = $1 AND instance = $2")
+            .bind(LEASE)
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The command line as a user meets it: `config check` / `config print` exit codes and messages,
+//! secrets never printed, and `run` stopping cleanly on SIGTERM within the shutdown bound.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_marstek-bridge"));
+    // The developer's environment must not leak into these tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MARSTEK_BRIDGE") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn check(config: &Path) -> Output {
+    bin()
+        .args(["config", "check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn documented_example_config_passes() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/marstek-bridge.toml");
+    let out = check(&example);
+    assert!(
+        out.status.success(),
+        "example config rejected: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unknown_key_exits_2_naming_key_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[bridge]\nread_only = false\nfrobnicate = 1\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bridge.frobnicate"), "{err}");
+    assert!(err.contains("c.toml:3"), "{err}");
+}
+
+#[test]
+fn duplicate_device_exits_2_naming_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[[devices]]\nhost = \"10.0.0.1\"\nid = \"a\"\n\n[[devices]]\nhost = \"10.0.0.1\"\nid = \"b\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("devices.1.host"), "{err}");
+    assert!(err.contains("duplicate device address"), "{err}");
+}
+
+#[test]
+fn invalid_values_each_named_with_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[[devices]]\nhost = \"10.0.0.1\"\nport = 0\nmin_soc = 90\nmax_soc = 50\nprofile = \"venus-z\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for key in ["devices.0.port", "devices.0.min_soc", "devices.0.profile"] {
+        assert!(err.contains(key), "{key} missing in: {err}");
+    }
+}
+
+#[test]
+fn broken_toml_and_missing_file_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[bridge\nread_only = \n");
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not valid TOML"));
+    let out = check(&dir.path().join("missing.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not exist"));
+}
+
+#[test]
+fn config_print_never_shows_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "pw", "from-a-file-secret\n");
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[mqtt]\npassword = \"hunter2-secret\"\n\n[database]\nurl = \"postgres://bridge:db-secret@127.0.0.1:5432/marstek\"\n",
+    );
+    let out = bin()
+        .args(["config", "print", "--config"])
+        .arg(&cfg)
+        .env(
+            "MARSTEK_BRIDGE__TEMPO__RTE_CLIENT_SECRET_FILE",
+            &secret_file,
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for secret in ["hunter2-secret", "db-secret", "from-a-file-secret"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(text.contains("***"), "{text}");
+    assert!(text.contains("postgres://bridge:***@127.0.0.1"), "{text}");
+}
+
+#[test]
+fn env_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[bridge]\nread_only = false\n");
+    let out = bin()
+        .args(["config", "print", "--config"])
+        .arg(&cfg)
+        .env("MARSTEK_BRIDGE__BRIDGE__READ_ONLY", "true")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read_only = true"));
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_within_the_bound() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &test_config(dir.path()));
+    let mut child = bin()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("\"bridge_started\""));
+    assert!(started, "the daemon never logged bridge_started");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log tail: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("bridge_stopped")),
+        "{rest:?}"
+    );
+}
+
+/// A configuration for a daemon on this machine's real neighbours with no battery.
+pub fn test_config(dir: &Path) -> String {
+    format!(
+        "[bridge]\nshutdown_timeout = \"10s\"\n\n[marstek]\nbind_device_port = false\n\n[database]\nurl = \"sqlite://{}/bridge.db\"\n",
+        dir.display()
+    )
+}

@@ -1,0 +1,253 @@
+//! Shared helpers for integration tests: a cuttable TCP proxy (to stage broker and database
+//! outages on loopback) and a fresh PostgreSQL database per test. Include with `mod support;`.
+//! Touches only loopback sockets and the databases it creates.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A TCP forwarder on 127.0.0.1 that can be cut (every connection closed, new ones refused by
+/// an immediate close) and restored, to simulate a broker or database outage.
+#[derive(Debug)]
+pub struct TcpProxy {
+    local: SocketAddr,
+    cut: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+    accepted: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a fresh loopback port to `upstream`; returns the local address and the
+    /// handle (dropping the handle stops the proxy and closes its connections).
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<(SocketAddr, TcpProxy)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let local = listener.local_addr()?;
+        let cut = Arc::new(AtomicBool::new(false));
+        let (generation, gen_rx) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let (cut2, accepted2, stop2) = (cut.clone(), accepted.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = stop2.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                };
+                // Generation first, then the flag: a cut between the two is still seen below.
+                let generation = *gen_rx.borrow();
+                if cut2.load(Ordering::SeqCst) {
+                    drop(client); // refused while cut
+                    continue;
+                }
+                accepted2.fetch_add(1, Ordering::SeqCst);
+                let mut gen_rx = gen_rx.clone();
+                let stop3 = stop2.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = gen_rx.wait_for(|g| *g != generation) => {}
+                        _ = stop3.cancelled() => {}
+                    }
+                    // Dropping both ends closes the connection on both sides.
+                });
+            }
+        });
+        Ok((
+            local,
+            TcpProxy {
+                local,
+                cut,
+                generation,
+                accepted,
+                stop,
+            },
+        ))
+    }
+
+    /// The address clients should connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Closes every open connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the proxy is cut now.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    /// Connections forwarded so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Base PostgreSQL URL for tests: `TEST_DATABASE_URL`, else the local server as `postgres`.
+pub fn pg_base_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A PostgreSQL database created for one test and dropped (with FORCE) when this is dropped.
+#[derive(Debug)]
+pub struct TestPgDb {
+    /// URL of the new database.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+    admin_url: String,
+    dropped: bool,
+}
+
+fn with_user_and_db(base: &str, user: Option<&str>, db: &str) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            if let Some(user) = user {
+                let _ = u.set_username(user);
+            }
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        Err(_) => base.to_string(),
+    }
+}
+
+async fn admin_connect(base: &str) -> Result<(sqlx::PgConnection, String), String> {
+    use sqlx::Connection;
+    let mut last = String::new();
+    // The default role is `postgres`; some machines only have `root`.
+    for user in [None, Some("root")] {
+        let url = with_user_and_db(base, user, "postgres");
+        match sqlx::PgConnection::connect(&url).await {
+            Ok(c) => return Ok((c, url)),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!(
+        "cannot reach PostgreSQL at {base} (set TEST_DATABASE_URL): {last}"
+    ))
+}
+
+impl TestPgDb {
+    /// Creates `<prefix>_<pid>_<nanos>_<n>` on the test server.
+    pub async fn create(prefix: &str) -> TestPgDb {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let base = pg_base_url();
+        let (mut conn, admin_url) = admin_connect(&base).await.expect("test PostgreSQL");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "{}_{}_{}_{}",
+            prefix.to_ascii_lowercase(),
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = with_user_and_db(&admin_url, None, &name);
+        TestPgDb {
+            url,
+            name,
+            admin_url,
+            dropped: false,
+        }
+    }
+
+    /// The database URL with its host:port replaced by `addr` (e.g. a `TcpProxy`).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) => {
+                let _ = u.set_ip_host(addr.ip());
+                let _ = u.set_port(Some(addr.port()));
+                u.to_string()
+            }
+            Err(_) => self.url.clone(),
+        }
+    }
+
+    /// The server's address, parsed from the URL.
+    pub fn server_addr(&self) -> SocketAddr {
+        let u = url::Url::parse(&self.url).expect("test url");
+        let host = u.host_str().unwrap_or("127.0.0.1");
+        let host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        format!("{}:{}", host, u.port().unwrap_or(5432))
+            .parse()
+            .expect("loopback address")
+    }
+
+    /// Drops the database now (also done on drop).
+    pub async fn drop_now(mut self) {
+        self.dropped = true;
+        drop_db(&self.admin_url, &self.name).await;
+    }
+}
+
+async fn drop_db(admin_url: &str, name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+    }
+}
+
+impl Drop for TestPgDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Runs on its own thread and runtime: works inside or outside a tokio runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_db(&admin, &name));
+            }
+        })
+        .join();
+    }
+}

@@ -1,0 +1,356 @@
+//! End to end: the 11:30 Tempo check against a local HTTP colour source, a SQLite store, the
+//! Marstek driver talking UDP to the in-process simulator, and injected clocks (the service's
+//! and the simulator's). Red tomorrow → plan stored and published → `tonight()` at 22:00 gives
+//! the computed power → the plan applied as the night job does → by 06:00 the simulated SOC
+//! reached the target → `morning_check` is quiet; without the precharge it alerts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
+use marstek_bridge::control::{CommandService, Fleet};
+use marstek_bridge::domain::{
+    AlertKind, BatteryRef, Command, CommandSource, DeviceId, DeviceLimits, HhMm, JobAction,
+    JobContext, ManualSlot, ModeConfig, NightPlan, NightPlanner, WeekMask,
+};
+use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
+use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
+use marstek_bridge::tempo::{
+    Clock, DECISION_DOC, ManualClock, SourceChain, TEMPO_TZ, TempoService, TempoSettings,
+    red_possible,
+};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// api-couleur-tempo.fr answering `code` for `red_day`, unknown (0) for every other date.
+async fn colour_server(red_day: NaiveDate, code: i64) -> String {
+    async fn jour(State((day, code)): State<(String, i64)>, Path(date): Path<String>) -> String {
+        let c = if date == day { code } else { 0 };
+        json!({"dateJour": date, "codeJour": c}).to_string()
+    }
+    let app = Router::new()
+        .route("/api/jourTempo/{date}", get(jour))
+        .with_state((red_day.format("%Y-%m-%d").to_string(), code));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+fn paris(date: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
+    TEMPO_TZ
+        .with_ymd_and_hms(date.year(), date.month(), date.day(), h, m, 0)
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A future eve whose next day may be red (the simulator only integrates forward in time).
+fn future_eve() -> NaiveDate {
+    let mut d = Utc::now().date_naive() + Days::new(2);
+    while !red_possible(d + Days::new(1)) {
+        d = d + Days::new(1);
+    }
+    d
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    sim: SimHandle,
+    fleet: Fleet,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("e2e.db").display());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&DatabaseSettings {
+            url,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let sim = Simulator::start(SimConfig {
+        profile: SimProfile::VenusE3,
+        initial_soc: 40.0,
+        timezone: TEMPO_TZ,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let transport = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
+        .await
+        .unwrap();
+    let (tx, _rx) = broadcast::channel(64);
+    let polling = PollingSettings {
+        status_interval: Duration::from_secs(3600),
+        request_timeout: Duration::from_millis(500),
+        write_timeout: Duration::from_millis(500),
+        quiet_gap: Duration::ZERO,
+        retries: 2,
+        resend_after: Duration::ZERO,
+        failures_before_unreachable: 3,
+        queue_capacity: 8,
+        extras_every: 1,
+        read_battery: true,
+    };
+    let battery = MarstekBattery::spawn(
+        transport,
+        DeviceSpec {
+            id: DeviceId::parse("bat1").unwrap(),
+            addr: sim.addrs()[0],
+            limits: DeviceLimits::default(),
+        },
+        polling,
+        tx,
+        cancel.clone(),
+        &tracker,
+    );
+    let fleet = Fleet::new([Arc::new(battery) as BatteryRef]);
+    Rig {
+        _dir: dir,
+        store,
+        sim,
+        fleet,
+        cancel,
+        tracker,
+    }
+}
+
+fn service(
+    rig: &Rig,
+    base: &str,
+    clock: Arc<ManualClock>,
+) -> (
+    TempoService,
+    tokio::sync::mpsc::UnboundedReceiver<marstek_bridge::domain::Alert>,
+) {
+    let settings = TempoSettings {
+        couleur_tempo_url: base.to_string(),
+        timeout: Duration::from_millis(500),
+        retries: 0,
+        backoff: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let chain = SourceChain::from_settings(&settings).unwrap();
+    let svc = TempoService::with_parts(
+        settings,
+        chain,
+        rig.store.clone(),
+        rig.fleet.clone(),
+        Some(tx),
+        clock,
+    );
+    (svc, rx)
+}
+
+fn ctx(at: DateTime<Utc>) -> JobContext {
+    JobContext {
+        job_id: "job_check_tempo_tomorrow".into(),
+        scheduled_for: at,
+        started_at: at,
+        cancel: CancellationToken::new(),
+    }
+}
+
+/// What the 22:00 night job does with a plan: a Manual slot 22:00→06:00 at the planned power.
+async fn apply(rig: &Rig, plan: &NightPlan) {
+    let commands = CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false);
+    for t in &plan.targets {
+        let cmd = Command::SetMode(ModeConfig::Manual {
+            slot: ManualSlot {
+                slot: 0,
+                start: HhMm::new(22, 0).unwrap(),
+                end: HhMm::new(6, 0).unwrap(),
+                days: WeekMask::ALL,
+                power: t.power,
+                enable: true,
+            },
+        });
+        commands
+            .submit(
+                t.device.as_str(),
+                &cmd,
+                CommandSource::Scheduler,
+                json!({"job": "job_switch_to_manual_night"}),
+                None,
+            )
+            .await
+            .expect("night command applied");
+    }
+}
+
+/// The planner's maths done independently: (95 − SOC) % of 5120 Wh over 8 h, +10 %, up to 50 W.
+fn expected_power(soc: u8) -> i32 {
+    let wh = f64::from(95 - soc) / 100.0 * 5120.0;
+    let w = wh / 8.0 * 1.1;
+    -(((w / 50.0).ceil() * 50.0).min(2500.0) as i32)
+}
+
+#[tokio::test]
+async fn red_tomorrow_precharges_to_target_by_six() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let red_day = eve + Days::new(1);
+    let base = colour_server(red_day, 3).await;
+    let at = paris(eve, 11, 30);
+    rig.sim.clock().set(at);
+    let clock = Arc::new(ManualClock::auto_advance(at));
+    let (svc, mut alerts) = service(&rig, &base, clock.clone());
+    let state = svc.subscribe();
+
+    // 11:30: tomorrow is red → decision and plan stored and published.
+    svc.run(ctx(at)).await.unwrap();
+    let decision = rig.store.document(DECISION_DOC).await.unwrap().unwrap();
+    assert_eq!(decision["precharge"], json!(true));
+    assert_eq!(decision["colour"], json!("red"));
+    let early = &decision["plan"]["targets"][0];
+    assert_eq!(early["device"], json!("bat1"));
+    assert!(early["power"].as_i64().unwrap() < 0, "{early}");
+    {
+        let v = state.borrow();
+        assert_eq!(v["precharge"], json!(true));
+        assert_eq!(v["tomorrow"]["colour"], json!("red"));
+        assert_eq!(v["decision"]["plan"]["targets"][0]["device"], json!("bat1"));
+    }
+
+    // 22:00: power refreshed from the SOC the battery has now.
+    let night = paris(eve, 22, 0);
+    clock.set(night);
+    rig.sim.clock().set(night);
+    assert!(rig.sim.set_soc(0, 30.4));
+    let plan = svc.tonight(night).await.unwrap().expect("a plan tonight");
+    assert!(!plan.dry_run);
+    assert_eq!(plan.targets.len(), 1);
+    let soc_now = rig.sim.state(0).unwrap().soc.round() as u8;
+    assert!(
+        soc_now < 95,
+        "simulated battery starts below target ({soc_now})"
+    );
+    let t = &plan.targets[0];
+    assert_eq!(t.target_soc.0, 95);
+    let p = t.power.0;
+    // SOC 30 %: 65 % of 5120 Wh = 3328 Wh over 8 h = 416 W, +10 % = 457.6 W → 500 W.
+    assert_eq!(expected_power(soc_now), -500);
+    assert_eq!(p, -500, "planned {p} W for SOC {soc_now} %");
+    assert_eq!(
+        state.borrow()["decision"]["plan"]["targets"][0]["power"],
+        json!(p)
+    );
+
+    // The night job applies it; the simulated night passes.
+    apply(&rig, &plan).await;
+    let morning = paris(red_day, 6, 0);
+    rig.sim.clock().set(morning);
+    clock.set(morning);
+    let soc = rig.sim.state(0).unwrap().soc;
+    assert!(soc >= 95.0 - 5.0, "SOC at 06:00 is {soc}");
+    let short = svc.morning_check(morning).await.unwrap();
+    assert!(short.is_empty(), "{short:?}");
+    assert!(alerts.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn precharge_not_applied_is_reported_short_at_six() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let red_day = eve + Days::new(1);
+    let base = colour_server(red_day, 3).await;
+    let at = paris(eve, 11, 30);
+    rig.sim.clock().set(at);
+    let clock = Arc::new(ManualClock::auto_advance(at));
+    let (svc, _alerts) = service(&rig, &base, clock.clone());
+    svc.run(ctx(at)).await.unwrap();
+    let night = paris(eve, 22, 0);
+    clock.set(night);
+    rig.sim.clock().set(night);
+    let plan = svc.tonight(night).await.unwrap().expect("a plan tonight");
+    assert_eq!(plan.targets.len(), 1);
+    // Nobody applies the plan: the battery stays in Auto overnight.
+    let morning = paris(red_day, 6, 0);
+    rig.sim.clock().set(morning);
+    let short = svc.morning_check(morning).await.unwrap();
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert_eq!(short[0].kind, AlertKind::PrechargeShort);
+    assert_eq!(short[0].device.as_ref().map(|d| d.as_str()), Some("bat1"));
+    assert_eq!(short[0].threshold, Some(90.0));
+}
+
+#[tokio::test]
+async fn blue_tomorrow_no_plan_and_unknown_falls_back_to_fail_safe_with_alert() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let day = eve + Days::new(1);
+    // Blue: no plan tonight.
+    let base = colour_server(day, 1).await;
+    let at = paris(eve, 11, 30);
+    let clock = Arc::new(ManualClock::auto_advance(at));
+    let (svc, mut alerts) = service(&rig, &base, clock.clone());
+    svc.run(ctx(at)).await.unwrap();
+    let night = paris(eve, 22, 0);
+    clock.set(night);
+    assert_eq!(svc.tonight(night).await.unwrap(), None);
+    assert!(alerts.try_recv().is_err());
+
+    // Unknown all day (another store, same battery): the 17:00 deadline applies assume_red.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("u.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let base = colour_server(day, 0).await;
+    let clock = Arc::new(ManualClock::auto_advance(at));
+    let settings = TempoSettings {
+        couleur_tempo_url: base,
+        retries: 0,
+        ..Default::default()
+    };
+    let (tx, mut alerts) = tokio::sync::mpsc::unbounded_channel();
+    let svc = TempoService::with_parts(
+        settings.clone(),
+        SourceChain::from_settings(&settings).unwrap(),
+        store.clone(),
+        rig.fleet.clone(),
+        Some(tx),
+        clock.clone(),
+    );
+    svc.run(ctx(at)).await.unwrap();
+    assert_eq!(clock.now(), paris(eve, 17, 0));
+    let alert = alerts.try_recv().expect("tempo_unknown raised");
+    assert_eq!(alert.kind, AlertKind::TempoUnknown);
+    let decision = store.document(DECISION_DOC).await.unwrap().unwrap();
+    assert_eq!(decision["status"], json!("fail_safe"));
+    assert_eq!(decision["precharge"], json!(true));
+    clock.set(night);
+    rig.sim.clock().set(night);
+    let plan = svc.tonight(night).await.unwrap().expect("fail-safe plan");
+    assert_eq!(plan.targets.len(), 1);
+    assert!(plan.reason.contains("fail-safe"), "{}", plan.reason);
+}
