@@ -179,7 +179,14 @@ impl Shared {
 pub fn state_payload(sample: &Sample) -> Vec<u8> {
     let mut v = serde_json::to_value(sample).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
-        m.insert("last_seen".into(), json!(sample.at.to_rfc3339()));
+        m.insert(
+            "last_seen".into(),
+            json!(
+                sample
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        );
     }
     serde_json::to_vec(&v).unwrap_or_default()
 }
