@@ -238,7 +238,8 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(f(settings)) {
+    // `f` runs inside the runtime so that signal handlers can be installed eagerly.
+    match runtime.block_on(async move { f(settings).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: as a log event for the daemon, as a plain line for one-shot commands.
@@ -259,24 +260,25 @@ where
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called (not
+/// when first polled), so a signal that arrives during start-up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(s: Option<Signal>) -> Option<Signal> {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
+                Some(s)
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown_requested"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+    }
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = next(int) => tracing::info!(signal = "SIGINT", "shutdown_requested"),
+            _ = next(term) => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+        }
     }
 }
