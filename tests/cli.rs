@@ -319,3 +319,34 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn bad_time_zone_and_bad_cron_exit_2_naming_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[scheduler]\ntimezone = \"Europe/Pariss\"\n\n[scheduler.jobs.job_switch_to_auto]\ntrigger = \"cron:0 6 * * * *\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("c.toml:2: `scheduler.timezone`"), "{err}");
+    assert!(
+        err.contains("scheduler.jobs.job_switch_to_auto.trigger"),
+        "{err}"
+    );
+    assert!(err.contains("exactly 5 are allowed"), "{err}");
+    let cfg = write(
+        dir.path(),
+        "d.toml",
+        "[scheduler.jobs.job_switch_to_auto]\ntrigger = \"cron:61 6 * * *\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("scheduler.jobs.job_switch_to_auto.trigger"),
+        "{}",
+        stderr(&out)
+    );
+}
