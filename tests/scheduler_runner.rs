@@ -520,7 +520,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
     assert!(v.trigger_overridden);
     assert_eq!(v.next_run_utc, Some(utc("2026-12-01T06:30:00Z")));
     let preview = h
-        .preview(JOB_SWITCH_TO_AUTO, None, utc("2026-12-04T12:00:00Z"), 2)
+        .preview(JOB_SWITCH_TO_AUTO, utc("2026-12-04T12:00:00Z"), 2)
         .await
         .expect("preview");
     // Friday noon → Monday 07:30 CET, Tuesday 07:30.
@@ -531,7 +531,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
 
     // Preview of a trigger text in another zone; unknown zones and bad patterns refused.
     let fires = h
-        .preview(
+        .preview_in(
             "cron:0 6 * * *",
             Some("Europe/Paris"),
             utc("2026-03-28T12:00:00Z"),
@@ -548,7 +548,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         ]
     );
     let fires = h
-        .preview(
+        .preview_in(
             JOB_SWITCH_TO_MANUAL_NIGHT,
             Some("UTC"),
             utc("2026-03-28T12:00:00Z"),
@@ -558,7 +558,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         .expect("preview");
     assert_eq!(fires, vec![utc("2026-03-28T22:00:00Z")]);
     assert!(matches!(
-        h.preview(
+        h.preview_in(
             "cron:0 6 * * *",
             Some("Mars/Olympus"),
             utc("2026-03-28T12:00:00Z"),
@@ -568,8 +568,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         Err(SchedulerError::Trigger(_))
     ));
     assert!(matches!(
-        h.preview("job_nope", None, utc("2026-03-28T12:00:00Z"), 3)
-            .await,
+        h.preview("job_nope", utc("2026-03-28T12:00:00Z"), 3).await,
         Err(SchedulerError::UnknownJob(_))
     ));
 

@@ -844,9 +844,18 @@ impl SchedulerHandle {
     }
 
     /// The next `n` (at most 1000) fire instants of a job (by id, from its stored phase) or of a
-    /// trigger text (`cron:…`, `interval:…`), strictly after `from`; cron patterns are evaluated
-    /// in `zone` when given (an IANA name), else in the scheduler's zone.
+    /// trigger text (`cron:…`, `interval:…`), strictly after `from`, in the scheduler's zone.
     pub async fn preview(
+        &self,
+        job_or_trigger: &str,
+        from: DateTime<Utc>,
+        n: usize,
+    ) -> Result<Vec<DateTime<Utc>>, SchedulerError> {
+        self.preview_in(job_or_trigger, None, from, n).await
+    }
+
+    /// Like `preview`, with cron patterns evaluated in `zone` when given (an IANA name).
+    pub async fn preview_in(
         &self,
         job_or_trigger: &str,
         zone: Option<&str>,
