@@ -529,6 +529,49 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         vec![utc("2026-12-07T06:30:00Z"), utc("2026-12-08T06:30:00Z")]
     );
 
+    // Preview of a trigger text in another zone; unknown zones and bad patterns refused.
+    let fires = h
+        .preview_in(
+            "cron:0 6 * * *",
+            Some("Europe/Paris"),
+            utc("2026-03-28T12:00:00Z"),
+            3,
+        )
+        .await
+        .expect("preview");
+    assert_eq!(
+        fires,
+        vec![
+            utc("2026-03-29T04:00:00Z"),
+            utc("2026-03-30T04:00:00Z"),
+            utc("2026-03-31T04:00:00Z")
+        ]
+    );
+    let fires = h
+        .preview_in(
+            JOB_SWITCH_TO_MANUAL_NIGHT,
+            Some("UTC"),
+            utc("2026-03-28T12:00:00Z"),
+            1,
+        )
+        .await
+        .expect("preview");
+    assert_eq!(fires, vec![utc("2026-03-28T22:00:00Z")]);
+    assert!(matches!(
+        h.preview_in(
+            "cron:0 6 * * *",
+            Some("Mars/Olympus"),
+            utc("2026-03-28T12:00:00Z"),
+            3
+        )
+        .await,
+        Err(SchedulerError::Trigger(_))
+    ));
+    assert!(matches!(
+        h.preview("job_nope", utc("2026-03-28T12:00:00Z"), 3).await,
+        Err(SchedulerError::UnknownJob(_))
+    ));
+
     // Run now: runs once at once, recorded.
     let run = h
         .run_now(JOB_SWITCH_TO_MANUAL_NIGHT)

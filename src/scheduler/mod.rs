@@ -4,6 +4,21 @@
 //! Touches the `Store` (job rows, runs, desired state, leader lease), the fleet through
 //! `control::CommandService` (the one command path), the sample broadcast and the alert channel.
 //! It never talks MQTT or SQL itself: the app wires the schedule snapshot and health JSON out.
+//!
+//! Wiring (app): build `standard_jobs(JobDeps { .. })` (the Tempo service is both `tempo_check`
+//! and `planner`), `Scheduler::init(settings, store, jobs, Arc::new(SystemClock), alerts,
+//! instance)`, then on SQLite `start()`, on PostgreSQL `spawn_leader(store, instance,
+//! settings.leader_ttl)` and `start_with_leadership(leadership.receiver())`. When leading, run
+//! `Reconciler::startup_from(&handle)` and `Arc::new(reconciler).spawn(samples.subscribe(), 15s,
+//! cancel)`. Publish `handle.subscribe()` retained on `<base>/bridge/schedule` and the
+//! `job_health_check` results from `handle.subscribe_runs()` on `<base>/bridge/health`. At exit:
+//! `scheduler.shutdown(bound)`, then `leadership.stop()` (resigns the lease).
+//!
+//! DST (croner 4.0.3, where it differs from APScheduler 3.11): a fixed-time job inside the
+//! spring gap (e.g. 02:30 on 2026-03-29 in Paris) runs at 03:00, the first instant after the
+//! gap (APScheduler: 03:30); a fixed-time job inside the fall-back hour (02:00–02:59 on
+//! 2026-10-25) runs once, on the first pass (APScheduler: twice). The standard 06:00, 11:30 and
+//! 22:00 jobs are unaffected; wildcard/step patterns run in both passes like APScheduler.
 
 pub mod clock;
 pub mod decision;

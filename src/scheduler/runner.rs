@@ -843,30 +843,47 @@ impl SchedulerHandle {
         self.view(id).await
     }
 
-    /// The next `n` fire instants of a job (by id, from its stored phase) or of a trigger text
-    /// (`cron:…`, `interval:…`), strictly after `from`.
+    /// The next `n` (at most 1000) fire instants of a job (by id, from its stored phase) or of a
+    /// trigger text (`cron:…`, `interval:…`), strictly after `from`, in the scheduler's zone.
     pub async fn preview(
         &self,
         job_or_trigger: &str,
         from: DateTime<Utc>,
         n: usize,
     ) -> Result<Vec<DateTime<Utc>>, SchedulerError> {
+        self.preview_in(job_or_trigger, None, from, n).await
+    }
+
+    /// Like `preview`, with cron patterns evaluated in `zone` when given (an IANA name).
+    pub async fn preview_in(
+        &self,
+        job_or_trigger: &str,
+        zone: Option<&str>,
+        from: DateTime<Utc>,
+        n: usize,
+    ) -> Result<Vec<DateTime<Utc>>, SchedulerError> {
+        let n = n.min(1000);
+        let tz = match zone {
+            Some(z) => parse_zone(z)?,
+            None => self.inner.tz,
+        };
         let spec = job_or_trigger.trim();
         if spec.starts_with("cron:") || spec.starts_with("interval:") {
-            return Ok(Trigger::parse(spec, self.inner.tz)?.preview(from, n));
+            return Ok(Trigger::parse(spec, tz)?.preview(from, n));
         }
         let jobs = self.inner.jobs.lock().await;
         let st = jobs
             .get(spec)
             .ok_or_else(|| SchedulerError::UnknownJob(spec.to_string()))?;
-        Ok(match (st.record.next_run_at, &st.trigger) {
+        let trigger = st.trigger.with_zone(tz);
+        Ok(match (st.record.next_run_at, &trigger) {
             (Some(next), Trigger::Interval { .. }) if next > from => {
                 let mut v = vec![next];
-                v.extend(st.trigger.preview(next, n.saturating_sub(1)));
+                v.extend(trigger.preview(next, n.saturating_sub(1)));
                 v.truncate(n);
                 v
             }
-            _ => st.trigger.preview(from, n),
+            _ => trigger.preview(from, n),
         })
     }
 
