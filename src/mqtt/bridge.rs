@@ -74,6 +74,8 @@ struct Msg {
     topic: String,
     payload: Vec<u8>,
     retain: bool,
+    /// QoS override (responses); None = `settings.qos`.
+    qos: Option<QoS>,
 }
 
 #[derive(Default)]
@@ -125,6 +127,10 @@ impl Shared {
     }
 
     fn push_event(&self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.push_event_qos(topic, payload, retain, None);
+    }
+
+    fn push_event_qos(&self, topic: String, payload: Vec<u8>, retain: bool, qos: Option<QoS>) {
         let mut o = self.lock();
         if o.events.len() >= self.settings.queue_capacity {
             o.events.pop_front();
@@ -135,6 +141,7 @@ impl Shared {
             topic,
             payload,
             retain,
+            qos,
         });
         drop(o);
         self.notify.notify_one();
@@ -170,7 +177,8 @@ impl Shared {
 
     fn respond(&self, dev_level: &str, resp: &CommandResponse) {
         let payload = serde_json::to_vec(resp).unwrap_or_default();
-        self.push_event(self.topics.response(dev_level), payload, false);
+        let qos = Some(qos_of(self.settings.response_qos));
+        self.push_event_qos(self.topics.response(dev_level), payload, false, qos);
     }
 }
 
@@ -526,6 +534,7 @@ fn take_work(shared: &Shared) -> Vec<Msg> {
                 topic: shared.topics.state(&d),
                 payload: state_payload(s),
                 retain: true,
+                qos: None,
             });
         }
     }
@@ -536,6 +545,7 @@ fn take_work(shared: &Shared) -> Vec<Msg> {
                 topic: t,
                 payload: p.clone(),
                 retain: true,
+                qos: None,
             });
         }
     }
@@ -573,6 +583,7 @@ fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
             topic,
             payload,
             retain: true,
+            qos: None,
         })
         .collect();
     if o.discovery_synced {
@@ -584,6 +595,7 @@ fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
                     topic: old.clone(),
                     payload: Vec::new(),
                     retain: true,
+                    qos: None,
                 });
             }
         }
@@ -592,6 +604,7 @@ fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
             topic: t.bridge_discovery_list(),
             payload: serde_json::to_vec(&json!({ "topics": current })).unwrap_or_default(),
             retain: true,
+            qos: None,
         });
     }
     out
@@ -655,7 +668,8 @@ async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
             continue;
         }
         for m in work {
-            let fut = client.publish(m.topic, shared.qos, m.retain, m.payload);
+            let qos = m.qos.unwrap_or(shared.qos);
+            let fut = client.publish(m.topic, qos, m.retain, m.payload);
             tokio::select! {
                 _ = shared.cancel.cancelled() => return,
                 r = fut => if let Err(e) = r {
@@ -767,10 +781,11 @@ async fn run_dispatcher(
                             let max = s.settings.max_payload;
                             let text = commands::decode_text(&p.payload, max);
                             let resp = r.handle(&action, text).await;
-                            s.push_event(
+                            s.push_event_qos(
                                 s.topics.bridge_response(&action),
                                 serde_json::to_vec(&resp).unwrap_or_default(),
                                 false,
+                                Some(qos_of(s.settings.response_qos)),
                             );
                         }
                         Incoming::Set(dev) => {

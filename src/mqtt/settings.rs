@@ -60,8 +60,10 @@ pub struct MqttSettings {
     /// MQTT keep-alive interval.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
-    /// QoS of published messages and subscriptions (0, 1 or 2).
+    /// QoS of retained publishes (state, availability, discovery), alerts and subscriptions.
     pub qos: u8,
+    /// QoS of command and request responses (0 by default: no PUBACK round trip, lowest latency).
+    pub response_qos: u8,
     /// First reconnect delay; doubled after each failure up to `reconnect_max`.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
@@ -95,6 +97,7 @@ impl Default for MqttSettings {
             discovery: DiscoveryStyle::Entity,
             keep_alive: Duration::from_secs(30),
             qos: 1,
+            response_qos: 0,
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
             status_interval: Duration::from_secs(60),
@@ -120,6 +123,7 @@ impl fmt::Debug for MqttSettings {
             .field("discovery", &self.discovery)
             .field("keep_alive", &self.keep_alive)
             .field("qos", &self.qos)
+            .field("response_qos", &self.response_qos)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("status_interval", &self.status_interval)
@@ -170,6 +174,12 @@ impl MqttSettings {
         }
         if self.qos > 2 {
             bad("qos", format!("{} is not a QoS (0, 1 or 2)", self.qos));
+        }
+        if self.response_qos > 2 {
+            bad(
+                "response_qos",
+                format!("{} is not a QoS (0, 1 or 2)", self.response_qos),
+            );
         }
         if self.keep_alive < Duration::from_secs(5) || self.keep_alive > Duration::from_secs(3600) {
             bad("keep_alive", "must be 5s to 1h".into());
