@@ -26,7 +26,7 @@ pub struct Settings {
     /// Bridge-wide behaviour.
     pub bridge: BridgeSettings,
     /// MQTT broker and topics.
-    pub mqtt: toml::Table,
+    pub mqtt: crate::mqtt::MqttSettings,
     /// Database URL and telemetry buffering.
     pub database: crate::store::DatabaseSettings,
     /// Batteries to talk to.
@@ -36,11 +36,11 @@ pub struct Settings {
     /// UDP socket and discovery of the Marstek driver.
     pub marstek: crate::marstek::MarstekSettings,
     /// Scheduled jobs.
-    pub scheduler: toml::Table,
+    pub scheduler: crate::scheduler::SchedulerSettings,
     /// EDF Tempo and precharge.
-    pub tempo: toml::Table,
+    pub tempo: crate::tempo::TempoSettings,
     /// Alert thresholds.
-    pub alerts: toml::Table,
+    pub alerts: crate::alerts::AlertSettings,
     /// Logging.
     pub logging: LoggingSettings,
     /// Optional HTTP health and metrics endpoints.
@@ -391,6 +391,10 @@ impl Settings {
         section(&mut issues, "database", self.database.validate());
         section(&mut issues, "polling", self.polling.validate());
         section(&mut issues, "marstek", self.marstek.validate());
+        section(&mut issues, "mqtt", self.mqtt.validate());
+        section(&mut issues, "scheduler", self.scheduler.validate());
+        section(&mut issues, "tempo", self.tempo.validate());
+        section(&mut issues, "alerts", self.alerts.validate());
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (n, d) in self.devices.iter().enumerate() {

@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LoggingSettings};
 
 /// Directives appended to every filter so dependencies do not drown the bridge's own events.
-const QUIET: &str = "rumqttd=warn,rumqttc=warn,sqlx::postgres::notice=warn,sqlx::query=warn,hyper=warn,reqwest=warn";
+const QUIET: &str =
+    "rumqttd=off,rumqttc=warn,sqlx::postgres::notice=warn,sqlx::query=warn,hyper=warn,reqwest=warn";
 
 /// Installs the global subscriber; later calls are ignored (tests may call it repeatedly).
 pub fn init(settings: &LoggingSettings) {

@@ -24,6 +24,33 @@ use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
+async fn start_on_ports(
+    n: usize,
+    base: Option<u16>,
+    seed: Option<u32>,
+) -> Option<(u16, SimHandle)> {
+    for _ in 0..50 {
+        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
+        let cfg = SimConfig {
+            devices: n,
+            mac_seed: seed,
+            addressing: Addressing::Ports {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                base_port: b,
+            },
+            ..SimConfig::default()
+        };
+        if let Ok(s) = Simulator::start(cfg).await {
+            return Some((b, s));
+        }
+        if base.is_some() {
+            return None;
+        }
+    }
+    None
+}
+
 async fn sim(profile: SimProfile, firmware: Option<i64>, n: usize) -> SimHandle {
     Simulator::start(SimConfig {
         profile,
@@ -556,17 +583,7 @@ async fn probe_prints_the_device() {
 
 #[tokio::test]
 async fn discover_finds_every_device_on_a_port_range() {
-    let base = 41_000 + (std::process::id() % 1000) as u16 * 20;
-    let s = Simulator::start(SimConfig {
-        devices: 12,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: base,
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let (base, s) = start_on_ports(12, None, None).await.expect("free ports");
     s.update_faults(3, |f| f.omit_macs = true);
     let out = discover(
         Duration::from_secs(5),
@@ -690,4 +707,205 @@ async fn one_request_in_flight_per_device_under_concurrent_callers() {
     p.unwrap();
     assert_eq!(s.stats(0).unwrap().dropped, 0, "never two requests at once");
     assert_eq!(b.health().timeouts, 0);
+}
+
+#[tokio::test]
+async fn hostile_datagrams_are_counted_and_harmless() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    let cancel = CancellationToken::new();
+    let t = transport(&cancel).await;
+    let to = t.local_addr();
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        b"{".to_vec(),
+        b"[1,2,3]".to_vec(),
+        b"\xff\xfe\x00".to_vec(),
+        vec![b' '; 5000],
+        br#"{"id":"abc","result":{}}"#.to_vec(),
+        br#"{"id":12,"src":"x"}"#.to_vec(),
+    ];
+    for g in &garbage {
+        attacker.send_to(g, to).await.unwrap();
+    }
+    // well-formed but unknown: wrong source and/or id never issued
+    attacker
+        .send_to(br#"{"id":77,"src":"x","result":{"mode":"Auto"}}"#, to)
+        .await
+        .unwrap();
+    let r = t
+        .request(
+            s.addrs()[0],
+            method::ES_GET_MODE,
+            protocol::instance_params(0),
+            opts(1000, 0, None),
+        )
+        .await
+        .unwrap();
+    assert!(r.result.get("mode").is_some());
+    let st = t.stats();
+    assert_eq!(st.garbage, garbage.len() as u64, "{st:?}");
+    assert_eq!(st.unknown, 1, "{st:?}");
+    assert_eq!(st.matched, 1);
+}
+
+#[tokio::test]
+async fn spawn_fleet_from_settings() {
+    let s = sim(SimProfile::VenusD, None, 3).await;
+    let settings = marstek_bridge::marstek::MarstekSettings {
+        bind_device_port: false,
+        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        polling: fast(),
+        ..Default::default()
+    };
+    assert!(settings.validate().is_empty());
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (tx, mut rx) = broadcast::channel(16);
+    let specs = s
+        .addrs()
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| DeviceSpec {
+            id: DeviceId::parse(&format!("d{i}")).unwrap(),
+            addr,
+            limits: DeviceLimits::default(),
+        })
+        .collect();
+    let (_t, fleet) = marstek_bridge::marstek::spawn_fleet(&settings, specs, tx, &cancel, &tracker)
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 3 {
+        let sample = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sample.pv_power.is_some(), "Venus D reads PV");
+        seen.insert(sample.device.clone());
+    }
+    for b in &fleet {
+        assert_eq!(b.info().unwrap().model, "VenusD");
+    }
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(WAIT, tracker.wait()).await.unwrap();
+}
+
+async fn first_sample(s: &SimHandle) -> (Sample, MarstekBattery) {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let t = transport(&cancel).await;
+    let (b, mut rx) = spawn_actor(t, s.addrs()[0], fast(), &cancel, &tracker);
+    let sample = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    (sample, b)
+}
+
+#[tokio::test]
+async fn decoded_samples_agree_with_the_simulated_physics() {
+    use chrono::{TimeZone, Utc};
+    // Venus A fw 148 at noon: PV1 in deciwatts, PV energy in Wh (< 149)
+    let s = sim(SimProfile::VenusA, Some(148), 1).await;
+    let noon = (Utc::now() + chrono::Duration::days(1))
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap();
+    s.clock().set(Utc.from_utc_datetime(&noon));
+    let (sample, _b) = first_sample(&s).await;
+    let pv = sample.pv_power.unwrap().0;
+    assert!((700..=800).contains(&pv), "PV at noon ≈ 780 W, got {pv}");
+    let st = s.state(0).unwrap();
+    assert!((f64::from(sample.soc.unwrap().0) - st.soc).abs() <= 1.0);
+    // battery + pv balance: grid = bat + pv (all discharge-positive)
+    let (g, b) = (sample.grid_power.unwrap().0, sample.bat_power.unwrap().0);
+    assert_eq!(b, g - pv, "bat_power derived as ongrid + offgrid − pv");
+
+    // Venus E 3.0 fw 139: no ES.GetStatus, temperature ×10 and capacity in 10 Wh on the wire
+    let s = sim(SimProfile::VenusE3, Some(139), 1).await;
+    let (sample, b) = first_sample(&s).await;
+    let t = sample.temperature.unwrap().0;
+    assert!((25.0..=40.0).contains(&t), "temperature scaled: {t}");
+    let rem = sample.remaining_capacity.unwrap().0;
+    assert!(
+        (rem - 2560.0).abs() <= 10.0,
+        "remaining capacity 50 % of 5120 Wh: {rem}"
+    );
+    assert_eq!(b.health().timeouts, 0, "ES.GetStatus was not even tried");
+    assert_eq!(b.info().unwrap().firmware, 139);
+
+    // HMG-50 fw 156: grid totals in 100 Wh units; discharge 2 h at 1 kW in Passive
+    let s = sim(SimProfile::VenusE2, None, 1).await;
+    let a = s.addrs()[0];
+    let cancel = CancellationToken::new();
+    let tr = transport(&cancel).await;
+    tr.request(
+        a,
+        method::ES_SET_MODE,
+        protocol::set_mode_params(&ModeConfig::Passive {
+            power: Watts(1000),
+            cd_time: 7200,
+        }),
+        opts(1000, 0, None),
+    )
+    .await
+    .unwrap();
+    s.set_soc(0, 90.0);
+    s.clock().advance(Duration::from_secs(7200));
+    let (sample, _b) = first_sample(&s).await;
+    let out = sample.total_grid_output_energy.unwrap().0;
+    let real = s.state(0).unwrap().out_wh;
+    assert!((1900.0..=2100.0).contains(&real), "{real}");
+    assert!(
+        (out - real).abs() <= 100.0,
+        "decoded {out} Wh vs simulated {real} Wh"
+    );
+}
+
+#[tokio::test]
+async fn reset_factory_is_never_retried() {
+    let s = sim(SimProfile::VenusE3, None, 1).await;
+    s.set_silent(0, true);
+    let cancel = CancellationToken::new();
+    let t = transport(&cancel).await;
+    let e = t
+        .request(
+            s.addrs()[0],
+            method::RESET_FACTORY,
+            json!({"id":0,"type":2}),
+            opts(100, 3, Some(20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DriverError::Timeout { attempts: 1, .. }), "{e}");
+    assert_eq!(s.stats(0).unwrap().received, 1, "one datagram, no resend");
+}
+
+#[tokio::test]
+async fn discovery_deduplicates_by_ble_mac() {
+    // two simulators with the same MAC seed look like the same batteries on two ports
+    let mut pair = None;
+    for _ in 0..20 {
+        let Some((base, a)) = start_on_ports(2, None, Some(7)).await else {
+            continue;
+        };
+        if let Some((_, b)) = start_on_ports(2, Some(base + 2), Some(7)).await {
+            pair = Some((base, a, b));
+            break;
+        }
+    }
+    let (base, _a, _b) = pair.expect("free ports");
+    let found =
+        marstek_bridge::marstek::discover_devices(&marstek_bridge::marstek::DiscoverOptions {
+            window: Duration::from_secs(3),
+            rebroadcast: Duration::from_millis(200),
+            target: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ports: (base..=base + 3).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
 }

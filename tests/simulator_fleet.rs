@@ -9,10 +9,37 @@ use chrono::{TimeZone, Utc};
 use marstek_bridge::domain::Mode;
 use marstek_bridge::marstek::protocol::{self, method};
 use marstek_bridge::marstek::{RequestOptions, Transport};
-use marstek_bridge::simulator::{Addressing, SimConfig, SimProfile, Simulator};
+use marstek_bridge::simulator::{Addressing, SimConfig, SimHandle, SimProfile, Simulator};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
+
+/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
+async fn start_on_ports(
+    n: usize,
+    base: Option<u16>,
+    seed: Option<u32>,
+) -> Option<(u16, SimHandle)> {
+    for _ in 0..50 {
+        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
+        let cfg = SimConfig {
+            devices: n,
+            mac_seed: seed,
+            addressing: Addressing::Ports {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                base_port: b,
+            },
+            ..SimConfig::default()
+        };
+        if let Ok(s) = Simulator::start(cfg).await {
+            return Some((b, s));
+        }
+        if base.is_some() {
+            return None;
+        }
+    }
+    None
+}
 
 async fn raw(to: SocketAddr, payload: &[u8]) -> Option<Value> {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -256,19 +283,18 @@ async fn both_addressing_shapes() {
         .unwrap();
         assert_eq!(r["result"]["ip"], json!(a.ip().to_string()));
     }
-    let base = 43_000 + (std::process::id() % 1000) as u16 * 10;
-    let s = Simulator::start(SimConfig {
-        devices: 3,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: base,
-        },
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let (base, s) = start_on_ports(3, None, None).await.expect("free ports");
     let ports: Vec<u16> = s.addrs().iter().map(|a| a.port()).collect();
     assert_eq!(ports, vec![base, base + 1, base + 2]);
+}
+
+/// User + system CPU time of this process, seconds (from /proc, 100 Hz ticks).
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn rss_kb() -> Option<u64> {
@@ -305,6 +331,7 @@ async fn thousand_devices_full_poll_round() {
     };
     for round in 0..3 {
         let started = Instant::now();
+        let cpu0 = cpu_seconds();
         let results = futures::future::join_all(s.addrs().into_iter().map(|a| {
             let t = t.clone();
             async move {
@@ -321,9 +348,10 @@ async fn thousand_devices_full_poll_round() {
         }))
         .await;
         let elapsed = started.elapsed();
+        let cpu = cpu_seconds().zip(cpu0).map(|(a, b)| a - b);
         let failed = results.iter().filter(|r| r.is_err()).count();
         println!(
-            "round {round}: 1000 devices x 4 reads in {:.1} ms, {failed} failed, stats {:?}",
+            "round {round}: 1000 devices x 4 reads in {:.1} ms (CPU {cpu:?} s, client + simulator), {failed} failed, stats {:?}",
             elapsed.as_secs_f64() * 1000.0,
             t.stats()
         );
@@ -362,4 +390,92 @@ async fn hundred_devices_answer_a_poll_round() {
     .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(t.stats().matched, 100);
+}
+
+#[tokio::test]
+async fn random_datagrams_never_break_a_device() {
+    let s = start(SimProfile::VenusA, None).await;
+    let a = s.addrs()[0];
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..300u32 {
+        let len = rand::random_range(0..1500usize);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+        if i % 3 == 0 {
+            // random JSON-ish requests with wrong types
+            let m = [
+                "ES.SetMode",
+                "DOD.SET",
+                "Marstek.GetDevice",
+                "ES.GetMode",
+                "x",
+            ][i as usize % 5];
+            bytes = serde_json::to_vec(&json!({
+                "id": if i % 2 == 0 { json!(i) } else { json!("s") },
+                "method": m,
+                "params": {"id": [1], "config": {"mode": i, "manual_cfg": {"time_num": -1}, "passive_cfg": "x"}, "value": "9"},
+            }))
+            .unwrap();
+        }
+        sock.send_to(&bytes, a).await.unwrap();
+    }
+    let r = raw(a, br#"{"id":1,"method":"ES.GetMode","params":{"id":0}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["mode"],
+        json!("Auto"),
+        "state unchanged by garbage"
+    );
+    assert_eq!(s.state(0).unwrap().dod, 88);
+}
+
+#[tokio::test]
+async fn simulate_command_runs_until_cancelled() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: marstek_bridge::simulator::SimulateArgs,
+    }
+    let base: u16 = rand::random_range(20_000..30_000);
+    let cli = Cli::try_parse_from([
+        "x",
+        "--devices",
+        "2",
+        "--base-port",
+        &base.to_string(),
+        "--profile",
+        "venus-e-mini",
+        "--faults",
+        "duplicate,integer-mode",
+    ])
+    .unwrap();
+    let cfg = cli.sim.to_config().unwrap();
+    assert!(cfg.faults.duplicate_replies && cfg.faults.integer_mode);
+    assert!(Cli::try_parse_from(["x", "--profile", "venus-z"]).is_err());
+    let bad = Cli::try_parse_from(["x", "--faults", "nonsense"]).unwrap();
+    assert!(bad.sim.to_config().is_err());
+
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let c = cancel.clone();
+        async move { marstek_bridge::simulator::simulate(&cli.sim, c).await }
+    });
+    // wait until it answers, then stop it
+    let to: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
+    let mut answered = None;
+    for _ in 0..50 {
+        answered = raw(to, br#"{"id":1,"method":"ES.GetMode","params":{"id":0}}"#).await;
+        if answered.is_some() {
+            break;
+        }
+    }
+    let r = answered.expect("simulate serves");
+    assert_eq!(r["result"]["mode"], json!(0), "integer-mode fault");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

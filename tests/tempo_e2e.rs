@@ -193,7 +193,6 @@ fn jobs(
         tempo_check: Some(svc.clone() as Arc<dyn JobAction>),
         samples,
         alerts: Some(alerts),
-        clock: Arc::new(marstek_bridge::scheduler::ManualClock::new(now)),
     })
 }
 

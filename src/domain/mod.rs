@@ -283,6 +283,10 @@ pub trait Battery: Send + Sync {
     async fn poll(&self) -> Result<Sample, DriverError>;
     /// Sends a command (already validated) and verifies it by read-back where possible.
     async fn execute(&self, command: &Command) -> Result<CommandReport, DriverError>;
+    /// Reachability changes (`true` reachable), when the driver reports them.
+    fn availability(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// Shared handle to a battery.

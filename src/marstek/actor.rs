@@ -140,10 +140,39 @@ impl MarstekBattery {
     }
 }
 
+/// Binds the shared transport from the settings and spawns one actor per device.
+pub async fn spawn_fleet(
+    settings: &super::settings::MarstekSettings,
+    devices: Vec<DeviceSpec>,
+    samples: broadcast::Sender<Sample>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(Arc<Transport>, Vec<MarstekBattery>), DriverError> {
+    let transport = Transport::bind(settings.bind_socket(), shutdown).await?;
+    let handles = devices
+        .into_iter()
+        .map(|spec| {
+            MarstekBattery::spawn(
+                transport.clone(),
+                spec,
+                settings.polling.clone(),
+                samples.clone(),
+                shutdown.clone(),
+                tracker,
+            )
+        })
+        .collect();
+    Ok((transport, handles))
+}
+
 #[async_trait::async_trait]
 impl Battery for MarstekBattery {
     fn id(&self) -> &DeviceId {
         &self.spec.id
+    }
+
+    fn availability(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.shared.available.subscribe())
     }
 
     fn limits(&self) -> DeviceLimits {
@@ -373,8 +402,10 @@ impl Actor {
                 }
             };
             let res = &reply.result;
+            let (shared, id) = (&self.shared, &self.spec.id);
             let bad = |e: String| {
-                tracing::debug!(device = %self.spec.id, method = m, error = %e, "read_undecodable");
+                lock(&shared.health).errors += 1;
+                tracing::debug!(device = %id, method = m, error = %e, "read_undecodable");
             };
             match m {
                 method::ES_STATUS => decode_result(res)

@@ -212,7 +212,7 @@ pub async fn discover(
             .min(timeout / 3)
             .max(Duration::from_millis(50)),
         target,
-        ports,
+        ports: ports.collect(),
         ..DiscoverOptions::default()
     };
     let found = discover_devices(&opts)

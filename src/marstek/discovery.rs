@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,10 +41,22 @@ pub struct DiscoverOptions {
     pub rebroadcast: Duration,
     /// Unicast target; None = broadcast on every interface.
     pub target: Option<IpAddr>,
-    /// Ports probed.
-    pub ports: RangeInclusive<u16>,
+    /// Ports probed (e.g. `DiscoverySettings::ports`, or a range collected into a list).
+    pub ports: Vec<u16>,
     /// Local address to bind (port 0 = ephemeral).
     pub bind: SocketAddr,
+}
+
+impl DiscoverOptions {
+    /// Options from the `[marstek.discovery]` settings (broadcast on the configured ports).
+    pub fn from_settings(s: &super::settings::DiscoverySettings) -> Self {
+        Self {
+            window: s.window,
+            rebroadcast: s.rebroadcast,
+            ports: s.ports.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for DiscoverOptions {
@@ -54,7 +65,7 @@ impl Default for DiscoverOptions {
             window: Duration::from_secs(10),
             rebroadcast: Duration::from_secs(2),
             target: None,
-            ports: 30000..=30000,
+            ports: vec![30000],
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
         }
     }
@@ -148,8 +159,8 @@ pub async fn discover_devices(
     loop {
         let mut sent = 0usize;
         for host in &hosts {
-            for port in opts.ports.clone() {
-                let to = SocketAddr::new(*host, port);
+            for port in &opts.ports {
+                let to = SocketAddr::new(*host, *port);
                 if opts.target.is_some()
                     && answered
                         .lock()

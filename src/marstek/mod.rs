@@ -9,7 +9,7 @@ pub mod profile;
 pub mod protocol;
 pub mod settings;
 
-pub use actor::{DeviceSpec, MarstekBattery};
+pub use actor::{DeviceSpec, MarstekBattery, spawn_fleet};
 pub use cli::{DiscoverArgs, ProbeArgs, discover, probe};
 pub use client::{ClientStats, RequestOptions, Transport};
 pub use discovery::{DiscoverOptions, DiscoveredDevice, discover_devices};

@@ -185,6 +185,12 @@ pub struct EntityConfig {
     /// Button payload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_press: Option<&'static str>,
+    /// State meaning on (switch), when it differs from `payload_on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_on: Option<&'static str>,
+    /// State meaning off (switch), when it differs from `payload_off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_off: Option<&'static str>,
     /// Display precision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggested_display_precision: Option<u8>,

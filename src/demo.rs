@@ -1,0 +1,136 @@
+//! `marstek-bridge demo`: the whole system with nothing installed. Three simulated batteries of
+//! different families on loopback UDP, SQLite under `./data/`, the full scheduler and alerts,
+//! and MQTT: the broker at 127.0.0.1:1883 when one answers, else an embedded one (rumqttd,
+//! loopback only). Prints ready-to-paste `mosquitto_sub`/`mosquitto_pub` commands. Touches the
+//! simulator's sockets, the data directory and the broker.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::app::{self, Running};
+use crate::broker;
+use crate::config::{DeviceConfig, Settings};
+use crate::simulator::{Addressing, SimConfig, SimProfile, Simulator};
+
+/// `demo`: run simulated batteries, a broker if needed, and the bridge.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Always start the embedded broker, on this port (loopback only).
+    #[arg(long)]
+    pub embedded_broker_port: Option<u16>,
+    /// Directory of the demo's SQLite database.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Serve /healthz, /readyz and /metrics here (`off` to disable).
+    #[arg(long, default_value = "127.0.0.1:9480")]
+    pub http: String,
+    /// Seconds between status polls of each simulated battery.
+    #[arg(long, default_value_t = 5)]
+    pub poll_seconds: u64,
+}
+
+/// The demo batteries: alias and family.
+const FLEET: [(&str, SimProfile); 3] = [
+    ("venus-e", SimProfile::VenusE3),
+    ("venus-a", SimProfile::VenusA),
+    ("venus-d", SimProfile::VenusD),
+];
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(
+    args: DemoArgs,
+    base: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let default_broker = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
+    let (broker_addr, embedded) = match args.embedded_broker_port {
+        Some(port) => (
+            broker::start(port).map_err(|e| app::StartupError(e.to_string()))?,
+            true,
+        ),
+        None if broker::answers(default_broker) => (default_broker, false),
+        None => (
+            broker::start(1883).map_err(|e| app::StartupError(e.to_string()))?,
+            true,
+        ),
+    };
+
+    let mut simulators = Vec::new();
+    let mut settings = base;
+    settings.devices.clear();
+    for (n, (alias, profile)) in FLEET.into_iter().enumerate() {
+        let sim = Simulator::start(SimConfig {
+            profile,
+            devices: 1,
+            addressing: Addressing::Ports {
+                ip: Ipv4Addr::LOCALHOST.into(),
+                base_port: 0,
+            },
+            initial_soc: 35.0 + 20.0 * n as f64,
+            mac_seed: Some(0xde30 + n as u32),
+            ..SimConfig::default()
+        })
+        .await
+        .context("starting the simulated batteries")?;
+        let addr = *sim.addrs().first().context("simulator bound no socket")?;
+        settings.devices.push(DeviceConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            id: Some(alias.to_string()),
+            ..DeviceConfig::default()
+        });
+        simulators.push(sim);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    settings.database.url = format!("sqlite://{}/demo.db", args.data_dir.display());
+    settings.mqtt.host = broker_addr.ip().to_string();
+    settings.mqtt.port = broker_addr.port();
+    settings.mqtt.client_id = format!("marstek-bridge-demo-{}", std::process::id());
+    settings.marstek.bind_device_port = false;
+    settings.polling.status_interval = Duration::from_secs(args.poll_seconds.max(1));
+    settings.polling.quiet_gap = Duration::from_millis(200);
+    settings.http.listen = (args.http != "off").then(|| args.http.clone());
+    if settings.bridge.instance_id.is_none() {
+        settings.bridge.instance_id = Some("demo".into());
+    }
+    let problems = settings.validate();
+    if let Some(p) = problems.first() {
+        anyhow::bail!(app::StartupError(format!(
+            "demo settings: {}: {}",
+            p.key, p.reason
+        )));
+    }
+
+    let base_topic = settings.mqtt.base_topic.clone();
+    let host = broker_addr.ip();
+    let port = broker_addr.port();
+    let result = app::run_with(settings, shutdown, |running: &Running| {
+        let http = running
+            .http
+            .map(|a| format!("\n  health & metrics:  curl -s http://{a}/readyz ; curl -s http://{a}/metrics\n"))
+            .unwrap_or_default();
+        println!(
+            "\nmarstek-bridge demo is running: {n} simulated batteries ({ids}), SQLite in {dir}, \
+             {kind} MQTT broker on {host}:{port}.\n\
+             \n  watch everything:  mosquitto_sub -h {host} -p {port} -t '{base_topic}/#' -t 'homeassistant/#' -v\
+             \n  change a mode:     mosquitto_pub -h {host} -p {port} -t '{base_topic}/venus-e/set' -m '{{\"mode\":\"passive\",\"power\":-800,\"duration\":600,\"id\":\"demo-1\"}}'\
+             \n  see the answer:    mosquitto_sub -h {host} -p {port} -t '{base_topic}/venus-e/response' -v\
+             \n  list the jobs:     mosquitto_pub -h {host} -p {port} -t '{base_topic}/bridge/request/jobs/list' -m '{{}}'\
+             \n{http}\nCtrl-C stops the demo.\n",
+            n = running.core.fleet.len(),
+            ids = running.core.fleet.ids().iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
+            dir = args.data_dir.display(),
+            kind = if embedded { "embedded" } else { "existing" },
+        );
+    })
+    .await;
+    for sim in simulators {
+        sim.shutdown().await;
+    }
+    result
+}
