@@ -182,7 +182,6 @@ fn jobs(
     rig: &Rig,
     svc: &Arc<TempoService>,
     alerts: tokio::sync::mpsc::UnboundedSender<marstek_bridge::domain::Alert>,
-    now: DateTime<Utc>,
 ) -> JobRegistry {
     let (samples, _) = broadcast::channel(16);
     standard_jobs(JobDeps {
@@ -224,7 +223,7 @@ async fn red_tomorrow_precharges_to_target_by_six() {
     let (svc, mut alerts) = service(&rig, &base, clock.clone());
     let svc = Arc::new(svc);
     let (jobs_tx, mut jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
-    let reg = jobs(&rig, &svc, jobs_tx, at);
+    let reg = jobs(&rig, &svc, jobs_tx);
     let state = svc.subscribe();
 
     // 11:30, the scheduler's job: tomorrow is red → decision and plan stored and published.
@@ -295,7 +294,7 @@ async fn precharge_not_applied_is_reported_short_at_six() {
     let (svc, _alerts) = service(&rig, &base, clock.clone());
     let svc = Arc::new(svc);
     let (jobs_tx, mut jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
-    let reg = jobs(&rig, &svc, jobs_tx, at);
+    let reg = jobs(&rig, &svc, jobs_tx);
     run_job(&reg, "job_check_tempo_tomorrow", at).await;
     let night = paris(eve, 22, 0);
     clock.set(night);
