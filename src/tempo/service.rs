@@ -219,11 +219,22 @@ impl TempoService {
             fleet,
             alerts,
             clock,
-            state: watch::Sender::new(json!({ "status": "starting" })),
+            // Same shape as the published state, so templates work before the first `get()`.
+            state: watch::Sender::new(json!({
+                "today": { "date": Value::Null, "colour": Value::Null },
+                "tomorrow": { "date": Value::Null, "colour": Value::Null },
+                "source": Value::Null,
+                "fetched_at": Value::Null,
+                "decision": Value::Null,
+                "precharge": false,
+                "reason": "starting",
+                "dry_run": false,
+            })),
         }
     }
 
-    /// The JSON for the retained `<base>/bridge/tempo` topic, updated after every change.
+    /// The JSON for the retained `<base>/bridge/tempo` topic, updated after every change; call
+    /// [`TempoService::get`] once at startup to fill it from the store.
     pub fn subscribe(&self) -> watch::Receiver<Value> {
         self.state.subscribe()
     }
