@@ -130,7 +130,6 @@ impl Rig {
             tempo_check: None,
             samples: self.samples.clone(),
             alerts: Some(self.alerts.clone()),
-            clock: self.clock.clone(),
         }
     }
 
