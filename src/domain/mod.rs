@@ -2,11 +2,13 @@
 //! `Battery` capability trait. Pure data and validation; no I/O, and no dependency on any adapter
 //! (`marstek`, `mqtt`, `store`, `scheduler`, `tempo` all depend on this module, never the reverse).
 
+pub mod clock;
 mod command;
 mod safety;
 mod sample;
 mod schedule;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
 pub use safety::*;
 pub use sample::*;

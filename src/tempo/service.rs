@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -35,96 +35,7 @@ pub const DECISION_DOC: &str = "tempo_decision";
 /// Store document holding the plan handed to the 22:00 job (read back at 06:00).
 pub const NIGHT_PLAN_DOC: &str = "precharge_plan";
 
-/// Time source and sleeper, injected so tests drive the day without waiting.
-#[async_trait::async_trait]
-pub trait Clock: Send + Sync {
-    /// Current instant.
-    fn now(&self) -> DateTime<Utc>;
-    /// Returns once `now() >= at`.
-    async fn sleep_until(&self, at: DateTime<Utc>);
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-#[async_trait::async_trait]
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        // Re-check after waking: the wall clock may have been adjusted meanwhile.
-        loop {
-            let left = at - Utc::now();
-            if left <= Duration::zero() {
-                return;
-            }
-            let d = left.to_std().unwrap_or_default();
-            tokio::time::sleep(d.min(std::time::Duration::from_secs(300))).await;
-        }
-    }
-}
-
-/// A clock tests set by hand; with `auto_advance` a sleep jumps the clock to its end at once.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: watch::Sender<DateTime<Utc>>,
-    auto_advance: bool,
-}
-
-impl ManualClock {
-    /// A clock stopped at `at`; sleeps wait until `set`/`advance` reach their end.
-    pub fn new(at: DateTime<Utc>) -> Self {
-        Self {
-            now: watch::Sender::new(at),
-            auto_advance: false,
-        }
-    }
-
-    /// A clock at `at` whose sleeps return at once, moving the clock to their end.
-    pub fn auto_advance(at: DateTime<Utc>) -> Self {
-        Self {
-            now: watch::Sender::new(at),
-            auto_advance: true,
-        }
-    }
-
-    /// Sets the time (never backwards).
-    pub fn set(&self, at: DateTime<Utc>) {
-        self.now.send_if_modified(|n| {
-            if *n < at {
-                *n = at;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// Moves the time forward.
-    pub fn advance(&self, by: Duration) {
-        let at = *self.now.borrow() + by;
-        self.set(at);
-    }
-}
-
-#[async_trait::async_trait]
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.now.borrow()
-    }
-
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        if self.auto_advance {
-            self.set(at);
-            return;
-        }
-        let mut rx = self.now.subscribe();
-        let _ = rx.wait_for(|n| *n >= at).await;
-    }
-}
+pub use crate::domain::clock::{Clock, ManualClock, SystemClock};
 
 /// How a decision was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
