@@ -22,7 +22,9 @@ pub struct AlertSettings {
     pub high_temperature: f64,
     /// Clear `high_temperature` only below `high_temperature - temperature_hysteresis`, °C.
     pub temperature_hysteresis: f64,
-    /// Raise `unreachable` after this many consecutive failed polls.
+    /// Raise `unreachable` after this many consecutive failed polls: set from
+    /// `[polling] failures_before_unreachable` by the app (not a key of its own).
+    #[serde(skip)]
     pub unreachable_after: u32,
 }
 

@@ -436,13 +436,11 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     if let Some(t) = &tempo {
         register_tempo_actions(&mut router, t.clone());
     }
-    let (mqtt, mqtt_task) = MqttBridge::start(
-        settings.mqtt.clone(),
-        core.commands.clone(),
-        router,
-        token.clone(),
-    )
-    .map_err(|e| StartupError(format!("mqtt: {e}")))?;
+    let mut mqtt_settings = settings.mqtt.clone();
+    mqtt_settings.status_interval = settings.polling.status_interval;
+    let (mqtt, mqtt_task) =
+        MqttBridge::start(mqtt_settings, core.commands.clone(), router, token.clone())
+            .map_err(|e| StartupError(format!("mqtt: {e}")))?;
     tasks.spawn_core("mqtt", async move {
         mqtt_task.await.context("MQTT bridge panicked")
     });
@@ -501,12 +499,16 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
         });
     }
 
-    spawn_fan_out(tasks, &core, &mqtt, &settings.alerts, alerts_rx);
+    let mut alert_settings = settings.alerts.clone();
+    alert_settings.unreachable_after = settings.polling.failures_before_unreachable;
+    spawn_fan_out(tasks, &core, &mqtt, &alert_settings, alerts_rx);
     spawn_watch_publisher(tasks, jobs.subscribe(), {
         let mqtt = mqtt.clone();
         move |v| mqtt.publish_schedule(v)
     });
     if let Some(t) = &tempo {
+        // Fill the retained Tempo state from the store now, not at 11:30.
+        let _ = t.get().await;
         spawn_watch_publisher(tasks, t.subscribe(), {
             let mqtt = mqtt.clone();
             move |v| mqtt.publish_tempo(v)
@@ -522,7 +524,7 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     {
         let health = health.clone();
         let cancel = token.clone();
-        let every = settings.mqtt.status_interval.max(Duration::from_secs(5));
+        let every = settings.polling.status_interval.max(Duration::from_secs(5));
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -762,26 +764,19 @@ fn register_job_actions(router: &mut RequestRouter, jobs: &SchedulerHandle) {
     }
 }
 
-/// `tempo/get` and `tempo/refresh` (`{"dry_run": true}` computes without storing a plan).
+/// `tempo/get` and `tempo/refresh` (`{"dry_run": true}` computes without storing a plan); the
+/// service validates the payload.
 fn register_tempo_actions(router: &mut RequestRouter, tempo: Arc<TempoService>) {
-    let t = tempo.clone();
-    router.register(
-        "tempo/get",
-        handler(move |_| {
-            let t = t.clone();
-            async move { Ok(t.get().await) }
-        }),
-    );
-    router.register(
-        "tempo/refresh",
-        handler(move |req| {
-            let t = tempo.clone();
-            async move {
-                let dry_run = req.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                t.refresh(dry_run).await.map_err(|e| e.to_string())
-            }
-        }),
-    );
+    for action in ["tempo/get", "tempo/refresh"] {
+        let t = tempo.clone();
+        router.register(
+            action,
+            handler(move |req| {
+                let t = t.clone();
+                async move { t.request(action, &req).await }
+            }),
+        );
+    }
 }
 
 /// Home Assistant entities of the bridge device: a switch (enabled) and a button (run now) per

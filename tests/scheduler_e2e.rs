@@ -439,8 +439,8 @@ async fn fleet_jobs_report_each_battery_and_fail_only_when_all_fail() {
     assert_eq!(status, RunStatus::Completed, "{result}");
     assert_eq!(result["failed"], 1, "{result}");
     // Health: bat1 unreachable, bat0 reachable.
-    let (status, result, _) = run_now(&h, JOB_HEALTH_CHECK).await;
-    assert_eq!(status, RunStatus::Completed, "{result}");
+    let (status, result, err) = run_now(&h, JOB_HEALTH_CHECK).await;
+    assert_eq!(status, RunStatus::Completed, "{result} {err:?}");
     let per: Vec<(String, bool)> = result["batteries"]
         .as_array()
         .expect("list")

@@ -70,8 +70,9 @@ pub struct MqttSettings {
     /// Longest reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
-    /// How often devices are polled; `expire_after` and the offline timeout are 2.5× this.
-    #[serde(with = "humantime_serde")]
+    /// How often devices are polled: set from `[polling] status_interval` by the app (not a key
+    /// of its own); `expire_after` and the offline timeout are 2.5× this.
+    #[serde(skip)]
     pub status_interval: Duration,
     /// Longest random delay before republishing after Home Assistant's birth message.
     #[serde(with = "humantime_serde")]

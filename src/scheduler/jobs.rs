@@ -25,7 +25,7 @@ use crate::domain::{
     AlertSender, Command, CommandSource, DesiredState, HhMm, JobAction, JobContext, ManualSlot,
     ModeConfig, NightPlan, NightPlanner, Sample, Watts, WeekMask,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Job actions by job id.
 pub type JobRegistry = BTreeMap<String, Arc<dyn JobAction>>;
@@ -376,12 +376,30 @@ impl JobAction for HealthCheck {
             if let Some(seen) = h.last_seen {
                 touched = match self.store.touch_device(b.id(), seen).await {
                     Ok(()) => json!(true),
+                    // Not in `devices` yet: register it now when its identity is known.
+                    Err(StoreError::NotFound) => match b.info() {
+                        Some(info) => match self.store.upsert_device(&info, seen).await {
+                            Ok(()) => json!(true),
+                            Err(e) => json!(e.to_string()),
+                        },
+                        None => json!(false),
+                    },
                     Err(e) => json!(e.to_string()),
                 };
             }
+            // The check itself succeeds whatever it finds: an unreachable battery is reported
+            // (and alerted on by the alert rules), not a failure of the job. A battery that has
+            // not finished its first poll yet is "pending", not unreachable. Only a failure to
+            // record `last_seen_at` is an error of this job.
+            let status = match (&touched, h.reachable) {
+                (Value::String(_), _) => "error",
+                (_, true) => "ok",
+                (_, false) if h.last_seen.is_none() && h.consecutive_failures == 0 => "pending",
+                (_, false) => "unreachable",
+            };
             outcomes.push(json!({
                 "device": b.id(),
-                "status": if h.reachable { "ok" } else { "error" },
+                "status": status,
                 "reachable": h.reachable,
                 "last_seen": h.last_seen,
                 "consecutive_failures": h.consecutive_failures,
