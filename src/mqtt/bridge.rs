@@ -457,6 +457,8 @@ async fn run_eventloop(
 ) {
     let s = &shared.settings;
     let mut backoff = s.reconnect_min;
+    // The first failure of an outage (start-up included) is a warning; repeats are debug.
+    let mut outage_reported = false;
     loop {
         let ev = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -465,6 +467,7 @@ async fn run_eventloop(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = s.reconnect_min;
+                outage_reported = false;
                 shared.session.fetch_add(1, Ordering::SeqCst);
                 shared.connected.send_replace(true);
                 shared.notify.notify_one();
@@ -480,6 +483,10 @@ async fn run_eventloop(
             Err(e) => {
                 if shared.connected.send_replace(false) {
                     tracing::warn!(error = %e, "mqtt_disconnected");
+                    outage_reported = true;
+                } else if !outage_reported {
+                    tracing::warn!(error = %e, host = %s.host, port = s.port, "mqtt_connect_failed");
+                    outage_reported = true;
                 } else {
                     tracing::debug!(error = %e, "mqtt_connect_failed");
                 }
