@@ -2,6 +2,8 @@
 //! simulator on loopback: every method, every mode change, and the intended behaviour under
 //! each simulated firmware fault.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,32 +26,7 @@ use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
-async fn start_on_ports(
-    n: usize,
-    base: Option<u16>,
-    seed: Option<u32>,
-) -> Option<(u16, SimHandle)> {
-    for _ in 0..50 {
-        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
-        let cfg = SimConfig {
-            devices: n,
-            mac_seed: seed,
-            addressing: Addressing::Ports {
-                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                base_port: b,
-            },
-            ..SimConfig::default()
-        };
-        if let Ok(s) = Simulator::start(cfg).await {
-            return Some((b, s));
-        }
-        if base.is_some() {
-            return None;
-        }
-    }
-    None
-}
+use support::start_on_ports;
 
 async fn sim(profile: SimProfile, firmware: Option<i64>, n: usize) -> SimHandle {
     Simulator::start(SimConfig {

@@ -2,6 +2,8 @@
 //! names, error replies, per-profile methods and encodings, time-driven state, both addressing
 //! shapes, and a full poll round of 1,000 devices (ignored by default: it is the benchmark).
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -9,37 +11,12 @@ use chrono::{TimeZone, Utc};
 use marstek_bridge::domain::Mode;
 use marstek_bridge::marstek::protocol::{self, method};
 use marstek_bridge::marstek::{RequestOptions, Transport};
-use marstek_bridge::simulator::{Addressing, SimConfig, SimHandle, SimProfile, Simulator};
+use marstek_bridge::simulator::{Addressing, SimConfig, SimProfile, Simulator};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range).
-async fn start_on_ports(
-    n: usize,
-    base: Option<u16>,
-    seed: Option<u32>,
-) -> Option<(u16, SimHandle)> {
-    for _ in 0..50 {
-        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
-        let cfg = SimConfig {
-            devices: n,
-            mac_seed: seed,
-            addressing: Addressing::Ports {
-                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                base_port: b,
-            },
-            ..SimConfig::default()
-        };
-        if let Ok(s) = Simulator::start(cfg).await {
-            return Some((b, s));
-        }
-        if base.is_some() {
-            return None;
-        }
-    }
-    None
-}
+use support::start_on_ports;
 
 async fn raw(to: SocketAddr, payload: &[u8]) -> Option<Value> {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -251,3 +251,32 @@ impl Drop for TestPgDb {
         .join();
     }
 }
+
+/// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range, or
+/// exactly `base`); returns the base port and the handle.
+pub async fn start_on_ports(
+    n: usize,
+    base: Option<u16>,
+    seed: Option<u32>,
+) -> Option<(u16, marstek_bridge::simulator::SimHandle)> {
+    use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
+    for _ in 0..50 {
+        let b = base.unwrap_or_else(|| rand::random_range(20_000u16..30_000));
+        let cfg = SimConfig {
+            devices: n,
+            mac_seed: seed,
+            addressing: Addressing::Ports {
+                ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                base_port: b,
+            },
+            ..SimConfig::default()
+        };
+        if let Ok(s) = Simulator::start(cfg).await {
+            return Some((b, s));
+        }
+        if base.is_some() {
+            return None;
+        }
+    }
+    None
+}
