@@ -59,7 +59,7 @@ fn bench_store(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, stor
     group.warm_up_time(Duration::from_secs(1));
     // Shared by both sizes so every batch has new (device, time) keys.
     let mut offset = 0i64;
-    for n in [500usize, 5_000] {
+    for n in [500usize, 5_000, 20_000] {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("batch_{n}"), |b| {
             b.to_async(rt).iter_batched(

@@ -32,8 +32,8 @@ use crate::marstek::{DiscoverOptions, discover_devices};
 use crate::mqtt::discovery::{self, Component, Entity, EntityCategory, EntityConfig};
 use crate::mqtt::{Handler, MqttBridge, MqttHandle, RequestRouter, Topics, handler};
 use crate::scheduler::{
-    Clock, JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT, JobDeps, Leadership, Reconciler,
-    Scheduler, SchedulerHandle, SystemClock, spawn_leader, standard_jobs,
+    Clock, JobDeps, Leadership, Reconciler, Scheduler, SchedulerHandle, SystemClock, spawn_leader,
+    standard_jobs,
 };
 use crate::store::Backend;
 use crate::store::{self, DeviceRecord, Store, WriterHandle};
@@ -190,6 +190,25 @@ pub async fn build_core(
     tasks.spawn_core("store_writer", async move {
         writer_task.await.context("telemetry writer panicked")
     });
+    if store.backend() != store::Backend::Timescale {
+        // TimescaleDB has its own retention policy; elsewhere old telemetry is deleted here.
+        let store = store.clone();
+        let days = settings.database.retention_days;
+        let cancel = tasks.token().clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = store::prune_expired(store.as_ref(), days, Utc::now()).await {
+                            tracing::warn!(error = %e, "telemetry_prune_failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
     tasks.spawn(register_devices(
         store.clone(),
         fleet.clone(),
@@ -395,7 +414,6 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
         tempo_check: tempo.clone().map(|t| t as Arc<dyn JobAction>),
         samples: core.samples.clone(),
         alerts: Some(alerts_tx.clone()),
-        clock: clock.clone(),
     });
     let scheduler = Scheduler::init(
         settings.scheduler.clone(),
@@ -460,8 +478,7 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     {
         let reconciler = reconciler.clone();
         let samples = core.samples.subscribe();
-        let auto = jobs.trigger_of(JOB_SWITCH_TO_AUTO).await;
-        let manual = jobs.trigger_of(JOB_SWITCH_TO_MANUAL_NIGHT).await;
+        let handle = jobs.clone();
         let tick = settings
             .polling
             .status_interval
@@ -476,8 +493,8 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
                     r = leading.wait_for(|l| *l) => if r.is_err() { return },
                 }
             }
-            if let (Some(auto), Some(manual)) = (auto, manual) {
-                let outcomes = reconciler.startup(&auto, &manual).await;
+            {
+                let outcomes = reconciler.startup_from(&handle).await;
                 tracing::info!(outcomes = %serde_json::Value::from(outcomes), "startup_reconciled");
             }
             let _ = reconciler.spawn(samples, tick, cancel).await;
@@ -573,14 +590,10 @@ fn discover_handler(settings: &Settings) -> Handler {
                 ),
                 None => None,
             };
-            let ports = match (discovery.ports.iter().min(), discovery.ports.iter().max()) {
-                (Some(a), Some(b)) => *a..=*b,
-                _ => 30000..=30000,
-            };
             let opts = DiscoverOptions {
                 window,
                 target,
-                ports,
+                ports: discovery.ports.clone(),
                 ..DiscoverOptions::default()
             };
             let found = discover_devices(&opts).await.map_err(|e| e.to_string())?;

@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod marstek;
 pub mod mqtt;
+pub mod remote;
 pub mod scheduler;
 pub mod simulator;
 pub mod store;

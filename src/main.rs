@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
-use marstek_bridge::{app, logging, marstek, simulator, store};
+use marstek_bridge::{app, logging, marstek, remote, simulator, store};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,44 @@ enum Command {
     Probe(marstek::ProbeArgs),
     /// Run simulated batteries on UDP (tests, demos, benchmarks) until Ctrl-C.
     Simulate(simulator::SimulateArgs),
+    /// Scheduled jobs: list, run, pause, resume and update talk to the running bridge over MQTT;
+    /// preview computes locally.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List every job with its trigger, state, next run and last result.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job now (recorded like a scheduled run).
+    Run {
+        /// Job id, e.g. job_switch_to_auto.
+        job: String,
+    },
+    /// Pause a job (persisted).
+    Pause {
+        /// Job id.
+        job: String,
+    },
+    /// Resume a paused job.
+    Resume {
+        /// Job id.
+        job: String,
+    },
+    /// Change a job's trigger (validated, persisted; wins over the config until reset).
+    Update {
+        /// Job id.
+        job: String,
+        /// New trigger: "cron:0 7 * * *" or "interval:5m".
+        trigger: String,
+    },
+    /// Next fire times of a cron pattern or a configured job, in local time and UTC.
+    Preview(marstek_bridge::scheduler::PreviewArgs),
 }
 
 #[derive(Subcommand)]
@@ -90,14 +128,56 @@ fn main() -> ExitCode {
             print!("{}", settings.to_redacted_toml());
             ExitCode::SUCCESS
         }
-        Command::Run => run_async(settings, |s| app::run(s, shutdown_signal())),
-        Command::Demo(args) => run_async(settings, |s| {
+        Command::Run => run_async(settings, true, |s| app::run(s, shutdown_signal())),
+        Command::Jobs(JobsCommand::Preview(args)) => {
+            match marstek_bridge::scheduler::preview_command(
+                &args,
+                &settings.scheduler,
+                chrono::Utc::now(),
+            ) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Jobs(cmd) => run_async(settings, false, |s| async move {
+            let (action, body, table) = match cmd {
+                JobsCommand::List { json } => ("jobs/list", serde_json::json!({}), !json),
+                JobsCommand::Run { job } => ("jobs/run", serde_json::json!({ "id": job }), false),
+                JobsCommand::Pause { job } => {
+                    ("jobs/pause", serde_json::json!({ "id": job }), false)
+                }
+                JobsCommand::Resume { job } => {
+                    ("jobs/resume", serde_json::json!({ "id": job }), false)
+                }
+                JobsCommand::Update { job, trigger } => (
+                    "jobs/update",
+                    serde_json::json!({ "id": job, "trigger": trigger }),
+                    false,
+                ),
+                JobsCommand::Preview(_) => unreachable!("handled above"),
+            };
+            let data =
+                remote::request(&s.mqtt, action, body, std::time::Duration::from_secs(10)).await?;
+            if table {
+                print!("{}", remote::jobs_table(&data));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            }
+            Ok(())
+        }),
+        Command::Demo(args) => run_async(settings, true, |s| {
             marstek_bridge::demo::run(args, s, shutdown_signal())
         }),
         Command::Discover(_) | Command::Probe(_) | Command::Simulate(_) => {
             unreachable!("handled above")
         }
-        Command::Migrate => run_async(settings, |s| async move {
+        Command::Migrate => run_async(settings, false, |s| async move {
             let backend = store::migrate(&s.database)
                 .await
                 .map_err(|e| anyhow::Error::new(app::StartupError(format!("{e}"))))?;
@@ -124,7 +204,7 @@ where
         logging,
         ..Settings::default()
     };
-    run_async(settings, |_| async move {
+    run_async(settings, false, |_| async move {
         let token = tokio_util::sync::CancellationToken::new();
         let on_signal = token.clone();
         tokio::spawn(async move {
@@ -142,7 +222,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run_async<F, Fut>(settings: Settings, f: F) -> ExitCode
+fn run_async<F, Fut>(settings: Settings, daemon: bool, f: F) -> ExitCode
 where
     F: FnOnce(Settings) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -158,12 +238,19 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(f(settings)) {
+    // `f` runs inside the runtime so that signal handlers can be installed eagerly.
+    match runtime.block_on(async move { f(settings).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "fatal");
+            // Once: as a log event for the daemon, as a plain line for one-shot commands.
+            if daemon {
+                tracing::error!(error = format!("{e:#}"), "fatal");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             if e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<app::StartupError>().is_some()
+                || e.downcast_ref::<remote::Refused>().is_some()
             {
                 ExitCode::from(2)
             } else {
@@ -173,24 +260,25 @@ where
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called (not
+/// when first polled), so a signal that arrives during start-up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(s: Option<Signal>) -> Option<Signal> {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
+                Some(s)
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown_requested"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+    }
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = next(int) => tracing::info!(signal = "SIGINT", "shutdown_requested"),
+            _ = next(term) => tracing::info!(signal = "SIGTERM", "shutdown_requested"),
+        }
     }
 }

@@ -111,7 +111,7 @@ fn config_print_never_shows_secrets() {
     let cfg = write(
         dir.path(),
         "c.toml",
-        "[mqtt]\npassword = \"hunter2-secret\"\n\n[database]\nurl = \"postgres://bridge:db-secret@127.0.0.1:5432/marstek\"\n",
+        "[mqtt]\nusername = \"bridge\"\npassword = \"hunter2-secret\"\n\n[database]\nurl = \"postgres://bridge:db-secret@127.0.0.1:5432/marstek\"\n",
     );
     let out = bin()
         .args(["config", "print", "--config"])
@@ -193,4 +193,160 @@ pub fn test_config(dir: &Path) -> String {
         "[bridge]\nshutdown_timeout = \"10s\"\n\n[marstek]\nbind_device_port = false\n\n[database]\nurl = \"sqlite://{}/bridge.db\"\n",
         dir.display()
     )
+}
+
+#[test]
+fn jobs_preview_prints_local_and_utc_instants() {
+    let out = bin()
+        .args([
+            "jobs",
+            "preview",
+            "--cron",
+            "0 6 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--from",
+            "2026-03-28T12:00:00Z",
+            "--count",
+            "3",
+            "--config",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for utc in [
+        "2026-03-29T04:00:00Z",
+        "2026-03-30T04:00:00Z",
+        "2026-03-31T04:00:00Z",
+    ] {
+        assert!(text.contains(utc), "{utc} missing:\n{text}");
+    }
+    assert!(text.contains("06:00:00 CEST"), "{text}");
+    let bad = bin()
+        .args([
+            "jobs",
+            "preview",
+            "--cron",
+            "0 6 * * * *",
+            "--config",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("5 are allowed"), "{}", stderr(&bad));
+}
+
+#[test]
+fn jobs_commands_reach_the_running_bridge_and_refusals_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("mbcli{}", std::process::id());
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "{}\n[mqtt]\nbase_topic = \"{base}\"\ndiscovery_prefix = \"{base}ha\"\nclient_id = \"{base}\"\n\n[tempo]\nenabled = false\n",
+            test_config(dir.path())
+        ),
+    );
+    let mut daemon = Daemon(
+        bin()
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(daemon.0.stderr.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("\"bridge_started\""))
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    let jobs = |args: &[&str]| {
+        bin()
+            .arg("jobs")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+
+    let list = jobs(&["list", "--json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"job_switch_to_auto") && ids.contains(&"job_health_check"),
+        "{ids:?}"
+    );
+
+    let pause = jobs(&["pause", "job_monitor_batteries"]);
+    assert!(pause.status.success(), "{}", stderr(&pause));
+    let again = jobs(&["pause", "job_monitor_batteries"]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already paused"),
+        "{}",
+        stderr(&again)
+    );
+    let never = jobs(&["update", "job_switch_to_auto", "cron:0 0 31 2 *"]);
+    assert_eq!(never.status.code(), Some(2));
+    assert!(stderr(&never).contains("never fires"), "{}", stderr(&never));
+    let unknown = jobs(&["run", "job_nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let resume = jobs(&["resume", "job_monitor_batteries"]);
+    assert!(resume.status.success(), "{}", stderr(&resume));
+}
+
+/// Stops the daemon when the test ends, passed or not.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bad_time_zone_and_bad_cron_exit_2_naming_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[scheduler]\ntimezone = \"Europe/Pariss\"\n\n[scheduler.jobs.job_switch_to_auto]\ntrigger = \"cron:0 6 * * * *\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("c.toml:2: `scheduler.timezone`"), "{err}");
+    assert!(
+        err.contains("scheduler.jobs.job_switch_to_auto.trigger"),
+        "{err}"
+    );
+    assert!(err.contains("exactly 5 are allowed"), "{err}");
+    let cfg = write(
+        dir.path(),
+        "d.toml",
+        "[scheduler.jobs.job_switch_to_auto]\ntrigger = \"cron:61 6 * * *\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("scheduler.jobs.job_switch_to_auto.trigger"),
+        "{}",
+        stderr(&out)
+    );
 }

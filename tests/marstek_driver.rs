@@ -755,7 +755,6 @@ async fn spawn_fleet_from_settings() {
     let settings = marstek_bridge::marstek::MarstekSettings {
         bind_device_port: false,
         bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        polling: fast(),
         ..Default::default()
     };
     assert!(settings.validate().is_empty());
@@ -772,9 +771,10 @@ async fn spawn_fleet_from_settings() {
             limits: DeviceLimits::default(),
         })
         .collect();
-    let (_t, fleet) = marstek_bridge::marstek::spawn_fleet(&settings, specs, tx, &cancel, &tracker)
-        .await
-        .unwrap();
+    let (_t, fleet) =
+        marstek_bridge::marstek::spawn_fleet(&settings, &fast(), specs, tx, &cancel, &tracker)
+            .await
+            .unwrap();
     let mut seen = std::collections::HashSet::new();
     while seen.len() < 3 {
         let sample = tokio::time::timeout(WAIT, rx.recv())

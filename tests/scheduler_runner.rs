@@ -422,6 +422,7 @@ async fn leader_hands_over_within_the_bound_on_postgres() {
         .expect("b takes over within the bound")
         .expect("open");
     let took = t0.elapsed();
+    eprintln!("leader hand-over after abort: {took:?} (bound {bound:?})");
     assert!(took <= bound + Duration::from_secs(1), "took {took:?}");
     let (_, at) = tokio::time::timeout(WAIT, runs_rx.recv())
         .await
@@ -791,4 +792,65 @@ async fn shutdown_cancels_cooperative_jobs_and_records_them() {
         runs[0].error.as_deref(),
         Some("stopped early: shutting down")
     );
+}
+
+#[tokio::test]
+async fn queueing_behind_busy_workers_counts_as_lateness() {
+    // Case J: one worker, busy past the grace time; a job due meanwhile is missed, not run late.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(&dir).await;
+    let now = utc("2026-11-30T10:00:00Z");
+    seed_job(store.as_ref(), JOB_MONITOR_BATTERIES, "interval:5m", now).await;
+    seed_job(store.as_ref(), JOB_HEALTH_CHECK, "interval:1m", now).await;
+    let clock = Arc::new(ManualClock::new(now));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let blocking = Probe::new(Behaviour::Block, tx.clone());
+    let quick = Probe::new(Behaviour::Ok, tx);
+    let mut settings = one_minute_settings();
+    settings.max_workers = 1;
+    settings.misfire_grace_time = Duration::from_secs(2);
+    // Both due at 10:00; jobs are visited in id order, and the single-threaded test runtime runs
+    // them in spawn order, so the health job (blocking) takes the only worker first.
+    let s = Scheduler::init(
+        settings,
+        store.clone(),
+        registry(&[
+            (JOB_HEALTH_CHECK, blocking.clone()),
+            (JOB_MONITOR_BATTERIES, quick.clone()),
+        ]),
+        clock.clone(),
+        None,
+        "inst-a",
+    )
+    .await
+    .expect("init");
+    let h = s.handle();
+    let mut finished = h.subscribe_runs();
+    s.start();
+    let (first, _) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("one started")
+        .expect("channel");
+    assert_eq!(first, JOB_HEALTH_CHECK);
+    // 4 s pass before the worker frees up; the monitor job then starts 4 s late (grace 2 s).
+    clock.advance(Duration::from_secs(4));
+    blocking.release.notify_one();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let run = tokio::time::timeout(WAIT, finished.recv())
+            .await
+            .expect("runs recorded")
+            .expect("open");
+        seen.push((run.job_id.clone(), run.status, run.scheduled_for));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            (JOB_HEALTH_CHECK.to_string(), RunStatus::Completed, now),
+            (JOB_MONITOR_BATTERIES.to_string(), RunStatus::Missed, now),
+        ]
+    );
+    assert!(quick.runs().is_empty(), "the late job did not run");
+    s.shutdown(Duration::from_millis(200)).await;
 }

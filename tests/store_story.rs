@@ -52,6 +52,7 @@ fn full_sample(d: &DeviceId, at: DateTime<Utc>, soc: u8) -> Sample {
 
 async fn story(store: &dyn Store) {
     store.ping().await.unwrap();
+    assert!(store.latest_samples().await.unwrap().is_empty());
     let a = dev("venus_a");
     let b = dev("venus-b");
 

@@ -107,3 +107,32 @@ async fn a_lagging_broadcast_receiver_counts_missed_samples_as_dropped() {
     assert_eq!((s.dropped, s.written), (84, 16), "{s:?}");
     assert_eq!(all(store.as_ref()).await, (84..100).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_sample_the_database_refuses_is_dropped_after_retries_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        batch_size: 1,
+        batch_interval: Duration::from_millis(10),
+        buffer_capacity: 100,
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let store = store::open(&settings).await.unwrap();
+    let (tx, rx) = mpsc::channel(10);
+    let (h, task) = spawn_writer(store.clone(), rx, &settings, CancellationToken::new());
+    let mut bad = sample(1);
+    bad.soc = Some(marstek_bridge::domain::Percent(200)); // violates the CHECK constraint
+    for s in [sample(0), bad, sample(2)] {
+        tx.send(s).await.unwrap();
+    }
+    drop(tx);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let s = h.stats();
+    assert_eq!((s.written, s.dropped, s.failed_writes), (2, 1, 3), "{s:?}");
+    assert!(s.db_up, "a refused sample is not an outage");
+    assert!(s.last_error.is_some());
+    assert_eq!(all(store.as_ref()).await, vec![0, 2]);
+}

@@ -1,8 +1,9 @@
 //! End to end: the 11:30 Tempo check against a local HTTP colour source, a SQLite store, the
 //! Marstek driver talking UDP to the in-process simulator, and injected clocks (the service's
 //! and the simulator's). Red tomorrow → plan stored and published → `tonight()` at 22:00 gives
-//! the computed power → the plan applied as the night job does → by 06:00 the simulated SOC
-//! reached the target → `morning_check` is quiet; without the precharge it alerts.
+//! the computed power → the scheduler's real 22:00 job applies it → by 06:00 the simulated SOC
+//! reached the target → the real 06:00 job's `morning_check` is quiet; without the precharge it
+//! alerts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,10 +15,10 @@ use axum::routing::get;
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use marstek_bridge::control::{CommandService, Fleet};
 use marstek_bridge::domain::{
-    AlertKind, BatteryRef, Command, CommandSource, DeviceId, DeviceLimits, HhMm, JobAction,
-    JobContext, ManualSlot, ModeConfig, NightPlan, NightPlanner, WeekMask,
+    AlertKind, BatteryRef, DeviceId, DeviceLimits, JobAction, JobContext, NightPlanner,
 };
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+use marstek_bridge::scheduler::{JobDeps, JobRegistry, SchedulerSettings, standard_jobs};
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
 use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
 use marstek_bridge::tempo::{
@@ -176,31 +177,31 @@ fn ctx(at: DateTime<Utc>) -> JobContext {
     }
 }
 
-/// What the 22:00 night job does with a plan: a Manual slot 22:00→06:00 at the planned power.
-async fn apply(rig: &Rig, plan: &NightPlan) {
-    let commands = CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false);
-    for t in &plan.targets {
-        let cmd = Command::SetMode(ModeConfig::Manual {
-            slot: ManualSlot {
-                slot: 0,
-                start: HhMm::new(22, 0).unwrap(),
-                end: HhMm::new(6, 0).unwrap(),
-                days: WeekMask::ALL,
-                power: t.power,
-                enable: true,
-            },
-        });
-        commands
-            .submit(
-                t.device.as_str(),
-                &cmd,
-                CommandSource::Scheduler,
-                json!({"job": "job_switch_to_manual_night"}),
-                None,
-            )
-            .await
-            .expect("night command applied");
-    }
+/// The scheduler's standard jobs wired to the Tempo service (planner and 11:30 check).
+fn jobs(
+    rig: &Rig,
+    svc: &Arc<TempoService>,
+    alerts: tokio::sync::mpsc::UnboundedSender<marstek_bridge::domain::Alert>,
+) -> JobRegistry {
+    let (samples, _) = broadcast::channel(16);
+    standard_jobs(JobDeps {
+        commands: CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false),
+        store: rig.store.clone(),
+        settings: SchedulerSettings::default(),
+        planner: Some(svc.clone() as Arc<dyn NightPlanner>),
+        tempo_check: Some(svc.clone() as Arc<dyn JobAction>),
+        samples,
+        alerts: Some(alerts),
+    })
+}
+
+async fn run_job(reg: &JobRegistry, id: &str, at: DateTime<Utc>) -> serde_json::Value {
+    let job = reg.get(id).unwrap_or_else(|| panic!("{id} registered"));
+    let mut c = ctx(at);
+    c.job_id = id.to_string();
+    job.run(c)
+        .await
+        .unwrap_or_else(|e| panic!("{id} failed: {e:#}"))
 }
 
 /// The planner's maths done independently: (95 − SOC) % of 5120 Wh over 8 h, +10 %, up to 50 W.
@@ -220,10 +221,14 @@ async fn red_tomorrow_precharges_to_target_by_six() {
     rig.sim.clock().set(at);
     let clock = Arc::new(ManualClock::auto_advance(at));
     let (svc, mut alerts) = service(&rig, &base, clock.clone());
+    let svc = Arc::new(svc);
+    let (jobs_tx, mut jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
     let state = svc.subscribe();
 
-    // 11:30: tomorrow is red → decision and plan stored and published.
-    svc.run(ctx(at)).await.unwrap();
+    // 11:30, the scheduler's job: tomorrow is red → decision and plan stored and published.
+    let out = run_job(&reg, "job_check_tempo_tomorrow", at).await;
+    assert_eq!(out["precharge"], json!(true));
     let decision = rig.store.document(DECISION_DOC).await.unwrap().unwrap();
     assert_eq!(decision["precharge"], json!(true));
     assert_eq!(decision["colour"], json!("red"));
@@ -237,39 +242,43 @@ async fn red_tomorrow_precharges_to_target_by_six() {
         assert_eq!(v["decision"]["plan"]["targets"][0]["device"], json!("bat1"));
     }
 
-    // 22:00: power refreshed from the SOC the battery has now.
+    // 22:00, the scheduler's night job: power refreshed from the SOC the battery has now.
     let night = paris(eve, 22, 0);
     clock.set(night);
     rig.sim.clock().set(night);
     assert!(rig.sim.set_soc(0, 30.4));
-    let plan = svc.tonight(night).await.unwrap().expect("a plan tonight");
-    assert!(!plan.dry_run);
-    assert_eq!(plan.targets.len(), 1);
-    let soc_now = rig.sim.state(0).unwrap().soc.round() as u8;
-    assert!(
-        soc_now < 95,
-        "simulated battery starts below target ({soc_now})"
-    );
-    let t = &plan.targets[0];
-    assert_eq!(t.target_soc.0, 95);
-    let p = t.power.0;
+    let out = run_job(&reg, "job_switch_to_manual_night", night).await;
+    assert_eq!(out["failed"], json!(0), "{out}");
+    let plan = &out["detail"]["plan"];
+    assert_eq!(plan["dry_run"], json!(false));
+    assert_eq!(plan["targets"].as_array().map(Vec::len), Some(1), "{plan}");
+    assert_eq!(plan["targets"][0]["target_soc"], json!(95));
     // SOC 30 %: 65 % of 5120 Wh = 3328 Wh over 8 h = 416 W, +10 % = 457.6 W → 500 W.
-    assert_eq!(expected_power(soc_now), -500);
-    assert_eq!(p, -500, "planned {p} W for SOC {soc_now} %");
+    assert_eq!(expected_power(30), -500);
+    assert_eq!(plan["targets"][0]["power"], json!(-500), "{plan}");
     assert_eq!(
         state.borrow()["decision"]["plan"]["targets"][0]["power"],
-        json!(p)
+        json!(-500)
     );
+    let sim = rig.sim.state(0).unwrap();
+    assert_eq!(sim.mode, marstek_bridge::domain::Mode::Manual);
+    let slot = sim
+        .slots
+        .iter()
+        .flatten()
+        .find(|s| s.enable)
+        .expect("enabled slot");
+    assert_eq!(slot.power, -500);
 
-    // The night job applies it; the simulated night passes.
-    apply(&rig, &plan).await;
+    // The simulated night passes; 06:00, the scheduler's AUTO job runs the morning check.
     let morning = paris(red_day, 6, 0);
     rig.sim.clock().set(morning);
     clock.set(morning);
     let soc = rig.sim.state(0).unwrap().soc;
     assert!(soc >= 95.0 - 5.0, "SOC at 06:00 is {soc}");
-    let short = svc.morning_check(morning).await.unwrap();
-    assert!(short.is_empty(), "{short:?}");
+    let out = run_job(&reg, "job_switch_to_auto", morning).await;
+    assert_eq!(out["detail"]["morning_check"]["alerts"], json!(0), "{out}");
+    assert!(jobs_alerts.try_recv().is_err());
     assert!(alerts.try_recv().is_err());
 }
 
@@ -283,20 +292,27 @@ async fn precharge_not_applied_is_reported_short_at_six() {
     rig.sim.clock().set(at);
     let clock = Arc::new(ManualClock::auto_advance(at));
     let (svc, _alerts) = service(&rig, &base, clock.clone());
-    svc.run(ctx(at)).await.unwrap();
+    let svc = Arc::new(svc);
+    let (jobs_tx, mut jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
+    run_job(&reg, "job_check_tempo_tomorrow", at).await;
     let night = paris(eve, 22, 0);
     clock.set(night);
     rig.sim.clock().set(night);
+    // The plan is made, but nobody applies it: the battery stays in Auto overnight.
     let plan = svc.tonight(night).await.unwrap().expect("a plan tonight");
     assert_eq!(plan.targets.len(), 1);
-    // Nobody applies the plan: the battery stays in Auto overnight.
     let morning = paris(red_day, 6, 0);
     rig.sim.clock().set(morning);
-    let short = svc.morning_check(morning).await.unwrap();
-    assert_eq!(short.len(), 1, "{short:?}");
-    assert_eq!(short[0].kind, AlertKind::PrechargeShort);
-    assert_eq!(short[0].device.as_ref().map(|d| d.as_str()), Some("bat1"));
-    assert_eq!(short[0].threshold, Some(90.0));
+    let direct = svc.morning_check(morning).await.unwrap();
+    assert_eq!(direct.len(), 1, "{direct:?}");
+    let out = run_job(&reg, "job_switch_to_auto", morning).await;
+    assert_eq!(out["detail"]["morning_check"]["alerts"], json!(1), "{out}");
+    let short = jobs_alerts.try_recv().expect("precharge_short alert");
+    assert_eq!(short.kind, AlertKind::PrechargeShort);
+    assert_eq!(short.device.as_ref().map(|d| d.as_str()), Some("bat1"));
+    assert_eq!(short.threshold, Some(90.0));
+    assert!(short.value.is_some_and(|v| v < 90.0), "{short:?}");
 }
 
 #[tokio::test]

@@ -15,13 +15,15 @@ use axum::routing::get;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use marstek_bridge::control::Fleet;
 use marstek_bridge::domain::{AlertKind, JobAction, JobContext, NightPlanner};
-use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
+use marstek_bridge::store::{DatabaseSettings, PgStore, SqliteStore, Store};
 use marstek_bridge::tempo::{
     Clock, DECISION_DOC, DecisionStatus, FailSafe, ManualClock, SourceChain, TEMPO_TZ, TempoColour,
     TempoDecision, TempoService, TempoSettings,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 /// Scripted api-couleur-tempo.fr: per date a queue of answers (codeJour, or -1 = HTTP 500);
 /// the last answer repeats. Counts calls per date.
@@ -65,6 +67,7 @@ async fn jour(State(s): State<Script>, Path(date): Path<String>) -> Response {
 
 struct Rig {
     _dir: tempfile::TempDir,
+    pg: Option<support::TestPgDb>,
     store: Arc<dyn Store>,
     script: Script,
     base: String,
@@ -79,6 +82,26 @@ async fn rig() -> Rig {
     })
     .await
     .unwrap();
+    rig_on(dir, None, Arc::new(store)).await
+}
+
+async fn pg_rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let db = support::TestPgDb::create("tempo_service").await;
+    let store = PgStore::connect(&DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    rig_on(dir, Some(db), Arc::new(store)).await
+}
+
+async fn rig_on(
+    dir: tempfile::TempDir,
+    pg: Option<support::TestPgDb>,
+    store: Arc<dyn Store>,
+) -> Rig {
     let script = Script::default();
     let app = Router::new()
         .route("/api/jourTempo/{date}", get(jour))
@@ -90,7 +113,8 @@ async fn rig() -> Rig {
     });
     Rig {
         _dir: dir,
-        store: Arc::new(store),
+        pg,
+        store,
         script,
         base,
     }
@@ -264,7 +288,20 @@ async fn unknown_until_the_deadline_applies_the_fail_safe_and_alerts() {
 
 #[tokio::test]
 async fn cached_colour_survives_a_later_failure() {
-    let rig = rig().await;
+    cached_story(rig().await).await;
+}
+
+#[tokio::test]
+async fn cached_colour_survives_a_later_failure_on_postgres() {
+    let rig = pg_rig().await;
+    let db = cached_story(rig).await;
+    if let Some(db) = db {
+        db.drop_now().await;
+    }
+}
+
+/// Red fetched, then the source fails: the cached colour decides. Returns the PG database.
+async fn cached_story(mut rig: Rig) -> Option<support::TestPgDb> {
     rig.script.set("2026-12-02", &[3, -1]);
     let clock = Arc::new(ManualClock::auto_advance(paris(2026, 12, 1, 11, 30)));
     let (svc, mut alerts) = service(&rig, settings(&rig.base), clock.clone());
@@ -287,6 +324,10 @@ async fn cached_colour_survives_a_later_failure() {
             .colour,
         "red"
     );
+    // The decision document round-trips through the backend.
+    assert!(dec.reason.contains("cached"), "{}", dec.reason);
+    assert_eq!(v["decision"]["reason"], json!(dec.reason));
+    rig.pg.take()
 }
 
 #[tokio::test]
@@ -419,4 +460,48 @@ async fn today_before_six_is_yesterdays_colour() {
     let g = svc.get().await;
     assert_eq!(g["today"]["date"], json!("2026-12-02"));
     assert_eq!(g["today"]["colour"], json!("blue"));
+}
+
+#[tokio::test]
+async fn bridge_actions_validate_their_payload() {
+    let rig = rig().await;
+    rig.script.set("2026-12-02", &[3]);
+    let clock = Arc::new(ManualClock::new(paris(2026, 12, 1, 12, 0)));
+    let (svc, _a) = service(&rig, settings(&rig.base), clock);
+    for (action, payload, needle) in [
+        ("tempo/refresh", json!({"dry_run": "yes"}), "true or false"),
+        (
+            "tempo/refresh",
+            json!({"dryrun": true}),
+            "unknown field 'dryrun'",
+        ),
+        ("tempo/refresh", json!([1, 2]), "JSON object"),
+        ("tempo/nope", json!({}), "unknown action"),
+    ] {
+        let err = svc.request(action, &payload).await.unwrap_err();
+        assert!(err.contains(needle), "{action} {payload}: {err}");
+    }
+    assert_eq!(
+        rig.script.total.load(Ordering::SeqCst),
+        0,
+        "refused requests fetch nothing"
+    );
+    assert!(stored(&rig.store).await.is_none());
+    let v = svc
+        .request(
+            "tempo/refresh",
+            &json!({"dry_run": true, "transaction": "t1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["tomorrow"]["colour"], json!("red"));
+    assert_eq!(v["dry_run"], json!(true));
+    assert!(
+        stored(&rig.store).await.is_none(),
+        "dry run stores no decision"
+    );
+    let v = svc.request("tempo/refresh", &json!(null)).await.unwrap();
+    assert_eq!(v["precharge"], json!(true));
+    let g = svc.request("tempo/get", &json!({})).await.unwrap();
+    assert_eq!(g["decision"]["colour"], json!("red"));
 }

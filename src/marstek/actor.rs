@@ -143,6 +143,7 @@ impl MarstekBattery {
 /// Binds the shared transport from the settings and spawns one actor per device.
 pub async fn spawn_fleet(
     settings: &super::settings::MarstekSettings,
+    polling: &PollingSettings,
     devices: Vec<DeviceSpec>,
     samples: broadcast::Sender<Sample>,
     shutdown: &CancellationToken,
@@ -155,7 +156,7 @@ pub async fn spawn_fleet(
             MarstekBattery::spawn(
                 transport.clone(),
                 spec,
-                settings.polling.clone(),
+                polling.clone(),
                 samples.clone(),
                 shutdown.clone(),
                 tracker,

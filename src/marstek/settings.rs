@@ -19,8 +19,6 @@ pub struct MarstekSettings {
     pub bind_device_port: bool,
     /// Local address to bind (default 0.0.0.0).
     pub bind_address: IpAddr,
-    /// Polling and pacing.
-    pub polling: PollingSettings,
     /// Discovery.
     pub discovery: DiscoverySettings,
 }
@@ -31,7 +29,6 @@ impl Default for MarstekSettings {
             device_port: 30000,
             bind_device_port: true,
             bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            polling: PollingSettings::default(),
             discovery: DiscoverySettings::default(),
         }
     }
@@ -57,9 +54,6 @@ impl MarstekSettings {
                 "must be a UDP port 1 to 65535 (default 30000)".into(),
             ));
         }
-        for (k, why) in self.polling.validate() {
-            v.push((format!("polling.{k}"), why));
-        }
         for (k, why) in self.discovery.validate() {
             v.push((format!("discovery.{k}"), why));
         }
@@ -67,7 +61,7 @@ impl MarstekSettings {
     }
 }
 
-/// `[marstek.polling]`: per-device pacing and polling.
+/// `[polling]`: per-device pacing and polling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PollingSettings {
@@ -134,7 +128,7 @@ impl PollingSettings {
         }
     }
 
-    /// Problems found, as (key path relative to `[marstek.polling]`, reason).
+    /// Problems found, as (key path relative to `[polling]`, reason).
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut v = Vec::new();
         let mut bad = |k: &str, why: &str| v.push((k.to_string(), why.to_string()));
@@ -243,9 +237,9 @@ mod tests {
         let t = toml::to_string(&s).unwrap();
         let back: MarstekSettings = toml::from_str(&t).unwrap();
         assert_eq!(back, s);
-        let p: MarstekSettings =
-            toml::from_str("[polling]\nstatus_interval = \"5m\"\nquiet_gap = \"0s\"\n").unwrap();
-        assert_eq!(p.polling.status_interval, Duration::from_secs(300));
+        let p: PollingSettings =
+            toml::from_str("status_interval = \"5m\"\nquiet_gap = \"0s\"\n").unwrap();
+        assert_eq!(p.status_interval, Duration::from_secs(300));
         assert!(toml::from_str::<MarstekSettings>("bogus = 1").is_err());
     }
 
@@ -255,18 +249,15 @@ mod tests {
             device_port: 0,
             ..Default::default()
         };
-        s.polling.retries = 99;
-        s.polling.resend_after = Duration::from_secs(5);
         s.discovery.ports.clear();
         let keys: Vec<String> = s.validate().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(
-            keys,
-            [
-                "device_port",
-                "polling.retries",
-                "polling.resend_after",
-                "discovery.ports"
-            ]
-        );
+        assert_eq!(keys, ["device_port", "discovery.ports"]);
+        let p = PollingSettings {
+            retries: 99,
+            resend_after: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let keys: Vec<String> = p.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["retries", "resend_after"]);
     }
 }

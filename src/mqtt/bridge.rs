@@ -179,7 +179,14 @@ impl Shared {
 pub fn state_payload(sample: &Sample) -> Vec<u8> {
     let mut v = serde_json::to_value(sample).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
-        m.insert("last_seen".into(), json!(sample.at.to_rfc3339()));
+        m.insert(
+            "last_seen".into(),
+            json!(
+                sample
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        );
     }
     serde_json::to_vec(&v).unwrap_or_default()
 }
@@ -380,7 +387,12 @@ impl MqttBridge {
         }
         let topics = Topics::new(&settings.base_topic, &settings.discovery_prefix);
         let opts = options(&settings, &topics)?;
-        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        // Small command/response messages must not wait for Nagle + delayed ACK (~40 ms).
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             qos: qos_of(settings.qos),
@@ -907,5 +919,91 @@ fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {
             s.publish_controls(dev, |c| c.ble_adv = Some(v))
         }
         Command::SetMode(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Fleet;
+    use crate::domain::{Percent, Severity};
+
+    fn offline_bridge(queue: usize) -> (MqttHandle, CancellationToken) {
+        // Port 1 on loopback refuses connections: the bridge never connects, so the outbox
+        // keeps everything and we can inspect it.
+        let s = MqttSettings {
+            port: 1,
+            queue_capacity: queue,
+            reconnect_min: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let cancel = CancellationToken::new();
+        let service = CommandService::new(Fleet::default(), None, None, false);
+        let (h, _join) =
+            MqttBridge::start(s, service, RequestRouter::new(), cancel.clone()).unwrap();
+        (h, cancel)
+    }
+
+    #[tokio::test]
+    async fn state_is_latest_wins_and_events_are_bounded() {
+        let (h, cancel) = offline_bridge(3);
+        let dev = DeviceId::parse("d1").unwrap();
+        for soc in 0..100u8 {
+            let mut s = Sample::empty(dev.clone(), Utc::now());
+            s.soc = Some(Percent(soc));
+            h.publish_sample(s);
+        }
+        for i in 0..5 {
+            h.publish_alert(&Alert {
+                kind: AlertKind::JobFailed,
+                severity: Severity::Warning,
+                device: None,
+                message: format!("a{i}"),
+                value: None,
+                threshold: None,
+                state: AlertState::Raised,
+                at: Utc::now(),
+            });
+        }
+        assert_eq!(h.dropped(), 2);
+        let work = take_work(&h.shared);
+        let states: Vec<&Msg> = work
+            .iter()
+            .filter(|m| m.topic == "marstek/d1/state")
+            .collect();
+        assert_eq!(states.len(), 1, "one state per device, the latest");
+        let v: Value = serde_json::from_slice(&states[0].payload).unwrap();
+        assert_eq!(v["soc"], 99);
+        assert!(v["last_seen"].as_str().unwrap().ends_with('Z'));
+        let alerts: Vec<&Msg> = work
+            .iter()
+            .filter(|m| m.topic == "marstek/bridge/alert")
+            .collect();
+        assert_eq!(alerts.len(), 3, "bounded queue keeps the newest");
+        assert!(
+            work.iter()
+                .any(|m| m.topic == "marstek/d1/availability" && m.payload == b"online")
+        );
+        assert!(take_work(&h.shared).is_empty(), "nothing twice");
+        assert!(!*h.connected().borrow());
+        cancel.cancel();
+    }
+
+    #[test]
+    fn invalid_settings_refuse_to_start() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = MqttSettings {
+                base_topic: "a/#".into(),
+                ..Default::default()
+            };
+            let service = CommandService::new(Fleet::default(), None, None, false);
+            let r = MqttBridge::start(s, service, RequestRouter::new(), CancellationToken::new());
+            assert!(matches!(r, Err(MqttError::Settings(e)) if e.contains("base_topic")));
+        });
     }
 }

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::clock::Clock;
 use super::settings::SchedulerSettings;
 use super::trigger::Trigger;
 use super::{
@@ -48,8 +47,6 @@ pub struct JobDeps {
     pub samples: broadcast::Sender<Sample>,
     /// Alert channel (morning check alerts).
     pub alerts: Option<AlertSender>,
-    /// Clock (unused by the actions themselves, which use the run's `started_at`).
-    pub clock: Arc<dyn Clock>,
 }
 
 /// Builds the registry of the standard jobs (four, five with `tempo_check`).

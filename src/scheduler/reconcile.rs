@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
 use super::jobs::idle_night_slot;
+use super::runner::SchedulerHandle;
 use super::settings::SchedulerSettings;
 use super::trigger::Trigger;
 use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
@@ -118,13 +119,13 @@ impl Reconciler {
 
     /// The intent in force for every battery now: a persisted intent set after the last mode
     /// fire and still valid wins; otherwise the schedule's mode (AUTO, or the idle MANUAL slot).
+    /// `schedule` is None when a mode job is paused or disabled: only persisted intents apply.
     pub async fn intents_now(
         &self,
-        auto: &Trigger,
-        manual: &Trigger,
+        schedule: Option<(&Trigger, &Trigger)>,
     ) -> Result<Vec<DesiredState>, crate::store::StoreError> {
         let now = self.clock.now();
-        let derived = mode_in_force(auto, manual, now);
+        let derived = schedule.and_then(|(auto, manual)| mode_in_force(auto, manual, now));
         let stored: HashMap<DeviceId, DesiredState> = self
             .store
             .desired_states()
@@ -166,7 +167,28 @@ impl Reconciler {
     /// Start-up reconciliation: persists the intents in force and re-applies them where the
     /// device reports another mode (or cannot be read). Returns one outcome per battery.
     pub async fn startup(&self, auto: &Trigger, manual: &Trigger) -> Vec<Value> {
-        let intents = match self.intents_now(auto, manual).await {
+        self.startup_with(Some((auto, manual))).await
+    }
+
+    /// Start-up reconciliation with the mode triggers in force in a scheduler; a paused or
+    /// disabled mode job derives nothing (only persisted intents are re-applied).
+    pub async fn startup_from(&self, scheduler: &SchedulerHandle) -> Vec<Value> {
+        let jobs = scheduler.list().await;
+        let active = |id: &str| jobs.iter().any(|j| j.id == id && j.enabled && !j.paused);
+        let auto = scheduler.trigger_of(JOB_SWITCH_TO_AUTO).await;
+        let manual = scheduler.trigger_of(JOB_SWITCH_TO_MANUAL_NIGHT).await;
+        match (auto, manual) {
+            (Some(a), Some(m))
+                if active(JOB_SWITCH_TO_AUTO) && active(JOB_SWITCH_TO_MANUAL_NIGHT) =>
+            {
+                self.startup_with(Some((&a, &m))).await
+            }
+            _ => self.startup_with(None).await,
+        }
+    }
+
+    async fn startup_with(&self, schedule: Option<(&Trigger, &Trigger)>) -> Vec<Value> {
+        let intents = match self.intents_now(schedule).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile_startup_failed");
@@ -273,18 +295,32 @@ impl Reconciler {
     /// raises `mode_drift` when the device reports another mode.
     pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
         let observed = sample.mode?;
-        let intent = self.intent(&sample.device)?;
-        if intent.config.mode() == observed {
+        let cached = self.intent(&sample.device)?;
+        if cached.config.mode() == observed {
             return None;
         }
-        // The cached intent may predate a command from another source (MQTT): reload before
-        // calling it drift, so a user's fresh choice is never undone.
-        self.refresh().await;
-        let intent = self.intent(&sample.device)?;
-        if intent.config.mode() == observed {
-            return None;
-        }
+        // Suspected drift: re-read the intent first, since another source (an MQTT command)
+        // may have replaced it since the cache was filled.
         let now = self.clock.now();
+        let intent = match self.store.desired_states().await {
+            Ok(list) => {
+                let fresh = list.into_iter().find(|d| d.device == sample.device);
+                if let Ok(mut m) = self.desired.lock() {
+                    match &fresh {
+                        Some(d) => m.insert(d.device.clone(), d.clone()),
+                        None => m.remove(&sample.device),
+                    };
+                }
+                fresh.filter(|d| valid_at(d, now))?
+            }
+            Err(e) => {
+                tracing::warn!(device = %sample.device, error = %e, "desired_state_not_loaded");
+                cached
+            }
+        };
+        if intent.config.mode() == observed {
+            return None;
+        }
         let recent = self
             .last_applied
             .lock()

@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{Mutex, Notify, Semaphore, watch};
+use tokio::sync::{Mutex, Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,6 +50,8 @@ pub struct JobView {
     pub last_run_at: Option<DateTime<Utc>>,
     /// Status of the last run (`completed`, `failed`, `missed`, `skipped`).
     pub last_status: Option<String>,
+    /// Error of the last run, when it failed or was missed (since this process started).
+    pub last_error: Option<String>,
 }
 
 struct JobState {
@@ -58,6 +60,7 @@ struct JobState {
     config_trigger: Trigger,
     enabled: bool,
     running: bool,
+    last_error: Option<String>,
 }
 
 /// (job id, scheduled instant) of a run.
@@ -81,6 +84,7 @@ struct Inner {
     job_cancel: CancellationToken,
     in_flight: StdMutex<InFlight>,
     snapshot: watch::Sender<serde_json::Value>,
+    finished: broadcast::Sender<JobRunRecord>,
 }
 
 /// Cheap-to-clone management API of a running scheduler (list, run now, pause, edit, preview).
@@ -156,11 +160,13 @@ impl Scheduler {
                     config_trigger,
                     enabled,
                     running: false,
+                    last_error: None,
                 },
             );
         }
         let workers = Arc::new(Semaphore::new(settings.max_workers.max(1)));
         let (snapshot, _) = watch::channel(serde_json::Value::Null);
+        let (finished, _) = broadcast::channel(64);
         let inner = Arc::new(Inner {
             settings,
             tz,
@@ -177,6 +183,7 @@ impl Scheduler {
             job_cancel: CancellationToken::new(),
             in_flight: StdMutex::new(BTreeMap::new()),
             snapshot,
+            finished,
         });
         inner.publish().await;
         Ok(Self {
@@ -430,6 +437,11 @@ impl Inner {
         let permit = self.workers.clone().acquire_owned().await.ok();
         let mut last = None;
         for t in times {
+            if self.stop.is_cancelled() && !run_now {
+                // Queued behind busy workers when shutdown began: not started, not claimed.
+                tracing::warn!(job_id = %job_id, scheduled_for = %t, "scheduled_job_not_started_shutdown");
+                continue;
+            }
             let started = self.clock.now();
             let decision = if run_now {
                 StartDecision::Run
@@ -438,13 +450,16 @@ impl Inner {
             };
             let outcome = match decision {
                 StartDecision::Missed { late } => self.record_missed(&job_id, t, late).await,
-                StartDecision::Run => self.run_once(&job_id, t, started).await,
+                StartDecision::Run => self.run_once(&job_id, t, started, run_now).await,
             };
             if let Some(run) = outcome {
+                // No subscriber is fine.
+                let _ = self.finished.send(run.clone());
                 let mut jobs = self.jobs.lock().await;
                 if let Some(st) = jobs.get_mut(&job_id) {
-                    st.record.last_run_at = Some(t);
+                    st.record.last_run_at = Some(run.scheduled_for);
                     st.record.last_status = Some(run.status.as_str().into());
+                    st.last_error = run.error.clone();
                 }
                 last = Some(run);
             }
@@ -515,6 +530,7 @@ impl Inner {
         job_id: &str,
         t: DateTime<Utc>,
         started: DateTime<Utc>,
+        manual: bool,
     ) -> Option<JobRunRecord> {
         let action = self.actions.get(job_id).cloned()?;
         let mut run = JobRunRecord {
@@ -527,7 +543,17 @@ impl Inner {
             result: None,
             error: None,
         };
-        match self.store.claim_run(&run).await {
+        let mut claimed = self.store.claim_run(&run).await;
+        // A run-now instant is not a schedule slot: on a clash (two requests in the same
+        // millisecond, or a frozen test clock) take the next free millisecond.
+        let mut tries = 0;
+        while manual && matches!(claimed, Ok(false)) && tries < 1000 {
+            tries += 1;
+            run.scheduled_for += chrono::TimeDelta::milliseconds(1);
+            claimed = self.store.claim_run(&run).await;
+        }
+        let t = run.scheduled_for;
+        match claimed {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(job_id, scheduled_for = %t, "scheduled_job_already_claimed");
@@ -638,6 +664,7 @@ impl Inner {
             next_run_local: next.map(|t| t.with_timezone(&self.tz).to_rfc3339()),
             last_run_at: st.record.last_run_at,
             last_status: st.record.last_status.clone(),
+            last_error: st.last_error.clone(),
         }
     }
 
@@ -700,6 +727,12 @@ impl SchedulerHandle {
     /// The retained `<base>/bridge/schedule` document, updated on every change and run.
     pub fn subscribe(&self) -> watch::Receiver<serde_json::Value> {
         self.inner.snapshot.subscribe()
+    }
+
+    /// Every finished, failed or missed run as it is recorded (e.g. the health job's result,
+    /// which the app publishes on `<base>/bridge/health`).
+    pub fn subscribe_runs(&self) -> broadcast::Receiver<JobRunRecord> {
+        self.inner.finished.subscribe()
     }
 
     /// The trigger in force for a job.

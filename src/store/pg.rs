@@ -349,10 +349,15 @@ impl Store for PgStore {
     }
 
     async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError> {
-        // One index probe per known device instead of scanning the time series.
+        // Skip scan over the primary key: a few index probes per device, never a full scan.
         let sql = format!(
-            "SELECT s.* FROM (SELECT DISTINCT device_id FROM battery_status) d \
-             CROSS JOIN LATERAL (SELECT {SAMPLE_COLUMNS} FROM battery_status b \
+            "WITH RECURSIVE d AS ( \
+               (SELECT device_id FROM battery_status ORDER BY device_id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT b.device_id FROM battery_status b \
+                       WHERE b.device_id > d.device_id ORDER BY b.device_id LIMIT 1) \
+               FROM d WHERE d.device_id IS NOT NULL) \
+             SELECT s.* FROM d CROSS JOIN LATERAL (SELECT {SAMPLE_COLUMNS} FROM battery_status b \
              WHERE b.device_id = d.device_id ORDER BY b.time DESC LIMIT 1) s \
              ORDER BY s.device_id"
         );

@@ -289,10 +289,19 @@ impl Store for SqliteStore {
     }
 
     async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError> {
+        // Skip scan over the primary key: a few index probes per device, never a full scan.
         let rows = sqlx::query(
-            "SELECT b.* FROM (SELECT device_id, MAX(time) AS t FROM battery_status \
-             GROUP BY device_id) m JOIN battery_status b \
-             ON b.device_id = m.device_id AND b.time = m.t ORDER BY b.device_id",
+            "WITH RECURSIVE d(device_id) AS ( \
+               SELECT (SELECT MIN(device_id) FROM battery_status) \
+               UNION ALL \
+               SELECT (SELECT MIN(b.device_id) FROM battery_status b \
+                       WHERE b.device_id > d.device_id) \
+               FROM d WHERE d.device_id IS NOT NULL) \
+             SELECT b.* FROM d CROSS JOIN battery_status b \
+             ON b.device_id = d.device_id \
+             AND b.time = (SELECT MAX(m.time) FROM battery_status m \
+                           WHERE m.device_id = d.device_id) \
+             ORDER BY b.device_id",
         )
         .fetch_all(&self.pool)
         .await?;

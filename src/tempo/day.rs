@@ -71,11 +71,41 @@ impl fmt::Display for TempoColour {
     }
 }
 
-/// Whether `date` may be red: a weekday (Mon–Fri) between Nov 1 and Mar 31.
+/// Whether `date` may be red: a weekday (Mon–Fri) between Nov 1 and Mar 31, not a French
+/// public holiday.
 pub fn red_possible(date: NaiveDate) -> bool {
     let in_season = date.month() >= 11 || date.month() <= 3;
     let weekday = !matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
-    in_season && weekday
+    in_season && weekday && !public_holiday_in_red_season(date)
+}
+
+/// French public holidays that can fall in the red season: Nov 1, Nov 11, Dec 25, Jan 1 and
+/// Easter Monday (late March in some years).
+pub fn public_holiday_in_red_season(date: NaiveDate) -> bool {
+    let fixed = matches!(
+        (date.month(), date.day()),
+        (11, 1) | (11, 11) | (12, 25) | (1, 1)
+    );
+    fixed || easter_sunday(date.year()).and_then(|e| e.succ_opt()) == Some(date)
+}
+
+/// Easter Sunday of `year` (Gregorian calendar, anonymous algorithm).
+pub fn easter_sunday(year: i32) -> Option<NaiveDate> {
+    let a = year.rem_euclid(19);
+    let b = year.div_euclid(100);
+    let c = year.rem_euclid(100);
+    let d = b / 4;
+    let e = b % 4;
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15).rem_euclid(30);
+    let i = c / 4;
+    let k = c % 4;
+    let l = (32 + 2 * e + 2 * i - h - k).rem_euclid(7);
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
 }
 
 /// Why no colour in `colours` can fall on `date`, or None when one can.
@@ -87,6 +117,8 @@ pub fn skip_reason(date: NaiveDate, colours: &[TempoColour]) -> Option<String> {
     let why = if colours.contains(&TempoColour::Red) {
         if date.month() >= 4 && date.month() <= 10 {
             "red days only fall between Nov 1 and Mar 31"
+        } else if public_holiday_in_red_season(date) {
+            "red days never fall on a public holiday"
         } else {
             "red days only fall on weekdays (Mon-Fri)"
         }
@@ -241,6 +273,11 @@ mod tests {
         assert!(red_possible(d("2027-03-31"))); // Wednesday, last day of season
         assert!(!red_possible(d("2027-04-01"))); // Thursday, out of season
         assert!(!red_possible(d("2026-10-30"))); // Friday, out of season
+        assert!(!red_possible(d("2026-12-25"))); // Friday, Christmas
+        assert!(!red_possible(d("2027-01-01"))); // Friday, New Year
+        assert!(!red_possible(d("2026-11-11"))); // Wednesday, Armistice
+        assert!(!red_possible(d("2027-03-29"))); // Easter Monday 2027
+        assert!(red_possible(d("2027-03-30"))); // the Tuesday after
         assert!(TempoColour::White.possible_on(d("2026-12-05")));
         assert!(!TempoColour::White.possible_on(d("2026-12-06")));
         assert!(TempoColour::Blue.possible_on(d("2026-12-06")));
@@ -256,6 +293,16 @@ mod tests {
         assert!(why.contains("weekdays"), "{why}");
         assert!(skip_reason(d("2026-12-05"), &[TempoColour::Red, TempoColour::White]).is_none());
         assert!(skip_reason(d("2026-12-06"), &[]).is_some());
+    }
+
+    #[test]
+    fn easter_dates() {
+        assert_eq!(easter_sunday(2024), Some(d("2024-03-31")));
+        assert_eq!(easter_sunday(2026), Some(d("2026-04-05")));
+        assert_eq!(easter_sunday(2027), Some(d("2027-03-28")));
+        assert_eq!(easter_sunday(2038), Some(d("2038-04-25")));
+        let why = skip_reason(d("2026-12-25"), &[TempoColour::Red]).unwrap();
+        assert!(why.contains("public holiday"), "{why}");
     }
 
     #[test]

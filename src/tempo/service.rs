@@ -250,6 +250,41 @@ impl TempoService {
         Ok(self.publish(now, Some(&decision), dry_run).await)
     }
 
+    /// Bridge actions `tempo/get` (payload ignored) and `tempo/refresh` (`{"dry_run": bool}`,
+    /// optional); any other payload shape or action is refused with a reason and changes nothing.
+    pub async fn request(&self, action: &str, payload: &Value) -> Result<Value, String> {
+        match action {
+            "tempo/get" => Ok(self.get().await),
+            "tempo/refresh" => {
+                let dry_run = match payload {
+                    Value::Null => false,
+                    Value::Object(map) => {
+                        if let Some(k) = map
+                            .keys()
+                            .find(|k| !matches!(k.as_str(), "dry_run" | "transaction"))
+                        {
+                            return Err(format!(
+                                "unknown field '{k}' (allowed: dry_run, transaction)"
+                            ));
+                        }
+                        match map.get("dry_run") {
+                            None | Some(Value::Null) => false,
+                            Some(Value::Bool(b)) => *b,
+                            Some(other) => {
+                                return Err(format!("dry_run must be true or false, got {other}"));
+                            }
+                        }
+                    }
+                    other => return Err(format!("payload must be a JSON object, got {other}")),
+                };
+                self.refresh(dry_run).await.map_err(|e| e.to_string())
+            }
+            other => Err(format!(
+                "unknown action '{other}' (allowed: tempo/get, tempo/refresh)"
+            )),
+        }
+    }
+
     /// Decides about tomorrow: fetch, and with `cancel` given, wait for each retry time of the
     /// plan while the colour is unknown; at the deadline apply the fail-safe and raise
     /// `tempo_unknown`. Persists the decision unless `dry_run`.

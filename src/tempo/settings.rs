@@ -105,7 +105,7 @@ pub struct TempoSettings {
     pub timeout: Duration,
     /// Extra attempts per source after a transient failure (timeout, 429, 5xx).
     pub retries: u32,
-    /// First backoff between attempts; doubles each time, plus up to 50 % random jitter.
+    /// First backoff between attempts; doubles each time (at most 60s), plus up to 50 % jitter.
     #[serde(with = "humantime_serde")]
     pub backoff: Duration,
     /// Local (Europe/Paris) times to ask again while tomorrow is unknown; the last is the deadline.

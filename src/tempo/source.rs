@@ -100,9 +100,14 @@ impl Http {
     }
 }
 
-/// `base × 2^attempt` plus up to 50 % jitter.
+/// Longest wait between two attempts, before jitter.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// `base × 2^attempt` (at most 60 s) plus up to 50 % jitter.
 fn backoff_delay(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let exp = base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_BACKOFF);
     let jitter_max = exp.as_millis().min(u64::MAX as u128) as u64 / 2;
     let jitter = if jitter_max > 0 {
         rand::rng().random_range(0..=jitter_max)
@@ -577,5 +582,10 @@ mod tests {
             assert!(d.as_millis() as u64 >= exp && d.as_millis() as u64 <= exp * 3 / 2);
         }
         assert_eq!(backoff_delay(Duration::ZERO, 3), Duration::ZERO);
+        let capped = backoff_delay(Duration::from_secs(10), 10);
+        assert!(
+            capped >= MAX_BACKOFF && capped <= MAX_BACKOFF * 3 / 2,
+            "{capped:?}"
+        );
     }
 }
