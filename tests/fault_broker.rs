@@ -51,7 +51,11 @@ async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
     let first = w
         .next_matching(Duration::from_secs(30), |s| s.topic == dev_state)
         .await;
-    assert!(first.is_some(), "no first state; log:\n{}", bridge.log_text());
+    assert!(
+        first.is_some(),
+        "no first state; log:\n{}",
+        bridge.log_text()
+    );
 
     let mut recoveries = Vec::new();
     for cycle in 1..=5 {

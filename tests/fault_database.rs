@@ -99,7 +99,11 @@ async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
         rows(&db.url).await.is_some_and(|n| n as f64 >= during)
     })
     .await;
-    assert!(caught_up, "backlog not written; log:\n{}", bridge.log_text());
+    assert!(
+        caught_up,
+        "backlog not written; log:\n{}",
+        bridge.log_text()
+    );
     eprintln!(
         "database outage 30 s: {} samples produced meanwhile, backlog written {:?} after restore",
         during - before,

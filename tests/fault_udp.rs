@@ -44,7 +44,11 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     let first = w
         .next_matching(Duration::from_secs(30), |s| s.topic == lossy_state)
         .await;
-    assert!(first.is_some(), "no first state; log:\n{}", bridge.log_text());
+    assert!(
+        first.is_some(),
+        "no first state; log:\n{}",
+        bridge.log_text()
+    );
     sim.set_faults(0, faults);
 
     // 12 s of polling under loss and jitter.
@@ -70,8 +74,14 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
         stats.received, stats.dropped, stats.replied
     );
     assert!(stats.dropped > 0, "the loss fault dropped datagrams");
-    assert!(lossy >= 3, "the lossy device is still polled ({lossy} states)");
-    assert!(healthy >= 8, "the healthy device is unaffected ({healthy} states)");
+    assert!(
+        lossy >= 3,
+        "the lossy device is still polled ({lossy} states)"
+    );
+    assert!(
+        healthy >= 8,
+        "the healthy device is unaffected ({healthy} states)"
+    );
 
     // Commands to the lossy device: every one gets a response.
     let resp_topic = format!("{base}/d0000/response");

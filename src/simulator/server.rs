@@ -88,8 +88,9 @@ impl SimFaults {
                     f.loss = Some(v);
                 }
                 other if other.starts_with("jitter=") => {
-                    let v = humantime::parse_duration(&other["jitter=".len()..])
-                        .map_err(|e| format!("'{other}': jitter must be a duration like 500ms ({e})"))?;
+                    let v = humantime::parse_duration(&other["jitter=".len()..]).map_err(|e| {
+                        format!("'{other}': jitter must be a duration like 500ms ({e})")
+                    })?;
                     f.jitter = Some(v);
                 }
                 other => {
