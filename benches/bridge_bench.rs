@@ -47,10 +47,12 @@ struct Latency {
 #[derive(Debug, Clone, serde::Serialize)]
 struct FleetRun {
     devices: usize,
+    mqtt_qos: u8,
     discovery: String,
     status_interval_s: u64,
     startup_to_first_state_ms: f64,
     startup_to_all_states_ms: f64,
+    devices_publishing: usize,
     window_s: f64,
     state_publishes_in_window: usize,
     full_rounds: usize,
@@ -100,6 +102,7 @@ async fn fleet_run(
     discovery: &str,
     window: Duration,
     commands: usize,
+    qos: u8,
 ) -> anyhow::Result<FleetRun> {
     let sim = Simulator::start(SimConfig {
         devices: n,
@@ -115,6 +118,7 @@ async fn fleet_run(
     let mut setup = BridgeSetup::new(broker_addr(), &base, &db.url);
     setup.devices = aliases(&sim.addrs());
     setup.discovery = discovery.to_string();
+    setup.qos = qos;
     let dir = tempfile::tempdir()?;
     let config = setup.write(dir.path());
     let mut w = Watcher::start(
@@ -136,13 +140,14 @@ async fn fleet_run(
         .ok_or_else(|| anyhow::anyhow!("no state in 60 s; log:\n{}", bridge.log_text()))?;
     let startup = first.at.duration_since(bridge.started);
     let mut seen: HashSet<String> = state_of(&first).into_iter().collect();
-    let limit = Instant::now() + Duration::from_secs(90);
+    // Every device once, or as many as managed within 45 s (the shortfall is reported).
+    let limit = Instant::now() + Duration::from_secs(45);
     while seen.len() < n {
         let left = limit.saturating_duration_since(Instant::now());
-        let s = w
-            .next_matching(left, |s| s.topic.ends_with("/state"))
-            .await
-            .ok_or_else(|| anyhow::anyhow!("only {} of {n} devices published", seen.len()))?;
+        let Some(s) = w.next_matching(left, |s| s.topic.ends_with("/state")).await else {
+            eprintln!("only {} of {n} devices published within 45 s", seen.len());
+            break;
+        };
         if let Some(d) = state_of(&s) {
             seen.insert(d);
         }
@@ -168,7 +173,7 @@ async fn fleet_run(
     // Full rounds only: the first and last cluster may be cut by the window.
     let mut full: Vec<f64> = all_rounds
         .iter()
-        .filter(|(c, _)| *c >= n)
+        .filter(|(c, _)| *c >= seen.len().max(1))
         .map(|(_, d)| ms(*d))
         .collect();
     full.sort_by(|a, b| a.total_cmp(b));
@@ -179,7 +184,11 @@ async fn fleet_run(
         let (mut ok, mut errors, mut timeouts) = (0, 0, 0);
         for i in 0..commands {
             let dev = &setup.devices[i % n].0;
-            let mode = if (i / n) % 2 == 0 { "ups" } else { "auto" };
+            let mode = if (i / n).is_multiple_of(2) {
+                "ups"
+            } else {
+                "auto"
+            };
             let id = format!("c{i}");
             let payload = json!({"mode": mode, "id": id}).to_string();
             let topic = format!("{base}/{dev}/set");
@@ -236,10 +245,12 @@ async fn fleet_run(
     db.drop_now().await;
     Ok(FleetRun {
         devices: n,
+        mqtt_qos: qos,
         discovery: discovery.to_string(),
         status_interval_s: 5,
         startup_to_first_state_ms: ms(startup),
         startup_to_all_states_ms: ms(all_states),
+        devices_publishing: seen.len(),
         window_s: elapsed,
         state_publishes_in_window: times.len(),
         full_rounds: full.len(),
@@ -349,8 +360,8 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
         m["memory_gib"]
     ));
     s.push_str("## Fleet runs\n\n");
-    s.push_str("| devices | discovery | start-up → first state (ms) | → all states (ms) | poll round median / max (ms) | CPU (% of one core) | CPU s/min | peak RSS (MB) | target |\n");
-    s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("| devices (publishing) | discovery | QoS | start-up → first state (ms) | → all states (ms) | poll round median / max (ms) | CPU (% of one core) | CPU s/min | peak RSS (MB) | target |\n");
+    s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in runs {
         let target = match r.devices {
             10 => "RSS ≤ 15 MB; start-up ≤ 200 ms + device latency",
@@ -358,9 +369,11 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
             _ => "start-up ≤ 200 ms + device latency",
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
+            "| {} ({}) | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
             r.devices,
+            r.devices_publishing,
             r.discovery,
+            r.mqtt_qos,
             fmt(r.startup_to_first_state_ms, 0),
             fmt(r.startup_to_all_states_ms, 0),
             fmt(r.round_ms_median, 1),
@@ -372,13 +385,14 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
         ));
     }
     s.push_str("\n## Command latency (`/set` → `/response`, sequential, pacing off)\n\n");
-    s.push_str("| devices | commands | ok / error / timeout | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | target |\n");
-    s.push_str("|---:|---:|---|---:|---:|---:|---:|---|\n");
+    s.push_str("| devices | bridge MQTT QoS | commands | ok / error / timeout | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | target |\n");
+    s.push_str("|---:|---:|---:|---|---:|---:|---:|---:|---|\n");
     for r in runs {
         if let Some(l) = &r.command_latency {
             s.push_str(&format!(
-                "| {} | {} | {} / {} / {} | {} | {} | {} | {} | p50 ≤ 2 ms, p99 ≤ 10 ms |\n",
+                "| {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | p50 ≤ 2 ms, p99 ≤ 10 ms |\n",
                 r.devices,
+                r.mqtt_qos,
                 l.commands,
                 l.ok,
                 l.errors,
@@ -430,11 +444,18 @@ fn main() -> anyhow::Result<()> {
                 1000 => 200,
                 _ => 200,
             };
-            let r = fleet_run(n, "entity", window, commands).await?;
+            let r = fleet_run(n, "entity", window, commands, 1).await?;
             eprintln!("{}", serde_json::to_string(&r)?);
             runs.push(r);
+            if n == 10 {
+                // The bridge publishing at QoS 0: no PUBACK from mosquitto, so its Nagle
+                // (`set_tcp_nodelay false` by default) cannot hold the next `/set`.
+                let r = fleet_run(n, "entity", Duration::from_secs(6), 1000, 0).await?;
+                eprintln!("{}", serde_json::to_string(&r)?);
+                runs.push(r);
+            }
             if n == 1000 {
-                let r = fleet_run(n, "off", window, 0).await?;
+                let r = fleet_run(n, "off", window, 0, 1).await?;
                 eprintln!("{}", serde_json::to_string(&r)?);
                 runs.push(r);
             }

@@ -86,9 +86,9 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     // Commands to the lossy device: every one gets a response.
     let resp_topic = format!("{base}/d0000/response");
     let (mut ok, mut err) = (0, 0);
-    for i in 0..8 {
+    for i in 0..8u32 {
         let id = format!("u{i}");
-        let mode = if i % 2 == 0 { "ups" } else { "auto" };
+        let mode = if i.is_multiple_of(2) { "ups" } else { "auto" };
         w.client
             .publish(
                 format!("{base}/d0000/set"),

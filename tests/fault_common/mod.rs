@@ -33,6 +33,8 @@ pub struct BridgeSetup {
     pub http_listen: Option<SocketAddr>,
     /// `[logging] level`.
     pub log_level: String,
+    /// `[mqtt] qos` of the bridge's publishes and subscriptions (0, 1 or 2).
+    pub qos: u8,
     /// Extra TOML appended verbatim (e.g. `[scheduler.jobs.x]` tables).
     pub extra: String,
 }
@@ -50,6 +52,7 @@ impl BridgeSetup {
             request_timeout: "500ms".into(),
             http_listen: None,
             log_level: "warn".into(),
+            qos: 1,
             extra: String::new(),
         }
     }
@@ -71,6 +74,7 @@ client_id = "{base}"
 base_topic = "{base}"
 discovery_prefix = "{base}_ha"
 discovery = "{disc}"
+qos = {qos}
 reconnect_min = "100ms"
 reconnect_max = "500ms"
 status_interval = "{interval}"
@@ -105,6 +109,7 @@ enabled = false
             db = self.database_url,
             timeout = self.request_timeout,
             level = self.log_level,
+            qos = self.qos,
         );
         if let Some(h) = self.http_listen {
             s.push_str(&format!("\n[http]\nlisten = \"{h}\"\n"));
