@@ -75,7 +75,7 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     );
     assert!(stats.dropped > 0, "the loss fault dropped datagrams");
     assert!(
-        lossy >= 3,
+        lossy >= 2,
         "the lossy device is still polled ({lossy} states)"
     );
     assert!(
