@@ -33,7 +33,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub firmware: Option<i64>,
     /// Comma-separated faults (drop-first, quiet-gap, concurrency, duplicate, late, silent,
-    /// malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode).
+    /// malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode,
+    /// loss[=0.3], jitter[=500ms]).
     #[arg(long, default_value = "")]
     pub faults: String,
     /// Initial state of charge, %.

@@ -49,12 +49,17 @@ pub struct SimFaults {
     pub omit_macs: bool,
     /// Send `mode` as an integer code.
     pub integer_mode: bool,
+    /// Drop this fraction (0.0–1.0) of requests at random (lossy Wi-Fi).
+    pub loss: Option<f64>,
+    /// Delay every reply by a random time up to this much (uniform), on top of `late_replies`.
+    pub jitter: Option<Duration>,
 }
 
 impl SimFaults {
     /// Parses a comma-separated list: `drop-first`, `quiet-gap`, `concurrency`, `duplicate`,
     /// `late`, `silent`, `malformed`, `api-disabled`, `listen-port-only`, `id-wrap`,
-    /// `freeze-on-empty`, `omit-macs`, `integer-mode`.
+    /// `freeze-on-empty`, `omit-macs`, `integer-mode`, `loss[=FRACTION]` (default 0.3),
+    /// `jitter[=DURATION]` (default 500ms).
     pub fn parse_list(s: &str) -> Result<Self, String> {
         let mut f = SimFaults::default();
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -72,9 +77,25 @@ impl SimFaults {
                 "freeze-on-empty" => f.freeze_on_empty = true,
                 "omit-macs" => f.omit_macs = true,
                 "integer-mode" => f.integer_mode = true,
+                "loss" => f.loss = Some(0.3),
+                "jitter" => f.jitter = Some(Duration::from_millis(500)),
+                other if other.starts_with("loss=") => {
+                    let v = other["loss=".len()..]
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| (0.0..=1.0).contains(v))
+                        .ok_or_else(|| format!("'{other}': loss must be a fraction 0.0 to 1.0"))?;
+                    f.loss = Some(v);
+                }
+                other if other.starts_with("jitter=") => {
+                    let v = humantime::parse_duration(&other["jitter=".len()..]).map_err(|e| {
+                        format!("'{other}': jitter must be a duration like 500ms ({e})")
+                    })?;
+                    f.jitter = Some(v);
+                }
                 other => {
                     return Err(format!(
-                        "unknown fault '{other}' (drop-first, quiet-gap, concurrency, duplicate, late, silent, malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode)"
+                        "unknown fault '{other}' (drop-first, quiet-gap, concurrency, duplicate, late, silent, malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode, loss[=0.3], jitter[=500ms])"
                     ));
                 }
             }
@@ -240,6 +261,9 @@ impl SimDevice {
             let gap_drop = faults
                 .drop_within_quiet_gap
                 .is_some_and(|g| net.last_reply.is_some_and(|t| now.duration_since(t) < g));
+            let lost = faults
+                .loss
+                .is_some_and(|p| rand::random::<f64>() < p.clamp(0.0, 1.0));
             net.last_request = Some(now);
             bytes.is_empty()
                 || net.frozen
@@ -249,6 +273,7 @@ impl SimDevice {
                 || idle_drop
                 || conc_drop
                 || gap_drop
+                || lost
         };
         if drop_it {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +322,17 @@ impl SimDevice {
         lock(&self.net).last_reply = Some(now);
         let copies = if faults.duplicate_replies { 2 } else { 1 };
         (0..copies)
-            .map(|_| (out.clone(), faults.late_replies))
+            .map(|_| {
+                let jitter = faults
+                    .jitter
+                    .filter(|j| !j.is_zero())
+                    .map(|j| j.mul_f64(rand::random::<f64>()));
+                let delay = match (faults.late_replies, jitter) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+                (out.clone(), delay)
+            })
             .collect()
     }
 
@@ -686,5 +721,52 @@ impl SimHandle {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod fault_option_tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_jitter_parse_with_defaults_and_values() {
+        let f = SimFaults::parse_list("loss,jitter").unwrap();
+        assert_eq!(f.loss, Some(0.3));
+        assert_eq!(f.jitter, Some(Duration::from_millis(500)));
+        let f = SimFaults::parse_list("loss=0.5, jitter=2s").unwrap();
+        assert_eq!(f.loss, Some(0.5));
+        assert_eq!(f.jitter, Some(Duration::from_secs(2)));
+        assert!(SimFaults::parse_list("loss=1.5").is_err());
+        assert!(SimFaults::parse_list("loss=x").is_err());
+        assert!(SimFaults::parse_list("jitter=soon").is_err());
+    }
+
+    #[tokio::test]
+    async fn full_loss_drops_everything_and_jitter_still_answers() {
+        let sim = Simulator::start(SimConfig {
+            devices: 2,
+            addressing: Addressing::Ports {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                base_port: 0,
+            },
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        sim.update_faults(0, |f| f.loss = Some(1.0));
+        sim.update_faults(1, |f| f.jitter = Some(Duration::from_millis(50)));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let req = br#"{"id":1,"method":"Marstek.GetDevice","params":{"ble_mac":"0"}}"#;
+        let addrs = sim.addrs();
+        sock.send_to(req, addrs[0]).await.unwrap();
+        sock.send_to(req, addrs[1]).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (_, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .expect("jittered device answers")
+            .unwrap();
+        assert_eq!(from, addrs[1]);
+        assert_eq!(sim.stats(0).unwrap().dropped, 1);
+        assert_eq!(sim.stats(0).unwrap().replied, 0);
     }
 }

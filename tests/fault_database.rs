@@ -1,0 +1,152 @@
+//! Fault drill: the PostgreSQL connection of a running bridge (child process, 20 simulated
+//! batteries polled every second) is cut for 30 s through a `TcpProxy`. The bridge must keep
+//! running, buffer the telemetry and, after the database comes back, write every sample it
+//! produced (`marstek_samples_total` from `/metrics` against `count(*)` of `battery_status`).
+//! Prints the time from restore to the backlog being written.
+
+mod fault_common;
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use fault_common::{
+    BridgeProcess, BridgeSetup, aliases, broker_addr, free_addr, metric, unique_base,
+};
+use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
+use sqlx::Connection;
+use support::{TcpProxy, TestPgDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
+const DEVICES: usize = 20;
+
+async fn rows(url: &str) -> Option<i64> {
+    let mut c = sqlx::PgConnection::connect(url).await.ok()?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM battery_status")
+        .fetch_one(&mut c)
+        .await
+        .ok()?;
+    let _ = c.close().await;
+    Some(n)
+}
+
+/// Polls `f` every 100 ms until it returns Some(true) or `limit` passes; returns the last value.
+async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
+    let sim = Simulator::start(SimConfig {
+        devices: DEVICES,
+        addressing: Addressing::Ports {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: 0,
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let db = TestPgDb::create("fault_db").await;
+    let (proxy_addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = unique_base("fault_db");
+    let http = free_addr();
+    let mut setup = BridgeSetup::new(broker_addr(), &base, &db.url_via(proxy_addr));
+    setup.devices = aliases(&sim.addrs());
+    setup.status_interval = "1s".into();
+    setup.http_listen = Some(http);
+    let config = setup.write(dir.path());
+    let mut bridge = BridgeProcess::spawn(BIN, &config, dir.path());
+
+    let flowing = wait_until(Duration::from_secs(30), || async {
+        rows(&db.url).await.is_some_and(|n| n >= DEVICES as i64)
+    })
+    .await;
+    assert!(flowing, "no telemetry rows; log:\n{}", bridge.log_text());
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let before = metric(http, "marstek_samples_total").await.unwrap_or(0.0);
+    // The outage itself: 30 s of wall time with the bridge polling into its buffer.
+    while cut_at.elapsed() < Duration::from_secs(30) {
+        assert!(
+            bridge.try_exit().is_none(),
+            "bridge exited during the outage; log:\n{}",
+            bridge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during = metric(http, "marstek_samples_total").await.unwrap_or(0.0);
+    assert!(
+        during > before + DEVICES as f64,
+        "polling went on during the outage ({before} → {during} samples)"
+    );
+    proxy.restore();
+    let restored = Instant::now();
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        rows(&db.url).await.is_some_and(|n| n as f64 >= during)
+    })
+    .await;
+    assert!(
+        caught_up,
+        "backlog not written; log:\n{}",
+        bridge.log_text()
+    );
+    eprintln!(
+        "database outage 30 s: {} samples produced meanwhile, backlog written {:?} after restore",
+        during - before,
+        restored.elapsed()
+    );
+
+    // Quiesce: silence the devices, wait for the sample counter to settle, then compare.
+    for i in 0..DEVICES {
+        sim.set_silent(i, true);
+    }
+    let mut last = -1.0;
+    let mut settled = false;
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        // Longer than the 1 s status interval: an unchanged counter means polling has stopped.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = metric(http, "marstek_samples_total").await.unwrap_or(-2.0);
+        if now == last {
+            settled = true;
+            break;
+        }
+        last = now;
+    }
+    assert!(settled, "sample counter never settled");
+    let total = last;
+    let written = wait_until(Duration::from_secs(20), || async {
+        rows(&db.url).await.is_some_and(|n| n as f64 >= total)
+    })
+    .await;
+    let n = rows(&db.url).await.unwrap_or(-1);
+    eprintln!("database outage: {total} samples produced, {n} rows stored");
+    assert!(written, "lost samples: {total} produced, {n} rows");
+    let dropped = metric(http, "marstek_store_dropped_samples")
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(dropped, 0.0, "the writer dropped samples within its bound");
+    assert!(bridge.try_exit().is_none(), "bridge still running");
+    let status = bridge.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "orderly exit: {status:?}"
+    );
+    sim.shutdown().await;
+    drop(proxy);
+    db.drop_now().await;
+}
