@@ -77,7 +77,6 @@ discovery = "{disc}"
 qos = {qos}
 reconnect_min = "100ms"
 reconnect_max = "500ms"
-status_interval = "{interval}"
 queue_capacity = 100000
 
 [database]
