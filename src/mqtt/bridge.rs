@@ -526,11 +526,21 @@ async fn run_eventloop(
     tracing::info!("mqtt_stopped");
 }
 
+/// Shortest time between two discovery passes: devices identifying themselves one after the
+/// other (a large fleet at start-up) are folded into one pass instead of one pass each.
+const DISCOVERY_MIN_GAP: Duration = Duration::from_secs(1);
+
 /// Everything the publisher must send now, taken from the outbox under the lock.
+#[cfg(test)]
 fn take_work(shared: &Shared) -> Vec<Msg> {
+    take_work_with(shared, true)
+}
+
+/// Like [`take_work`]; a pending discovery pass is left for later unless `discovery_due`.
+fn take_work_with(shared: &Shared, discovery_due: bool) -> Vec<Msg> {
     let mut o = shared.lock();
     let mut work = Vec::new();
-    if o.discovery_dirty {
+    if o.discovery_dirty && discovery_due {
         o.discovery_dirty = false;
         work.extend(discovery_messages(shared, &mut o));
     }
@@ -649,6 +659,7 @@ async fn on_session(shared: &Shared, client: &AsyncClient) {
 async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
     let mut conn = shared.connected.subscribe();
     let mut session_seen = 0;
+    let mut last_discovery: Option<Instant> = None;
     loop {
         if shared.cancel.is_cancelled() {
             break;
@@ -665,12 +676,21 @@ async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
             session_seen = session;
             on_session(&shared, &client).await;
         }
-        let work = take_work(&shared);
+        let discovery_due = last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_MIN_GAP);
+        let pending = shared.lock().discovery_dirty;
+        let work = take_work_with(&shared, discovery_due);
+        if pending && discovery_due {
+            last_discovery = Some(Instant::now());
+        }
         if work.is_empty() {
+            let retry = (pending && !discovery_due)
+                .then(|| last_discovery.map(|t| t + DISCOVERY_MIN_GAP))
+                .flatten();
             tokio::select! {
                 _ = shared.cancel.cancelled() => break,
                 _ = shared.notify.notified() => {}
                 _ = conn.changed() => {}
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {}
             }
             continue;
         }
