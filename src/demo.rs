@@ -14,7 +14,7 @@ use anyhow::Context;
 use crate::app::{self, Running};
 use crate::broker;
 use crate::config::{DeviceConfig, Settings};
-use crate::simulator::{Addressing, SimConfig, SimProfile, Simulator};
+use crate::simulator::{SimConfig, SimProfile, Simulator};
 
 /// `demo`: run simulated batteries, a broker if needed, and the bridge.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,10 +66,6 @@ pub async fn run(
         let sim = Simulator::start(SimConfig {
             profile,
             devices: 1,
-            addressing: Addressing::Ports {
-                ip: Ipv4Addr::LOCALHOST.into(),
-                base_port: 0,
-            },
             initial_soc: 35.0 + 20.0 * n as f64,
             mac_seed: Some(0xde30 + n as u32),
             ..SimConfig::default()

@@ -7,11 +7,10 @@
 mod fault_common;
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
+use marstek_bridge::simulator::{SimConfig, Simulator};
 use support::TcpProxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
@@ -20,10 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
     let sim = Simulator::start(SimConfig {
         devices: 2,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: 0,
-        },
         ..SimConfig::default()
     })
     .await

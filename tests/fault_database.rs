@@ -7,13 +7,12 @@
 mod fault_common;
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use fault_common::{
     BridgeProcess, BridgeSetup, aliases, broker_addr, free_addr, metric, unique_base,
 };
-use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
+use marstek_bridge::simulator::{SimConfig, Simulator};
 use sqlx::Connection;
 use support::{TcpProxy, TestPgDb};
 
@@ -50,10 +49,6 @@ where
 async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
     let sim = Simulator::start(SimConfig {
         devices: DEVICES,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: 0,
-        },
         ..SimConfig::default()
     })
     .await

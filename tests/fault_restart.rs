@@ -8,12 +8,11 @@
 mod fault_common;
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fault_common::{BridgeProcess, BridgeSetup, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
+use marstek_bridge::simulator::{SimConfig, Simulator};
 use sqlx::Connection;
 use support::TestPgDb;
 
@@ -51,10 +50,6 @@ async fn wait_runs(url: &str, limit: Duration, pred: impl Fn(&[Run]) -> bool) ->
 async fn sigkill_mid_schedule_and_restart_runs_no_instant_twice() {
     let sim = Simulator::start(SimConfig {
         devices: 1,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: 0,
-        },
         ..SimConfig::default()
     })
     .await

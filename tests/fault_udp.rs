@@ -5,11 +5,10 @@
 
 mod fault_common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{Addressing, SimConfig, SimFaults, Simulator};
+use marstek_bridge::simulator::{SimConfig, SimFaults, Simulator};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -19,10 +18,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     let sim = Simulator::start(SimConfig {
         devices: 2,
-        addressing: Addressing::Ports {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            base_port: 0,
-        },
         ..SimConfig::default()
     })
     .await
