@@ -128,8 +128,6 @@ pub struct Core {
     pub commands: CommandService,
     /// Every sample of every battery.
     pub samples: broadcast::Sender<Sample>,
-    /// Alert events from every part.
-    pub alerts: AlertSender,
     /// Telemetry writer statistics.
     pub writer: WriterHandle,
 }
@@ -220,7 +218,6 @@ pub async fn build_core(
         fleet,
         commands,
         samples,
-        alerts,
         writer,
     })
 }
