@@ -15,7 +15,8 @@ use marstek_bridge::domain::{
 };
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
 use marstek_bridge::mqtt::{
-    DiscoveryStyle, MqttBridge, MqttHandle, MqttSettings, RequestRouter, handler,
+    DiscoveryStyle, MqttBridge, MqttHandle, MqttSettings, RequestRouter,
+    discovery::parse_topic_list, handler,
 };
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimSnapshot, Simulator};
 use rand::Rng;
@@ -395,12 +396,7 @@ async fn discovery_configs_are_retained_and_complete() {
                 m.topic.ends_with("/bridge/discovery")
             })
             .await;
-        let topics: Vec<String> = list.json()["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap().to_string())
-            .collect();
+        let topics = parse_topic_list(&list.payload, &prefix);
         match style {
             DiscoveryStyle::Entity => assert!(topics.len() > 25, "{topics:?}"),
             _ => assert_eq!(topics.len(), 2),
@@ -929,15 +925,10 @@ async fn ha_birth_republishes_and_removed_devices_are_cleared() {
     let b = start_bridge(settings(&base, &prefix, BROKER.1), &rig).await;
     let list = p
         .wait("list", WAIT, |m| m.topic.ends_with("/bridge/discovery"))
-        .await
-        .json();
-    let c_topics: Vec<String> = list["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t.as_str())
+        .await;
+    let c_topics: Vec<String> = parse_topic_list(&list.payload, &prefix)
+        .into_iter()
         .filter(|t| t.contains("_devc/"))
-        .map(str::to_string)
         .collect();
     assert!(!c_topics.is_empty());
     let _ = p.collect_until_quiet(Duration::from_millis(200)).await;
@@ -965,15 +956,9 @@ async fn ha_birth_republishes_and_removed_devices_are_cleared() {
     }
     let list = p
         .wait("new list", WAIT, |m| m.topic.ends_with("/bridge/discovery"))
-        .await
-        .json();
-    assert!(
-        list["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| !t.as_str().unwrap().contains("_devc/"))
-    );
+        .await;
+    let topics = parse_topic_list(&list.payload, &prefix);
+    assert!(!topics.is_empty() && topics.iter().all(|t| !t.contains("_devc/")));
     b.stop().await;
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }

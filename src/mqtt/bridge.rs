@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::commands::{
     self, Action, CommandResponse, DEFAULT_PASSIVE_SECONDS, Parsed, Refusal, intent_for,
 };
-use super::discovery::{self, Entity, HaDevice};
+use super::discovery::{self, Entity};
 use super::requests::RequestRouter;
 use super::settings::MqttSettings;
 use super::topics::{Incoming, Topics};
@@ -86,15 +86,45 @@ struct Outbox {
     retained: BTreeMap<String, Vec<u8>>,
     dirty_retained: BTreeSet<String>,
     events: VecDeque<Msg>,
-    discovery_dirty: bool,
+    /// HA nodes whose discovery configs must be (re)published.
+    discovery_pending: BTreeSet<Node>,
+    /// The pending set is a whole-fleet pass: nodes not in it are removed when it ends.
+    discovery_full: bool,
+    /// A pass has started and is being published in chunks.
+    discovery_in_pass: bool,
     discovered_with_info: BTreeSet<DeviceId>,
     extra_entities: Vec<Entity>,
     online: BTreeMap<DeviceId, bool>,
     active_alerts: BTreeMap<DeviceId, BTreeSet<AlertKind>>,
     controls: BTreeMap<DeviceId, Controls>,
     /// Config topics listed in our retained list (before sync: what the broker had).
-    known_discovery: Vec<String>,
+    known_discovery: discovery::PublishedConfigs,
     discovery_synced: bool,
+}
+
+/// A Home Assistant device of this bridge, for discovery.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Bridge,
+    Battery(DeviceId),
+}
+
+impl Outbox {
+    /// Queues a discovery pass over the bridge and every battery of `fleet`.
+    fn discover_all(&mut self, fleet: impl Iterator<Item = DeviceId>) {
+        self.discovery_full = true;
+        self.discovery_pending.insert(Node::Bridge);
+        self.discovery_pending.extend(fleet.map(Node::Battery));
+    }
+
+    /// Marks every state and retained document for republishing (new session, HA birth).
+    fn republish_all(&mut self, fleet: impl Iterator<Item = DeviceId>) {
+        self.discover_all(fleet);
+        let devs: Vec<DeviceId> = self.latest.keys().cloned().collect();
+        self.dirty_states.extend(devs);
+        let retained: Vec<String> = self.retained.keys().cloned().collect();
+        self.dirty_retained.extend(retained);
+    }
 }
 
 struct Shared {
@@ -221,7 +251,7 @@ impl MqttHandle {
             o.dirty_states.insert(dev.clone());
             o.latest.insert(dev.clone(), sample);
             if has_info && !o.discovered_with_info.contains(&dev) {
-                o.discovery_dirty = true;
+                o.discovery_pending.insert(Node::Battery(dev.clone()));
             }
         }
         self.shared.set_online(&dev, true);
@@ -289,14 +319,15 @@ impl MqttHandle {
     pub fn set_extra_entities(&self, entities: Vec<Entity>) {
         let mut o = self.shared.lock();
         o.extra_entities = entities;
-        o.discovery_dirty = true;
+        o.discovery_pending.insert(Node::Bridge);
         drop(o);
         self.shared.notify.notify_one();
     }
 
     /// Republishes discovery (e.g. after a device's identity became known).
     pub fn refresh_discovery(&self) {
-        self.shared.lock().discovery_dirty = true;
+        let ids = self.shared.commands.fleet().ids();
+        self.shared.lock().discover_all(ids.into_iter());
         self.shared.notify.notify_one();
     }
 
@@ -338,7 +369,7 @@ fn options(s: &MqttSettings, topics: &Topics) -> Result<MqttOptions, MqttError> 
     let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(true);
-    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     o.set_last_will(LastWill::new(
         topics.bridge_state(),
         "offline",
@@ -433,7 +464,8 @@ impl MqttBridge {
             "base_topic": shared.topics.base(),
             "discovery": shared.settings.discovery,
         }));
-        shared.lock().discovery_dirty = true;
+        let ids = shared.commands.fleet().ids();
+        shared.lock().discover_all(ids.into_iter());
 
         let (in_tx, in_rx) = mpsc::channel::<Publish>(1024);
         let tracker = TaskTracker::new();
@@ -526,22 +558,42 @@ async fn run_eventloop(
     tracing::info!("mqtt_stopped");
 }
 
-/// Shortest time between two discovery passes: devices identifying themselves one after the
-/// other (a large fleet at start-up) are folded into one pass instead of one pass each.
+/// Shortest time between the starts of two discovery passes: devices identifying themselves one
+/// after the other (a large fleet at start-up) are folded into one pass instead of one each.
 const DISCOVERY_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Longest wait for our retained discovery list at the start of a session before discovery
+/// goes out without it.
+const DISCOVERY_SYNC_WAIT: Duration = Duration::from_secs(3);
+
+/// HA nodes whose configs are built per publisher turn: a pass over a large fleet goes out in
+/// chunks, interleaved with state publishes, and never holds the whole fleet's configs in memory.
+const DISCOVERY_CHUNK: usize = 16;
+
+/// Largest MQTT packet the bridge sends or accepts (bytes); rumqttc drops the connection on a
+/// larger outgoing one, so such a message is refused before it reaches the client.
+pub(crate) const MAX_PACKET: usize = 1 << 20;
 
 /// Everything the publisher must send now, taken from the outbox under the lock.
 #[cfg(test)]
 fn take_work(shared: &Shared) -> Vec<Msg> {
-    take_work_with(shared, true)
+    let mut all = Vec::new();
+    loop {
+        let work = take_work_with(shared, true);
+        if work.is_empty() {
+            return all;
+        }
+        all.extend(work);
+    }
 }
 
-/// Like [`take_work`]; a pending discovery pass is left for later unless `discovery_due`.
+/// Like [`take_work`] for one publisher turn: at most one chunk of discovery; a new discovery
+/// pass starts only if `discovery_due` (a started one always continues).
 fn take_work_with(shared: &Shared, discovery_due: bool) -> Vec<Msg> {
     let mut o = shared.lock();
     let mut work = Vec::new();
-    if o.discovery_dirty && discovery_due {
-        o.discovery_dirty = false;
+    if !o.discovery_pending.is_empty() && (discovery_due || o.discovery_in_pass) {
+        o.discovery_in_pass = true;
         work.extend(discovery_messages(shared, &mut o));
     }
     let devs: Vec<DeviceId> = std::mem::take(&mut o.dirty_states).into_iter().collect();
@@ -567,62 +619,112 @@ fn take_work_with(shared: &Shared, discovery_due: bool) -> Vec<Msg> {
         }
     }
     work.extend(o.events.drain(..));
+    drop(o);
+    work.retain(|m| {
+        // Fixed header (≤ 5) + topic length (2) + packet id (2): what else the packet carries.
+        let size = m.topic.len() + m.payload.len() + 9;
+        if size > MAX_PACKET {
+            let n = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(topic = %m.topic, bytes = size, limit = MAX_PACKET, dropped = n, "mqtt_message_too_large");
+        }
+        size <= MAX_PACKET
+    });
     work
 }
 
+/// The next chunk of a discovery pass; when the pass ends (and our retained list has been read),
+/// also the removals of configs no longer published and the updated list.
 fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
     let s = &shared.settings;
     let t = &shared.topics;
     let qos = s.qos;
-    let mut devices: Vec<HaDevice> = Vec::new();
-    let mut bridge = discovery::bridge_device(t, qos);
-    bridge.entities.extend(o.extra_entities.iter().cloned());
-    devices.push(bridge);
-    for b in shared.commands.fleet().iter() {
-        let info = b.info();
-        if info.is_some() {
-            o.discovered_with_info.insert(b.id().clone());
-        }
-        devices.push(discovery::battery_device(
-            t,
-            b.id(),
-            info.as_ref(),
-            &b.limits(),
-            s.offline_after().as_secs().max(1),
-            qos,
-        ));
-    }
-    let configs = discovery::config_messages(t, s.discovery, &devices);
-    let current: Vec<String> = configs.iter().map(|(t, _)| t.clone()).collect();
-    let mut out: Vec<Msg> = configs
-        .into_iter()
-        .map(|(topic, payload)| Msg {
+    let fleet = shared.commands.fleet();
+    let mut out: Vec<Msg> = Vec::new();
+    let mut retained = |topic: String, payload: Vec<u8>| {
+        out.push(Msg {
             topic,
             payload,
             retain: true,
             qos: None,
         })
-        .collect();
-    if o.discovery_synced {
-        let keep: BTreeSet<&String> = current.iter().collect();
-        for old in &o.known_discovery {
-            if !keep.contains(old) {
+    };
+    for _ in 0..DISCOVERY_CHUNK {
+        let Some(node) = o.discovery_pending.pop_first() else {
+            break;
+        };
+        let device = match &node {
+            Node::Bridge => {
+                let mut bridge = discovery::bridge_device(t, qos);
+                bridge.entities.extend(o.extra_entities.iter().cloned());
+                Some(bridge)
+            }
+            Node::Battery(id) => fleet.get(id).map(|b| {
+                let info = b.info();
+                if info.is_some() {
+                    o.discovered_with_info.insert(id.clone());
+                }
+                discovery::battery_device(
+                    t,
+                    id,
+                    info.as_ref(),
+                    &b.limits(),
+                    s.offline_after().as_secs().max(1),
+                    qos,
+                )
+            }),
+        };
+        let Some(device) = device else { continue };
+        let configs = discovery::config_messages(t, s.discovery, std::slice::from_ref(&device));
+        let current: BTreeSet<String> = configs.iter().map(|(t, _)| t.clone()).collect();
+        for (topic, payload) in configs {
+            retained(topic, payload);
+        }
+        if o.discovery_synced {
+            let before = o
+                .known_discovery
+                .nodes
+                .insert(device.node.clone(), current.clone())
+                .unwrap_or_default();
+            for old in before.difference(&current) {
                 tracing::info!(topic = %old, "discovery_removed");
-                out.push(Msg {
-                    topic: old.clone(),
-                    payload: Vec::new(),
-                    retain: true,
-                    qos: None,
-                });
+                retained(old.clone(), Vec::new());
             }
         }
-        o.known_discovery = current.clone();
-        out.push(Msg {
-            topic: t.bridge_discovery_list(),
-            payload: serde_json::to_vec(&json!({ "topics": current })).unwrap_or_default(),
-            retain: true,
-            qos: None,
-        });
+    }
+    if !o.discovery_pending.is_empty() {
+        return out;
+    }
+    // The pass is complete.
+    o.discovery_in_pass = false;
+    let full = std::mem::take(&mut o.discovery_full);
+    if o.discovery_synced {
+        if full {
+            // Nodes we listed before that this pass did not publish: devices taken out of the
+            // configuration (or a changed base topic).
+            let mut live: BTreeSet<String> = fleet
+                .ids()
+                .iter()
+                .map(|d| discovery::device_node(t, d))
+                .collect();
+            live.insert(discovery::bridge_node(t));
+            let gone: Vec<String> = o
+                .known_discovery
+                .nodes
+                .keys()
+                .filter(|n| !live.contains(*n))
+                .cloned()
+                .collect();
+            for node in gone {
+                for old in o.known_discovery.nodes.remove(&node).unwrap_or_default() {
+                    tracing::info!(topic = %old, "discovery_removed");
+                    retained(old, Vec::new());
+                }
+            }
+        }
+        retained(
+            t.bridge_discovery_list(),
+            o.known_discovery.to_payload(t.prefix()),
+        );
     }
     out
 }
@@ -648,18 +750,15 @@ async fn on_session(shared: &Shared, client: &AsyncClient) {
     let _ = client
         .publish(t.bridge_state(), shared.qos, true, "online")
         .await;
-    let mut o = shared.lock();
-    o.discovery_dirty = true;
-    let devs: Vec<DeviceId> = o.latest.keys().cloned().collect();
-    o.dirty_states.extend(devs);
-    let retained: Vec<String> = o.retained.keys().cloned().collect();
-    o.dirty_retained.extend(retained);
+    let ids = shared.commands.fleet().ids();
+    shared.lock().republish_all(ids.into_iter());
 }
 
 async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
     let mut conn = shared.connected.subscribe();
     let mut session_seen = 0;
     let mut last_discovery: Option<Instant> = None;
+    let mut session_start = Instant::now();
     loop {
         if shared.cancel.is_cancelled() {
             break;
@@ -674,17 +773,31 @@ async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
         let session = shared.session.load(Ordering::SeqCst);
         if session != session_seen {
             session_seen = session;
+            session_start = Instant::now();
             on_session(&shared, &client).await;
         }
-        let discovery_due = last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_MIN_GAP);
-        let pending = shared.lock().discovery_dirty;
+        let (pending, in_pass, synced) = {
+            let o = shared.lock();
+            (
+                !o.discovery_pending.is_empty(),
+                o.discovery_in_pass,
+                o.discovery_synced,
+            )
+        };
+        // A pass waits for our retained list (so it can remove stale configs), but not forever:
+        // a broker that withholds it (ACL) still gets discovery.
+        let mut next_pass = last_discovery.map(|t| t + DISCOVERY_MIN_GAP);
+        if !synced {
+            next_pass = next_pass.max(Some(session_start + DISCOVERY_SYNC_WAIT));
+        }
+        let discovery_due = next_pass.is_none_or(|t| Instant::now() >= t);
         let work = take_work_with(&shared, discovery_due);
-        if pending && discovery_due {
+        if pending && discovery_due && !in_pass {
             last_discovery = Some(Instant::now());
         }
         if work.is_empty() {
-            let retry = (pending && !discovery_due)
-                .then(|| last_discovery.map(|t| t + DISCOVERY_MIN_GAP))
+            let retry = (pending && !discovery_due && !in_pass)
+                .then_some(next_pass)
                 .flatten();
             tokio::select! {
                 _ = shared.cancel.cancelled() => break,
@@ -759,13 +872,8 @@ async fn run_dispatcher(
                             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                         }
                         tracing::info!("ha_birth_republish");
-                        let mut o = s.lock();
-                        o.discovery_dirty = true;
-                        let devs: Vec<DeviceId> = o.latest.keys().cloned().collect();
-                        o.dirty_states.extend(devs);
-                        let retained: Vec<String> = o.retained.keys().cloned().collect();
-                        o.dirty_retained.extend(retained);
-                        drop(o);
+                        let ids = s.commands.fleet().ids();
+                        s.lock().republish_all(ids.into_iter());
                         s.notify.notify_one();
                     });
                 }
@@ -773,14 +881,16 @@ async fn run_dispatcher(
             Incoming::DiscoveryList => {
                 let mut o = shared.lock();
                 if !o.discovery_synced {
-                    o.known_discovery = discovery::parse_topic_list(&p.payload);
+                    o.known_discovery =
+                        discovery::PublishedConfigs::parse(&p.payload, shared.topics.prefix());
                 }
             }
             Incoming::DiscoverySync => {
                 let mut o = shared.lock();
                 if !o.discovery_synced {
                     o.discovery_synced = true;
-                    o.discovery_dirty = true;
+                    let ids = shared.commands.fleet().ids();
+                    o.discover_all(ids.into_iter());
                     drop(o);
                     shared.notify.notify_one();
                 }
