@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
@@ -37,6 +37,7 @@ impl PgStore {
         let opts = PgConnectOptions::from_str(&settings.url)
             .map_err(|e| StoreError::BadUrl(format!("{}: {e}", settings.redacted_url())))?
             .application_name("marstek-bridge");
+        let opts = plain_on_loopback(opts, &settings.url);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
@@ -54,6 +55,26 @@ impl PgStore {
     /// The underlying pool (tests and benches).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// TLS to a server on this machine protects nothing and costs ~250 ms of start-up (handshake and
+/// root store): without an explicit `sslmode` (URL or `PGSSLMODE`), a loopback host is reached in
+/// plain text. Any other host keeps libpq's `prefer`.
+fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
+    let explicit = url::Url::parse(url)
+        .map(|u| u.query_pairs().any(|(k, _)| k == "sslmode" || k == "ssl-mode"))
+        .unwrap_or(true)
+        || std::env::var_os("PGSSLMODE").is_some();
+    let host = opts.get_host().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback && !explicit {
+        opts.ssl_mode(PgSslMode::Disable)
+    } else {
+        opts
     }
 }
 
@@ -724,5 +745,30 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        let opts = PgConnectOptions::from_str(url).unwrap();
+        plain_on_loopback(opts, url).get_ssl_mode()
+    }
+
+    #[test]
+    fn loopback_skips_tls_unless_asked() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return;
+        }
+        assert!(matches!(mode("postgres://u@127.0.0.1/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@localhost:5432/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@[::1]/db"), PgSslMode::Disable));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(mode("postgres://u@db.example/db"), PgSslMode::Prefer));
     }
 }
