@@ -24,9 +24,14 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn check(config: &Path) -> Output {
+    check_with_env(config, &[])
+}
+
+fn check_with_env(config: &Path, env: &[(&str, &str)]) -> Output {
     bin()
         .args(["config", "check", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -365,11 +370,6 @@ fn mqtt_protocol_is_checked_naming_the_allowed_values() {
     let cfg = write(dir.path(), "ok.toml", "[mqtt]\nprotocol = 5\n");
     assert!(check(&cfg).status.success(), "{}", stderr(&check(&cfg)));
     let cfg = write(dir.path(), "env.toml", "[mqtt]\nprotocol = \"3.1.1\"\n");
-    let out = bin()
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .env("MARSTEK_BRIDGE__MQTT__PROTOCOL", "5")
-        .output()
-        .unwrap();
+    let out = check_with_env(&cfg, &[("MARSTEK_BRIDGE__MQTT__PROTOCOL", "5")]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

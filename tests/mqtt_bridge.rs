@@ -142,6 +142,16 @@ impl Msg {
     }
 }
 
+/// Waits for `n` SUBACKs reported on `rx` by a probe's event-loop task.
+async fn await_subacks(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("suback")
+            .expect("probe task alive");
+    }
+}
+
 struct Probe {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -181,12 +191,7 @@ impl Probe {
         for f in filters {
             client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
         }
-        for _ in filters {
-            tokio::time::timeout(WAIT, sub_rx.recv())
-                .await
-                .expect("suback")
-                .unwrap();
-        }
+        await_subacks(&mut sub_rx, filters.len()).await;
         Probe { client, rx, task }
     }
 
@@ -1066,12 +1071,7 @@ impl Probe5 {
                 .await
                 .unwrap();
         }
-        for _ in filters {
-            tokio::time::timeout(WAIT, sub_rx.recv())
-                .await
-                .expect("suback")
-                .unwrap();
-        }
+        await_subacks(&mut sub_rx, filters.len()).await;
         Probe5 { client, rx, task }
     }
 
@@ -1085,7 +1085,7 @@ impl Probe5 {
     ) {
         let props = r5::mqttbytes::v5::PublishProperties {
             response_topic: Some(response_topic.to_string()),
-            correlation_data: correlation.map(|c| bytes::Bytes::copy_from_slice(c)),
+            correlation_data: correlation.map(bytes::Bytes::copy_from_slice),
             ..Default::default()
         };
         self.client
@@ -1100,7 +1100,22 @@ impl Probe5 {
             .unwrap();
     }
 
-    /// Every message until one matches `pred` (included last), or panics after `within`.
+    /// Sends a request asking for the answer on `response_topic`; returns every message up to
+    /// and including the first one there.
+    async fn ask(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        response_topic: &str,
+        correlation: Option<&[u8]>,
+    ) -> Vec<Msg5> {
+        self.request(topic, payload, response_topic, correlation)
+            .await;
+        self.until(response_topic, |m| m.topic == response_topic)
+            .await
+    }
+
+    /// Every message until one matches `pred` (included last), or panics after [`WAIT`].
     async fn until(&mut self, what: &str, pred: impl Fn(&Msg5) -> bool) -> Vec<Msg5> {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut seen = Vec::new();
@@ -1147,15 +1162,13 @@ async fn mqtt5_answers_go_to_the_response_topic_with_the_correlation_data() {
     // A JSON command: answered on the requester's topic with its binary correlation data, and
     // on the documented topic as before.
     let corr: &[u8] = &[0, 1, 2, 0xff];
-    p.request(
-        &set,
-        br#"{"mode":"passive","power":-800,"duration":600,"id":"t1"}"#,
-        &format!("{replies}/a"),
-        Some(corr),
-    )
-    .await;
     let seen = p
-        .until("reply t1", is_reply(format!("{replies}/a"), "t1"))
+        .ask(
+            &set,
+            br#"{"mode":"passive","power":-800,"duration":600,"id":"t1"}"#,
+            &format!("{replies}/a"),
+            Some(corr),
+        )
         .await;
     let r = seen.last().unwrap();
     assert_eq!(r.correlation.as_deref(), Some(corr));
@@ -1173,29 +1186,25 @@ async fn mqtt5_answers_go_to_the_response_topic_with_the_correlation_data() {
     }
 
     // A plain field without correlation data; a refused command still answers there.
-    p.request(
-        &b.t("dev1/set/passive_power"),
-        b"-300",
-        &format!("{replies}/b"),
-        None,
-    )
-    .await;
     let seen = p
-        .until("reply b", |m| m.topic == format!("{replies}/b"))
+        .ask(
+            &b.t("dev1/set/passive_power"),
+            b"-300",
+            &format!("{replies}/b"),
+            None,
+        )
         .await;
     let r = seen.last().unwrap();
     assert_eq!(r.correlation, None);
     assert_eq!(r.json()["status"], "ok", "{:?}", r.json());
     assert_eq!(r.json()["applied"]["passive_power"], -300);
-    p.request(
-        &set,
-        br#"{"mode":"turbo","id":"bad"}"#,
-        &format!("{replies}/a"),
-        Some(b"c-bad"),
-    )
-    .await;
     let seen = p
-        .until("reply bad", is_reply(format!("{replies}/a"), "bad"))
+        .ask(
+            &set,
+            br#"{"mode":"turbo","id":"bad"}"#,
+            &format!("{replies}/a"),
+            Some(b"c-bad"),
+        )
         .await;
     let r = seen.last().unwrap();
     assert_eq!(r.correlation.as_deref(), Some(&b"c-bad"[..]));
@@ -1207,15 +1216,13 @@ async fn mqtt5_answers_go_to_the_response_topic_with_the_correlation_data() {
     );
 
     // A bridge request.
-    p.request(
-        &b.t("bridge/request/devices/list"),
-        br#"{"transaction":"x"}"#,
-        &format!("{replies}/c"),
-        Some(b"c3"),
-    )
-    .await;
     let seen = p
-        .until("reply c", |m| m.topic == format!("{replies}/c"))
+        .ask(
+            &b.t("bridge/request/devices/list"),
+            br#"{"transaction":"x"}"#,
+            &format!("{replies}/c"),
+            Some(b"c3"),
+        )
         .await;
     let r = seen.last().unwrap();
     assert_eq!(r.correlation.as_deref(), Some(&b"c3"[..]));

@@ -204,19 +204,25 @@ impl Shared {
 
     fn push_event_qos(&self, topic: String, payload: Vec<u8>, retain: bool, qos: Option<u8>) {
         let mut o = self.lock();
-        if o.events.len() >= self.settings.queue_capacity {
-            o.events.pop_front();
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(dropped = n, "mqtt_message_dropped");
-        }
-        o.events.push_back(Msg {
+        let msg = Msg {
             topic,
             payload,
             retain,
             qos,
-        });
+        };
+        self.push_bounded(&mut o.events, msg);
         drop(o);
         self.notify.notify_one();
+    }
+
+    /// Appends to a bounded queue of non-retained messages, dropping (and counting) the oldest.
+    fn push_bounded<T>(&self, queue: &mut VecDeque<T>, item: T) {
+        if queue.len() >= self.settings.queue_capacity {
+            queue.pop_front();
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped = n, "mqtt_message_dropped");
+        }
+        queue.push_back(item);
     }
 
     fn set_online(&self, dev: &DeviceId, online: bool) {
@@ -262,16 +268,11 @@ impl Shared {
     /// Response Topic, a copy there with the request's Correlation Data.
     fn answer(&self, topic: String, payload: Vec<u8>, reply: Option<&ReplyTo>) {
         if let Some(to) = reply {
-            let mut o = self.lock();
-            if o.replies.len() >= self.settings.queue_capacity {
-                o.replies.pop_front();
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(dropped = n, "mqtt_message_dropped");
-            }
-            o.replies.push_back(Reply {
+            let reply = Reply {
                 to: to.clone(),
                 payload: payload.clone(),
-            });
+            };
+            self.push_bounded(&mut self.lock().replies, reply);
         }
         self.push_event_qos(topic, payload, false, Some(self.settings.response_qos));
     }

@@ -228,7 +228,7 @@ impl MqttClient {
         // rumqttc panics on a keep-alive below 5 s (v5) and on a persistent session without id.
         let keep_alive = o.keep_alive.max(Duration::from_secs(5));
         let clean = o.clean_session || o.client_id.is_empty();
-        match o.protocol {
+        let (client, eventloop) = match o.protocol {
             MqttProtocol::V311 => {
                 let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
                 m.set_keep_alive(keep_alive);
@@ -255,14 +255,7 @@ impl MqttClient {
                 net.set_tcp_nodelay(true);
                 net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
                 el.set_network_options(net);
-                Ok((
-                    MqttClient {
-                        inner: ClientInner::V4(client),
-                    },
-                    MqttEventLoop {
-                        inner: LoopInner::V4(Box::new(el)),
-                    },
-                ))
+                (ClientInner::V4(client), LoopInner::V4(Box::new(el)))
             }
             MqttProtocol::V5 => {
                 let mut m = r5::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
@@ -290,16 +283,13 @@ impl MqttClient {
                 net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
                 m.set_network_options(net);
                 let (client, el) = r5::AsyncClient::new(m, capacity);
-                Ok((
-                    MqttClient {
-                        inner: ClientInner::V5(client),
-                    },
-                    MqttEventLoop {
-                        inner: LoopInner::V5(Box::new(el)),
-                    },
-                ))
+                (ClientInner::V5(client), LoopInner::V5(Box::new(el)))
             }
-        }
+        };
+        Ok((
+            MqttClient { inner: client },
+            MqttEventLoop { inner: eventloop },
+        ))
     }
 
     /// The protocol this client speaks.
