@@ -861,6 +861,16 @@ async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Ar
             }
         }
         for r in replies {
+            // Header, topic and property overhead bounded by 32 bytes; as in `take_work_with`, an
+            // oversized packet would cost the connection, so it is not sent.
+            let size = r.to.topic.len()
+                + r.payload.len()
+                + r.to.correlation.as_ref().map_or(0, |c| c.len())
+                + 32;
+            if size > MAX_PACKET {
+                tracing::error!(topic = %r.to.topic, bytes = size, limit = MAX_PACKET, "mqtt_reply_too_large");
+                continue;
+            }
             let qos = shared.settings.response_qos;
             let fut =
                 client.publish_correlated(r.to.topic, qos, false, r.payload, r.to.correlation);
