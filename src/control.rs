@@ -100,6 +100,11 @@ impl CommandService {
         &self.fleet
     }
 
+    /// The store commands are recorded in, when there is one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
     /// Whether writes are refused (config `read_only`).
     pub fn read_only(&self) -> bool {
         self.read_only

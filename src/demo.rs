@@ -1,8 +1,10 @@
 //! `marstek-bridge demo`: the whole system with nothing installed. Three simulated batteries of
 //! different families on loopback UDP, SQLite under `./data/`, the full scheduler and alerts,
 //! and MQTT: the broker at 127.0.0.1:1883 when one answers, else an embedded one (rumqttd,
-//! loopback only). Prints ready-to-paste `mosquitto_sub`/`mosquitto_pub` commands. Touches the
-//! simulator's sockets, the data directory and the broker.
+//! loopback only). Always speaks MQTT 3.1.1: the embedded rumqttd broker only has its 3.1.1
+//! listener (its MQTT 5 path crashes on forwarded properties), and the demo behaves the same
+//! with either broker. Prints ready-to-paste `mosquitto_sub`/`mosquitto_pub` commands. Touches
+//! the simulator's sockets, the data directory and the broker.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,6 +16,7 @@ use anyhow::Context;
 use crate::app::{self, Running};
 use crate::broker;
 use crate::config::{DeviceConfig, Settings};
+use crate::mqtt::MqttProtocol;
 use crate::simulator::{SimConfig, SimProfile, Simulator};
 
 /// `demo`: run simulated batteries, a broker if needed, and the bridge.
@@ -86,6 +89,13 @@ pub async fn run(
     settings.database.url = format!("sqlite://{}/demo.db", args.data_dir.display());
     settings.mqtt.host = broker_addr.ip().to_string();
     settings.mqtt.port = broker_addr.port();
+    if settings.mqtt.protocol != MqttProtocol::V311 {
+        tracing::warn!(
+            configured = %settings.mqtt.protocol,
+            "demo_uses_mqtt_3.1.1: mqtt.protocol is ignored by the demo (its embedded broker speaks 3.1.1 only)"
+        );
+        settings.mqtt.protocol = MqttProtocol::V311;
+    }
     settings.mqtt.client_id = format!("marstek-bridge-demo-{}", std::process::id());
     settings.marstek.bind_device_port = false;
     settings.polling.status_interval = Duration::from_secs(args.poll_seconds.max(1));

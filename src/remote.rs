@@ -1,14 +1,15 @@
 //! Talks to a running bridge through its MQTT request API (`<base>/bridge/request/<action>` →
 //! `<base>/bridge/response/<action>`), so the CLI's `jobs list|run|pause|resume|update` act on
-//! the one process that owns the batteries. Touches only the broker named in `[mqtt]`.
+//! the one process that owns the batteries. Speaks `[mqtt] protocol` (3.1.1 or 5) through the
+//! `mqtt::client` adapter, with the same credentials and TLS as the bridge. Touches only the
+//! broker named in `[mqtt]`.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
-use crate::mqtt::{MqttSettings, Topics};
+use crate::mqtt::{ClientEvent, ClientOptions, MqttClient, MqttSettings, Topics};
 
 /// Why a remote request failed in a way the user must fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -28,39 +29,32 @@ pub async fn request(
     if let Value::Object(m) = &mut request {
         m.insert("transaction".into(), json!(transaction));
     }
-    let mut opts = MqttOptions::new(
-        format!("marstek-bridge-cli-{}", std::process::id()),
-        settings.host.clone(),
-        settings.port,
-    );
-    opts.set_keep_alive(Duration::from_secs(10));
-    if let Some(user) = &settings.username {
-        let pw = settings.resolve_password().context("mqtt.password_file")?;
-        opts.set_credentials(user.clone(), pw.unwrap_or_default());
-    }
-    let (client, mut events) = AsyncClient::new(opts, 16);
+    let mut opts = ClientOptions::from_settings(settings).context("[mqtt]")?;
+    opts.client_id = format!("marstek-bridge-cli-{}", std::process::id());
+    opts.keep_alive = Duration::from_secs(10);
+    let (client, mut events) = MqttClient::new(&opts, 16).context("[mqtt]")?;
     let response_topic = topics.bridge_response(action);
-    client.subscribe(&response_topic, QoS::AtLeastOnce).await?;
+    client.subscribe(response_topic.clone(), 1).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut sent = false;
     loop {
         let event = tokio::time::timeout_at(deadline, events.poll())
             .await
             .map_err(|_| anyhow!("no answer from the bridge on {response_topic} within {timeout:?}: is `marstek-bridge run` running with the same [mqtt] settings?"))?
-            .with_context(|| format!("MQTT broker {}:{}", settings.host, settings.port))?;
+            .with_context(|| {
+                format!(
+                    "MQTT {} broker {}:{}",
+                    settings.protocol, settings.host, settings.port
+                )
+            })?;
         match event {
-            Event::Incoming(Packet::SubAck(_)) if !sent => {
+            ClientEvent::Subscribed if !sent => {
                 client
-                    .publish(
-                        topics.bridge_request(action),
-                        QoS::AtLeastOnce,
-                        false,
-                        request.to_string(),
-                    )
+                    .publish(topics.bridge_request(action), 1, false, request.to_string())
                     .await?;
                 sent = true;
             }
-            Event::Incoming(Packet::Publish(p)) if p.topic == response_topic => {
+            ClientEvent::Publish(p) if p.topic == response_topic => {
                 let v: Value =
                     serde_json::from_slice(&p.payload).context("bridge response is not JSON")?;
                 if v.get("transaction") != Some(&json!(transaction)) {

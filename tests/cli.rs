@@ -24,9 +24,14 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn check(config: &Path) -> Output {
+    check_with_env(config, &[])
+}
+
+fn check_with_env(config: &Path, env: &[(&str, &str)]) -> Output {
     bin()
         .args(["config", "check", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -349,4 +354,22 @@ fn bad_time_zone_and_bad_cron_exit_2_naming_keys() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn mqtt_protocol_is_checked_naming_the_allowed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[mqtt]\nprotocol = \"4\"\n");
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("mqtt.protocol"), "{err}");
+    assert!(err.contains("c.toml:2"), "{err}");
+    assert!(err.contains("\"3.1.1\"") && err.contains("\"5\""), "{err}");
+    // 5 as a TOML integer, and as an environment override (which arrives as an integer).
+    let cfg = write(dir.path(), "ok.toml", "[mqtt]\nprotocol = 5\n");
+    assert!(check(&cfg).status.success(), "{}", stderr(&check(&cfg)));
+    let cfg = write(dir.path(), "env.toml", "[mqtt]\nprotocol = \"3.1.1\"\n");
+    let out = check_with_env(&cfg, &[("MARSTEK_BRIDGE__MQTT__PROTOCOL", "5")]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -1,7 +1,7 @@
 //! The demo as a new user meets it: `marstek-bridge demo --embedded-broker-port P` on a machine
 //! with no broker of its own; an MQTT client sees discovery and state for 3 batteries, the
 //! printed `mosquitto_pub` command changes a battery's mode with an `ok` response, and Ctrl-C
-//! (SIGINT) ends it with exit code 0.
+//! (SIGINT) ends it with exit code 0, even when the configuration asks for MQTT 5.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -43,7 +43,12 @@ async fn demo_with_embedded_broker_serves_three_batteries_and_takes_commands() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("empty.toml");
-    std::fs::write(&config, "[tempo]\nenabled = false\n").unwrap();
+    // protocol = "5" must not reach the embedded 3.1.1-only broker: the demo forces 3.1.1.
+    std::fs::write(
+        &config,
+        "[tempo]\nenabled = false\n\n[mqtt]\nprotocol = \"5\"\n",
+    )
+    .unwrap();
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_marstek-bridge"))
         .args([

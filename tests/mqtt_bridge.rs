@@ -1,11 +1,14 @@
 //! Integration tests of the MQTT bridge against the real mosquitto on 127.0.0.1:1883, with
 //! the in-process Marstek simulator driven by the real driver (`MarstekBattery`) behind the real
 //! `CommandService`. Each test uses its own base topic, discovery prefix, client id and
-//! simulator; the shared cuttable TCP proxy (`tests/support`) stages the broker outage.
+//! simulator; the shared cuttable TCP proxy (`tests/support`) stages the broker outage. The
+//! contract tests run once with the bridge on MQTT 3.1.1 and once on MQTT 5; MQTT 5's
+//! request/response properties and the persisted controls have tests of their own.
 
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -15,11 +18,13 @@ use marstek_bridge::domain::{
 };
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
 use marstek_bridge::mqtt::{
-    DiscoveryStyle, MqttBridge, MqttHandle, MqttSettings, RequestRouter,
+    DiscoveryStyle, MqttBridge, MqttHandle, MqttProtocol, MqttSettings, RequestRouter,
     discovery::parse_topic_list, handler,
 };
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimSnapshot, Simulator};
+use marstek_bridge::store::{self, DatabaseSettings, Store};
 use rand::Rng;
+use rumqttc::v5 as r5;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use support::TcpProxy;
@@ -137,6 +142,16 @@ impl Msg {
     }
 }
 
+/// Waits for `n` SUBACKs reported on `rx` by a probe's event-loop task.
+async fn await_subacks(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("suback")
+            .expect("probe task alive");
+    }
+}
+
 struct Probe {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -176,12 +191,7 @@ impl Probe {
         for f in filters {
             client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
         }
-        for _ in filters {
-            tokio::time::timeout(WAIT, sub_rx.recv())
-                .await
-                .expect("suback")
-                .unwrap();
-        }
+        await_subacks(&mut sub_rx, filters.len()).await;
         Probe { client, rx, task }
     }
 
@@ -263,10 +273,11 @@ fn unique(tag: &str) -> String {
     format!("mbtest-{tag}-{:08x}", rand::rng().random::<u32>())
 }
 
-fn settings(base: &str, prefix: &str, port: u16) -> MqttSettings {
+fn settings(base: &str, prefix: &str, port: u16, protocol: MqttProtocol) -> MqttSettings {
     MqttSettings {
         host: "127.0.0.1".into(),
         port,
+        protocol,
         client_id: base.to_string(),
         base_topic: base.to_string(),
         discovery_prefix: prefix.to_string(),
@@ -280,13 +291,21 @@ fn settings(base: &str, prefix: &str, port: u16) -> MqttSettings {
 }
 
 async fn start_bridge(s: MqttSettings, rig: &Rig) -> TestBridge {
+    start_bridge_with_store(s, rig, None).await
+}
+
+async fn start_bridge_with_store(
+    s: MqttSettings,
+    rig: &Rig,
+    store: Option<Arc<dyn Store>>,
+) -> TestBridge {
     let refs: Vec<BatteryRef> = rig
         .batteries
         .iter()
-        .map(|b| std::sync::Arc::new(b.clone()) as BatteryRef)
+        .map(|b| Arc::new(b.clone()) as BatteryRef)
         .collect();
     let fleet = Fleet::new(refs);
-    let service = CommandService::new(fleet.clone(), None, None, false);
+    let service = CommandService::new(fleet.clone(), store, None, false);
     let mut router =
         RequestRouter::with_builtins(fleet, json!({"mqtt": {"password": "<redacted>"}}), None);
     router.register(
@@ -295,6 +314,9 @@ async fn start_bridge(s: MqttSettings, rig: &Rig) -> TestBridge {
     );
     let cancel = CancellationToken::new();
     let base = s.base_topic.clone();
+    // `online` is published after the subscriptions: once it is seen, commands are heard.
+    let state_topic = format!("{base}/bridge/state");
+    let mut online = Probe::connect(std::slice::from_ref(&state_topic)).await;
     let (handle, join) = MqttBridge::start(s, service, router, cancel.clone()).unwrap();
     // What app.rs does: every sample and every reachability change goes to the bridge.
     let mut feeders = Vec::new();
@@ -336,6 +358,9 @@ async fn start_bridge(s: MqttSettings, rig: &Rig) -> TestBridge {
         .await
         .expect("bridge connects")
         .unwrap();
+    online
+        .wait("bridge online", WAIT, |m| m.text() == "online")
+        .await;
     TestBridge {
         handle,
         cancel,
@@ -381,14 +406,42 @@ async fn clear_retained(filters: &[String]) {
 
 // ---------------------------------------------------------------- tests
 
-#[tokio::test]
-async fn discovery_configs_are_retained_and_complete() {
+/// Runs each named `async fn(MqttProtocol)` once per protocol: `mqtt311::<name>` and
+/// `mqtt5::<name>`. The probes stay on 3.1.1, as Home Assistant and most tools do.
+macro_rules! for_both_protocols {
+    ($($name:ident),+ $(,)?) => {
+        mod mqtt311 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::MqttProtocol::V311).await
+            })+
+        }
+        mod mqtt5 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::MqttProtocol::V5).await
+            })+
+        }
+    };
+}
+
+for_both_protocols!(
+    discovery_configs_are_retained_and_complete,
+    state_and_availability_follow_the_battery,
+    commands_change_the_battery_and_answer,
+    malformed_commands_get_errors_and_change_nothing,
+    retained_commands_are_not_executed_and_are_cleared,
+    reconnect_republishes_state_and_discovery,
+    ha_birth_republishes_and_removed_devices_are_cleared,
+);
+
+async fn discovery_configs_are_retained_and_complete(protocol: MqttProtocol) {
     for style in [DiscoveryStyle::Entity, DiscoveryStyle::Device] {
         let base = unique("disc");
         let prefix = format!("{base}-ha");
         let rig = Rig::start(&["acd929a744d4"], Duration::from_secs(3600)).await;
         let mut live = Probe::connect(&[format!("{base}/bridge/discovery")]).await;
-        let mut s = settings(&base, &prefix, BROKER.1);
+        let mut s = settings(&base, &prefix, BROKER.1, protocol);
         s.discovery = style;
         let b = start_bridge(s, &rig).await;
         let list = live
@@ -482,13 +535,12 @@ async fn discovery_configs_are_retained_and_complete() {
     }
 }
 
-#[tokio::test]
-async fn state_and_availability_follow_the_battery() {
+async fn state_and_availability_follow_the_battery(protocol: MqttProtocol) {
     let base = unique("state");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_millis(200)).await;
     let mut p = Probe::connect(&[format!("{base}/#")]).await;
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &rig).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
     let (state_t, avail_t, bridge_t) = (
         b.t("dev1/state"),
         b.t("dev1/availability"),
@@ -571,15 +623,14 @@ async fn state_and_availability_follow_the_battery() {
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
-#[tokio::test]
-async fn commands_change_the_battery_and_answer() {
+async fn commands_change_the_battery_and_answer(protocol: MqttProtocol) {
     let base = unique("cmd");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
     let mut p = Probe::connect(&[format!("{base}/+/response"), format!("{base}/+/controls")]).await;
     // MB_RESPONSE_QOS=1 shows the ~40 ms a QoS 1 answer waits behind the PUBACK when the
     // broker does not set TCP_NODELAY (see docs/mqtt.md).
-    let mut s = settings(&base, &prefix, BROKER.1);
+    let mut s = settings(&base, &prefix, BROKER.1, protocol);
     s.response_qos = std::env::var("MB_RESPONSE_QOS")
         .ok()
         .and_then(|q| q.parse().ok())
@@ -727,14 +778,13 @@ async fn commands_change_the_battery_and_answer() {
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
-#[tokio::test]
-async fn malformed_commands_get_errors_and_change_nothing() {
+async fn malformed_commands_get_errors_and_change_nothing(protocol: MqttProtocol) {
     let base = unique("bad");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
     let before = rig.settings_of(0);
     let mut p = Probe::connect(&[format!("{base}/+/response")]).await;
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &rig).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
     let set = b.t("dev1/set");
     let long = format!(r#"{{"mode":"auto","id":"{}"}}"#, "x".repeat(5000));
     let cases: Vec<(String, Vec<u8>)> = [
@@ -808,8 +858,7 @@ async fn malformed_commands_get_errors_and_change_nothing() {
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
-#[tokio::test]
-async fn retained_commands_are_not_executed_and_are_cleared() {
+async fn retained_commands_are_not_executed_and_are_cleared(protocol: MqttProtocol) {
     let base = unique("ret");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
@@ -833,7 +882,7 @@ async fn retained_commands_are_not_executed_and_are_cleared() {
 
     let mut p = Probe::connect(&[set.clone(), req.clone(), format!("{base}/+/response")]).await;
     let _ = p.collect_until_quiet(Duration::from_millis(200)).await; // retained replay
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &rig).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
     p.wait("set cleared", WAIT, |m| {
         m.topic == set && m.payload.is_empty()
     })
@@ -867,8 +916,7 @@ async fn retained_commands_are_not_executed_and_are_cleared() {
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
-#[tokio::test]
-async fn reconnect_republishes_state_and_discovery() {
+async fn reconnect_republishes_state_and_discovery(protocol: MqttProtocol) {
     let base = unique("recon");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_millis(200)).await;
@@ -876,7 +924,7 @@ async fn reconnect_republishes_state_and_discovery() {
         .await
         .expect("proxy");
     let mut p = Probe::connect(&[format!("{base}/#"), format!("{prefix}/#")]).await;
-    let b = start_bridge(settings(&base, &prefix, proxy_addr.port()), &rig).await;
+    let b = start_bridge(settings(&base, &prefix, proxy_addr.port(), protocol), &rig).await;
     p.wait("state", WAIT, |m| m.topic == b.t("dev1/state"))
         .await;
     let mut conn = b.handle.connected();
@@ -916,13 +964,12 @@ async fn reconnect_republishes_state_and_discovery() {
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
-#[tokio::test]
-async fn ha_birth_republishes_and_removed_devices_are_cleared() {
+async fn ha_birth_republishes_and_removed_devices_are_cleared(protocol: MqttProtocol) {
     let base = unique("birth");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["deva", "devc"], Duration::from_secs(3600)).await;
     let mut p = Probe::connect(&[format!("{prefix}/#"), format!("{base}/bridge/discovery")]).await;
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &rig).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
     let list = p
         .wait("list", WAIT, |m| m.topic.ends_with("/bridge/discovery"))
         .await;
@@ -944,7 +991,7 @@ async fn ha_birth_republishes_and_removed_devices_are_cleared() {
 
     // Restart without devc: its configs are removed.
     let only_a = Rig::start(&["deva"], Duration::from_secs(3600)).await;
-    let b = start_bridge(settings(&base, &prefix, BROKER.1), &only_a).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &only_a).await;
     let mut cleared = std::collections::BTreeSet::new();
     while cleared.len() < c_topics.len() {
         let m = p
@@ -959,6 +1006,334 @@ async fn ha_birth_republishes_and_removed_devices_are_cleared() {
         .await;
     let topics = parse_topic_list(&list.payload, &prefix);
     assert!(!topics.is_empty() && topics.iter().all(|t| !t.contains("_devc/")));
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+// ---------------------------------------------------------------- MQTT 5 request/response
+
+/// A message seen by the MQTT 5 probe, with the Correlation Data property.
+#[derive(Debug, Clone)]
+struct Msg5 {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    correlation: Option<Vec<u8>>,
+}
+
+impl Msg5 {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// An MQTT 5 client (rumqttc v5) that publishes with Response Topic / Correlation Data.
+struct Probe5 {
+    client: r5::AsyncClient,
+    rx: mpsc::UnboundedReceiver<Msg5>,
+    task: JoinHandle<()>,
+}
+
+impl Probe5 {
+    async fn connect(filters: &[String]) -> Probe5 {
+        use r5::mqttbytes::v5::Packet as P5;
+        let id = format!("mbprobe5-{}", rand::rng().random::<u64>());
+        let mut o = r5::MqttOptions::new(id, BROKER.0, BROKER.1);
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut el) = r5::AsyncClient::new(o, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(r5::Event::Incoming(P5::Publish(p))) => {
+                        let _ = tx.send(Msg5 {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            correlation: p
+                                .properties
+                                .and_then(|p| p.correlation_data)
+                                .map(|d| d.to_vec()),
+                        });
+                    }
+                    Ok(r5::Event::Incoming(P5::SubAck(_))) => {
+                        let _ = sub_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for f in filters {
+            client
+                .subscribe(f.clone(), r5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        await_subacks(&mut sub_rx, filters.len()).await;
+        Probe5 { client, rx, task }
+    }
+
+    /// Publishes `payload` asking for the answer on `response_topic` with `correlation`.
+    async fn request(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        response_topic: &str,
+        correlation: Option<&[u8]>,
+    ) {
+        let props = r5::mqttbytes::v5::PublishProperties {
+            response_topic: Some(response_topic.to_string()),
+            correlation_data: correlation.map(bytes::Bytes::copy_from_slice),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(
+                topic,
+                r5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sends a request asking for the answer on `response_topic`; returns every message up to
+    /// and including the first one there.
+    async fn ask(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        response_topic: &str,
+        correlation: Option<&[u8]>,
+    ) -> Vec<Msg5> {
+        self.request(topic, payload, response_topic, correlation)
+            .await;
+        self.until(response_topic, |m| m.topic == response_topic)
+            .await
+    }
+
+    /// Every message until one matches `pred` (included last), or panics after [`WAIT`].
+    async fn until(&mut self, what: &str, pred: impl Fn(&Msg5) -> bool) -> Vec<Msg5> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    let done = pred(&m);
+                    seen.push(m);
+                    if done {
+                        return seen;
+                    }
+                }
+                Ok(None) => panic!("probe closed while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Probe5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_answers_go_to_the_response_topic_with_the_correlation_data() {
+    let base = unique("rr");
+    let prefix = format!("{base}-ha");
+    let replies = format!("{base}-replies");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, MqttProtocol::V5), &rig).await;
+    let (set, resp) = (b.t("dev1/set"), b.t("dev1/response"));
+    let mut p = Probe5::connect(&[
+        format!("{replies}/#"),
+        resp.clone(),
+        b.t("bridge/response/#"),
+        set.clone(),
+    ])
+    .await;
+    let is_reply =
+        |topic: String, id: &'static str| move |m: &Msg5| m.topic == topic && m.json()["id"] == id;
+
+    // A JSON command: answered on the requester's topic with its binary correlation data, and
+    // on the documented topic as before.
+    let corr: &[u8] = &[0, 1, 2, 0xff];
+    let seen = p
+        .ask(
+            &set,
+            br#"{"mode":"passive","power":-800,"duration":600,"id":"t1"}"#,
+            &format!("{replies}/a"),
+            Some(corr),
+        )
+        .await;
+    let r = seen.last().unwrap();
+    assert_eq!(r.correlation.as_deref(), Some(corr));
+    assert!(!r.retain);
+    let v = r.json();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["verified"], true);
+    assert_eq!(rig.mode(0), Mode::Passive);
+    assert_eq!(rig.snapshot(0).passive_power, -800);
+    let documented = seen
+        .iter()
+        .any(|m| m.topic == resp && m.json()["id"] == "t1");
+    if !documented {
+        p.until("documented t1", is_reply(resp.clone(), "t1")).await;
+    }
+
+    // A plain field without correlation data; a refused command still answers there.
+    let seen = p
+        .ask(
+            &b.t("dev1/set/passive_power"),
+            b"-300",
+            &format!("{replies}/b"),
+            None,
+        )
+        .await;
+    let r = seen.last().unwrap();
+    assert_eq!(r.correlation, None);
+    assert_eq!(r.json()["status"], "ok", "{:?}", r.json());
+    assert_eq!(r.json()["applied"]["passive_power"], -300);
+    let seen = p
+        .ask(
+            &set,
+            br#"{"mode":"turbo","id":"bad"}"#,
+            &format!("{replies}/a"),
+            Some(b"c-bad"),
+        )
+        .await;
+    let r = seen.last().unwrap();
+    assert_eq!(r.correlation.as_deref(), Some(&b"c-bad"[..]));
+    assert_eq!(r.json()["status"], "error");
+    assert_eq!(
+        rig.mode(0),
+        Mode::Passive,
+        "the refused command changed nothing"
+    );
+
+    // A bridge request.
+    let seen = p
+        .ask(
+            &b.t("bridge/request/devices/list"),
+            br#"{"transaction":"x"}"#,
+            &format!("{replies}/c"),
+            Some(b"c3"),
+        )
+        .await;
+    let r = seen.last().unwrap();
+    assert_eq!(r.correlation.as_deref(), Some(&b"c3"[..]));
+    assert_eq!(r.json()["transaction"], "x");
+    assert_eq!(r.json()["data"][0]["id"], "dev1");
+
+    // Bad response topics (the bridge's own command topic, an oversized one) are ignored: the
+    // documented topic answers, nothing is sent there. Replies leave in order, so once the
+    // reply to a later good request has arrived, a wrong one would have been seen.
+    let long = format!("{replies}/{}", "x".repeat(300));
+    p.request(&set, br#"{"mode":"auto","id":"loop"}"#, &set, Some(b"l"))
+        .await;
+    p.request(&set, br#"{"mode":"auto","id":"long"}"#, &long, Some(b"l"))
+        .await;
+    p.request(
+        &set,
+        br#"{"mode":"auto","id":"after"}"#,
+        &format!("{replies}/d"),
+        Some(b"d"),
+    )
+    .await;
+    let mut all = p
+        .until("reply after", is_reply(format!("{replies}/d"), "after"))
+        .await;
+    if !all.iter().any(is_reply(resp.clone(), "after")) {
+        let mut rest = p
+            .until("documented after", is_reply(resp.clone(), "after"))
+            .await;
+        all.append(&mut rest);
+    }
+    for id in ["loop", "long"] {
+        assert!(
+            all.iter().any(|m| m.topic == resp && m.json()["id"] == id),
+            "no documented answer for {id}: {all:?}"
+        );
+    }
+    assert!(
+        !all.iter()
+            .any(|m| (m.topic == set || m.topic == long) && m.json().get("status").is_some()),
+        "an answer went to a bad response topic: {all:?}"
+    );
+    assert_eq!(rig.mode(0), Mode::Auto);
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+// ---------------------------------------------------------------- persisted controls
+
+async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let settings = DatabaseSettings {
+        url: format!("sqlite://{}", dir.join("controls.db").display()),
+        ..Default::default()
+    };
+    store::open(&settings).await.expect("sqlite store opens")
+}
+
+#[tokio::test]
+async fn remembered_controls_survive_a_restart() {
+    let base = unique("keep");
+    let prefix = format!("{base}-ha");
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let (resp, controls) = (
+        format!("{base}/dev1/response"),
+        format!("{base}/dev1/controls"),
+    );
+    let mut p = Probe::connect(&[resp.clone(), controls.clone()]).await;
+    let s = settings(&base, &prefix, BROKER.1, MqttProtocol::V5);
+
+    let b = start_bridge_with_store(s.clone(), &rig, Some(sqlite_store(dir.path()).await)).await;
+    p.publish(&b.t("dev1/set/passive_power"), b"-700", false)
+        .await;
+    p.publish(&b.t("dev1/set/passive_duration"), b"900", false)
+        .await;
+    p.wait("controls remembered", WAIT, |m| {
+        m.topic == controls
+            && m.json()["passive_power"] == -700
+            && m.json()["passive_duration"] == 900
+    })
+    .await;
+    b.stop().await;
+    assert_ne!(
+        rig.snapshot(0).passive_power,
+        -700,
+        "remembering sends nothing"
+    );
+
+    // Forget what the broker retained: the values must come back from the database.
+    p.publish(&controls, b"", true).await;
+    p.wait("retained controls cleared", WAIT, |m| {
+        m.topic == controls && m.payload.is_empty()
+    })
+    .await;
+    let b = start_bridge_with_store(s, &rig, Some(sqlite_store(dir.path()).await)).await;
+    let m = p
+        .wait("restored controls", WAIT, |m| {
+            m.topic == controls && !m.payload.is_empty()
+        })
+        .await;
+    assert_eq!(m.json()["passive_power"], -700, "{:?}", m.json());
+    assert_eq!(m.json()["passive_duration"], 900);
+    p.publish(&b.t("dev1/set/mode"), b"Passive", false).await;
+    let r = p
+        .wait("passive applied", WAIT, |m| m.topic == resp)
+        .await
+        .json();
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["applied"]["config"]["passive_cfg"]["power"], -700);
+    assert_eq!(r["applied"]["config"]["passive_cfg"]["cd_time"], 900);
+    assert_eq!(rig.mode(0), Mode::Passive);
+    assert_eq!(rig.snapshot(0).passive_power, -700);
     b.stop().await;
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }

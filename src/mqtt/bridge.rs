@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use rand::Rng;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, Transport,
-};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -20,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client::{ClientError, ClientEvent, ClientOptions, IncomingPublish, MqttClient, Will};
 use super::commands::{
     self, Action, CommandResponse, DEFAULT_PASSIVE_SECONDS, Parsed, Refusal, intent_for,
 };
@@ -31,6 +30,7 @@ use crate::control::CommandService;
 use crate::domain::{
     Alert, AlertKind, AlertState, Command, CommandSource, DeviceId, ModeConfig, Sample,
 };
+use crate::store::Store;
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +48,19 @@ pub enum MqttError {
     },
 }
 
-/// Remembered control values of one battery (published retained on `<dev>/controls`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+impl From<ClientError> for MqttError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::File { path, error } => MqttError::File { path, error },
+            other => MqttError::Settings(other.to_string()),
+        }
+    }
+}
+
+/// Remembered control values of one battery (published retained on `<dev>/controls`, and kept
+/// in the store as the document [`controls_key`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Controls {
     passive_power: i32,
     passive_duration: u32,
@@ -70,12 +81,37 @@ impl Default for Controls {
     }
 }
 
+/// Store document key of a device's remembered controls.
+fn controls_key(dev: &DeviceId) -> String {
+    format!("mqtt_controls/{dev}")
+}
+
+/// Largest MQTT 5 Correlation Data echoed back, bytes; a larger one is ignored with its topic.
+const MAX_CORRELATION_DATA: usize = 1024;
+
+/// Longest wait for one store read or write of remembered controls.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Msg {
     topic: String,
     payload: Vec<u8>,
     retain: bool,
     /// QoS override (responses); None = `settings.qos`.
-    qos: Option<QoS>,
+    qos: Option<u8>,
+}
+
+/// Where an MQTT 5 requester asked for a copy of the answer (Response Topic property), with
+/// the Correlation Data to echo.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    topic: String,
+    correlation: Option<Bytes>,
+}
+
+/// An answer copied to a requester's Response Topic.
+struct Reply {
+    to: ReplyTo,
+    payload: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -100,6 +136,10 @@ struct Outbox {
     /// Config topics listed in our retained list (before sync: what the broker had).
     known_discovery: discovery::PublishedConfigs,
     discovery_synced: bool,
+    /// Answers copied to MQTT 5 Response Topics (bounded like `events`).
+    replies: VecDeque<Reply>,
+    /// Devices whose controls changed since they were last written to the store.
+    unsaved_controls: BTreeSet<DeviceId>,
 }
 
 /// A Home Assistant device of this bridge, for discovery.
@@ -130,10 +170,12 @@ impl Outbox {
 struct Shared {
     topics: Topics,
     settings: MqttSettings,
-    qos: QoS,
+    qos: u8,
     commands: CommandService,
     out: Mutex<Outbox>,
     notify: Notify,
+    /// Wakes the controls writer.
+    persist: Notify,
     connected: watch::Sender<bool>,
     session: AtomicU64,
     dropped: AtomicU64,
@@ -160,21 +202,27 @@ impl Shared {
         self.push_event_qos(topic, payload, retain, None);
     }
 
-    fn push_event_qos(&self, topic: String, payload: Vec<u8>, retain: bool, qos: Option<QoS>) {
+    fn push_event_qos(&self, topic: String, payload: Vec<u8>, retain: bool, qos: Option<u8>) {
         let mut o = self.lock();
-        if o.events.len() >= self.settings.queue_capacity {
-            o.events.pop_front();
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(dropped = n, "mqtt_message_dropped");
-        }
-        o.events.push_back(Msg {
+        let msg = Msg {
             topic,
             payload,
             retain,
             qos,
-        });
+        };
+        self.push_bounded(&mut o.events, msg);
         drop(o);
         self.notify.notify_one();
+    }
+
+    /// Appends to a bounded queue of non-retained messages, dropping (and counting) the oldest.
+    fn push_bounded<T>(&self, queue: &mut VecDeque<T>, item: T) {
+        if queue.len() >= self.settings.queue_capacity {
+            queue.pop_front();
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped = n, "mqtt_message_dropped");
+        }
+        queue.push_back(item);
     }
 
     fn set_online(&self, dev: &DeviceId, online: bool) {
@@ -195,20 +243,43 @@ impl Shared {
         );
     }
 
+    /// Updates a device's remembered controls, republishes them and, when they changed, queues
+    /// them for the store (the writer task never holds up the caller).
     fn publish_controls(&self, dev: &DeviceId, f: impl FnOnce(&mut Controls)) {
-        let payload = {
+        let (payload, changed) = {
             let mut o = self.lock();
             let c = o.controls.entry(dev.clone()).or_default();
+            let before = c.clone();
             f(c);
-            serde_json::to_vec(c).unwrap_or_default()
+            let changed = *c != before;
+            let payload = serde_json::to_vec(c).unwrap_or_default();
+            if changed {
+                o.unsaved_controls.insert(dev.clone());
+            }
+            (payload, changed)
         };
+        if changed {
+            self.persist.notify_one();
+        }
         self.set_retained(self.topics.controls(dev), payload);
     }
 
-    fn respond(&self, dev_level: &str, resp: &CommandResponse) {
+    /// Publishes an answer on its documented topic and, for an MQTT 5 request that carried a
+    /// Response Topic, a copy there with the request's Correlation Data.
+    fn answer(&self, topic: String, payload: Vec<u8>, reply: Option<&ReplyTo>) {
+        if let Some(to) = reply {
+            let reply = Reply {
+                to: to.clone(),
+                payload: payload.clone(),
+            };
+            self.push_bounded(&mut self.lock().replies, reply);
+        }
+        self.push_event_qos(topic, payload, false, Some(self.settings.response_qos));
+    }
+
+    fn respond(&self, dev_level: &str, resp: &CommandResponse, reply: Option<&ReplyTo>) {
         let payload = serde_json::to_vec(resp).unwrap_or_default();
-        let qos = Some(qos_of(self.settings.response_qos));
-        self.push_event_qos(self.topics.response(dev_level), payload, false, qos);
+        self.answer(self.topics.response(dev_level), payload, reply);
     }
 }
 
@@ -350,58 +421,14 @@ impl MqttHandle {
 /// Entry point of the MQTT adapter.
 pub struct MqttBridge;
 
-fn qos_of(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-fn read_file(p: &std::path::Path) -> Result<Vec<u8>, MqttError> {
-    std::fs::read(p).map_err(|e| MqttError::File {
-        path: p.display().to_string(),
-        error: e.to_string(),
-    })
-}
-
-fn options(s: &MqttSettings, topics: &Topics) -> Result<MqttOptions, MqttError> {
-    let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
-    o.set_keep_alive(s.keep_alive);
-    o.set_clean_session(true);
-    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    o.set_last_will(LastWill::new(
-        topics.bridge_state(),
-        "offline",
-        qos_of(s.qos),
-        true,
-    ));
-    if let Some(user) = &s.username {
-        let pw = s.resolve_password().map_err(|e| MqttError::File {
-            path: s
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            error: e.to_string(),
-        })?;
-        o.set_credentials(user.clone(), pw.unwrap_or_default());
-    }
-    if let Some(tls) = &s.tls {
-        let ca = match &tls.ca {
-            Some(p) => read_file(p)?,
-            None => Vec::new(),
-        };
-        let client_auth = match (&tls.cert, &tls.key) {
-            (Some(c), Some(k)) => Some((read_file(c)?, read_file(k)?)),
-            _ => None,
-        };
-        if ca.is_empty() && client_auth.is_none() {
-            o.set_transport(Transport::tls_with_default_config());
-        } else {
-            o.set_transport(Transport::tls(ca, client_auth, None));
-        }
-    }
+fn client_options(s: &MqttSettings, topics: &Topics) -> Result<ClientOptions, MqttError> {
+    let mut o = ClientOptions::from_settings(s)?;
+    o.last_will = Some(Will {
+        topic: topics.bridge_state(),
+        payload: b"offline".to_vec(),
+        qos: s.qos,
+        retain: true,
+    });
     Ok(o)
 }
 
@@ -425,21 +452,17 @@ impl MqttBridge {
             ));
         }
         let topics = Topics::new(&settings.base_topic, &settings.discovery_prefix);
-        let opts = options(&settings, &topics)?;
-        let (client, mut eventloop) = AsyncClient::new(opts, 256);
-        // Small command/response messages must not wait for Nagle + delayed ACK (~40 ms).
-        let mut net = eventloop.network_options();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(5);
-        eventloop.set_network_options(net);
+        let opts = client_options(&settings, &topics)?;
+        let (client, eventloop) = MqttClient::new(&opts, 256)?;
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            qos: qos_of(settings.qos),
+            qos: settings.qos,
             topics,
             settings,
             commands,
             out: Mutex::new(Outbox::default()),
             notify: Notify::new(),
+            persist: Notify::new(),
             connected,
             session: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -467,9 +490,13 @@ impl MqttBridge {
         let ids = shared.commands.fleet().ids();
         shared.lock().discover_all(ids.into_iter());
 
-        let (in_tx, in_rx) = mpsc::channel::<Publish>(1024);
+        let (in_tx, in_rx) = mpsc::channel::<IncomingPublish>(1024);
         let tracker = TaskTracker::new();
-        tracker.spawn(run_publisher(shared.clone(), client.clone()));
+        let store = shared.commands.store().cloned();
+        if let Some(store) = &store {
+            tracker.spawn(run_controls_writer(shared.clone(), store.clone()));
+        }
+        tracker.spawn(run_publisher(shared.clone(), client.clone(), store));
         tracker.spawn(run_dispatcher(shared.clone(), in_rx, Arc::new(router)));
         tracker.spawn(run_watchdog(shared.clone()));
         tracker.close();
@@ -483,9 +510,9 @@ impl MqttBridge {
 
 async fn run_eventloop(
     shared: Arc<Shared>,
-    client: AsyncClient,
-    mut eventloop: EventLoop,
-    in_tx: mpsc::Sender<Publish>,
+    client: MqttClient,
+    mut eventloop: super::client::MqttEventLoop,
+    in_tx: mpsc::Sender<IncomingPublish>,
 ) {
     let s = &shared.settings;
     let mut backoff = s.reconnect_min;
@@ -497,15 +524,15 @@ async fn run_eventloop(
             ev = eventloop.poll() => ev,
         };
         match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(ClientEvent::Connected) => {
                 backoff = s.reconnect_min;
                 outage_reported = false;
                 shared.session.fetch_add(1, Ordering::SeqCst);
                 shared.connected.send_replace(true);
                 shared.notify.notify_one();
-                tracing::info!(host = %s.host, port = s.port, "mqtt_connected");
+                tracing::info!(host = %s.host, port = s.port, protocol = %s.protocol, "mqtt_connected");
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(ClientEvent::Publish(p)) => {
                 if in_tx.try_send(p).is_err() {
                     let n = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(dropped = n, "mqtt_incoming_dropped");
@@ -515,6 +542,15 @@ async fn run_eventloop(
             Err(e) => {
                 if shared.connected.send_replace(false) {
                     tracing::warn!(error = %e, "mqtt_disconnected");
+                    outage_reported = true;
+                } else if matches!(e, ClientError::Refused(_)) {
+                    // Retrying cannot help until the broker's users or ACLs change: say so loudly,
+                    // and keep retrying with the longest backoff quietly.
+                    if !outage_reported {
+                        tracing::error!(error = %e, host = %s.host, port = s.port, protocol = %s.protocol, "mqtt_connection_refused");
+                    } else {
+                        tracing::debug!(error = %e, "mqtt_connection_refused");
+                    }
                     outage_reported = true;
                 } else if !outage_reported {
                     tracing::warn!(error = %e, host = %s.host, port = s.port, "mqtt_connect_failed");
@@ -548,7 +584,7 @@ async fn run_eventloop(
                 _ = &mut deadline => break,
                 _ = &mut goodbye => {}
                 ev = eventloop.poll() => match ev {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(ClientEvent::Disconnecting) | Err(_) => break,
                     _ => {}
                 },
             }
@@ -572,7 +608,7 @@ const DISCOVERY_CHUNK: usize = 16;
 
 /// Largest MQTT packet the bridge sends or accepts (bytes); rumqttc drops the connection on a
 /// larger outgoing one, so such a message is refused before it reaches the client.
-pub(crate) const MAX_PACKET: usize = 1 << 20;
+pub(crate) const MAX_PACKET: usize = super::client::MAX_PACKET_SIZE as usize;
 
 /// Everything the publisher must send now, taken from the outbox under the lock.
 #[cfg(test)]
@@ -729,7 +765,7 @@ fn discovery_messages(shared: &Shared, o: &mut Outbox) -> Vec<Msg> {
     out
 }
 
-async fn on_session(shared: &Shared, client: &AsyncClient) {
+async fn on_session(shared: &Shared, client: &MqttClient) {
     let t = &shared.topics;
     for topic in t.subscriptions() {
         if let Err(e) = client.subscribe(topic, shared.qos).await {
@@ -741,11 +777,9 @@ async fn on_session(shared: &Shared, client: &AsyncClient) {
         // Read our retained list of discovery topics; the sync marker, published after the
         // subscription, arrives after any retained replay on this connection.
         let sync = t.bridge_discovery_sync(&shared.settings.client_id);
-        let _ = client
-            .subscribe(t.bridge_discovery_list(), QoS::AtLeastOnce)
-            .await;
-        let _ = client.subscribe(sync.clone(), QoS::AtLeastOnce).await;
-        let _ = client.publish(sync, QoS::AtLeastOnce, false, "sync").await;
+        let _ = client.subscribe(t.bridge_discovery_list(), 1).await;
+        let _ = client.subscribe(sync.clone(), 1).await;
+        let _ = client.publish(sync, 1, false, "sync").await;
     }
     let _ = client
         .publish(t.bridge_state(), shared.qos, true, "online")
@@ -754,7 +788,15 @@ async fn on_session(shared: &Shared, client: &AsyncClient) {
     shared.lock().republish_all(ids.into_iter());
 }
 
-async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
+async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Arc<dyn Store>>) {
+    // Before the first connection: the first retained `<dev>/controls` carries stored values,
+    // and no command (which needs the subscriptions made in `on_session`) can race the restore.
+    if let Some(store) = store {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = restore_controls(&shared, store.as_ref()) => {}
+        }
+    }
     let mut conn = shared.connected.subscribe();
     let mut session_seen = 0;
     let mut last_discovery: Option<Instant> = None;
@@ -792,10 +834,11 @@ async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
         }
         let discovery_due = next_pass.is_none_or(|t| Instant::now() >= t);
         let work = take_work_with(&shared, discovery_due);
+        let replies = std::mem::take(&mut shared.lock().replies);
         if pending && discovery_due && !in_pass {
             last_discovery = Some(Instant::now());
         }
-        if work.is_empty() {
+        if work.is_empty() && replies.is_empty() {
             let retry = (pending && !discovery_due && !in_pass)
                 .then_some(next_pass)
                 .flatten();
@@ -816,6 +859,112 @@ async fn run_publisher(shared: Arc<Shared>, client: AsyncClient) {
                     tracing::warn!(error = %e, "mqtt_publish_failed");
                 },
             }
+        }
+        for r in replies {
+            // Header, topic and property overhead bounded by 32 bytes; as in `take_work_with`, an
+            // oversized packet would cost the connection, so it is not sent.
+            let size = r.to.topic.len()
+                + r.payload.len()
+                + r.to.correlation.as_ref().map_or(0, |c| c.len())
+                + 32;
+            if size > MAX_PACKET {
+                tracing::error!(topic = %r.to.topic, bytes = size, limit = MAX_PACKET, "mqtt_reply_too_large");
+                continue;
+            }
+            let qos = shared.settings.response_qos;
+            let fut =
+                client.publish_correlated(r.to.topic, qos, false, r.payload, r.to.correlation);
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                r = fut => if let Err(e) = r {
+                    tracing::warn!(error = %e, "mqtt_reply_failed");
+                },
+            }
+        }
+    }
+}
+
+/// Loads every device's remembered controls from the store (bounded by [`STORE_TIMEOUT`] per
+/// device; a failure keeps the defaults and is logged once).
+async fn restore_controls(shared: &Shared, store: &dyn Store) {
+    let mut failed = false;
+    for dev in shared.commands.fleet().ids() {
+        let doc = match tokio::time::timeout(STORE_TIMEOUT, store.document(&controls_key(&dev)))
+            .await
+        {
+            Ok(Ok(doc)) => doc,
+            Ok(Err(e)) => {
+                if !failed {
+                    tracing::warn!(device = %dev, error = %e, "controls_not_restored");
+                }
+                failed = true;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(device = %dev, "controls_not_restored: the store did not answer in time");
+                return;
+            }
+        };
+        let Some(doc) = doc else { continue };
+        match serde_json::from_value::<Controls>(doc) {
+            Ok(c) => {
+                tracing::info!(device = %dev, passive_power = c.passive_power, passive_duration = c.passive_duration, "controls_restored");
+                let payload = serde_json::to_vec(&c).unwrap_or_default();
+                shared.lock().controls.insert(dev.clone(), c);
+                shared.set_retained(shared.topics.controls(&dev), payload);
+            }
+            Err(e) => tracing::warn!(device = %dev, error = %e, "controls_document_unreadable"),
+        }
+    }
+}
+
+/// Writes changed controls to the store, off the dispatcher's path. A failed write keeps the
+/// device pending (retried after a pause or the next change) and is logged once per outage;
+/// the in-memory value applies meanwhile. Pending writes are flushed once on shutdown.
+async fn run_controls_writer(shared: Arc<Shared>, store: Arc<dyn Store>) {
+    const RETRY: Duration = Duration::from_secs(5);
+    let mut failing = false;
+    loop {
+        let stopping = shared.cancel.is_cancelled();
+        let batch: Vec<(DeviceId, Controls)> = {
+            let mut o = shared.lock();
+            let devs = std::mem::take(&mut o.unsaved_controls);
+            devs.into_iter()
+                .filter_map(|d| o.controls.get(&d).cloned().map(|c| (d, c)))
+                .collect()
+        };
+        let mut retry = false;
+        for (dev, c) in batch {
+            let doc = serde_json::to_value(&c).unwrap_or(Value::Null);
+            let r =
+                tokio::time::timeout(STORE_TIMEOUT, store.put_document(&controls_key(&dev), &doc))
+                    .await
+                    .map_err(|_| "the store did not answer in time".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+            match r {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(device = %dev, "controls_saved_again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(device = %dev, error = %e, "controls_not_saved");
+                        failing = true;
+                    }
+                    shared.lock().unsaved_controls.insert(dev);
+                    retry = true;
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => {}
+            _ = shared.persist.notified() => {}
+            _ = tokio::time::sleep(RETRY), if retry => {}
         }
     }
 }
@@ -847,9 +996,29 @@ async fn run_watchdog(shared: Arc<Shared>) {
     }
 }
 
+/// The copy-to address of an MQTT 5 request, when it gave a valid one (a bad one is logged
+/// and ignored: the documented response topic still gets the answer).
+fn reply_to(shared: &Shared, p: &IncomingPublish) -> Option<ReplyTo> {
+    let topic = p.response_topic.as_ref()?;
+    if let Err(why) = shared.topics.check_response_topic(topic) {
+        tracing::warn!(topic = %p.topic, response_topic = %topic.escape_debug(), reason = %why, "response_topic_ignored");
+        return None;
+    }
+    if let Some(data) = &p.correlation_data
+        && data.len() > MAX_CORRELATION_DATA
+    {
+        tracing::warn!(topic = %p.topic, bytes = data.len(), max = MAX_CORRELATION_DATA, "response_topic_ignored: correlation data too long");
+        return None;
+    }
+    Some(ReplyTo {
+        topic: topic.clone(),
+        correlation: p.correlation_data.clone(),
+    })
+}
+
 async fn run_dispatcher(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::Receiver<IncomingPublish>,
     router: Arc<RequestRouter>,
 ) {
     let limit = Arc::new(Semaphore::new(32));
@@ -907,32 +1076,33 @@ async fn run_dispatcher(
                     // An empty payload is a retained-message deletion (ours or someone's).
                     continue;
                 }
+                let reply = reply_to(&shared, &p);
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
                 let s = shared.clone();
                 let r = router.clone();
                 tasks.spawn(async move {
+                    let reply = reply.as_ref();
                     match kind {
                         Incoming::Request(action) => {
                             let max = s.settings.max_payload;
                             let text = commands::decode_text(&p.payload, max);
                             let resp = r.handle(&action, text).await;
-                            s.push_event_qos(
+                            s.answer(
                                 s.topics.bridge_response(&action),
                                 serde_json::to_vec(&resp).unwrap_or_default(),
-                                false,
-                                Some(qos_of(s.settings.response_qos)),
+                                reply,
                             );
                         }
                         Incoming::Set(dev) => {
                             let parsed = commands::parse_set(&p.payload, s.settings.max_payload);
-                            handle_command(&s, &dev, parsed, &p.payload).await;
+                            handle_command(&s, &dev, parsed, &p.payload, reply).await;
                         }
                         Incoming::SetField(dev, field) => {
                             let parsed =
                                 commands::parse_field(&field, &p.payload, s.settings.max_payload);
-                            handle_command(&s, &dev, parsed, &p.payload).await;
+                            handle_command(&s, &dev, parsed, &p.payload, reply).await;
                         }
                         _ => {}
                     }
@@ -946,12 +1116,18 @@ async fn run_dispatcher(
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
 }
 
-async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refusal>, raw: &[u8]) {
+async fn handle_command(
+    s: &Shared,
+    dev_level: &str,
+    parsed: Result<Parsed, Refusal>,
+    raw: &[u8],
+    reply: Option<&ReplyTo>,
+) {
     let parsed = match parsed {
         Ok(p) => p,
         Err(r) => {
             tracing::info!(device = dev_level, error = %r.error, "command_refused");
-            s.respond(dev_level, &CommandResponse::error(r.id, r.error));
+            s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
             return;
         }
     };
@@ -963,6 +1139,7 @@ async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refu
         s.respond(
             dev_level,
             &CommandResponse::error(id, format!("unknown device '{dev_level}'")),
+            reply,
         );
         return;
     };
@@ -973,6 +1150,7 @@ async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refu
             s.respond(
                 dev_level,
                 &CommandResponse::ok(id, json!({ "passive_power": p }), false),
+                reply,
             );
             return;
         }
@@ -981,6 +1159,7 @@ async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refu
             s.respond(
                 dev_level,
                 &CommandResponse::ok(id, json!({ "passive_duration": d }), false),
+                reply,
             );
             return;
         }
@@ -1046,7 +1225,7 @@ async fn handle_command(s: &Shared, dev_level: &str, parsed: Result<Parsed, Refu
             r
         }
     };
-    s.respond(dev_level, &resp);
+    s.respond(dev_level, &resp, reply);
 }
 
 fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {

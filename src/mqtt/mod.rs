@@ -7,6 +7,7 @@
 //! [`MqttHandle`] with samples, availability, alerts and the retained bridge documents.
 
 pub mod bridge;
+pub mod client;
 pub mod commands;
 pub mod discovery;
 pub mod requests;
@@ -14,6 +15,9 @@ pub mod settings;
 pub mod topics;
 
 pub use bridge::{MqttBridge, MqttError, MqttHandle, state_payload};
+pub use client::{
+    ClientError, ClientEvent, ClientOptions, IncomingPublish, MqttClient, MqttEventLoop, Will,
+};
 pub use requests::{Handler, RequestRouter, handler};
-pub use settings::{DiscoveryStyle, MqttSettings, TlsSettings};
+pub use settings::{DiscoveryStyle, MqttProtocol, MqttSettings, TlsSettings};
 pub use topics::Topics;

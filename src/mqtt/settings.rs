@@ -21,6 +21,73 @@ pub enum DiscoveryStyle {
     Off,
 }
 
+/// MQTT protocol version spoken to the broker (`protocol = "3.1.1"` or `"5"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (protocol level 4); config `"3.1.1"`, alias `"v4"`.
+    #[default]
+    V311,
+    /// MQTT 5; config `"5"` (a TOML or environment integer `5` works too), alias `"v5"`.
+    V5,
+}
+
+/// Accepted spellings, quoted in every error about `protocol`.
+pub const PROTOCOL_VALUES: &str = "\"3.1.1\" (alias \"v4\") or \"5\" (alias \"v5\")";
+
+impl MqttProtocol {
+    /// Parses a configured value: `3.1.1`/`v4` or `5`/`v5` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "3.1.1" | "v4" => Ok(MqttProtocol::V311),
+            "5" | "v5" | "5.0" => Ok(MqttProtocol::V5),
+            _ => Err(format!(
+                "'{s}' is not a supported MQTT version: use {PROTOCOL_VALUES}"
+            )),
+        }
+    }
+
+    /// The canonical config value: `3.1.1` or `5`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
+}
+
+impl fmt::Display for MqttProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for MqttProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for MqttProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `5` arrives as an integer from TOML (`protocol = 5`) and from the environment.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Other(serde::de::IgnoredAny),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(n) => n.to_string(),
+            Raw::Float(f) => f.to_string(),
+            Raw::Other(_) => "(not a string)".to_string(),
+        };
+        MqttProtocol::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// TLS files for the broker connection (PEM).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +108,8 @@ pub struct MqttSettings {
     pub host: String,
     /// Broker TCP port (1883 plain, 8883 TLS usually).
     pub port: u16,
+    /// MQTT version: `3.1.1` (default) or `5` (adds request/response properties).
+    pub protocol: MqttProtocol,
     /// MQTT client id; must be unique per broker.
     pub client_id: String,
     /// User name, if the broker requires one.
@@ -88,6 +157,7 @@ impl Default for MqttSettings {
         Self {
             host: "127.0.0.1".into(),
             port: 1883,
+            protocol: MqttProtocol::V311,
             client_id: "marstek-bridge".into(),
             username: None,
             password: None,
@@ -114,6 +184,7 @@ impl fmt::Debug for MqttSettings {
         f.debug_struct("MqttSettings")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("protocol", &self.protocol)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -266,5 +337,31 @@ mod tests {
         assert_eq!(s.keep_alive, Duration::from_secs(20));
         assert_eq!(s.discovery, DiscoveryStyle::Device);
         assert!(toml::from_str::<MqttSettings>("hots = \"x\"").is_err());
+    }
+
+    #[test]
+    fn protocol_spellings() {
+        let p = |t: &str| toml::from_str::<MqttSettings>(t).map(|s| s.protocol);
+        assert_eq!(p("").unwrap(), MqttProtocol::V311);
+        assert_eq!(p("protocol = \"3.1.1\"").unwrap(), MqttProtocol::V311);
+        assert_eq!(p("protocol = \"v4\"").unwrap(), MqttProtocol::V311);
+        assert_eq!(p("protocol = \"5\"").unwrap(), MqttProtocol::V5);
+        assert_eq!(p("protocol = \"V5\"").unwrap(), MqttProtocol::V5);
+        assert_eq!(p("protocol = 5").unwrap(), MqttProtocol::V5);
+        for bad in [
+            "protocol = \"3.1\"",
+            "protocol = 4",
+            "protocol = \"\"",
+            "protocol = true",
+        ] {
+            let e = p(bad).unwrap_err().to_string();
+            assert!(e.contains("\"3.1.1\"") && e.contains("\"5\""), "{bad}: {e}");
+        }
+        let s = MqttSettings {
+            protocol: MqttProtocol::V5,
+            ..Default::default()
+        };
+        let back: MqttSettings = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.protocol, MqttProtocol::V5);
     }
 }

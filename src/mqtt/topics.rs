@@ -4,6 +4,9 @@
 
 use crate::domain::DeviceId;
 
+/// Longest MQTT 5 Response Topic the bridge answers on, bytes.
+pub const MAX_RESPONSE_TOPIC: usize = 256;
+
 /// Topic builder for one bridge instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -152,6 +155,36 @@ impl Topics {
         ]
     }
 
+    /// Checks an MQTT 5 Response Topic a requester asked the answer to be copied to: 1 to
+    /// [`MAX_RESPONSE_TOPIC`] bytes, no wildcard, no NUL, not `$…`, and outside this bridge's
+    /// own topics (`<base>/…`, `<prefix>/…`) so an answer can never be taken for a command,
+    /// a state or a discovery config.
+    pub fn check_response_topic(&self, topic: &str) -> Result<(), String> {
+        let inside = |root: &str| {
+            topic
+                .strip_prefix(root)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if topic.is_empty() {
+            Err("is empty".into())
+        } else if topic.len() > MAX_RESPONSE_TOPIC {
+            Err(format!("is longer than {MAX_RESPONSE_TOPIC} bytes"))
+        } else if topic.contains(['+', '#']) {
+            Err("contains a wildcard ('+' or '#')".into())
+        } else if topic.contains('\0') {
+            Err("contains a NUL character".into())
+        } else if topic.starts_with('$') {
+            Err("is a broker-reserved '$' topic".into())
+        } else if inside(&self.base) || inside(&self.prefix) {
+            Err(format!(
+                "is inside the bridge's own topics ('{}/…' or '{}/…'); the answer is on the documented response topic anyway",
+                self.base, self.prefix
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Classifies an incoming topic.
     pub fn classify(&self, topic: &str) -> Incoming {
         if topic == self.ha_status() {
@@ -184,6 +217,26 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_topics_are_checked() {
+        let t = Topics::new("mb/x", "ha");
+        assert!(t.check_response_topic("nodered/replies/1").is_ok());
+        assert!(t.check_response_topic("mb/xy/reply").is_ok());
+        for bad in [
+            "",
+            "a/+/b",
+            "a/#",
+            "$SYS/x",
+            "a\0b",
+            "mb/x",
+            "mb/x/dev1/set",
+            "ha/sensor/x/config",
+            &"r".repeat(MAX_RESPONSE_TOPIC + 1),
+        ] {
+            assert!(t.check_response_topic(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn builds_and_classifies() {
