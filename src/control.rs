@@ -70,6 +70,37 @@ pub enum CommandError {
     Driver(#[from] DriverError),
 }
 
+/// What an applied command leaves to persist: the new desired state (when it succeeded and
+/// carries one) and the audit row. Dropping it without [`persist`](Self::persist) loses both.
+#[must_use = "persist() records the command; dropping it loses the audit row"]
+pub struct Bookkeeping {
+    store: Option<Arc<dyn Store>>,
+    intent: Option<DesiredState>,
+    record: CommandRecord,
+}
+
+impl Bookkeeping {
+    /// Writes the desired state and the audit row (concurrently); failures are logged, never
+    /// returned: the command itself already took effect.
+    pub async fn persist(self) {
+        let Some(store) = &self.store else { return };
+        let device = self.record.device.as_str();
+        let desired = async {
+            if let Some(intent) = &self.intent
+                && let Err(e) = store.set_desired(intent).await
+            {
+                tracing::warn!(device, error = %e, "desired_state_not_saved");
+            }
+        };
+        let audit = async {
+            if let Err(e) = store.record_command(&self.record).await {
+                tracing::warn!(device, error = %e, "command_audit_not_saved");
+            }
+        };
+        tokio::join!(desired, audit);
+    }
+}
+
 /// Applies commands from every source through one envelope.
 #[derive(Clone)]
 pub struct CommandService {
@@ -110,9 +141,8 @@ impl CommandService {
         self.read_only
     }
 
-    /// Validates and executes `command` on `device`, records it, and returns the driver's report.
-    /// `payload` is what the source sent (for the audit); `intent` is the desired state to persist
-    /// on success (mode commands), with `set_by` naming the source.
+    /// Executes `command` on `device` through the envelope and persists it (desired state and
+    /// audit row) before returning: [`apply`](Self::apply) then [`Bookkeeping::persist`].
     pub async fn submit(
         &self,
         device: &str,
@@ -121,6 +151,25 @@ impl CommandService {
         payload: serde_json::Value,
         intent: Option<DesiredState>,
     ) -> Result<CommandReport, CommandError> {
+        let (result, bookkeeping) = self.apply(device, command, source, payload, intent).await;
+        bookkeeping.persist().await;
+        result
+    }
+
+    /// Executes `command` on `device` through the envelope, logs it and raises
+    /// `command_failed` on a driver error; the returned [`Bookkeeping`] persists it (`payload`:
+    /// what the source sent, for the audit; `intent`: the desired state kept on success, with
+    /// `set_by` naming the source). A caller that
+    /// answers someone (an MQTT response) answers first and persists after, so the answer does
+    /// not wait on database commits.
+    pub async fn apply(
+        &self,
+        device: &str,
+        command: &Command,
+        source: CommandSource,
+        payload: serde_json::Value,
+        intent: Option<DesiredState>,
+    ) -> (Result<CommandReport, CommandError>, Bookkeeping) {
         let started = Instant::now();
         let result = self.run(device, command).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -134,11 +183,6 @@ impl CommandService {
                     latency_ms,
                     "command_applied"
                 );
-                if let (Some(store), Some(intent)) = (&self.store, intent)
-                    && let Err(e) = store.set_desired(&intent).await
-                {
-                    tracing::warn!(device, error = %e, "desired_state_not_saved");
-                }
             }
             Err(e) => {
                 tracing::warn!(device, source = source.as_str(), command = command.name(), error = %e, "command_failed");
@@ -156,21 +200,21 @@ impl CommandService {
                 }
             }
         }
-        if let Some(store) = &self.store {
-            let record = CommandRecord {
-                at: Utc::now(),
-                source: source.as_str().to_string(),
-                device: device.to_string(),
-                payload: json!({ "received": payload, "command": command }),
-                status: if result.is_ok() { "ok" } else { "error" }.to_string(),
-                error: result.as_ref().err().map(|e| e.to_string()),
-                latency_ms: Some(latency_ms),
-            };
-            if let Err(e) = store.record_command(&record).await {
-                tracing::warn!(device, error = %e, "command_audit_not_saved");
-            }
-        }
-        result
+        let record = CommandRecord {
+            at: Utc::now(),
+            source: source.as_str().to_string(),
+            device: device.to_string(),
+            payload: json!({ "received": payload, "command": command }),
+            status: if result.is_ok() { "ok" } else { "error" }.to_string(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            latency_ms: Some(latency_ms),
+        };
+        let bookkeeping = Bookkeeping {
+            store: self.store.clone(),
+            intent: intent.filter(|_| result.is_ok()),
+            record,
+        };
+        (result, bookkeeping)
     }
 
     async fn run(&self, device: &str, command: &Command) -> Result<CommandReport, CommandError> {

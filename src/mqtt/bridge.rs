@@ -1177,19 +1177,21 @@ async fn handle_command(
     let mut first_error: Option<String> = None;
     let mut all_verified = true;
     let many = commands.len() > 1;
+    let mut bookkeeping = Vec::with_capacity(commands.len());
     for (i, cmd) in commands.iter().enumerate() {
         let intent = intent_for(&dev, cmd, Utc::now());
-        match s
+        let (result, book) = s
             .commands
-            .submit(
+            .apply(
                 dev.as_str(),
                 cmd,
                 CommandSource::Mqtt,
                 audit.clone(),
                 intent,
             )
-            .await
-        {
+            .await;
+        bookkeeping.push(book);
+        match result {
             Ok(r) => {
                 all_verified &= r.verified;
                 remember(s, &dev, cmd);
@@ -1226,6 +1228,10 @@ async fn handle_command(
         }
     };
     s.respond(dev_level, &resp, reply);
+    // The answer does not wait on the database; the records follow it, in order.
+    for book in bookkeeping {
+        book.persist().await;
+    }
 }
 
 fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {

@@ -63,10 +63,16 @@ impl PgStore {
 /// plain text. Any other host keeps libpq's `prefer`.
 fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
     let explicit = url::Url::parse(url)
-        .map(|u| u.query_pairs().any(|(k, _)| k == "sslmode" || k == "ssl-mode"))
+        .map(|u| {
+            u.query_pairs()
+                .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        })
         .unwrap_or(true)
         || std::env::var_os("PGSSLMODE").is_some();
-    let host = opts.get_host().trim_start_matches('[').trim_end_matches(']');
+    let host = opts
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -762,13 +768,22 @@ mod tests {
         if std::env::var_os("PGSSLMODE").is_some() {
             return;
         }
-        assert!(matches!(mode("postgres://u@127.0.0.1/db"), PgSslMode::Disable));
-        assert!(matches!(mode("postgres://u@localhost:5432/db"), PgSslMode::Disable));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/db"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost:5432/db"),
+            PgSslMode::Disable
+        ));
         assert!(matches!(mode("postgres://u@[::1]/db"), PgSslMode::Disable));
         assert!(matches!(
             mode("postgres://u@127.0.0.1/db?sslmode=require"),
             PgSslMode::Require
         ));
-        assert!(matches!(mode("postgres://u@db.example/db"), PgSslMode::Prefer));
+        assert!(matches!(
+            mode("postgres://u@db.example/db"),
+            PgSslMode::Prefer
+        ));
     }
 }
