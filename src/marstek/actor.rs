@@ -270,7 +270,11 @@ impl Actor {
     async fn call(&mut self, m: &str, params: Value, write: bool) -> Result<Reply, DriverError> {
         if let Some(last) = self.last_io {
             let ready = last + self.settings.quiet_gap;
-            tokio::time::sleep_until(tokio::time::Instant::from_std(ready)).await;
+            // Only when the gap is still running: tokio's timer rounds a deadline up to its next
+            // millisecond tick, so even an elapsed or zero gap would cost up to 1 ms per call.
+            if ready > Instant::now() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(ready)).await;
+            }
         }
         let opts = if write {
             self.settings.write_options()
