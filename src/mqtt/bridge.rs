@@ -26,7 +26,7 @@ use super::discovery::{self, Entity};
 use super::requests::RequestRouter;
 use super::settings::MqttSettings;
 use super::topics::{Incoming, Topics};
-use crate::control::CommandService;
+use crate::control::{Bookkeeping, CommandService};
 use crate::domain::{
     Alert, AlertKind, AlertState, Command, CommandSource, DeviceId, ModeConfig, Sample,
 };
@@ -176,6 +176,8 @@ struct Shared {
     notify: Notify,
     /// Wakes the controls writer.
     persist: Notify,
+    /// Applied commands to record, in order, after their answers (see [`run_recorder`]).
+    records: mpsc::Sender<Bookkeeping>,
     connected: watch::Sender<bool>,
     session: AtomicU64,
     dropped: AtomicU64,
@@ -455,7 +457,9 @@ impl MqttBridge {
         let opts = client_options(&settings, &topics)?;
         let (client, eventloop) = MqttClient::new(&opts, 256)?;
         let (connected, _) = watch::channel(false);
+        let (records, records_rx) = mpsc::channel::<Bookkeeping>(RECORD_QUEUE);
         let shared = Arc::new(Shared {
+            records,
             qos: settings.qos,
             topics,
             settings,
@@ -499,6 +503,7 @@ impl MqttBridge {
         tracker.spawn(run_publisher(shared.clone(), client.clone(), store));
         tracker.spawn(run_dispatcher(shared.clone(), in_rx, Arc::new(router)));
         tracker.spawn(run_watchdog(shared.clone()));
+        tracker.spawn(run_recorder(records_rx, cancel.clone()));
         tracker.close();
         let join = tokio::spawn(async move {
             run_eventloop(shared, client, eventloop, in_tx).await;
@@ -1230,6 +1235,31 @@ async fn handle_command(
     s.respond(dev_level, &resp, reply);
     // The answer does not wait on the database; the records follow it, in order.
     for book in bookkeeping {
+        if s.records.send(book).await.is_err() {
+            tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
+        }
+    }
+}
+
+/// Applied commands waiting to be recorded; a full queue holds the next command back.
+const RECORD_QUEUE: usize = 1024;
+
+/// Persists applied commands (desired state and audit row) one after the other, in the order
+/// they were applied, after their answers went out; at shutdown, what is queued is still written.
+/// One writer keeps a burst of commands from taking every database connection at once.
+async fn run_recorder(mut rx: mpsc::Receiver<Bookkeeping>, cancel: CancellationToken) {
+    loop {
+        let book = tokio::select! {
+            biased;
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return,
+            },
+            _ = cancel.cancelled() => break,
+        };
+        book.persist().await;
+    }
+    while let Ok(book) = rx.try_recv() {
         book.persist().await;
     }
 }
