@@ -1335,5 +1335,25 @@ async fn remembered_controls_survive_a_restart() {
     assert_eq!(rig.mode(0), Mode::Passive);
     assert_eq!(rig.snapshot(0).passive_power, -700);
     b.stop().await;
+
+    // Answered first, recorded after: by the time the bridge has stopped, the command has its
+    // audit row and its desired state (expiring with the passive duration).
+    let store = sqlite_store(dir.path()).await;
+    let audit = store.recent_commands(10).await.unwrap();
+    let row = audit
+        .iter()
+        .find(|c| c.source == "mqtt" && c.payload["received"] == "Passive")
+        .unwrap_or_else(|| panic!("no audit row for set/mode Passive: {audit:?}"));
+    assert_eq!(row.status, "ok");
+    assert_eq!(row.device, "dev1");
+    let desired = store.desired_states().await.unwrap();
+    let d = desired
+        .iter()
+        .find(|d| d.device.as_str() == "dev1")
+        .unwrap_or_else(|| panic!("no desired state for dev1: {desired:?}"));
+    assert_eq!(d.config.mode(), Mode::Passive);
+    assert_eq!(d.set_by, "mqtt");
+    let left = d.valid_until.expect("passive intent expires") - d.set_at;
+    assert_eq!(left.num_seconds(), 900);
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
