@@ -61,6 +61,10 @@ struct FleetRun {
     cpu_s_per_min: f64,
     cpu_pct_of_one_core: f64,
     peak_rss_mb: f64,
+    /// Anonymous (heap, stacks) part of the resident set at the end of the window, MB.
+    rss_anon_mb: f64,
+    /// File-backed part (the binary's pages, shared libraries) at the end of the window, MB.
+    rss_file_mb: f64,
     command_latency: Option<Latency>,
 }
 
@@ -130,12 +134,15 @@ async fn fleet_run(
     let mut bridge = BridgeProcess::spawn(BIN, &config, dir.path());
 
     // Start-up: spawn → first state publish, then → every device published once.
+    // A battery's state: `<base>/<dev>/state`, not the bridge's own `<base>/bridge/state`.
     let state_of = |s: &common::Seen| -> Option<String> {
         let rest = s.topic.strip_prefix(&base)?.strip_prefix('/')?;
-        rest.strip_suffix("/state").map(str::to_string)
+        rest.strip_suffix("/state")
+            .filter(|d| *d != "bridge")
+            .map(str::to_string)
     };
     let first = w
-        .next_matching(Duration::from_secs(60), |s| s.topic.ends_with("/state"))
+        .next_matching(Duration::from_secs(60), |s| state_of(s).is_some())
         .await
         .ok_or_else(|| anyhow::anyhow!("no state in 60 s; log:\n{}", bridge.log_text()))?;
     let startup = first.at.duration_since(bridge.started);
@@ -144,7 +151,7 @@ async fn fleet_run(
     let limit = Instant::now() + Duration::from_secs(45);
     while seen.len() < n {
         let left = limit.saturating_duration_since(Instant::now());
-        let Some(s) = w.next_matching(left, |s| s.topic.ends_with("/state")).await else {
+        let Some(s) = w.next_matching(left, |s| state_of(s).is_some()).await else {
             eprintln!("only {} of {n} devices published within 45 s", seen.len());
             break;
         };
@@ -160,7 +167,7 @@ async fn fleet_run(
     let mut times = Vec::new();
     while let Some(s) = w
         .next_matching(window.saturating_sub(t0.elapsed()), |s| {
-            s.topic.ends_with("/state")
+            state_of(s).is_some()
         })
         .await
     {
@@ -246,6 +253,8 @@ async fn fleet_run(
         None
     };
     let peak_rss_mb = bridge.peak_rss_kb().unwrap_or(0) as f64 / 1024.0;
+    let rss_anon_mb = bridge.rss_anon_kb().unwrap_or(0) as f64 / 1024.0;
+    let rss_file_mb = bridge.rss_file_kb().unwrap_or(0) as f64 / 1024.0;
     let exit = bridge.terminate(Duration::from_secs(10));
     if !exit.is_some_and(|s| s.success()) {
         eprintln!("bridge exit {exit:?}; log:\n{}", bridge.log_text());
@@ -268,6 +277,8 @@ async fn fleet_run(
         cpu_s_per_min: cpu_frac * 60.0,
         cpu_pct_of_one_core: cpu_frac * 100.0,
         peak_rss_mb,
+        rss_anon_mb,
+        rss_file_mb,
         command_latency: latency,
     })
 }
@@ -354,6 +365,94 @@ fn fmt(v: f64, digits: usize) -> String {
     }
 }
 
+/// Marks the start of the hand-written findings in `docs/benchmarks.md`, kept across runs.
+const FINDINGS_MARKER: &str = "<!-- findings: written by hand, kept by scripts/bench.sh -->";
+
+/// One line per DESIGN §11 target: the figure it is judged on and whether it is met.
+fn summary(runs: &[FleetRun], pg: f64) -> String {
+    let pick = |n: usize, disc: &str, qos: u8| {
+        runs.iter()
+            .find(|r| r.devices == n && r.discovery == disc && r.mqtt_qos == qos)
+    };
+    let worst = |n: usize, f: fn(&FleetRun) -> f64| {
+        runs.iter()
+            .filter(|r| r.devices == n)
+            .map(f)
+            .fold(f64::NAN, f64::max)
+    };
+    let mut rows: Vec<(&str, String, bool)> = Vec::new();
+    if let Some(r) = pick(10, "entity", 1) {
+        rows.push((
+            "RSS ≤ 15 MB, 10 batteries",
+            format!("{} MB peak", fmt(r.peak_rss_mb, 1)),
+            r.peak_rss_mb <= 15.0,
+        ));
+    }
+    // Latency is judged on the worst run (every fleet size, both QoS levels).
+    let lat: Vec<&Latency> = runs
+        .iter()
+        .filter_map(|r| r.command_latency.as_ref())
+        .collect();
+    if !lat.is_empty() {
+        let p50 = lat.iter().map(|l| l.p50_ms).fold(f64::NAN, f64::max);
+        let p99 = lat.iter().map(|l| l.p99_ms).fold(f64::NAN, f64::max);
+        let n: usize = lat.iter().map(|l| l.commands).sum();
+        let ok: usize = lat.iter().map(|l| l.ok).sum();
+        rows.push((
+            "command p50 ≤ 2 ms, p99 ≤ 10 ms",
+            format!(
+                "worst run: p50 {} ms, p99 {} ms ({n} commands, {ok} ok)",
+                fmt(p50, 2),
+                fmt(p99, 2)
+            ),
+            p50 <= 2.0 && p99 <= 10.0 && ok == n,
+        ));
+    }
+    let rss = worst(1000, |r| r.peak_rss_mb);
+    if rss.is_finite() {
+        rows.push((
+            "RSS ≤ 60 MB, 1,000 batteries",
+            format!("{} MB peak (worst run)", fmt(rss, 1)),
+            rss <= 60.0,
+        ));
+    }
+    let cpu = worst(1000, |r| r.cpu_pct_of_one_core);
+    if cpu.is_finite() {
+        rows.push((
+            "CPU ≤ 10 % of a core, 1,000 batteries at 5 s",
+            format!("{} % (worst run)", fmt(cpu, 2)),
+            cpu <= 10.0,
+        ));
+    }
+    rows.push((
+        "PostgreSQL ≥ 50,000 samples/s",
+        format!("{} samples/s", fmt(pg, 0)),
+        pg >= 50_000.0,
+    ));
+    let start = runs
+        .iter()
+        .filter(|r| r.devices <= 10)
+        .map(|r| r.startup_to_first_state_ms)
+        .fold(f64::NAN, f64::max);
+    if start.is_finite() {
+        rows.push((
+            "start-up → first state ≤ 200 ms + device latency",
+            format!("{} ms (worst run of 1–10 batteries)", fmt(start, 0)),
+            start <= 200.0,
+        ));
+    }
+    let mut s =
+        String::from("## Against DESIGN §11\n\n| target | measured | met |\n|---|---|---|\n");
+    for (target, measured, met) in rows {
+        s.push_str(&format!(
+            "| {target} | {measured} | {} |\n",
+            if met { "yes" } else { "**no**" }
+        ));
+    }
+    s.push('\n');
+    s
+}
+
 fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
     let m = &report["machine"];
     let mut s = String::new();
@@ -368,9 +467,10 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
         m["cpu"].as_str().unwrap_or(""),
         m["memory_gib"]
     ));
+    s.push_str(&summary(runs, pg));
     s.push_str("## Fleet runs\n\n");
-    s.push_str("| devices (publishing) | discovery | QoS | start-up → first state (ms) | → all states (ms) | poll round median / max (ms) | CPU (% of one core) | CPU s/min | peak RSS (MB) | target |\n");
-    s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("| devices (publishing) | discovery | QoS | start-up → first state (ms) | → all states (ms) | poll round median / max (ms) | CPU (% of one core) | CPU s/min | peak RSS (MB) | RSS anon / file at end (MB) | target |\n");
+    s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in runs {
         let target = match r.devices {
             10 => "RSS ≤ 15 MB; start-up ≤ 200 ms + device latency",
@@ -378,7 +478,7 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
             _ => "start-up ≤ 200 ms + device latency",
         };
         s.push_str(&format!(
-            "| {} ({}) | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
+            "| {} ({}) | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} |\n",
             r.devices,
             r.devices_publishing,
             r.discovery,
@@ -390,6 +490,8 @@ fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
             fmt(r.cpu_pct_of_one_core, 2),
             fmt(r.cpu_s_per_min, 2),
             fmt(r.peak_rss_mb, 1),
+            fmt(r.rss_anon_mb, 1),
+            fmt(r.rss_file_mb, 1),
             target
         ));
     }
@@ -512,7 +614,12 @@ fn main() -> anyhow::Result<()> {
                 docs.join("benchmarks.json"),
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
-            std::fs::write(docs.join("benchmarks.md"), md)?;
+            // The hand-written findings after the marker survive a new run.
+            let findings = std::fs::read_to_string(docs.join("benchmarks.md"))
+                .ok()
+                .and_then(|old| old.find(FINDINGS_MARKER).map(|i| old[i..].to_string()))
+                .unwrap_or_else(|| format!("{FINDINGS_MARKER}\n"));
+            std::fs::write(docs.join("benchmarks.md"), format!("{md}\n{findings}"))?;
         }
         Ok(())
     })

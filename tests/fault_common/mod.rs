@@ -200,6 +200,16 @@ impl BridgeProcess {
         proc_status_kb(self.pid(), "VmHWM:")
     }
 
+    /// Resident anonymous memory (heap, stacks), kB (`RssAnon`).
+    pub fn rss_anon_kb(&self) -> Option<u64> {
+        proc_status_kb(self.pid(), "RssAnon:")
+    }
+
+    /// Resident file-backed pages (the binary's code and data, shared libraries), kB (`RssFile`).
+    pub fn rss_file_kb(&self) -> Option<u64> {
+        proc_status_kb(self.pid(), "RssFile:")
+    }
+
     /// Current resident set size, kB (`VmRSS`).
     pub fn rss_kb(&self) -> Option<u64> {
         proc_status_kb(self.pid(), "VmRSS:")
