@@ -705,31 +705,28 @@ pub struct PublishedConfigs {
     pub nodes: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// The entity part of a config topic of `node` (`sensor/soc`, or `device` for device style).
-fn entry_of(prefix: &str, node: &str, topic: &str) -> Option<String> {
+/// Splits a config topic under `prefix` into its node and entity part (`sensor/soc`, or
+/// `device` for device style); None when it does not have our shape.
+fn split_config_topic(prefix: &str, topic: &str) -> Option<(String, String)> {
     let rest = topic
         .strip_prefix(prefix)?
         .strip_prefix('/')?
         .strip_suffix("/config")?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        ["device", n] if *n == node => Some("device".into()),
-        [component, n, key] if *n == node => Some(format!("{component}/{key}")),
+        ["device", n] if !n.is_empty() => Some(((*n).to_string(), "device".into())),
+        [component, n, key] if !n.is_empty() => {
+            Some(((*n).to_string(), format!("{component}/{key}")))
+        }
         _ => None,
     }
 }
 
-/// The node of a config topic under `prefix`, if it has our shape.
-fn node_of(prefix: &str, topic: &str) -> Option<String> {
-    let rest = topic
-        .strip_prefix(prefix)?
-        .strip_prefix('/')?
-        .strip_suffix("/config")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        ["device", n] | [_, n, _] if !n.is_empty() => Some((*n).to_string()),
-        _ => None,
-    }
+/// The entity part of a config topic of `node`.
+fn entry_of(prefix: &str, node: &str, topic: &str) -> Option<String> {
+    split_config_topic(prefix, topic)
+        .filter(|(n, _)| n == node)
+        .map(|(_, entry)| entry)
 }
 
 fn topic_of(prefix: &str, node: &str, entry: &str) -> Option<String> {
@@ -795,7 +792,7 @@ impl PublishedConfigs {
             }
         } else {
             for t in strings(&v["topics"]) {
-                if let Some(node) = node_of(prefix, &t) {
+                if let Some((node, _)) = split_config_topic(prefix, &t) {
                     out.nodes.entry(node).or_default().insert(t);
                 }
             }
