@@ -1296,6 +1296,10 @@ mod tests {
     use crate::domain::{Percent, Severity};
 
     fn offline_bridge(queue: usize) -> (MqttHandle, CancellationToken) {
+        offline_bridge_with(queue, Fleet::default())
+    }
+
+    fn offline_bridge_with(queue: usize, fleet: Fleet) -> (MqttHandle, CancellationToken) {
         // Port 1 on loopback refuses connections: the bridge never connects, so the outbox
         // keeps everything and we can inspect it.
         let s = MqttSettings {
@@ -1306,10 +1310,120 @@ mod tests {
             ..Default::default()
         };
         let cancel = CancellationToken::new();
-        let service = CommandService::new(Fleet::default(), None, None, false);
+        let service = CommandService::new(fleet, None, None, false);
         let (h, _join) =
             MqttBridge::start(s, service, RequestRouter::new(), cancel.clone()).unwrap();
         (h, cancel)
+    }
+
+    /// `n` batteries behind addresses where nothing answers (their identity stays unknown).
+    async fn silent_fleet(n: usize, cancel: &CancellationToken) -> Fleet {
+        use crate::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+        let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+        let t = Transport::bind(std::net::SocketAddr::new(loopback, 0), cancel)
+            .await
+            .unwrap();
+        let (samples, _) = tokio::sync::broadcast::channel(16);
+        let tracker = TaskTracker::new();
+        let polling = PollingSettings {
+            status_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        Fleet::new((0..n).map(|i| {
+            let spec = DeviceSpec {
+                id: DeviceId::parse(&format!("bat{i:02}")).unwrap(),
+                addr: std::net::SocketAddr::new(loopback, 9),
+                limits: Default::default(),
+            };
+            let b = MarstekBattery::spawn(
+                t.clone(),
+                spec,
+                polling.clone(),
+                samples.clone(),
+                cancel.clone(),
+                &tracker,
+            );
+            Arc::new(b) as crate::domain::BatteryRef
+        }))
+    }
+
+    #[tokio::test]
+    async fn discovery_goes_out_in_chunks_and_ends_with_a_compact_list() {
+        let cancel = CancellationToken::new();
+        let fleet = silent_fleet(40, &cancel).await;
+        let (h, stop) = offline_bridge_with(100, fleet);
+        // As if our (empty) retained list had been read: the pass may also publish the list.
+        h.shared.lock().discovery_synced = true;
+        let configs = |w: &[Msg]| w.iter().filter(|m| m.topic.ends_with("/config")).count();
+        let is_list = |m: &Msg| m.topic == "marstek/bridge/discovery";
+
+        let mut turns = vec![take_work_with(&h.shared, true)];
+        // A started pass continues although a new one would not be due.
+        loop {
+            let w = take_work_with(&h.shared, false);
+            if w.is_empty() {
+                break;
+            }
+            turns.push(w);
+        }
+        // 41 nodes (bridge + 40 batteries), 16 a turn.
+        assert_eq!(
+            turns.len(),
+            3,
+            "{:?}",
+            turns.iter().map(|t| configs(t)).collect::<Vec<_>>()
+        );
+        let per_battery = configs(&turns[1]) / DISCOVERY_CHUNK;
+        assert!(per_battery > 10 && configs(&turns[1]) == per_battery * DISCOVERY_CHUNK);
+        assert!(
+            turns[..2].iter().flatten().all(|m| !is_list(m)),
+            "list only at the end"
+        );
+        let list = turns[2]
+            .iter()
+            .find(|m| is_list(m))
+            .expect("list at the end");
+        let published = discovery::PublishedConfigs::parse(&list.payload, "homeassistant");
+        assert_eq!(published.nodes.len(), 41);
+        let total: usize = turns.iter().map(|t| configs(t)).sum();
+        assert_eq!(published.topics().count(), total);
+        assert!(list.payload.len() < 2048, "{} bytes", list.payload.len());
+
+        // Nothing pending: no new pass, even when one would be due.
+        assert!(take_work_with(&h.shared, true).is_empty());
+        // One battery asks again: only its own configs and the list go out.
+        h.shared
+            .lock()
+            .discovery_pending
+            .insert(Node::Battery(DeviceId::parse("bat07").unwrap()));
+        let w = take_work_with(&h.shared, true);
+        assert_eq!(configs(&w), per_battery);
+        assert!(
+            w.iter()
+                .filter(|m| m.topic.ends_with("/config"))
+                .all(|m| m.topic.contains("_bat07/"))
+        );
+        assert!(w.iter().any(is_list));
+        stop.cancel();
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_packet_limit_is_refused_and_counted() {
+        let (h, cancel) = offline_bridge(10);
+        h.shared
+            .push_event("marstek/bridge/alert".into(), vec![b'x'; MAX_PACKET], false);
+        h.shared
+            .push_event("marstek/bridge/alert".into(), b"small".to_vec(), false);
+        let work = take_work(&h.shared);
+        let alerts: Vec<&Msg> = work
+            .iter()
+            .filter(|m| m.topic == "marstek/bridge/alert")
+            .collect();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].payload, b"small");
+        assert_eq!(h.dropped(), 1);
+        cancel.cancel();
     }
 
     #[tokio::test]
