@@ -10,41 +10,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use fault_common::{BridgeProcess, BridgeSetup, aliases, broker_addr, unique_base};
+use chrono::Utc;
+use fault_common::{BridgeProcess, BridgeSetup, Run, aliases, broker_addr, unique_base, wait_runs};
 use marstek_bridge::simulator::{SimConfig, Simulator};
-use sqlx::Connection;
 use support::TestPgDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 const JOB: &str = "job_health_check";
-
-type Run = (String, DateTime<Utc>, String, Option<DateTime<Utc>>);
-
-async fn runs(url: &str) -> Vec<Run> {
-    let Ok(mut c) = sqlx::PgConnection::connect(url).await else {
-        return Vec::new();
-    };
-    let rows: Vec<Run> = sqlx::query_as(
-        "SELECT job_id, scheduled_for, status, started_at FROM job_runs ORDER BY scheduled_for",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap_or_default();
-    let _ = c.close().await;
-    rows
-}
-
-async fn wait_runs(url: &str, limit: Duration, pred: impl Fn(&[Run]) -> bool) -> Vec<Run> {
-    let end = Instant::now() + limit;
-    loop {
-        let r = runs(url).await;
-        if pred(&r) || Instant::now() >= end {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_schedule_and_restart_runs_no_instant_twice() {

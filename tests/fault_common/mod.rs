@@ -1,7 +1,8 @@
 //! Shared helpers of the fault drills and the bridge benchmark: writes a bridge configuration for
 //! simulated devices, spawns the bridge binary as a child process (killed on drop, stderr kept in
 //! a log file), reads its CPU time and peak RSS from `/proc`, and watches MQTT topics with
-//! arrival times. Touches only loopback sockets, its temp directory and the child it spawned.
+//! arrival times, and reads the scheduler's `job_runs` rows. Touches only loopback sockets, its
+//! temp directory, the child it spawned and the test's own database.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sqlx::Connection;
 use tokio::sync::mpsc;
 
 /// What the generated configuration file contains.
@@ -417,4 +420,37 @@ pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
         let (k, v) = l.split_once(' ')?;
         (k == name).then(|| v.trim().parse().ok()).flatten()
     })
+}
+
+/// One `job_runs` row: job id, scheduled instant, status, start, instance that claimed it.
+pub type Run = (String, DateTime<Utc>, String, Option<DateTime<Utc>>, String);
+
+/// Every `job_runs` row of the PostgreSQL database at `url`, by scheduled instant (empty when the
+/// database cannot be read yet).
+pub async fn runs(url: &str) -> Vec<Run> {
+    let Ok(mut c) = sqlx::PgConnection::connect(url).await else {
+        return Vec::new();
+    };
+    let rows: Vec<Run> = sqlx::query_as(
+        "SELECT job_id, scheduled_for, status, started_at, instance FROM job_runs \
+         ORDER BY scheduled_for",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap_or_default();
+    let _ = c.close().await;
+    rows
+}
+
+/// Polls `job_runs` (every 200 ms, the database offers no event) until `pred` holds or `limit`
+/// passes; returns the last rows read.
+pub async fn wait_runs(url: &str, limit: Duration, pred: impl Fn(&[Run]) -> bool) -> Vec<Run> {
+    let end = Instant::now() + limit;
+    loop {
+        let r = runs(url).await;
+        if pred(&r) || Instant::now() >= end {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
