@@ -463,13 +463,17 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
         }
     };
 
-    let reconciler = Arc::new(Reconciler::new(
+    let mut reconciler = Reconciler::new(
         core.commands.clone(),
         core.store.clone(),
         settings.scheduler.clone(),
         Some(alerts_tx.clone()),
         clock.clone(),
-    ));
+    );
+    if let Some(t) = &tempo {
+        reconciler = reconciler.with_planner(t.clone());
+    }
+    let reconciler = Arc::new(reconciler);
     {
         let reconciler = reconciler.clone();
         let samples = core.samples.subscribe();

@@ -18,7 +18,9 @@ use marstek_bridge::domain::{
     AlertKind, BatteryRef, DeviceId, DeviceLimits, JobAction, JobContext, NightPlanner,
 };
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
-use marstek_bridge::scheduler::{JobDeps, JobRegistry, SchedulerSettings, standard_jobs};
+use marstek_bridge::scheduler::{
+    JobDeps, JobRegistry, Reconciler, SchedulerSettings, standard_jobs,
+};
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
 use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
 use marstek_bridge::tempo::{
@@ -369,4 +371,93 @@ async fn blue_tomorrow_no_plan_and_unknown_falls_back_to_fail_safe_with_alert() 
     let plan = svc.tonight(night).await.unwrap().expect("fail-safe plan");
     assert_eq!(plan.targets.len(), 1);
     assert!(plan.reason.contains("fail-safe"), "{}", plan.reason);
+}
+
+#[tokio::test]
+async fn precharge_stops_at_the_target_instead_of_charging_to_full() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let red_day = eve + Days::new(1);
+    let base = colour_server(red_day, 3).await;
+    let noon = paris(eve, 11, 30);
+    rig.sim.clock().set(noon);
+    let clock = Arc::new(ManualClock::auto_advance(noon));
+    let (svc, _alerts) = service(&rig, &base, clock.clone());
+    let svc = Arc::new(svc);
+    let (jobs_tx, _jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
+    run_job(&reg, "job_check_tempo_tomorrow", noon).await;
+    // Both clocks (the bridge's and the simulated battery's) move together.
+    let set_time = |t: DateTime<Utc>| {
+        clock.set(t);
+        rig.sim.clock().set(t);
+    };
+    let night = paris(eve, 22, 0);
+    set_time(night);
+    assert!(rig.sim.set_soc(0, 30.4));
+    let out = run_job(&reg, "job_switch_to_manual_night", night).await;
+    assert_eq!(
+        out["detail"]["plan"]["targets"][0]["target_soc"],
+        json!(95),
+        "{out}"
+    );
+
+    // The bridge's reconciler, as wired in the app: with the Tempo service as planner.
+    let commands = CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false);
+    let reconciler = Reconciler::new(
+        commands,
+        rig.store.clone(),
+        SchedulerSettings::default(),
+        None,
+        clock.clone(),
+    )
+    .with_planner(svc.clone());
+    reconciler.refresh().await;
+    let battery = rig
+        .fleet
+        .get(&DeviceId::parse("bat1").unwrap())
+        .unwrap()
+        .clone();
+    let enabled = |rig: &Rig| {
+        let s = rig.sim.state(0).unwrap();
+        s.slots.iter().flatten().any(|s| s.enable && s.power < 0)
+    };
+
+    // 01:00: still charging, under the target: nothing changes.
+    set_time(paris(red_day, 1, 0));
+    let sample = battery.poll().await.unwrap();
+    let soc = sample.soc.unwrap().0;
+    assert!((40..95).contains(&soc), "SOC at 01:00 is {soc}");
+    assert_eq!(reconciler.on_sample(&sample).await, None);
+    assert!(enabled(&rig), "the precharge slot still charges");
+
+    // 03:30: the battery reached 95 % (set here, as a faster battery would): the slot is idled.
+    set_time(paris(red_day, 3, 30));
+    assert!(rig.sim.set_soc(0, 95.2));
+    let sample = battery.poll().await.unwrap();
+    let out = reconciler.on_sample(&sample).await.expect("the guard acts");
+    assert_eq!(out["status"], json!("applied"), "{out}");
+    assert!(
+        !enabled(&rig),
+        "no charging slot left: {:?}",
+        rig.sim.state(0).unwrap().slots
+    );
+    assert_eq!(
+        rig.sim.state(0).unwrap().mode,
+        marstek_bridge::domain::Mode::Manual
+    );
+    let desired = rig.store.desired_states().await.unwrap();
+    assert_eq!(desired[0].set_by, "precharge_target_reached", "{desired:?}");
+    // Later samples leave it alone.
+    let sample = battery.poll().await.unwrap();
+    assert_eq!(reconciler.on_sample(&sample).await, None);
+
+    // 05:59: the battery stayed at the target instead of charging to full.
+    set_time(paris(red_day, 5, 59));
+    let soc = rig.sim.state(0).unwrap().soc;
+    assert!((94.0..96.0).contains(&soc), "SOC at 05:59 is {soc}");
+    let morning = paris(red_day, 6, 0);
+    set_time(morning);
+    let out = run_job(&reg, "job_switch_to_auto", morning).await;
+    assert_eq!(out["detail"]["morning_check"]["alerts"], json!(0), "{out}");
 }

@@ -57,4 +57,9 @@ pub trait NightPlanner: Send + Sync {
     async fn tonight(&self, now: DateTime<Utc>) -> anyhow::Result<Option<NightPlan>>;
     /// At 06:00: alerts for batteries short of last night's target.
     async fn morning_check(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Alert>>;
+    /// The precharge targets of the night in progress at `now` (empty outside one, or when the
+    /// plan was a dry run): the reconciler stops a battery's charge once it reached its target.
+    async fn targets_in_force(&self, _now: DateTime<Utc>) -> anyhow::Result<Vec<PrechargeTarget>> {
+        Ok(Vec::new())
+    }
 }

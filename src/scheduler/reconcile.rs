@@ -3,8 +3,10 @@
 //! unless a newer persisted intent (e.g. an MQTT command) is still valid; it is persisted and
 //! re-applied where the device reports another mode, raising `mode_drift`. Afterwards samples
 //! (and devices coming back) are checked against the intent, and Passive intents are kept alive
-//! by renewing `cd_time` before it runs out while `valid_until` lasts. Touches the store (desired
-//! state), the fleet through `CommandService::submit` and the alert channel.
+//! by renewing `cd_time` before it runs out while `valid_until` lasts; a battery charging under
+//! tonight's Tempo precharge slot is switched to the idle slot once it reaches its target SOC.
+//! Touches the store (desired state), the fleet through `CommandService::submit`, the night
+//! planner (read only) and the alert channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,7 @@ use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
 use crate::control::CommandService;
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
-    Mode, ModeConfig, Sample, Severity,
+    Mode, ModeConfig, NightPlanner, Sample, Severity,
 };
 use crate::store::Store;
 
@@ -90,6 +92,8 @@ pub struct Reconciler {
     last_applied: Mutex<HashMap<DeviceId, DateTime<Utc>>>,
     /// Least time between two re-applications to one device.
     min_gap: Duration,
+    /// Tonight's precharge targets (Tempo), to stop a battery's charge at its target.
+    planner: Option<Arc<dyn NightPlanner>>,
 }
 
 fn valid_at(d: &DesiredState, now: DateTime<Utc>) -> bool {
@@ -114,7 +118,15 @@ impl Reconciler {
             desired: Mutex::new(HashMap::new()),
             last_applied: Mutex::new(HashMap::new()),
             min_gap: Duration::from_secs(60),
+            planner: None,
         }
+    }
+
+    /// Also watches precharging batteries: once one reaches tonight's target SOC, its slot is
+    /// switched to the idle night slot (otherwise it charges until the battery's own limit).
+    pub fn with_planner(mut self, planner: Arc<dyn NightPlanner>) -> Self {
+        self.planner = Some(planner);
+        self
     }
 
     /// The intent in force for every battery now: a persisted intent set after the last mode
@@ -294,6 +306,9 @@ impl Reconciler {
     /// Checks a sample against the intent; re-applies (at most once a minute per device) and
     /// raises `mode_drift` when the device reports another mode.
     pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
+        if let Some(stopped) = self.precharge_reached(sample).await {
+            return Some(stopped);
+        }
         let observed = sample.mode?;
         let cached = self.intent(&sample.device)?;
         if cached.config.mode() == observed {
@@ -331,6 +346,62 @@ impl Reconciler {
             return None;
         }
         Some(self.apply(&intent, Some(observed)).await)
+    }
+
+    /// A battery charging under tonight's precharge slot whose SOC reached its target gets the
+    /// idle night slot until the night's end: the intent becomes that slot (set by
+    /// `precharge_target_reached`), so the 06:00 AUTO job and later samples see it.
+    async fn precharge_reached(&self, sample: &Sample) -> Option<Value> {
+        let planner = self.planner.as_ref()?;
+        let soc = sample.soc?;
+        let intent = self.intent(&sample.device)?;
+        let ModeConfig::Manual { slot } = &intent.config else {
+            return None;
+        };
+        if !slot.enable || slot.power.0 >= 0 {
+            return None;
+        }
+        let now = self.clock.now();
+        let targets = match planner.targets_in_force(now).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "precharge_targets_unavailable");
+                return None;
+            }
+        };
+        let target = targets
+            .iter()
+            .find(|t| t.device == sample.device)?
+            .target_soc;
+        if soc < target {
+            return None;
+        }
+        let recent = self
+            .last_applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&sample.device).copied())
+            .is_some_and(|t| (now - t).to_std().unwrap_or_default() < self.min_gap);
+        if recent {
+            return None;
+        }
+        tracing::info!(device = %sample.device, soc = soc.0, target = target.0, "precharge_target_reached");
+        let idle = DesiredState {
+            device: sample.device.clone(),
+            config: ModeConfig::Manual {
+                slot: idle_night_slot(&self.settings),
+            },
+            set_by: "precharge_target_reached".into(),
+            set_at: now,
+            valid_until: intent.valid_until,
+        };
+        let out = self.apply(&idle, None).await;
+        if out.get("status") == Some(&json!("applied"))
+            && let Ok(mut m) = self.desired.lock()
+        {
+            m.insert(idle.device.clone(), idle);
+        }
+        Some(out)
     }
 
     /// A device answered again after being unreachable: read its mode and reconcile.

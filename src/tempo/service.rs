@@ -572,6 +572,21 @@ impl NightPlanner for TempoService {
         Ok(Some(plan))
     }
 
+    async fn targets_in_force(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PrechargeTarget>> {
+        // The plan recorded at 22:00 is for the next Tempo day, which starts at 06:00.
+        let Some(next_day) = tempo_date_at(now).succ_opt() else {
+            return Ok(Vec::new());
+        };
+        let record: NightRecord = match self.store.document(NIGHT_PLAN_DOC).await? {
+            Some(v) => serde_json::from_value(v)?,
+            None => return Ok(Vec::new()),
+        };
+        if record.date != next_day || record.plan.dry_run {
+            return Ok(Vec::new());
+        }
+        Ok(record.plan.targets)
+    }
+
     async fn morning_check(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Alert>> {
         let day = tempo_date_at(now);
         let record: NightRecord = match self.store.document(NIGHT_PLAN_DOC).await? {
