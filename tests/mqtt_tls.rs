@@ -3,23 +3,16 @@
 //! connecting with `[mqtt.tls]` — server verification only, then mutual TLS with a client
 //! certificate the broker requires.
 
-use std::net::TcpStream;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use marstek_bridge::control::{CommandService, Fleet};
 use marstek_bridge::mqtt::{MqttBridge, MqttSettings, RequestRouter, TlsSettings};
+use support::PrivateBroker;
 use tokio_util::sync::CancellationToken;
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -57,44 +50,18 @@ fn make_pki(dir: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_broker(dir: &Path, require_client_cert: bool) -> (Broker, u16) {
-    let port = free_port();
-    let conf = dir.join(format!("mosquitto-{port}.conf"));
+fn start_broker(dir: &Path, require_client_cert: bool) -> (PrivateBroker, u16) {
     let p = |f: &str| dir.join(f).display().to_string();
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\npersistence false\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_cert}\nallow_anonymous true\n",
+    let broker = PrivateBroker::start(
+        dir,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_cert}\nallow_anonymous true",
             p("ca.pem"),
             p("server.pem"),
             p("server.key")
         ),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is installed");
-    let broker = Broker(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "TLS mosquitto did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    let port = broker.port;
     (broker, port)
 }
 

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: a cuttable TCP proxy (to stage broker and database
-//! outages on loopback) and a fresh PostgreSQL database per test. Include with `mod support;`.
-//! Touches only loopback sockets and the databases it creates.
+//! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
+//! loopback port. Include with `mod support;`. Touches only loopback sockets, the databases it
+//! creates and the brokers it starts.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -279,4 +280,57 @@ pub async fn start_on_ports(
         }
     }
     None
+}
+
+/// A mosquitto of the test's own (killed on drop), for broker set-ups the shared one on 1883
+/// does not have: TLS listeners, passwords, the shipped ACL.
+#[allow(dead_code)]
+pub struct PrivateBroker {
+    child: std::process::Child,
+    /// Its loopback port.
+    pub port: u16,
+}
+
+#[allow(dead_code)]
+impl PrivateBroker {
+    /// Starts `mosquitto` with a listener on a free loopback port plus `listener_conf` (lines
+    /// that apply to that listener: TLS files, `password_file`, `acl_file`…); its configuration
+    /// file goes into `dir`. Returns once the port accepts connections.
+    pub fn start(dir: &std::path::Path, listener_conf: &str) -> Self {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("user root\npersistence false\nper_listener_settings true\nlistener {port} 127.0.0.1\n{listener_conf}\n"),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed");
+        let broker = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private mosquitto did not start on port {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        broker
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
