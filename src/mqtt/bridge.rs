@@ -1245,7 +1245,8 @@ async fn handle_command(
 const RECORD_QUEUE: usize = 1024;
 
 /// Persists applied commands (desired state and audit row) one after the other, in the order
-/// they were applied, after their answers went out; at shutdown, what is queued is still written.
+/// they were applied, after their answers went out; at shutdown, what is queued is still written
+/// (for at most [`RECORD_DRAIN`]).
 /// One writer keeps a burst of commands from taking every database connection at once.
 async fn run_recorder(mut rx: mpsc::Receiver<Bookkeeping>, cancel: CancellationToken) {
     loop {
@@ -1259,10 +1260,22 @@ async fn run_recorder(mut rx: mpsc::Receiver<Bookkeeping>, cancel: CancellationT
         };
         book.persist().await;
     }
+    // Shutdown: what is queued is still written, within a bound (the database may be down).
+    let deadline = Instant::now() + RECORD_DRAIN;
     while let Ok(book) = rx.try_recv() {
-        book.persist().await;
+        if tokio::time::timeout_at(deadline, book.persist())
+            .await
+            .is_err()
+        {
+            let lost = 1 + std::iter::from_fn(|| rx.try_recv().ok()).count();
+            tracing::warn!(lost, "commands_not_recorded_at_shutdown");
+            return;
+        }
     }
 }
+
+/// How long shutdown waits for queued command records.
+const RECORD_DRAIN: Duration = Duration::from_secs(3);
 
 fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {
     match cmd {
