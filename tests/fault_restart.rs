@@ -11,7 +11,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use fault_common::{BridgeProcess, BridgeSetup, Run, aliases, broker_addr, unique_base, wait_runs};
+use fault_common::{
+    BridgeProcess, BridgeSetup, Run, aliases, assert_instants_apart, broker_addr, unique_base,
+    wait_runs,
+};
 use marstek_bridge::simulator::{SimConfig, Simulator};
 use support::TestPgDb;
 
@@ -81,19 +84,8 @@ async fn sigkill_mid_schedule_and_restart_runs_no_instant_twice() {
     drop(second);
 
     let job: Vec<&Run> = after.iter().filter(|r| r.0 == JOB).collect();
-    for r in &job {
-        eprintln!("  {} {:<9} started {:?}", r.1, r.2, r.3);
-    }
     // (a) No instant twice, and no two instants closer than the interval.
-    for pair in job.windows(2) {
-        let gap = pair[1].1 - pair[0].1;
-        assert!(
-            gap >= chrono::Duration::milliseconds(1900),
-            "two runs {gap} apart: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
+    assert_instants_apart(&job, chrono::Duration::milliseconds(1900));
     // (b) Nothing ran while the bridge was dead.
     for r in &job {
         if let Some(s) = r.3 {

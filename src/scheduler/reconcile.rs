@@ -336,16 +336,19 @@ impl Reconciler {
         if intent.config.mode() == observed {
             return None;
         }
-        let recent = self
-            .last_applied
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&sample.device).copied())
-            .is_some_and(|t| (now - t).to_std().unwrap_or_default() < self.min_gap);
-        if recent {
+        if self.applied_recently(&sample.device, now) {
             return None;
         }
         Some(self.apply(&intent, Some(observed)).await)
+    }
+
+    /// Whether something was applied to `device` less than `min_gap` before `now`.
+    fn applied_recently(&self, device: &DeviceId, now: DateTime<Utc>) -> bool {
+        self.last_applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(device).copied())
+            .is_some_and(|t| (now - t).to_std().unwrap_or_default() < self.min_gap)
     }
 
     /// A battery charging under tonight's precharge slot whose SOC reached its target gets the
@@ -376,13 +379,7 @@ impl Reconciler {
         if soc < target {
             return None;
         }
-        let recent = self
-            .last_applied
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&sample.device).copied())
-            .is_some_and(|t| (now - t).to_std().unwrap_or_default() < self.min_gap);
-        if recent {
+        if self.applied_recently(&sample.device, now) {
             return None;
         }
         tracing::info!(device = %sample.device, soc = soc.0, target = target.0, "precharge_target_reached");

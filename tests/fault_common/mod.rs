@@ -454,3 +454,20 @@ pub async fn wait_runs(url: &str, limit: Duration, pred: impl Fn(&[Run]) -> bool
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Prints the rows of `job` and asserts that no scheduled instant ran twice, not even shifted:
+/// consecutive instants lie at least `min_gap` apart.
+pub fn assert_instants_apart(job: &[&Run], min_gap: chrono::Duration) {
+    for r in job {
+        eprintln!("  {} {:<9} {:<24} started {:?}", r.1, r.2, r.4, r.3);
+    }
+    for pair in job.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= min_gap,
+            "two runs {gap} apart: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
