@@ -316,6 +316,22 @@ async fn story(store: &dyn Store) {
         Some(serde_json::json!({"v": 2}))
     );
     assert_eq!(store.document("tempo_decision").await.unwrap(), Some(doc));
+    for (key, v) in [("ctl/b", 2), ("ctl/a", 1), ("ctl_c", 3), ("ct", 4)] {
+        store
+            .put_document(key, &serde_json::json!({ "v": v }))
+            .await
+            .unwrap();
+    }
+    let under = store.documents_under("ctl/").await.unwrap();
+    assert_eq!(
+        under,
+        vec![
+            ("ctl/a".to_string(), serde_json::json!({"v": 1})),
+            ("ctl/b".to_string(), serde_json::json!({"v": 2})),
+        ],
+        "only the keys under the prefix, by key"
+    );
+    assert!(store.documents_under("nothing/").await.unwrap().is_empty());
 
     // Leader lease: first instance leads and renews; the second cannot until resign or expiry.
     let ttl = Duration::from_secs(30);

@@ -82,8 +82,11 @@ impl Default for Controls {
 }
 
 /// Store document key of a device's remembered controls.
+/// Store key prefix of the remembered controls, one document per battery.
+const CONTROLS_PREFIX: &str = "mqtt_controls/";
+
 fn controls_key(dev: &DeviceId) -> String {
-    format!("mqtt_controls/{dev}")
+    format!("{CONTROLS_PREFIX}{dev}")
 }
 
 /// Largest MQTT 5 Correlation Data echoed back, bytes; a larger one is ignored with its topic.
@@ -892,26 +895,25 @@ async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Ar
 /// Loads every device's remembered controls from the store (bounded by [`STORE_TIMEOUT`] per
 /// device; a failure keeps the defaults and is logged once).
 async fn restore_controls(shared: &Shared, store: &dyn Store) {
-    let mut failed = false;
-    for dev in shared.commands.fleet().ids() {
-        let doc = match tokio::time::timeout(STORE_TIMEOUT, store.document(&controls_key(&dev)))
-            .await
-        {
-            Ok(Ok(doc)) => doc,
+    // One query for the whole fleet: a large fleet must not wait on a round trip per battery.
+    let docs =
+        match tokio::time::timeout(STORE_TIMEOUT, store.documents_under(CONTROLS_PREFIX)).await {
+            Ok(Ok(docs)) => docs,
             Ok(Err(e)) => {
-                if !failed {
-                    tracing::warn!(device = %dev, error = %e, "controls_not_restored");
-                }
-                failed = true;
-                continue;
+                tracing::warn!(error = %e, "controls_not_restored");
+                return;
             }
             Err(_) => {
-                tracing::warn!(device = %dev, "controls_not_restored: the store did not answer in time");
+                tracing::warn!("controls_not_restored: the store did not answer in time");
                 return;
             }
         };
-        let Some(doc) = doc else { continue };
-        match serde_json::from_value::<Controls>(doc) {
+    let saved: HashMap<String, Value> = docs.into_iter().collect();
+    for dev in shared.commands.fleet().ids() {
+        let Some(doc) = saved.get(&controls_key(&dev)) else {
+            continue;
+        };
+        match serde_json::from_value::<Controls>(doc.clone()) {
             Ok(c) => {
                 tracing::info!(device = %dev, passive_power = c.passive_power, passive_duration = c.passive_duration, "controls_restored");
                 let payload = serde_json::to_vec(&c).unwrap_or_default();

@@ -247,6 +247,8 @@ pub trait Store: Send + Sync {
     async fn put_document(&self, key: &str, doc: &Document) -> Result<(), StoreError>;
     /// Reads a named document.
     async fn document(&self, key: &str) -> Result<Option<Document>, StoreError>;
+    /// Every document whose key starts with `prefix` (e.g. `mqtt_controls/`), ordered by key.
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<(String, Document)>, StoreError>;
 
     /// Takes or renews the leader lease for `instance` for `ttl`; true when this instance leads.
     /// Uses the database clock, so instances with skewed clocks agree.

@@ -724,6 +724,15 @@ impl Store for PgStore {
         )
     }
 
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<(String, Document)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT key, value FROM documents WHERE left(key, length($1)) = $1 ORDER BY key",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn try_lead(&self, instance: &str, ttl: Duration) -> Result<bool, StoreError> {
         let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let row: Option<String> = sqlx::query_scalar(

@@ -650,6 +650,18 @@ impl Store for SqliteStore {
         json_from_text("document", v)
     }
 
+    async fn documents_under(&self, prefix: &str) -> Result<Vec<(String, Document)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, value FROM documents WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(k, v)| Ok((k, json_from_text("document", Some(v))?.unwrap_or_default())))
+            .collect()
+    }
+
     async fn try_lead(&self, instance: &str, ttl: Duration) -> Result<bool, StoreError> {
         let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
         let sql = format!(
