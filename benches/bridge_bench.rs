@@ -20,9 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, percentile, unique_base};
-use marstek_bridge::domain::{Celsius, DeviceId, Mode, Percent, Sample, WattHours, Watts};
 use marstek_bridge::simulator::{Addressing, SimConfig, Simulator};
 use marstek_bridge::store::{self, DatabaseSettings, Store};
 use rumqttc::QoS;
@@ -283,51 +282,16 @@ async fn fleet_run(
     })
 }
 
-/// `n` populated samples over 10 devices, each batch at new times.
-fn samples(n: usize, offset: &mut i64) -> Vec<Sample> {
-    let base = Utc
-        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default();
-    let out = (0..n)
-        .map(|i| {
-            let k = *offset + (i / 10) as i64;
-            Sample {
-                device: DeviceId(format!("ingest_{}", i % 10)),
-                at: base + chrono::Duration::seconds(k),
-                soc: Some(Percent((k % 101) as u8)),
-                bat_power: Some(Watts(-((k % 2500) as i32))),
-                grid_power: Some(Watts((k % 2500) as i32)),
-                offgrid_power: Some(Watts(0)),
-                pv_power: Some(Watts(300)),
-                temperature: Some(Celsius(25.5)),
-                remaining_capacity: Some(WattHours(2500.0)),
-                rated_capacity: Some(WattHours(5120.0)),
-                total_pv_energy: Some(WattHours(k as f64)),
-                total_grid_output_energy: Some(WattHours(k as f64)),
-                total_grid_input_energy: Some(WattHours(k as f64)),
-                total_load_energy: Some(WattHours(k as f64)),
-                mode: Some(Mode::Auto),
-                ct_connected: Some(true),
-                ct_power: Some(Watts(12)),
-                charge_allowed: Some(true),
-                discharge_allowed: Some(true),
-                rssi: Some(-60),
-            }
-        })
-        .collect();
-    *offset += n.div_ceil(10) as i64;
-    out
-}
-
 /// Samples/s inserted through `Store::insert_samples` in batches of `batch` for about `secs`.
 async fn ingest(store: Arc<dyn Store>, batch: usize, secs: f64) -> anyhow::Result<f64> {
     let mut offset = 0i64;
     // Warm-up batch (connections, prepared statements).
-    store.insert_samples(&samples(batch, &mut offset)).await?;
+    store
+        .insert_samples(&support::synthetic_samples(batch, 10, &mut offset))
+        .await?;
     let (mut rows, mut spent) = (0u64, Duration::ZERO);
     while spent.as_secs_f64() < secs {
-        let b = samples(batch, &mut offset);
+        let b = support::synthetic_samples(batch, 10, &mut offset);
         let t = Instant::now();
         rows += store.insert_samples(&b).await?;
         spent += t.elapsed();

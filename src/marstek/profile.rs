@@ -321,6 +321,11 @@ mod tests {
         DeviceId::parse("dev1").unwrap()
     }
 
+    /// The sample `p` builds from one round's replies, now.
+    fn sample(p: &Profile, round: RoundData) -> Sample {
+        build_sample(p, id(), Utc::now(), &round)
+    }
+
     #[test]
     fn families_and_firmware() {
         assert_eq!(Family::from_device("VenusE 3.0"), Family::VenusE3);
@@ -341,11 +346,9 @@ mod tests {
             r#"{"id":34,"src":"VenusA-bc2a336xxxxx","result":{"id":0,"bat_soc":27,"bat_cap":2080,"pv_power":0,"ongrid_power":0,"offgrid_power":0,"total_pv_energy":0,"total_grid_output_energy":69711,"total_grid_input_energy":1967,"total_load_energy":0}}"#,
         );
         let p = Profile::new(Family::VenusA, 149);
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 ..Default::default()
             },
@@ -366,11 +369,9 @@ mod tests {
             r#"{"id":441,"src":"VenusA-bc2a336xxxxx","result":{"id":0,"bat_soc":24,"bat_cap":2080,"pv_power":0,"ongrid_power":185,"offgrid_power":0,"total_pv_energy":0,"total_grid_output_energy":69427,"total_grid_input_energy":1598,"total_load_energy":0}}"#,
         );
         let p = Profile::new(Family::VenusA, 149);
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 ..Default::default()
             },
@@ -399,11 +400,9 @@ mod tests {
             offgrid_power: Some(0.0),
             ..Default::default()
         };
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 pv: Some(pv),
                 ..Default::default()
@@ -424,11 +423,9 @@ mod tests {
             r#"{"id":166,"src":"VenusE 3.0-681268xxxxxx","result":{"id":0,"bat_soc":82,"bat_cap":5120,"pv_power":0,"ongrid_power":-75,"offgrid_power":0,"total_pv_energy":0,"total_grid_output_energy":109220,"total_grid_input_energy":138132,"total_load_energy":0}}"#,
         );
         let p = Profile::new(Family::VenusE3, 150);
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 ..Default::default()
             },
@@ -447,11 +444,9 @@ mod tests {
             r#"{"id":162,"src":"VenusE 3.0-5037cdxxxxxx","result":{"id":0,"mode":"Auto","ongrid_power":-984,"offgrid_power":0,"bat_soc":57,"ct_state":0,"a_power":0,"b_power":0,"c_power":0,"total_power":0,"input_energy":0,"output_energy":0}}"#,
         );
         let p = Profile::new(Family::VenusE3, 150);
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 mode: Some(m),
                 ..Default::default()
             },
@@ -479,11 +474,9 @@ mod tests {
             r#"{"id":0,"soc":11,"charg_flag":true,"dischrg_flag":true,"bat_temp":20.0,"bat_capacity":563.0,"rated_capacity":5120.0}"#,
         )
         .unwrap();
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 bat: Some(b),
                 ..Default::default()
             },
@@ -515,11 +508,9 @@ mod tests {
             bat_capacity: Some(230.0),
             ..Default::default()
         };
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 bat: Some(b),
                 ..Default::default()
             },
@@ -534,11 +525,9 @@ mod tests {
             total_grid_input_energy: Some(12.0),
             ..Default::default()
         };
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 ..Default::default()
             },
@@ -551,11 +540,9 @@ mod tests {
             total_pv_energy: Some(25742.0),
             ..Default::default()
         };
-        let s = build_sample(
+        let s = sample(
             &p,
-            id(),
-            Utc::now(),
-            &RoundData {
+            RoundData {
                 es: Some(es),
                 ..Default::default()
             },

@@ -334,3 +334,53 @@ impl Drop for PrivateBroker {
         let _ = self.child.wait();
     }
 }
+
+/// `n` fully populated telemetry samples spread over `devices` devices (`bench_0`, …), at new
+/// times after `offset` seconds (advanced, so every batch has new (device, time) keys): the
+/// ingest benchmarks' load.
+#[allow(dead_code)]
+pub fn synthetic_samples(
+    n: usize,
+    devices: usize,
+    offset: &mut i64,
+) -> Vec<marstek_bridge::domain::Sample> {
+    use chrono::TimeZone;
+    use marstek_bridge::domain::{Celsius, DeviceId, Mode, Percent, Sample, WattHours, Watts};
+    let devices = devices.max(1);
+    let base = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let ids: Vec<DeviceId> = (0..devices)
+        .map(|d| DeviceId(format!("bench_{d}")))
+        .collect();
+    let out = (0..n)
+        .map(|i| {
+            let k = *offset + (i / devices) as i64;
+            Sample {
+                device: ids[i % devices].clone(),
+                at: base + chrono::Duration::seconds(k),
+                soc: Some(Percent((k % 101) as u8)),
+                bat_power: Some(Watts(-(k % 2500) as i32)),
+                grid_power: Some(Watts((k % 2500) as i32)),
+                offgrid_power: Some(Watts(0)),
+                pv_power: Some(Watts(300)),
+                temperature: Some(Celsius(25.5)),
+                remaining_capacity: Some(WattHours(2500.0)),
+                rated_capacity: Some(WattHours(5120.0)),
+                total_pv_energy: Some(WattHours(k as f64)),
+                total_grid_output_energy: Some(WattHours(k as f64 * 2.0)),
+                total_grid_input_energy: Some(WattHours(k as f64 * 3.0)),
+                total_load_energy: Some(WattHours(k as f64 * 4.0)),
+                mode: Some(Mode::Auto),
+                ct_connected: Some(true),
+                ct_power: Some(Watts(12)),
+                charge_allowed: Some(true),
+                discharge_allowed: Some(true),
+                rssi: Some(-60),
+            }
+        })
+        .collect();
+    *offset += n.div_ceil(devices) as i64;
+    out
+}
