@@ -624,143 +624,119 @@ fn view_json(v: impl serde::Serialize) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
+/// A scheduler call's result as a request answer.
+fn answer<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Value, String> {
+    view_json(r.map_err(|e| e.to_string())?)
+}
+
+/// A request handler that gets its own scheduler handle with each request.
+fn jobs_handler<F, Fut>(jobs: &SchedulerHandle, f: F) -> Handler
+where
+    F: Fn(SchedulerHandle, Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+{
+    let j = jobs.clone();
+    handler(move |req| f(j.clone(), req))
+}
+
 /// `jobs/list`, `jobs/run`, `jobs/pause`, `jobs/resume`, `jobs/update`, `jobs/reset`,
 /// `jobs/preview`, and per-job `jobs/<id>/enabled` / `jobs/<id>/run` for Home Assistant.
 fn register_job_actions(router: &mut RequestRouter, jobs: &SchedulerHandle) {
-    let j = jobs.clone();
     router.register(
         "jobs/list",
-        handler(move |_| {
-            let j = j.clone();
-            async move { view_json(j.list().await) }
-        }),
+        jobs_handler(jobs, |j, _| async move { view_json(j.list().await) }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/run",
-        handler(move |req| {
-            let j = j.clone();
-            async move { view_json(j.run_now(&job_id(&req)?).await.map_err(|e| e.to_string())?) }
+        jobs_handler(jobs, |j, req| async move {
+            answer(j.run_now(&job_id(&req)?).await)
         }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/pause",
-        handler(move |req| {
-            let j = j.clone();
-            async move { view_json(j.pause(&job_id(&req)?).await.map_err(|e| e.to_string())?) }
+        jobs_handler(jobs, |j, req| async move {
+            answer(j.pause(&job_id(&req)?).await)
         }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/resume",
-        handler(move |req| {
-            let j = j.clone();
-            async move { view_json(j.resume(&job_id(&req)?).await.map_err(|e| e.to_string())?) }
+        jobs_handler(jobs, |j, req| async move {
+            answer(j.resume(&job_id(&req)?).await)
         }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/update",
-        handler(move |req| {
-            let j = j.clone();
-            async move {
-                let trigger = req
-                    .get("trigger")
-                    .and_then(Value::as_str)
-                    .ok_or("missing \"trigger\", e.g. \"cron:0 7 * * *\" or \"interval:5m\"")?;
-                view_json(
-                    j.update_trigger(&job_id(&req)?, trigger)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-            }
+        jobs_handler(jobs, |j, req| async move {
+            let trigger = req
+                .get("trigger")
+                .and_then(Value::as_str)
+                .ok_or("missing \"trigger\", e.g. \"cron:0 7 * * *\" or \"interval:5m\"")?;
+            answer(j.update_trigger(&job_id(&req)?, trigger).await)
         }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/reset",
-        handler(move |req| {
-            let j = j.clone();
-            async move {
-                view_json(
-                    j.reset_trigger(&job_id(&req)?)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-            }
+        jobs_handler(jobs, |j, req| async move {
+            answer(j.reset_trigger(&job_id(&req)?).await)
         }),
     );
-    let j = jobs.clone();
     router.register(
         "jobs/preview",
-        handler(move |req| {
-            let j = j.clone();
-            async move {
-                let spec = match (
-                    req.get("id").and_then(Value::as_str),
-                    req.get("trigger").and_then(Value::as_str),
-                ) {
-                    (_, Some(t)) => t.to_string(),
-                    (Some(id), None) => id.to_string(),
-                    (None, None) => {
-                        return Err(
-                            "give \"id\" (a job) or \"trigger\" (e.g. \"cron:0 6 * * *\")".into(),
-                        );
-                    }
-                };
-                let count = req
-                    .get("count")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(5)
-                    .clamp(1, 100) as usize;
-                let from = match req.get("from").and_then(Value::as_str) {
-                    Some(f) => DateTime::parse_from_rfc3339(f)
-                        .map_err(|e| format!("from: '{f}' is not RFC 3339 ({e})"))?
-                        .with_timezone(&Utc),
-                    None => Utc::now(),
-                };
-                let tz = j.timezone();
-                let times = j
-                    .preview(&spec, from, count)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(json!(
-                    times
-                        .iter()
-                        .map(|t| json!({"utc": t, "local": t.with_timezone(&tz).to_rfc3339()}))
-                        .collect::<Vec<_>>()
-                ))
-            }
+        jobs_handler(jobs, |j, req| async move {
+            let spec = match (
+                req.get("id").and_then(Value::as_str),
+                req.get("trigger").and_then(Value::as_str),
+            ) {
+                (_, Some(t)) => t.to_string(),
+                (Some(id), None) => id.to_string(),
+                (None, None) => {
+                    return Err(
+                        "give \"id\" (a job) or \"trigger\" (e.g. \"cron:0 6 * * *\")".into(),
+                    );
+                }
+            };
+            let count = req
+                .get("count")
+                .and_then(Value::as_u64)
+                .unwrap_or(5)
+                .clamp(1, 100) as usize;
+            let from = match req.get("from").and_then(Value::as_str) {
+                Some(f) => DateTime::parse_from_rfc3339(f)
+                    .map_err(|e| format!("from: '{f}' is not RFC 3339 ({e})"))?
+                    .with_timezone(&Utc),
+                None => Utc::now(),
+            };
+            let tz = j.timezone();
+            let times = j
+                .preview(&spec, from, count)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!(
+                times
+                    .iter()
+                    .map(|t| json!({"utc": t, "local": t.with_timezone(&tz).to_rfc3339()}))
+                    .collect::<Vec<_>>()
+            ))
         }),
     );
     for id in SchedulerHandle::known_ids() {
-        let j = jobs.clone();
         router.register(
             &format!("jobs/{id}/enabled"),
-            handler(move |req| {
-                let j = j.clone();
-                async move {
-                    let on = req
-                        .get("enabled")
-                        .and_then(Value::as_bool)
-                        .ok_or("missing \"enabled\": true or false")?;
-                    let r = if on {
-                        j.resume(id).await
-                    } else {
-                        j.pause(id).await
-                    };
-                    view_json(r.map_err(|e| e.to_string())?)
-                }
+            jobs_handler(jobs, move |j, req| async move {
+                let on = req
+                    .get("enabled")
+                    .and_then(Value::as_bool)
+                    .ok_or("missing \"enabled\": true or false")?;
+                answer(if on {
+                    j.resume(id).await
+                } else {
+                    j.pause(id).await
+                })
             }),
         );
-        let j = jobs.clone();
         router.register(
             &format!("jobs/{id}/run"),
-            handler(move |_| {
-                let j = j.clone();
-                async move { view_json(j.run_now(id).await.map_err(|e| e.to_string())?) }
-            }),
+            jobs_handler(jobs, move |j, _| async move { answer(j.run_now(id).await) }),
         );
     }
 }
