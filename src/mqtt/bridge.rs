@@ -81,10 +81,10 @@ impl Default for Controls {
     }
 }
 
-/// Store document key of a device's remembered controls.
 /// Store key prefix of the remembered controls, one document per battery.
 const CONTROLS_PREFIX: &str = "mqtt_controls/";
 
+/// Store document key of a device's remembered controls.
 fn controls_key(dev: &DeviceId) -> String {
     format!("{CONTROLS_PREFIX}{dev}")
 }
@@ -154,14 +154,15 @@ enum Node {
 
 impl Outbox {
     /// Queues a discovery pass over the bridge and every battery of `fleet`.
-    fn discover_all(&mut self, fleet: impl Iterator<Item = DeviceId>) {
+    fn discover_all(&mut self, fleet: Vec<DeviceId>) {
         self.discovery_full = true;
         self.discovery_pending.insert(Node::Bridge);
-        self.discovery_pending.extend(fleet.map(Node::Battery));
+        self.discovery_pending
+            .extend(fleet.into_iter().map(Node::Battery));
     }
 
     /// Marks every state and retained document for republishing (new session, HA birth).
-    fn republish_all(&mut self, fleet: impl Iterator<Item = DeviceId>) {
+    fn republish_all(&mut self, fleet: Vec<DeviceId>) {
         self.discover_all(fleet);
         let devs: Vec<DeviceId> = self.latest.keys().cloned().collect();
         self.dirty_states.extend(devs);
@@ -228,6 +229,35 @@ impl Shared {
             tracing::warn!(dropped = n, "mqtt_message_dropped");
         }
         queue.push_back(item);
+    }
+
+    /// Queues a discovery pass over the whole fleet.
+    fn discover_all(&self) {
+        let ids = self.commands.fleet().ids();
+        self.lock().discover_all(ids);
+    }
+
+    /// Queues discovery, every state and every retained document again.
+    fn republish_all(&self) {
+        let ids = self.commands.fleet().ids();
+        self.lock().republish_all(ids);
+    }
+
+    /// Counts and logs a message too large for one MQTT packet (rumqttc would drop the
+    /// connection on it); true when it must not be sent.
+    fn oversized(&self, topic: &str, bytes: usize) -> bool {
+        if bytes <= MAX_PACKET {
+            return false;
+        }
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            topic,
+            bytes,
+            limit = MAX_PACKET,
+            dropped = n,
+            "mqtt_message_too_large"
+        );
+        true
     }
 
     fn set_online(&self, dev: &DeviceId, online: bool) {
@@ -402,8 +432,7 @@ impl MqttHandle {
 
     /// Republishes discovery (e.g. after a device's identity became known).
     pub fn refresh_discovery(&self) {
-        let ids = self.shared.commands.fleet().ids();
-        self.shared.lock().discover_all(ids.into_iter());
+        self.shared.discover_all();
         self.shared.notify.notify_one();
     }
 
@@ -494,8 +523,7 @@ impl MqttBridge {
             "base_topic": shared.topics.base(),
             "discovery": shared.settings.discovery,
         }));
-        let ids = shared.commands.fleet().ids();
-        shared.lock().discover_all(ids.into_iter());
+        shared.discover_all();
 
         let (in_tx, in_rx) = mpsc::channel::<IncomingPublish>(1024);
         let tracker = TaskTracker::new();
@@ -664,15 +692,8 @@ fn take_work_with(shared: &Shared, discovery_due: bool) -> Vec<Msg> {
     }
     work.extend(o.events.drain(..));
     drop(o);
-    work.retain(|m| {
-        // Fixed header (≤ 5) + topic length (2) + packet id (2): what else the packet carries.
-        let size = m.topic.len() + m.payload.len() + 9;
-        if size > MAX_PACKET {
-            let n = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(topic = %m.topic, bytes = size, limit = MAX_PACKET, dropped = n, "mqtt_message_too_large");
-        }
-        size <= MAX_PACKET
-    });
+    // Fixed header (≤ 5) + topic length (2) + packet id (2): what else the packet carries.
+    work.retain(|m| !shared.oversized(&m.topic, m.topic.len() + m.payload.len() + 9));
     work
 }
 
@@ -792,8 +813,7 @@ async fn on_session(shared: &Shared, client: &MqttClient) {
     let _ = client
         .publish(t.bridge_state(), shared.qos, true, "online")
         .await;
-    let ids = shared.commands.fleet().ids();
-    shared.lock().republish_all(ids.into_iter());
+    shared.republish_all();
 }
 
 async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Arc<dyn Store>>) {
@@ -869,14 +889,10 @@ async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Ar
             }
         }
         for r in replies {
-            // Header, topic and property overhead bounded by 32 bytes; as in `take_work_with`, an
-            // oversized packet would cost the connection, so it is not sent.
-            let size = r.to.topic.len()
-                + r.payload.len()
-                + r.to.correlation.as_ref().map_or(0, |c| c.len())
-                + 32;
-            if size > MAX_PACKET {
-                tracing::error!(topic = %r.to.topic, bytes = size, limit = MAX_PACKET, "mqtt_reply_too_large");
+            // Header, topic and property overhead bounded by 32 bytes.
+            let correlation = r.to.correlation.as_ref().map_or(0, |c| c.len());
+            let size = r.to.topic.len() + r.payload.len() + correlation + 32;
+            if shared.oversized(&r.to.topic, size) {
                 continue;
             }
             let qos = shared.settings.response_qos;
@@ -892,8 +908,8 @@ async fn run_publisher(shared: Arc<Shared>, client: MqttClient, store: Option<Ar
     }
 }
 
-/// Loads every device's remembered controls from the store (bounded by [`STORE_TIMEOUT`] per
-/// device; a failure keeps the defaults and is logged once).
+/// Loads every device's remembered controls from the store in one query (bounded by
+/// [`STORE_TIMEOUT`]; a failure keeps the defaults and is logged).
 async fn restore_controls(shared: &Shared, store: &dyn Store) {
     // One query for the whole fleet: a large fleet must not wait on a round trip per battery.
     let docs =
@@ -1048,8 +1064,7 @@ async fn run_dispatcher(
                             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                         }
                         tracing::info!("ha_birth_republish");
-                        let ids = s.commands.fleet().ids();
-                        s.lock().republish_all(ids.into_iter());
+                        s.republish_all();
                         s.notify.notify_one();
                     });
                 }
@@ -1065,9 +1080,8 @@ async fn run_dispatcher(
                 let mut o = shared.lock();
                 if !o.discovery_synced {
                     o.discovery_synced = true;
-                    let ids = shared.commands.fleet().ids();
-                    o.discover_all(ids.into_iter());
                     drop(o);
+                    shared.discover_all();
                     shared.notify.notify_one();
                 }
             }
