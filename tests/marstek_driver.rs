@@ -68,6 +68,16 @@ fn opts(timeout_ms: u64, retries: u32, resend_ms: Option<u64>) -> RequestOptions
     }
 }
 
+/// One `ES.GetMode` call through `t` (the read most exchange tests use).
+async fn get_mode(
+    t: &Transport,
+    a: SocketAddr,
+    o: RequestOptions,
+) -> Result<marstek_bridge::marstek::client::Reply, DriverError> {
+    t.request(a, method::ES_GET_MODE, protocol::instance_params(0), o)
+        .await
+}
+
 fn spawn_actor(
     t: Arc<Transport>,
     addr: SocketAddr,
@@ -295,28 +305,14 @@ async fn a_retry_succeeds_after_a_dropped_first_packet() {
     let cancel = CancellationToken::new();
     let t = transport(&cancel).await;
     let a = s.addrs()[0];
-    let r = t
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(200, 2, None),
-        )
-        .await
-        .unwrap();
+    let r = get_mode(&t, a, opts(200, 2, None)).await.unwrap();
     assert_eq!(r.attempts, 2, "first attempt dropped, retry answered");
     // a second copy after silence answers within the first attempt
     let s2 = sim(SimProfile::VenusE3, None, 1).await;
     s2.update_faults(0, |f| {
         f.drop_first_after_idle = Some(Duration::from_secs(60))
     });
-    let r = t
-        .request(
-            s2.addrs()[0],
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(2000, 0, Some(100)),
-        )
+    let r = get_mode(&t, s2.addrs()[0], opts(2000, 0, Some(100)))
         .await
         .unwrap();
     assert_eq!(r.attempts, 1);
@@ -326,13 +322,7 @@ async fn a_retry_succeeds_after_a_dropped_first_packet() {
     s3.update_faults(0, |f| {
         f.drop_first_after_idle = Some(Duration::from_secs(60))
     });
-    let e = t
-        .request(
-            s3.addrs()[0],
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(150, 0, None),
-        )
+    let e = get_mode(&t, s3.addrs()[0], opts(150, 0, None))
         .await
         .unwrap_err();
     assert!(matches!(e, DriverError::Timeout { attempts: 1, .. }), "{e}");
@@ -412,15 +402,7 @@ async fn a_late_reply_does_not_confuse_the_next_request() {
         .unwrap_err();
     assert!(matches!(e, DriverError::Timeout { .. }));
     // the next request is pending when the late GetDevice reply arrives
-    let r = t
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(2000, 0, None),
-        )
-        .await
-        .unwrap();
+    let r = get_mode(&t, a, opts(2000, 0, None)).await.unwrap();
     assert!(r.result.get("mode").is_some(), "{}", r.result);
     assert!(r.result.get("device").is_none());
     assert_eq!(t.stats().late, 1);
@@ -433,26 +415,11 @@ async fn garbage_replies_are_counted_not_fatal() {
     let cancel = CancellationToken::new();
     let t = transport(&cancel).await;
     let a = s.addrs()[0];
-    let e = t
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(150, 0, None),
-        )
-        .await
-        .unwrap_err();
+    let e = get_mode(&t, a, opts(150, 0, None)).await.unwrap_err();
     assert!(matches!(e, DriverError::Timeout { .. }));
     assert_eq!(t.stats().garbage, 1);
     s.update_faults(0, |f| f.malformed_json = false);
-    t.request(
-        a,
-        method::ES_GET_MODE,
-        protocol::instance_params(0),
-        opts(1000, 0, None),
-    )
-    .await
-    .unwrap();
+    get_mode(&t, a, opts(1000, 0, None)).await.unwrap();
 }
 
 #[tokio::test]
@@ -462,15 +429,7 @@ async fn listen_port_only_firmware_needs_the_device_port() {
     let a = s.addrs()[0];
     let cancel = CancellationToken::new();
     let eph = transport(&cancel).await;
-    let e = eph
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(150, 0, None),
-        )
-        .await
-        .unwrap_err();
+    let e = get_mode(&eph, a, opts(150, 0, None)).await.unwrap_err();
     assert!(matches!(e, DriverError::Timeout { .. }));
     // bound to the device port number (on another loopback address), it answers
     let bound = Transport::bind(
@@ -479,15 +438,7 @@ async fn listen_port_only_firmware_needs_the_device_port() {
     )
     .await
     .unwrap();
-    bound
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(1000, 0, None),
-        )
-        .await
-        .unwrap();
+    get_mode(&bound, a, opts(1000, 0, None)).await.unwrap();
 }
 
 #[tokio::test]
@@ -600,23 +551,8 @@ async fn pacing_keeps_a_gap_sensitive_device_answering() {
     // without a gap, a request right after a reply is dropped
     let t = transport(&cancel).await;
     let a = s.addrs()[0];
-    t.request(
-        a,
-        method::ES_GET_MODE,
-        protocol::instance_params(0),
-        opts(500, 0, None),
-    )
-    .await
-    .unwrap();
-    let e = t
-        .request(
-            a,
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(100, 0, None),
-        )
-        .await
-        .unwrap_err();
+    get_mode(&t, a, opts(500, 0, None)).await.unwrap();
+    let e = get_mode(&t, a, opts(100, 0, None)).await.unwrap_err();
     assert!(matches!(e, DriverError::Timeout { .. }));
     // the actor waits its quiet gap after every reply: a full round without a single timeout
     let s = sim(SimProfile::VenusE3, None, 1).await;
@@ -710,13 +646,7 @@ async fn hostile_datagrams_are_counted_and_harmless() {
         .send_to(br#"{"id":77,"src":"x","result":{"mode":"Auto"}}"#, to)
         .await
         .unwrap();
-    let r = t
-        .request(
-            s.addrs()[0],
-            method::ES_GET_MODE,
-            protocol::instance_params(0),
-            opts(1000, 0, None),
-        )
+    let r = get_mode(&t, s.addrs()[0], opts(1000, 0, None))
         .await
         .unwrap();
     assert!(r.result.get("mode").is_some());
