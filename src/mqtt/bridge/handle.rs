@@ -1,0 +1,142 @@
+//! [`MqttHandle`]: what the rest of the application holds of the running bridge. Every method
+//! queues into the bridge's state and returns at once; none waits on the broker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::discovery_pass::DiscoveryEvent;
+use crate::domain::{Alert, AlertState, DeviceId, Sample};
+use crate::mqtt::discovery::Entity;
+use crate::mqtt::topics::Topics;
+
+/// Cheap handle to the running bridge; every method returns at once (never waits on the broker).
+#[derive(Clone)]
+pub struct MqttHandle {
+    shared: Arc<Shared>,
+}
+
+impl MqttHandle {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The retained documents of a fresh start: devices offline until their first sample, no
+    /// active alerts, the controls as remembered so far, and `bridge/info`.
+    pub(super) fn publish_initial_documents(&self) {
+        let shared = &self.shared;
+        for b in shared.commands.fleet().iter() {
+            let dev = b.id().clone();
+            shared.set_online(&dev, false);
+            shared.set_retained(
+                shared.topics.alerts_active(&dev),
+                br#"{"active":[]}"#.to_vec(),
+            );
+            shared.publish_controls(&dev, |_| {});
+        }
+        self.publish_info(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "devices": shared.commands.fleet().ids(),
+            "base_topic": shared.topics.base(),
+            "discovery": shared.settings.discovery,
+        }));
+    }
+
+    /// Queues the latest state of a device (latest wins) and marks it online.
+    pub fn publish_sample(&self, sample: Sample) {
+        let dev = sample.device.clone();
+        self.shared.presence().sampled(&dev, Instant::now());
+        self.shared.outbox().set_state(sample);
+        self.shared.set_online(&dev, true);
+    }
+
+    /// Sets a device's retained availability (`online`/`offline`).
+    pub fn set_availability(&self, dev: &DeviceId, online: bool) {
+        self.shared.set_online(dev, online);
+    }
+
+    /// Publishes an alert event on `<dev>/alert` (or `bridge/alert` when it has no device) and
+    /// updates the retained `<dev>/alerts` list of active kinds.
+    pub fn publish_alert(&self, alert: &Alert) {
+        let payload = serde_json::to_vec(alert).unwrap_or_default();
+        let shared = &self.shared;
+        match &alert.device {
+            None => shared.push_event(shared.topics.bridge_alert(), payload, false),
+            Some(dev) => {
+                shared.push_event(shared.topics.alert(dev), payload, false);
+                let active = {
+                    let mut all = super::lock(&shared.alerts);
+                    let set = all.entry(dev.clone()).or_default();
+                    match alert.state {
+                        AlertState::Raised => set.insert(alert.kind),
+                        AlertState::Cleared => set.remove(&alert.kind),
+                    };
+                    set.iter().map(|k| k.as_str()).collect::<Vec<_>>()
+                };
+                shared.set_retained(
+                    shared.topics.alerts_active(dev),
+                    serde_json::to_vec(&json!({ "active": active })).unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Replaces the retained `bridge/info` JSON.
+    pub fn publish_info(&self, info: Value) {
+        self.retained_json(self.shared.topics.bridge_info(), &info);
+    }
+
+    /// Replaces the retained `bridge/health` JSON.
+    pub fn publish_health(&self, health: Value) {
+        self.retained_json(self.shared.topics.bridge_health(), &health);
+    }
+
+    /// Replaces the retained `bridge/schedule` JSON.
+    pub fn publish_schedule(&self, schedule: Value) {
+        self.retained_json(self.shared.topics.bridge_schedule(), &schedule);
+    }
+
+    /// Replaces the retained `bridge/tempo` JSON.
+    pub fn publish_tempo(&self, tempo: Value) {
+        self.retained_json(self.shared.topics.bridge_tempo(), &tempo);
+    }
+
+    fn retained_json(&self, topic: String, v: &Value) {
+        self.shared
+            .set_retained(topic, serde_json::to_vec(v).unwrap_or_default());
+    }
+
+    /// Extra entities of the bridge device (job switches, Tempo sensors…); republishes discovery.
+    pub fn set_extra_entities(&self, entities: Vec<Entity>) {
+        self.shared.discovery(DiscoveryEvent::Extra(entities));
+    }
+
+    /// Republishes discovery (e.g. after a device's identity became known).
+    pub fn refresh_discovery(&self) {
+        self.shared.discovery(DiscoveryEvent::All);
+    }
+
+    /// Broker connection state (true between ConnAck and the next error).
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.shared.connected.subscribe()
+    }
+
+    /// Messages dropped so far (outgoing queue full or incoming channel full).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The topics of this bridge.
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
+}
