@@ -109,6 +109,8 @@ pub enum AlertKind {
     TempoUnknown,
     /// A battery did not reach its precharge target by 06:00.
     PrechargeShort,
+    /// The Tempo prices are the built-in grid and a known price-change date has passed.
+    TariffOutdated,
 }
 
 impl AlertKind {
@@ -126,6 +128,7 @@ impl AlertKind {
             AlertKind::SamplesDropped => "samples_dropped",
             AlertKind::TempoUnknown => "tempo_unknown",
             AlertKind::PrechargeShort => "precharge_short",
+            AlertKind::TariffOutdated => "tariff_outdated",
         }
     }
 }

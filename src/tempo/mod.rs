@@ -1,24 +1,30 @@
 //! EDF Tempo colours (api-couleur-tempo.fr, RTE) and the red-day precharge planner.
 //!
 //! `day` holds the pure calendar rules (06:00→06:00 Tempo day in Europe/Paris, red only Mon–Fri
-//! from Nov 1 to Mar 31), `source` the HTTP colour sources and their fallback chain, `planner`
-//! the pure precharge maths, `service` the 11:30 job, the `NightPlanner` and the `tempo/get` and
+//! from Nov 1 to Mar 31), `tariff` the six prices, export price and wear cost, `plan` the pure
+//! 48 h planner (charge/hold/discharge per HC night and HP day, with reasons), `source` the HTTP
+//! colour sources and their fallback chain, `planner` the seed's precharge maths (also the
+//! fallback schedule's), `service` the 11:30 job, the `NightPlanner` and the `tempo/get` and
 //! `tempo/refresh` actions, `settings` the `[tempo]` section. This module talks HTTP to the
 //! configured Tempo URLs, reads and writes the `Store` (colour cache, decision and plan
 //! documents), reads batteries' SOC through the fleet and sends alerts; it never commands a
 //! battery (the scheduler's night job applies the plan).
 
 mod day;
+mod plan;
 mod planner;
 mod service;
 mod settings;
 mod source;
+mod tariff;
 
 pub use day::*;
+pub use plan::*;
 pub use planner::*;
 pub use service::*;
 pub use settings::*;
 pub use source::*;
+pub use tariff::*;
 
 /// Errors at the Tempo module's edge.
 #[derive(Debug, Clone, thiserror::Error)]

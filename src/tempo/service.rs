@@ -216,6 +216,7 @@ impl TempoService {
         dry_run: bool,
     ) -> Result<TempoDecision, TempoError> {
         let start = self.clock.now();
+        self.check_tariff(start);
         let date = tempo_date_at(start)
             .succ_opt()
             .ok_or_else(|| TempoError::Config("date out of range".into()))?;
@@ -327,6 +328,17 @@ impl TempoService {
             reason,
             decided_at: self.clock.now(),
             plan: None,
+        }
+    }
+
+    /// Raises the `tariff_outdated` info alert (once per daily check) while the built-in
+    /// prices are in use past a known price-change date.
+    fn check_tariff(&self, now: DateTime<Utc>) {
+        if let Some(alert) = self.settings.tariff.outdated_alert(now) {
+            tracing::info!(message = %alert.message, "tariff_outdated");
+            if let Some(tx) = &self.alerts {
+                let _ = tx.send(alert);
+            }
         }
     }
 

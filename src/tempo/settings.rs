@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::TempoColour;
+use super::{Tariff, TempoColour};
 use crate::domain::HhMm;
 
 /// A secret string: `Debug`, `Display` and `Serialize` print `***`.
@@ -126,7 +126,14 @@ pub struct TempoSettings {
     pub capacity_wh: Option<u32>,
     /// Usable capacity per device id, Wh; wins over the reported rated capacity.
     pub device_capacity_wh: BTreeMap<String, u32>,
+    /// The six Tempo prices, export price and wear cost (`[tempo.tariff]`).
+    pub tariff: Tariff,
+    /// Round-trip efficiency of the batteries (AC in → AC out), 0 < η ≤ 1.
+    pub efficiency: f64,
 }
+
+/// Default round-trip efficiency, AC to AC (Venus E owners measure 85–90 %).
+pub const DEFAULT_EFFICIENCY: f64 = 0.88;
 
 impl Default for TempoSettings {
     fn default() -> Self {
@@ -167,6 +174,8 @@ impl Default for TempoSettings {
             dry_run: false,
             capacity_wh: None,
             device_capacity_wh: BTreeMap::new(),
+            tariff: Tariff::default(),
+            efficiency: DEFAULT_EFFICIENCY,
         }
     }
 }
@@ -322,6 +331,15 @@ impl TempoSettings {
                     format!("{c} is out of range (100 to 1000000 Wh)"),
                 );
             }
+        }
+        if !(self.efficiency > 0.0 && self.efficiency <= 1.0) {
+            push(
+                "efficiency",
+                format!("{} is out of range (above 0, at most 1.0)", self.efficiency),
+            );
+        }
+        for (k, m) in self.tariff.validate() {
+            push(&k, m);
         }
         errs
     }
