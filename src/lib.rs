@@ -17,6 +17,7 @@ pub mod logging;
 pub mod marstek;
 pub mod mqtt;
 pub mod remote;
+pub mod replay;
 pub mod scheduler;
 pub mod simulator;
 pub mod store;

@@ -46,6 +46,9 @@ enum Command {
     Probe(marstek::ProbeArgs),
     /// Run simulated batteries on UDP (tests, demos, benchmarks) until Ctrl-C.
     Simulate(simulator::SimulateArgs),
+    /// Replay a span of real Tempo colours against the simulated battery and house: € for no
+    /// battery, the fixed schedule and the planner.
+    Replay(marstek_bridge::replay::ReplayArgs),
     /// Scheduled jobs: list, run, pause, resume and update talk to the running bridge over MQTT;
     /// preview computes locally.
     #[command(subcommand)]
@@ -129,6 +132,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run_async(settings, true, |s| app::run(s, shutdown_signal())),
+        Command::Replay(args) => match marstek_bridge::replay::run(&args, &settings.tempo) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Jobs(JobsCommand::Preview(args)) => {
             match marstek_bridge::scheduler::preview_command(
                 &args,
