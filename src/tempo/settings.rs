@@ -130,6 +130,8 @@ pub struct TempoSettings {
     pub tariff: Tariff,
     /// Round-trip efficiency of the batteries (AC in → AC out), 0 < η ≤ 1.
     pub efficiency: f64,
+    /// J+2…J+9 forecast (open-dpe `tempo_days_lite.json` shape); empty = no forecast.
+    pub forecast_url: String,
 }
 
 /// Default round-trip efficiency, AC to AC (Venus E owners measure 85–90 %).
@@ -176,6 +178,7 @@ impl Default for TempoSettings {
             device_capacity_wh: BTreeMap::new(),
             tariff: Tariff::default(),
             efficiency: DEFAULT_EFFICIENCY,
+            forecast_url: "https://open-dpe.fr/assets/tempo_days_lite.json".into(),
         }
     }
 }
@@ -235,11 +238,16 @@ impl TempoSettings {
                 push("sources", format!("'{}' is listed twice", a.as_str()));
             }
         }
+        let forecast = [("forecast_url", &self.forecast_url)];
+        let optional = forecast.iter().filter(|(_, u)| !u.is_empty()).copied();
         for (key, url) in [
             ("couleur_tempo_url", &self.couleur_tempo_url),
             ("rte_token_url", &self.rte_token_url),
             ("rte_api_url", &self.rte_api_url),
-        ] {
+        ]
+        .into_iter()
+        .chain(optional)
+        {
             match url::Url::parse(url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 Ok(u) => push(

@@ -45,21 +45,21 @@ pub trait ColourSource: Send + Sync {
 }
 
 /// HTTP outcome classified for retrying.
-enum Attempt<T> {
+pub(super) enum Attempt<T> {
     Done(T),
     Transient(String),
 }
 
 /// Client and retry policy shared by the HTTP sources.
 #[derive(Clone)]
-struct Http {
+pub(super) struct Http {
     client: reqwest::Client,
     retries: u32,
     backoff: Duration,
 }
 
 impl Http {
-    fn new(settings: &TempoSettings) -> Result<Self, TempoError> {
+    pub(super) fn new(settings: &TempoSettings) -> Result<Self, TempoError> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -74,20 +74,65 @@ impl Http {
     }
 
     /// Runs `f` until it is done or transient failures exhaust the retries.
-    async fn with_retries<F, Fut>(&self, source: &str, mut f: F) -> TempoResult
+    async fn with_retries<F, Fut>(&self, source: &str, f: F) -> TempoResult
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Attempt<TempoResult>>,
     {
+        self.retrying(source, f)
+            .await
+            .unwrap_or_else(TempoResult::Error)
+    }
+
+    /// GET `url` as JSON with the retry policy: timeouts, 429 and 5xx are retried; another
+    /// status or an undecodable body is an error at once (the reason names it).
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        source: &str,
+        url: &str,
+    ) -> Result<T, String> {
+        let once = || async {
+            let resp = match self
+                .client
+                .get(url)
+                .header("Accept", "application/json")
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Attempt::Transient(send_error(&e)),
+            };
+            let status = resp.status();
+            let body = match resp.text().await {
+                Ok(b) => b,
+                Err(e) => return Attempt::Transient(send_error(&e)),
+            };
+            if transient_status(status) {
+                return Attempt::Transient(format!("HTTP {status}"));
+            }
+            if !status.is_success() {
+                return Attempt::Done(Err(format!("HTTP {status}: {}", snippet(&body))));
+            }
+            Attempt::Done(
+                serde_json::from_str(&body)
+                    .map_err(|e| format!("undecodable answer ({e}): {}", snippet(&body))),
+            )
+        };
+        self.retrying(source, once).await?
+    }
+
+    /// Runs `f` until it is done; Err(reason) once transient failures exhaust the retries.
+    async fn retrying<T, F, Fut>(&self, source: &str, mut f: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
         let mut attempt = 0u32;
         loop {
             match f().await {
-                Attempt::Done(r) => return r,
+                Attempt::Done(r) => return Ok(r),
                 Attempt::Transient(reason) if attempt >= self.retries => {
-                    return TempoResult::Error(format!(
-                        "{reason} (after {} attempt(s))",
-                        attempt + 1
-                    ));
+                    return Err(format!("{reason} (after {} attempt(s))", attempt + 1));
                 }
                 Attempt::Transient(reason) => {
                     let delay = backoff_delay(self.backoff, attempt);
