@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use marstek_bridge::domain::{
-    Alert, AlertKind, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, ModeConfig,
-    Percent, Sample, Severity, WattHours, Watts,
+    Alert, AlertKind, AlertState, Amperes, Celsius, DesiredState, DeviceId, DeviceInfo, Mode,
+    ModeConfig, Percent, Readings, Sample, Severity, Volts, WattHours, Watts,
 };
 use marstek_bridge::store::{
     self, Backend, CommandRecord, DatabaseSettings, JobRecord, JobRunRecord, RunStatus, Store,
@@ -47,6 +47,19 @@ fn full_sample(d: &DeviceId, at: DateTime<Utc>, soc: u8) -> Sample {
         charge_allowed: Some(true),
         discharge_allowed: Some(false),
         rssi: Some(-61),
+        readings: Box::new(Readings {
+            ct_a_power: Some(Watts(-15)),
+            ct_input_energy: Some(WattHours(1234.5)),
+            pv1_power: Some(Watts(120)),
+            pv1_voltage: Some(Volts(38.5)),
+            pv1_working: Some(true),
+            bat_voltage: Some(Volts(52.1)),
+            bat_current: Some(Amperes(-15.25)),
+            error_code: Some(0),
+            wifi_ssid: Some("home".into()),
+            poll_failures: Some(2),
+            ..Readings::default()
+        }),
     }
 }
 
@@ -64,6 +77,7 @@ async fn story(store: &dyn Store) {
         ble_mac: "aabbccddeeff".into(),
         wifi_mac: None,
         address: "127.0.0.1:30000".into(),
+        readings: Default::default(),
     };
     store.upsert_device(&info, t0()).await.unwrap();
     let mut info2 = info.clone();

@@ -4,12 +4,14 @@
 
 pub mod clock;
 mod command;
+mod guard;
 mod safety;
 mod sample;
 mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
+pub use guard::*;
 pub use safety::*;
 pub use sample::*;
 pub use schedule::*;
@@ -161,6 +163,9 @@ pub struct DeviceInfo {
     pub wifi_mac: Option<String>,
     /// Address and port the device answers on.
     pub address: String,
+    /// Which detail readings this model/firmware reports (driver's model table).
+    #[serde(default)]
+    pub readings: ReadingSet,
 }
 
 /// Configured limits of one battery; every command from every source is checked against them.

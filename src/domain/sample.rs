@@ -1,5 +1,6 @@
-//! One typed reading of a battery per poll (`Sample`) and alert events. Units are in the types
-//! and field names; signs are normalised here once so every sink agrees.
+//! One typed reading of a battery per poll (`Sample`, with its detail [`Readings`]), which
+//! detail readings a model reports ([`ReadingSet`]), and alert events. Units are in the types
+//! and field names; signs are normalised here once so every sink agrees. Pure data.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,218 @@ pub struct Sample {
     pub discharge_allowed: Option<bool>,
     /// Wi-Fi signal strength, dBm.
     pub rssi: Option<i32>,
+    /// Detail readings (meter phases, solar strings, battery detail, diagnostics), flattened
+    /// into the same JSON object (boxed: a sample travels through channels by value).
+    #[serde(flatten)]
+    pub readings: Box<Readings>,
+}
+
+/// Voltage in volts (V).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Volts(pub f64);
+
+/// Current in amperes (A).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Amperes(pub f64);
+
+/// One solar input (MPPT string) of a poll.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PvString {
+    /// Power, W.
+    pub power: Option<Watts>,
+    /// Voltage, V.
+    pub voltage: Option<Volts>,
+    /// Current, A (often 0 on Venus A although power flows).
+    pub current: Option<Amperes>,
+    /// Working (true) or standby (false).
+    pub working: Option<bool>,
+}
+
+/// The detail readings of one poll, beyond the core fields of [`Sample`]. Every field is
+/// optional: what a model or firmware does not report stays `None` (JSON `null`). Field names are
+/// the keys of the `<dev>/state` JSON (docs/mqtt.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Readings {
+    /// CT phase A power, W (+ import, − export).
+    pub ct_a_power: Option<Watts>,
+    /// CT phase B power, W (+ import, − export).
+    pub ct_b_power: Option<Watts>,
+    /// CT phase C power, W (+ import, − export).
+    pub ct_c_power: Option<Watts>,
+    /// The meter's lifetime imported energy, Wh (only where the firmware fills it).
+    pub ct_input_energy: Option<WattHours>,
+    /// The meter's lifetime exported energy, Wh (only where the firmware fills it).
+    pub ct_output_energy: Option<WattHours>,
+    /// Solar string 1 power, W.
+    pub pv1_power: Option<Watts>,
+    /// Solar string 1 voltage, V.
+    pub pv1_voltage: Option<Volts>,
+    /// Solar string 1 current, A.
+    pub pv1_current: Option<Amperes>,
+    /// Solar string 1 working (true) or standby.
+    pub pv1_working: Option<bool>,
+    /// Solar string 2 power, W.
+    pub pv2_power: Option<Watts>,
+    /// Solar string 2 voltage, V.
+    pub pv2_voltage: Option<Volts>,
+    /// Solar string 2 current, A.
+    pub pv2_current: Option<Amperes>,
+    /// Solar string 2 working (true) or standby.
+    pub pv2_working: Option<bool>,
+    /// Solar string 3 power, W.
+    pub pv3_power: Option<Watts>,
+    /// Solar string 3 voltage, V.
+    pub pv3_voltage: Option<Volts>,
+    /// Solar string 3 current, A.
+    pub pv3_current: Option<Amperes>,
+    /// Solar string 3 working (true) or standby.
+    pub pv3_working: Option<bool>,
+    /// Solar string 4 power, W.
+    pub pv4_power: Option<Watts>,
+    /// Solar string 4 voltage, V.
+    pub pv4_voltage: Option<Volts>,
+    /// Solar string 4 current, A.
+    pub pv4_current: Option<Amperes>,
+    /// Solar string 4 working (true) or standby.
+    pub pv4_working: Option<bool>,
+    /// Battery pack voltage, V.
+    pub bat_voltage: Option<Volts>,
+    /// Battery pack current, A (+ discharging, − charging, like `bat_power`).
+    pub bat_current: Option<Amperes>,
+    /// Hottest cell, °C.
+    pub cell_temp_max: Option<Celsius>,
+    /// Coldest cell, °C.
+    pub cell_temp_min: Option<Celsius>,
+    /// BMS/inverter board temperature, °C.
+    pub board_temp: Option<Celsius>,
+    /// BMS error code (0 = none).
+    pub error_code: Option<i64>,
+    /// BMS alarm code (0 = none).
+    pub alarm_code: Option<i64>,
+    /// Model string, e.g. `VenusE 3.0`.
+    pub model: Option<String>,
+    /// Firmware version (normalised, e.g. 147 for `ver` 1476).
+    pub firmware: Option<u32>,
+    /// Wi-Fi network name.
+    pub wifi_ssid: Option<String>,
+    /// IP address the device reports on its Wi-Fi/LAN link.
+    pub wifi_ip: Option<String>,
+    /// Bluetooth link: true = a phone is connected.
+    pub ble_connected: Option<bool>,
+    /// Poll rounds that failed since the bridge started.
+    pub poll_failures: Option<u64>,
+    /// The last poll or read error, as text (None = none since start).
+    pub last_error: Option<String>,
+    /// Readings dropped as implausible or backwards since the bridge started.
+    pub readings_dropped: Option<u64>,
+}
+
+impl Readings {
+    /// The solar strings 1..=4 as a uniform view.
+    pub fn pv_strings(&self) -> [PvString; 4] {
+        [
+            PvString {
+                power: self.pv1_power,
+                voltage: self.pv1_voltage,
+                current: self.pv1_current,
+                working: self.pv1_working,
+            },
+            PvString {
+                power: self.pv2_power,
+                voltage: self.pv2_voltage,
+                current: self.pv2_current,
+                working: self.pv2_working,
+            },
+            PvString {
+                power: self.pv3_power,
+                voltage: self.pv3_voltage,
+                current: self.pv3_current,
+                working: self.pv3_working,
+            },
+            PvString {
+                power: self.pv4_power,
+                voltage: self.pv4_voltage,
+                current: self.pv4_current,
+                working: self.pv4_working,
+            },
+        ]
+    }
+
+    /// Sets solar string `n` (1..=4; other numbers are ignored).
+    pub fn set_pv_string(&mut self, n: usize, s: PvString) {
+        let (p, v, c, w) = match n {
+            1 => (
+                &mut self.pv1_power,
+                &mut self.pv1_voltage,
+                &mut self.pv1_current,
+                &mut self.pv1_working,
+            ),
+            2 => (
+                &mut self.pv2_power,
+                &mut self.pv2_voltage,
+                &mut self.pv2_current,
+                &mut self.pv2_working,
+            ),
+            3 => (
+                &mut self.pv3_power,
+                &mut self.pv3_voltage,
+                &mut self.pv3_current,
+                &mut self.pv3_working,
+            ),
+            4 => (
+                &mut self.pv4_power,
+                &mut self.pv4_voltage,
+                &mut self.pv4_current,
+                &mut self.pv4_working,
+            ),
+            _ => return,
+        };
+        (*p, *v, *c, *w) = (s.power, s.voltage, s.current, s.working);
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Readings::default()
+    }
+
+    /// The stored form: a JSON object without the unset keys; None when nothing is set.
+    pub fn to_stored_json(&self) -> Option<serde_json::Value> {
+        let mut v = serde_json::to_value(self).ok()?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.retain(|_, x| !x.is_null());
+            if m.is_empty() {
+                return None;
+            }
+        }
+        Some(v)
+    }
+
+    /// Reads the stored form back (unknown keys ignored, missing ones unset).
+    pub fn from_stored_json(v: serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+}
+
+/// Which detail readings a model/firmware reports, so discovery announces only entities that
+/// will get values. Filled by the driver from its model table; all false = core entities only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReadingSet {
+    /// Solar strings (0 = no PV inputs, 4 on Venus A/D).
+    pub pv_strings: u8,
+    /// CT per-phase powers (`EM.GetStatus` served).
+    pub ct_phases: bool,
+    /// The meter's energy counters carry real values.
+    pub meter_energy: bool,
+    /// Battery voltage and current.
+    pub battery_electrical: bool,
+    /// Cell and board temperatures.
+    pub battery_temperatures: bool,
+    /// BMS error and alarm codes.
+    pub battery_codes: bool,
 }
 
 impl Sample {
@@ -79,6 +292,7 @@ impl Sample {
             charge_allowed: None,
             discharge_allowed: None,
             rssi: None,
+            readings: Box::default(),
         }
     }
 }

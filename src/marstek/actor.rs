@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::client::{Reply, Transport};
 use super::profile::{Profile, RoundData, build_sample};
 use super::protocol::{self, DeviceResult, EsMode, SetResult, decode_result, method};
+use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
@@ -105,6 +106,7 @@ impl MarstekBattery {
             identify: true,
             last_io: None,
             round: 0,
+            readings: ReadingsTracker::default(),
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -213,6 +215,7 @@ struct Actor {
     identify: bool,
     last_io: Option<Instant>,
     round: u64,
+    readings: ReadingsTracker,
 }
 
 impl Actor {
@@ -334,7 +337,9 @@ impl Actor {
             ble_mac,
             wifi_mac: d.wifi_mac.clone(),
             address: self.spec.addr.to_string(),
+            readings: reading_units(&profile).set,
         };
+        self.readings.identified(&profile, &info.ble_mac);
         tracing::info!(device = %self.spec.id, model = %info.model, firmware = info.firmware, "device_identified");
         *lock(&self.shared.info) = Some(info);
         self.profile = Some(profile);
@@ -361,7 +366,10 @@ impl Actor {
             Ok(s) => {
                 let _ = self.samples.send(s.clone());
             }
-            Err(e) => tracing::warn!(device = %self.spec.id, error = %e, "poll_failed"),
+            Err(e) => {
+                self.readings.failed(true, &e.to_string());
+                tracing::warn!(device = %self.spec.id, error = %e, "poll_failed");
+            }
         }
         r
     }
@@ -377,7 +385,10 @@ impl Actor {
             plan.push(method::ES_STATUS);
         }
         plan.push(method::ES_GET_MODE);
-        if self.settings.read_battery {
+        let units = reading_units(&profile);
+        // Costly/fragile reads (per the readings table) only on extras rounds, after the status.
+        let battery_now = !units.battery_read_fragile || extras;
+        if self.settings.read_battery && battery_now {
             plan.push(method::BAT_STATUS);
         }
         if profile.has_pv() {
@@ -388,6 +399,7 @@ impl Actor {
                 plan.push(method::EM_STATUS);
             }
             plan.push(method::WIFI_STATUS);
+            plan.push(method::BLE_STATUS);
         }
         let mut data = RoundData::default();
         let mut last_err = None;
@@ -402,6 +414,9 @@ impl Actor {
                 }
                 Err(e) => {
                     tracing::debug!(device = %self.spec.id, method = m, error = %e, "read_skipped");
+                    if !matches!(e, DriverError::Unsupported { .. }) {
+                        self.readings.failed(false, &format!("{m}: {e}"));
+                    }
                     last_err = Some(e);
                     continue;
                 }
@@ -431,18 +446,20 @@ impl Actor {
                 method::WIFI_STATUS => decode_result(res)
                     .map(|v| data.wifi = Some(v))
                     .unwrap_or_else(bad),
+                method::BLE_STATUS => decode_result(res)
+                    .map(|v| data.ble = Some(v))
+                    .unwrap_or_else(bad),
                 _ => {}
             }
         }
         if data.is_empty() {
             return Err(last_err.unwrap_or_else(|| DriverError::Decode("empty poll round".into())));
         }
-        Ok(build_sample(
-            &profile,
-            self.spec.id.clone(),
-            Utc::now(),
-            &data,
-        ))
+        self.readings.carry_extras(&mut data);
+        let mut sample = build_sample(&profile, self.spec.id.clone(), Utc::now(), &data);
+        let info = lock(&self.shared.info).clone();
+        self.readings.finish(info.as_ref(), &mut sample);
+        Ok(sample)
     }
 
     fn record_round(&mut self, ok: bool) {

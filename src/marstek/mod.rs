@@ -1,5 +1,5 @@
 //! Marstek Open API driver: JSON-RPC over UDP (protocol types, client, per-device actor,
-//! discovery). Talks only to batteries; depends on `domain`, never on other adapters.
+//! discovery, the detail-readings table and decoder). Talks only to batteries; depends on `domain`, never on other adapters.
 
 pub mod actor;
 pub mod cli;
@@ -7,6 +7,7 @@ pub mod client;
 pub mod discovery;
 pub mod profile;
 pub mod protocol;
+pub mod readings;
 pub mod settings;
 
 pub use actor::{DeviceSpec, MarstekBattery, spawn_fleet};

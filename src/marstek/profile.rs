@@ -12,7 +12,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::protocol::{BatStatus, DeviceResult, EmStatus, EsMode, EsStatus, PvStatus, WifiStatus};
+use super::protocol::{
+    BatStatus, BleStatus, DeviceResult, EmStatus, EsMode, EsStatus, PvStatus, WifiStatus,
+};
+use super::readings::{decode_readings, pv_total_w, reading_units};
 use crate::domain::{Celsius, DeviceId, Percent, Sample, WattHours, Watts};
 
 /// Hardware family, from the `device` string.
@@ -160,29 +163,11 @@ impl Profile {
         self.family == Family::VenusE3 && self.firmware == 139
     }
 
-    /// PV power in W from a `PV.GetStatus` result.
-    ///
-    /// PV1 rule (documented choice): on Venus A/D firmware 147..=150 PV1 is taken as deciwatts
-    /// when another channel produces and PV1/max(PV2..4) lies within 5..=25 (Marstek's own
-    /// heuristic), or when no other channel produces (firmware range alone). Outside that
-    /// firmware range PV1 is watts.
+    /// PV power in W from a `PV.GetStatus` result: the strings summed with the readings
+    /// table's units (PV1 in deci-watts on Venus A/D firmware 147..=150, never guessed from
+    /// the values of one reply).
     pub fn pv_watts(&self, pv: &PvStatus) -> Option<f64> {
-        let others = [pv.pv2_power, pv.pv3_power, pv.pv4_power];
-        let Some(p1) = pv.pv1_power else {
-            return pv.pv_power;
-        };
-        let max_other = others.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
-        let deci = if self.pv1_maybe_deciwatts() {
-            if max_other > 0.0 && p1 > 0.0 {
-                (5.0..=25.0).contains(&(p1 / max_other))
-            } else {
-                true
-            }
-        } else {
-            false
-        };
-        let p1w = if deci { p1 / 10.0 } else { p1 };
-        Some(p1w + others.iter().flatten().sum::<f64>())
+        pv_total_w(&reading_units(self), pv)
     }
 }
 
@@ -201,6 +186,8 @@ pub struct RoundData {
     pub em: Option<EmStatus>,
     /// `Wifi.GetStatus`.
     pub wifi: Option<WifiStatus>,
+    /// `BLE.GetStatus`.
+    pub ble: Option<BleStatus>,
 }
 
 impl RoundData {
@@ -212,6 +199,7 @@ impl RoundData {
             && self.pv.is_none()
             && self.em.is_none()
             && self.wifi.is_none()
+            && self.ble.is_none()
     }
 }
 
@@ -303,6 +291,7 @@ pub fn build_sample(
         .as_ref()
         .and_then(|w| w.rssi)
         .map(|v| v.round() as i32);
+    s.readings = Box::new(decode_readings(profile, r));
     s
 }
 

@@ -375,6 +375,27 @@ pub struct BatStatus {
     /// Rated energy, Wh.
     #[serde(default, deserialize_with = "lenient_f64")]
     pub rated_capacity: Option<f64>,
+    /// Pack voltage, 0.01 V (not in the spec; jaapp).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub bat_voltage: Option<f64>,
+    /// Pack current, 0.01 A, + charging (not in the spec; jaapp).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub bat_current: Option<f64>,
+    /// Hottest cell, °C (key name assumed; no capture).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub cell_temp_max: Option<f64>,
+    /// Coldest cell, °C (key name assumed; no capture).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub cell_temp_min: Option<f64>,
+    /// Board temperature, °C (key name assumed; no capture).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub board_temp: Option<f64>,
+    /// BMS error code, 0 = none (key name assumed; no capture).
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub error_code: Option<i64>,
+    /// BMS alarm code, 0 = none (key name assumed; no capture).
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub alarm_code: Option<i64>,
 }
 
 /// Result of `PV.GetStatus`: up to four channels (or the Rev 1.0 single channel).
@@ -395,12 +416,51 @@ pub struct PvStatus {
     /// Channel 4 power, W.
     #[serde(default, deserialize_with = "lenient_f64")]
     pub pv4_power: Option<f64>,
+    /// Rev 1.0 single-channel voltage, V.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv_voltage: Option<f64>,
+    /// Rev 1.0 single-channel current, A.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv_current: Option<f64>,
+    /// Rev 3.1 single-channel state (1 working, 0 standby), spelled `PV_state` or `pv_state`.
+    #[serde(default, alias = "PV_state", deserialize_with = "lenient_opt_i64")]
+    pub pv_state: Option<i64>,
     /// Channel 1 voltage, V.
     #[serde(default, deserialize_with = "lenient_f64")]
     pub pv1_voltage: Option<f64>,
+    /// Channel 1 current, A (often 0 although power flows).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv1_current: Option<f64>,
     /// Channel 1 state (1 working, 0 standby).
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     pub pv1_state: Option<i64>,
+    /// Channel 2 voltage, V.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv2_voltage: Option<f64>,
+    /// Channel 2 current, A (often 0 although power flows).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv2_current: Option<f64>,
+    /// Channel 2 state (1 working, 0 standby).
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub pv2_state: Option<i64>,
+    /// Channel 3 voltage, V.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv3_voltage: Option<f64>,
+    /// Channel 3 current, A (often 0 although power flows).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv3_current: Option<f64>,
+    /// Channel 3 state (1 working, 0 standby).
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub pv3_state: Option<i64>,
+    /// Channel 4 voltage, V.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv4_voltage: Option<f64>,
+    /// Channel 4 current, A (often 0 although power flows).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub pv4_current: Option<f64>,
+    /// Channel 4 state (1 working, 0 standby).
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub pv4_state: Option<i64>,
 }
 
 /// Result of `ES.GetStatus` (raw units; scaling per profile).
@@ -462,6 +522,15 @@ pub struct EsMode {
     /// CT total power, W.
     #[serde(default, deserialize_with = "lenient_f64")]
     pub total_power: Option<f64>,
+    /// CT phase A power, W (zeros on fw 150 while EM shows a CT).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub a_power: Option<f64>,
+    /// CT phase B power, W.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub b_power: Option<f64>,
+    /// CT phase C power, W.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub c_power: Option<f64>,
 }
 
 /// Result of `EM.GetStatus`.
@@ -482,6 +551,12 @@ pub struct EmStatus {
     /// Total power, W (+ import).
     #[serde(default, deserialize_with = "lenient_f64")]
     pub total_power: Option<f64>,
+    /// Meter's lifetime imported energy, 0.1 Wh (Rev 3.1; 0 on some firmware).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub input_energy: Option<f64>,
+    /// Meter's lifetime exported energy, 0.1 Wh (Rev 3.1; 0 on some firmware).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub output_energy: Option<f64>,
 }
 
 /// Result of every write: `set_result`.

@@ -86,7 +86,8 @@ pub struct PollingSettings {
     pub failures_before_unreachable: u32,
     /// Commands and immediate polls waiting per device before `QueueFull` (default 16).
     pub queue_capacity: usize,
-    /// Read EM (CT) and Wi-Fi status every Nth round (default 5).
+    /// Read EM (CT), Wi-Fi and BLE status (and `Bat.GetStatus` on firmware suspected of resetting
+    /// under it) every Nth round, after the status reads (default 5).
     pub extras_every: u32,
     /// Read `Bat.GetStatus` each round (default true; some firmware resets under it).
     pub read_battery: bool,

@@ -190,6 +190,10 @@ pub struct ModelState {
     pub out_wh: f64,
     /// Lifetime AC drawn, Wh.
     pub in_wh: f64,
+    /// Lifetime energy the CT saw imported from the grid, Wh.
+    pub ct_import_wh: f64,
+    /// Lifetime energy the CT saw exported to the grid, Wh.
+    pub ct_export_wh: f64,
     /// Last integration instant.
     pub updated: DateTime<Utc>,
 }
@@ -230,6 +234,8 @@ impl ModelState {
             pv_wh: 0.0,
             out_wh: 0.0,
             in_wh: 0.0,
+            ct_import_wh: 0.0,
+            ct_export_wh: 0.0,
             updated: now,
         }
     }
@@ -296,6 +302,12 @@ impl ModelState {
             } else {
                 self.in_wh += -ongrid * h;
             }
+            let net = self.ct_net();
+            if net > 0.0 {
+                self.ct_import_wh += net * h;
+            } else {
+                self.ct_export_wh += -net * h;
+            }
             self.updated = at + step;
         }
     }
@@ -304,7 +316,16 @@ impl ModelState {
     pub fn ongrid(&self) -> f64 {
         self.bat_power + self.pv_power
     }
+
+    /// What the CT sees at the grid connection, W (+ import): house load minus what the
+    /// battery delivers.
+    pub fn ct_net(&self) -> f64 {
+        self.load - self.ongrid()
+    }
 }
+
+/// Voltages of the four simulated solar strings while producing, V.
+const PV_STRING_VOLTS: [f64; 4] = [38.0, 41.0, 36.0, 44.0];
 
 /// Normalised firmware (1476 → 147).
 pub fn norm_ver(ver: i64) -> i64 {
@@ -313,6 +334,14 @@ pub fn norm_ver(ver: i64) -> i64 {
     } else {
         ver
     }
+}
+
+/// Battery detail a firmware adds to `Bat.GetStatus`.
+#[derive(Debug, Clone, Copy)]
+struct BatteryDetail {
+    electrical: bool,
+    temperatures: bool,
+    codes: bool,
 }
 
 /// Wire encodings of reads for one profile + firmware.
@@ -458,7 +487,7 @@ impl Encoder {
         } else {
             (json!(temp), json!(remaining.round()))
         };
-        json!({
+        let mut v = json!({
             "id": instance,
             "soc": s.soc.round() as i64,
             "charg_flag": s.soc < 100.0,
@@ -466,7 +495,53 @@ impl Encoder {
             "bat_temp": t,
             "bat_capacity": c,
             "rated_capacity": spec.capacity_wh,
-        })
+        });
+        let detail = self.battery_detail();
+        if detail.electrical {
+            // 0.01 V and 0.01 A, current + charging (jaapp's keys; not in the spec)
+            let volts = 48.0 + 0.07 * s.soc;
+            v["bat_voltage"] = json!((volts * 100.0).round() as i64);
+            v["bat_current"] = json!((-s.bat_power / volts * 100.0).round() as i64);
+        }
+        if detail.temperatures {
+            v["cell_temp_max"] = json!(temp + 1.0);
+            v["cell_temp_min"] = json!(temp - 1.0);
+            v["board_temp"] = json!(temp + 8.0);
+        }
+        if detail.codes {
+            v["error_code"] = json!(0);
+            v["alarm_code"] = json!(0);
+        }
+        v
+    }
+
+    /// Which battery detail this firmware adds to `Bat.GetStatus` (Venus A fw 148 has none,
+    /// quirks §2; HMG-50 from 154).
+    fn battery_detail(&self) -> BatteryDetail {
+        let fw = self.fw();
+        let (electrical, temperatures) = match self.profile {
+            SimProfile::VenusE3 => (fw >= 150, fw >= 150),
+            SimProfile::VenusE2 => (fw >= 154, false),
+            SimProfile::VenusA => (fw >= 149, false),
+            SimProfile::VenusD | SimProfile::VenusEMini => (true, true),
+        };
+        BatteryDetail {
+            electrical,
+            temperatures,
+            codes: electrical,
+        }
+    }
+
+    /// Whether the meter's `input_energy`/`output_energy` carry values (zeros on Venus E 3.0
+    /// fw 150 and Venus A 147/148, reference §2.9).
+    fn meter_energy(&self) -> bool {
+        let fw = self.fw();
+        match self.profile {
+            SimProfile::VenusE3 => fw > 150,
+            SimProfile::VenusA => fw >= 149,
+            SimProfile::VenusE2 => fw >= 155,
+            SimProfile::VenusD | SimProfile::VenusEMini => true,
+        }
     }
 
     /// `PV.GetStatus` result (PV1 in deciwatts on firmware 147..=150).
@@ -480,9 +555,20 @@ impl Encoder {
         let mut v = json!({ "id": instance });
         for ch in 1..=4 {
             let p = if ch == 1 { pv1 } else { share };
+            let volts = if share > 0.0 {
+                PV_STRING_VOLTS[ch - 1]
+            } else {
+                0.0
+            };
+            // Venus A reports 0 A although power flows (reference §2.5)
+            let amps = if share > 0.0 && self.profile != SimProfile::VenusA {
+                (share / volts * 100.0).round() / 100.0
+            } else {
+                0.0
+            };
             v[format!("pv{ch}_power")] = json!(p.round() as i64);
-            v[format!("pv{ch}_voltage")] = json!(if share > 0.0 { 38 } else { 0 });
-            v[format!("pv{ch}_current")] = json!(0);
+            v[format!("pv{ch}_voltage")] = json!(volts);
+            v[format!("pv{ch}_current")] = json!(amps);
             v[format!("pv{ch}_state")] = json!(i64::from(share > 0.0));
         }
         v
@@ -490,10 +576,23 @@ impl Encoder {
 
     /// `EM.GetStatus` result: the CT sees house load minus what the battery delivers.
     pub fn em_status(&self, s: &ModelState, instance: &Value) -> Value {
-        let net = (s.load - s.ongrid()).round() as i64;
+        let net = s.ct_net();
+        // a three-phase house: the load splits 50/30/20 over the phases
+        let (a, b) = ((net * 0.5).round() as i64, (net * 0.3).round() as i64);
+        let total = net.round() as i64;
+        // 0.1 Wh units (Rev 3.1); zeros where the firmware does not fill them
+        let (imp, exp) = if self.meter_energy() {
+            (
+                (s.ct_import_wh * 10.0).round() as i64,
+                (s.ct_export_wh * 10.0).round() as i64,
+            )
+        } else {
+            (0, 0)
+        };
         json!({
             "id": instance, "ct_state": 1,
-            "a_power": net, "b_power": 0, "c_power": 0, "total_power": net,
+            "a_power": a, "b_power": b, "c_power": total - a - b, "total_power": total,
+            "input_energy": imp, "output_energy": exp,
         })
     }
 }

@@ -696,6 +696,34 @@ impl SimHandle {
         }
     }
 
+    /// Sets a device's lifetime energy counters, Wh (None = unchanged): a counter reset or a
+    /// glitch, as a test wants it.
+    pub fn set_energy(
+        &self,
+        dev: usize,
+        pv_wh: Option<f64>,
+        out_wh: Option<f64>,
+        in_wh: Option<f64>,
+    ) -> bool {
+        match self.devices.get(dev) {
+            Some(d) => {
+                let mut guard = d.state_now();
+                let s = &mut *guard;
+                for (slot, v) in [
+                    (&mut s.pv_wh, pv_wh),
+                    (&mut s.out_wh, out_wh),
+                    (&mut s.in_wh, in_wh),
+                ] {
+                    if let Some(v) = v {
+                        *slot = v;
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sets a device's mode directly (as if changed in the app).
     pub fn set_mode(&self, dev: usize, mode: Mode) -> bool {
         match self.devices.get(dev) {

@@ -15,8 +15,8 @@ use super::{
     parse_enum, parse_run_status,
 };
 use crate::domain::{
-    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Sample,
-    WattHours, Watts,
+    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Readings,
+    Sample, WattHours, Watts,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -160,7 +160,15 @@ async fn enable_timescale(
 const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
     pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
     total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
-    ct_power, charge_allowed, discharge_allowed, rssi";
+    ct_power, charge_allowed, discharge_allowed, rssi, readings";
+
+/// The `readings` column (JSONB; NULL before migration 0004).
+fn readings_from_row(r: &PgRow) -> Result<Readings, StoreError> {
+    match r.try_get::<Option<serde_json::Value>, _>("readings")? {
+        None => Ok(Readings::default()),
+        Some(v) => Readings::from_stored_json(v).map_err(|e| decode_err("readings", e)),
+    }
+}
 
 fn sample_from_row(r: &PgRow) -> Result<Sample, StoreError> {
     let device: String = r.try_get("device_id")?;
@@ -203,6 +211,7 @@ fn sample_from_row(r: &PgRow) -> Result<Sample, StoreError> {
         charge_allowed: r.try_get("charge_allowed")?,
         discharge_allowed: r.try_get("discharge_allowed")?,
         rssi: r.try_get("rssi")?,
+        readings: Box::new(readings_from_row(r)?),
     })
 }
 
@@ -286,6 +295,7 @@ impl Store for PgStore {
                         ble_mac: r.try_get("ble_mac")?,
                         wifi_mac: r.try_get("wifi_mac")?,
                         address: r.try_get("address")?,
+                        readings: Default::default(),
                     },
                     first_seen_at: r.try_get("first_seen_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
@@ -319,6 +329,7 @@ impl Store for PgStore {
         let mut chg = Vec::with_capacity(n);
         let mut dis = Vec::with_capacity(n);
         let mut rssi = Vec::with_capacity(n);
+        let mut readings = Vec::with_capacity(n);
         for s in samples {
             device.push(s.device.as_str());
             time.push(s.at);
@@ -340,13 +351,14 @@ impl Store for PgStore {
             chg.push(s.charge_allowed);
             dis.push(s.discharge_allowed);
             rssi.push(s.rssi);
+            readings.push(s.readings.to_stored_json());
         }
         let sql = format!(
             "INSERT INTO battery_status ({SAMPLE_COLUMNS}) \
              SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
              $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], \
              $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], \
-             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[]) \
+             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) \
              ON CONFLICT (device_id, time) DO NOTHING"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
@@ -370,6 +382,7 @@ impl Store for PgStore {
             .bind(chg)
             .bind(dis)
             .bind(rssi)
+            .bind(readings)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())

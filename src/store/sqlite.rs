@@ -18,8 +18,8 @@ use super::{
     migration_error, parse_enum, parse_run_status, to_micros,
 };
 use crate::domain::{
-    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Sample,
-    WattHours, Watts,
+    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Readings,
+    Sample, WattHours, Watts,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -36,7 +36,7 @@ const ROWS_PER_INSERT: usize = 500;
 const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
     pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
     total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
-    ct_power, charge_allowed, discharge_allowed, rssi";
+    ct_power, charge_allowed, discharge_allowed, rssi, readings";
 
 /// A `Store` on an embedded SQLite file.
 #[derive(Debug, Clone)]
@@ -133,7 +133,19 @@ fn sample_from_row(r: &SqliteRow) -> Result<Sample, StoreError> {
         charge_allowed: r.try_get("charge_allowed")?,
         discharge_allowed: r.try_get("discharge_allowed")?,
         rssi: r.try_get("rssi")?,
+        readings: Box::new(readings_from_row(r)?),
     })
+}
+
+/// The `readings` column (typed JSON in TEXT; NULL before migration 0004).
+fn readings_from_row(r: &SqliteRow) -> Result<Readings, StoreError> {
+    match r.try_get::<Option<String>, _>("readings")? {
+        None => Ok(Readings::default()),
+        Some(text) => serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(Readings::from_stored_json)
+            .map_err(|e| decode_err("readings", e)),
+    }
 }
 
 fn json_from_text(what: &str, v: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
@@ -165,7 +177,7 @@ fn insert_sql(rows: usize) -> String {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql.push_str(" ON CONFLICT (device_id, time) DO NOTHING");
     sql
@@ -237,6 +249,7 @@ impl Store for SqliteStore {
                         ble_mac: r.try_get("ble_mac")?,
                         wifi_mac: r.try_get("wifi_mac")?,
                         address: r.try_get("address")?,
+                        readings: Default::default(),
                     },
                     first_seen_at: from_micros(r.try_get("first_seen_at")?)?,
                     last_seen_at: opt_time(r.try_get("last_seen_at")?)?,
@@ -280,7 +293,8 @@ impl Store for SqliteStore {
                     .bind(s.ct_power.map(|w| w.0))
                     .bind(s.charge_allowed)
                     .bind(s.discharge_allowed)
-                    .bind(s.rssi);
+                    .bind(s.rssi)
+                    .bind(s.readings.to_stored_json().map(|v| v.to_string()));
             }
             inserted += q.execute(&mut *tx).await?.rows_affected();
         }

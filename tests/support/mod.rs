@@ -378,6 +378,7 @@ pub fn synthetic_samples(
                 charge_allowed: Some(true),
                 discharge_allowed: Some(true),
                 rssi: Some(-60),
+                readings: Default::default(),
             }
         })
         .collect();
