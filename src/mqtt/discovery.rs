@@ -2,7 +2,10 @@
 //! (`via_device` = the bridge), its entities, and the retained config messages for the
 //! entity-per-topic or device-based style. Pure: builds (topic, payload) pairs; the bridge loop
 //! publishes them. Other modules add entities (jobs, Tempo) with [`Entity`] and
-//! `MqttHandle::set_extra_entities`.
+//! `MqttHandle::set_extra_entities`. The detail readings' entities (CT phases, solar strings,
+//! battery detail, diagnostics) are in [`readings`].
+
+pub mod readings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -496,7 +499,15 @@ pub fn battery_device(
         }
         c.entity_category = cat;
         c.suggested_display_precision = prec;
+        if key == "rssi" {
+            // changes at every read: noisy, hidden until the user enables it
+            c.enabled_by_default = Some(false);
+        }
         push(Component::Sensor, key, c, both.clone());
+    }
+    let set = info.map(|i| i.readings).unwrap_or_default();
+    for e in readings::reading_entities(&node, &state, &set, expire_after_s, qos, &both) {
+        push(e.component, &e.key, e.config, e.availability);
     }
     let mut c = base_config(
         Component::BinarySensor,
@@ -822,6 +833,7 @@ mod tests {
             ble_mac: "acd929a744d4".into(),
             wifi_mac: None,
             address: "127.0.0.1:30000".into(),
+            readings: Default::default(),
         };
         vec![
             bridge_device(t, 1),
@@ -848,7 +860,7 @@ mod tests {
                 _ => assert!(v["command_topic"].is_string(), "{topic}"),
             }
             if v["state_class"] == "total_increasing" {
-                assert_eq!(v["device_class"], "energy");
+                assert!(v["device_class"] == "energy" || v["device_class"].is_null());
             }
         }
         let soc: Value = serde_json::from_slice(
