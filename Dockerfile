@@ -17,6 +17,7 @@ COPY --from=build /src/target/release/marstek-bridge /usr/local/bin/marstek-brid
 COPY config /etc/marstek-bridge
 USER bridge
 WORKDIR /var/lib/marstek-bridge
+# Listening on 0.0.0.0 needs MARSTEK_BRIDGE__HTTP__TOKEN (or ..._TOKEN_FILE) at `docker run`.
 ENV MARSTEK_BRIDGE_CONFIG=/etc/marstek-bridge/marstek-bridge.toml \
     MARSTEK_BRIDGE__HTTP__LISTEN=0.0.0.0:9480
 EXPOSE 9480

@@ -502,7 +502,8 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
 
     let mut alert_settings = settings.alerts.clone();
     alert_settings.unreachable_after = settings.polling.failures_before_unreachable;
-    spawn_fan_out(tasks, &core, &mqtt, &alert_settings, alerts_rx);
+    let live = http::Live::new();
+    spawn_fan_out(tasks, &core, &mqtt, &live, &alert_settings, alerts_rx);
     spawn_watch_publisher(tasks, jobs.subscribe(), {
         let mqtt = mqtt.clone();
         move |v| mqtt.publish_schedule(v)
@@ -544,6 +545,10 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     let http = match &settings.http.listen {
         None => None,
         Some(addr) => {
+            let bearer = settings
+                .http
+                .resolve_token()
+                .map_err(|e| StartupError(format!("http.token_file: cannot read it ({e})")))?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| StartupError(format!("http.listen: cannot listen on {addr}: {e}")))?;
@@ -552,10 +557,35 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
                 let health = health.clone();
                 Box::pin(async move { health.readiness().await })
             });
+            tasks.spawn(live.clone().run_feeds(
+                core.samples.subscribe(),
+                Some(jobs.subscribe()),
+                tempo.as_ref().map(|t| t.subscribe()),
+                token.clone(),
+            ));
+            let mut info = bridge_info(settings, &core, &instance);
+            info["tempo"] = tempo.is_some().into();
+            info["token_configured"] = bearer.is_some().into();
+            let server = http::Server {
+                probe,
+                metrics: http::metrics_handle(),
+                api: http::ApiState {
+                    commands: core.commands.clone(),
+                    store: core.store.clone(),
+                    jobs: Some(jobs.clone()),
+                    tempo: tempo.clone(),
+                    live: live.clone(),
+                    bridge: info,
+                    max_body: settings.http.max_body_bytes,
+                    cancel: token.clone(),
+                },
+                access: http::Access::new(bearer),
+                cors_origins: settings.http.cors_origins.clone(),
+            };
+            let max_body = settings.http.max_body_bytes;
             let cancel = token.clone();
-            let metrics = http::metrics_handle();
             tasks.spawn_core("http", async move {
-                http::serve(listener, probe, metrics, cancel)
+                http::serve(listener, server, max_body, cancel)
                     .await
                     .context("HTTP server")
             });
@@ -868,12 +898,14 @@ fn spawn_fan_out(
     tasks: &Tasks,
     core: &Core,
     mqtt: &MqttHandle,
+    live: &http::Live,
     alert_settings: &AlertSettings,
     mut alerts_rx: mpsc::UnboundedReceiver<Alert>,
 ) {
     let mut samples = core.samples.subscribe();
     let mut engine = AlertEngine::new(alert_settings.clone());
     let mqtt_out = mqtt.clone();
+    let live = live.clone();
     let store = core.store.clone();
     let fleet = core.fleet.clone();
     let cancel = tasks.token().clone();
@@ -909,6 +941,7 @@ fn spawn_fan_out(
                 tracing::warn!(kind = alert.kind.as_str(), device = ?alert.device.as_ref().map(DeviceId::as_str), state = ?alert.state, message = %alert.message, "alert");
                 metrics::counter!("marstek_alerts_total", "kind" => alert.kind.as_str()).increment(1);
                 mqtt_out.publish_alert(&alert);
+                live.on_alert(&alert);
                 if let Err(e) = store.record_alert(&alert).await {
                     tracing::warn!(error = %e, "alert_not_stored");
                 }

@@ -3,7 +3,8 @@
 //! and MQTT: the broker at 127.0.0.1:1883 when one answers, else an embedded one (rumqttd,
 //! loopback only). Always speaks MQTT 3.1.1: the embedded rumqttd broker only has its 3.1.1
 //! listener (its MQTT 5 path crashes on forwarded properties), and the demo behaves the same
-//! with either broker. Prints ready-to-paste `mosquitto_sub`/`mosquitto_pub` commands. Touches
+//! with either broker. Serves the status page (with a fresh token for its controls unless one is
+//! configured) and prints its URL and ready-to-paste `mosquitto_sub`/`mosquitto_pub` commands. Touches
 //! the simulator's sockets, the data directory and the broker.
 
 use std::future::Future;
@@ -28,7 +29,8 @@ pub struct DemoArgs {
     /// Directory of the demo's SQLite database.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
-    /// Serve /healthz, /readyz and /metrics here (`off` to disable).
+    /// Serve the status page, the REST API, /healthz, /readyz and /metrics here (`off` to
+    /// disable).
     #[arg(long, default_value = "127.0.0.1:9480")]
     pub http: String,
     /// Seconds between status polls of each simulated battery.
@@ -101,6 +103,10 @@ pub async fn run(
     settings.polling.status_interval = Duration::from_secs(args.poll_seconds.max(1));
     settings.polling.quiet_gap = Duration::from_millis(200);
     settings.http.listen = (args.http != "off").then(|| args.http.clone());
+    if settings.http.listen.is_some() && settings.http.resolve_token().ok().flatten().is_none() {
+        // The page's controls need a token; the demo makes one and hands it over in the URL.
+        settings.http.token = Some(format!("{:032x}", rand::random::<u128>()));
+    }
     if settings.bridge.instance_id.is_none() {
         settings.bridge.instance_id = Some("demo".into());
     }
@@ -113,12 +119,20 @@ pub async fn run(
     }
 
     let base_topic = settings.mqtt.base_topic.clone();
+    let page_token = settings.http.resolve_token().ok().flatten();
     let host = broker_addr.ip();
     let port = broker_addr.port();
     let result = app::run_with(settings, shutdown, |running: &Running| {
         let http = running
             .http
-            .map(|a| format!("\n  health & metrics:  curl -s http://{a}/readyz ; curl -s http://{a}/metrics\n"))
+            .map(|a| {
+                let token = page_token.as_deref().unwrap_or("");
+                format!(
+                    "\n  status page:       http://{a}/#token={token}\
+                     \n  REST API:          curl -s http://{a}/api/v1/batteries ; curl -s http://{a}/api/v1/openapi.json\
+                     \n  health & metrics:  curl -s http://{a}/readyz ; curl -s http://{a}/metrics\n"
+                )
+            })
             .unwrap_or_default();
         println!(
             "\nmarstek-bridge demo is running: {n} simulated batteries ({ids}), SQLite in {dir}, \

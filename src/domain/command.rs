@@ -1,4 +1,4 @@
-//! Commands a battery accepts, whatever their source (MQTT, scheduler, reconciler, CLI), and the
+//! Commands a battery accepts, whatever their source (MQTT, HTTP, scheduler, reconciler, CLI), and the
 //! report each one produces. Parsing of user payloads lives in `mqtt::commands`; this file only
 //! holds the typed shapes and their invariants.
 
@@ -215,6 +215,8 @@ pub enum CommandSource {
     Reconciler,
     /// The command line.
     Cli,
+    /// The HTTP API (`POST /api/v1/batteries/{id}/commands`, the status page).
+    Http,
 }
 
 impl CommandSource {
@@ -225,6 +227,7 @@ impl CommandSource {
             CommandSource::Scheduler => "scheduler",
             CommandSource::Reconciler => "reconciler",
             CommandSource::Cli => "cli",
+            CommandSource::Http => "http",
         }
     }
 }

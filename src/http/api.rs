@@ -1,0 +1,532 @@
+//! The handlers of `/api/v1`: batteries (list, one, latest sample, history), commands, the
+//! command audit, jobs (list, run, pause, resume, trigger, preview), Tempo (state, refresh),
+//! alerts (open, recent) and the bridge's identity. Each handler reads through the services in
+//! [`ApiState`] and answers JSON or an [`ApiError`]; none keeps state of its own.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::control::CommandService;
+use crate::domain::{DeviceId, Sample};
+use crate::mqtt::commands::CommandResponse;
+use crate::scheduler::{SchedulerError, SchedulerHandle};
+use crate::store::Store;
+use crate::tempo::TempoService;
+
+use super::error::{ApiError, ApiJson, ErrorBody, JsonBytes};
+use super::history::{self, HistoryPoint};
+use super::live::Live;
+
+/// What the handlers read and act through.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The one command path (fleet and store inside).
+    pub commands: CommandService,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The scheduler, when the bridge runs one.
+    pub jobs: Option<SchedulerHandle>,
+    /// Tempo, when enabled.
+    pub tempo: Option<Arc<TempoService>>,
+    /// Newest samples, recent alerts, the event broadcast.
+    pub live: Live,
+    /// Identity shown by `/api/v1/bridge` (version, instance, read_only …).
+    pub bridge: Value,
+    /// Largest body accepted, bytes.
+    pub max_body: usize,
+    /// Cancelled at shutdown (ends the event streams).
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// A query string, refused with a 400 JSON error when it does not parse.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded_like(q).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("unreadable query string"))?,
+    )
+    .map(|axum::extract::Query(t)| t)
+    .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// One battery as the page shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatteryView {
+    /// Bridge id (alias or BLE MAC).
+    pub id: String,
+    /// Whether the battery answers.
+    pub online: bool,
+    /// When it last answered (UTC).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Model, once it answered.
+    pub model: Option<String>,
+    /// Firmware version (`ver`), once it answered.
+    pub firmware: Option<u32>,
+    /// BLE MAC, once it answered.
+    pub ble_mac: Option<String>,
+    /// Configured limits (W, %).
+    #[schema(value_type = Object)]
+    pub limits: Value,
+    /// Mode the battery reports.
+    pub mode: Option<String>,
+    /// State of charge, %.
+    pub soc: Option<u8>,
+    /// Battery power, W (+ discharging, − charging).
+    pub bat_power: Option<i32>,
+    /// The persisted intent (desired state) the reconciler keeps, when there is one.
+    #[schema(value_type = Option<Object>)]
+    pub intent: Option<Value>,
+    /// The newest sample, when one arrived.
+    #[schema(value_type = Option<Object>)]
+    pub latest: Option<Value>,
+}
+
+fn battery_view(
+    state: &ApiState,
+    id: &DeviceId,
+    intents: &[crate::domain::DesiredState],
+) -> BatteryView {
+    let battery = state.commands.fleet().get(id);
+    let health = battery.map(|b| b.health()).unwrap_or_default();
+    let info = battery.and_then(|b| b.info());
+    let latest: Option<Sample> = state.live.latest(id);
+    BatteryView {
+        id: id.to_string(),
+        online: health.reachable,
+        last_seen: health.last_seen,
+        model: info.as_ref().map(|i| i.model.clone()),
+        firmware: info.as_ref().map(|i| i.firmware),
+        ble_mac: info.as_ref().map(|i| i.ble_mac.clone()),
+        limits: battery
+            .map(|b| serde_json::to_value(b.limits()).unwrap_or_default())
+            .unwrap_or_default(),
+        mode: latest
+            .as_ref()
+            .and_then(|s| s.mode)
+            .map(|m| m.as_str().to_string()),
+        soc: latest.as_ref().and_then(|s| s.soc).map(|p| p.0),
+        bat_power: latest.as_ref().and_then(|s| s.bat_power).map(|w| w.0),
+        intent: intents
+            .iter()
+            .find(|d| &d.device == id)
+            .and_then(|d| serde_json::to_value(d).ok()),
+        latest: latest.and_then(|s| serde_json::to_value(s).ok()),
+    }
+}
+
+fn known(state: &ApiState, id: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(id)
+        .ok()
+        .filter(|d| state.commands.fleet().get(d).is_some())
+        .ok_or_else(|| ApiError::not_found("unknown_battery", format!("unknown battery '{id}'")))
+}
+
+async fn intents(state: &ApiState) -> Vec<crate::domain::DesiredState> {
+    state.store.desired_states().await.unwrap_or_default()
+}
+
+/// Every battery.
+#[utoipa::path(get, path = "/api/v1/batteries", tag = "batteries",
+    responses((status = 200, body = [BatteryView])))]
+pub async fn list_batteries(State(s): State<ApiState>) -> Json<Vec<BatteryView>> {
+    let intents = intents(&s).await;
+    Json(
+        s.commands
+            .fleet()
+            .ids()
+            .iter()
+            .map(|id| battery_view(&s, id, &intents))
+            .collect(),
+    )
+}
+
+/// One battery.
+#[utoipa::path(get, path = "/api/v1/batteries/{id}", tag = "batteries",
+    params(("id" = String, Path, description = "Battery id")),
+    responses((status = 200, body = BatteryView), (status = 404, body = ErrorBody)))]
+pub async fn get_battery(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<BatteryView>, ApiError> {
+    let id = known(&s, &id)?;
+    let intents = intents(&s).await;
+    Ok(Json(battery_view(&s, &id, &intents)))
+}
+
+/// The newest sample of one battery.
+#[utoipa::path(get, path = "/api/v1/batteries/{id}/latest", tag = "batteries",
+    params(("id" = String, Path, description = "Battery id")),
+    responses((status = 200, body = Object, description = "A sample (units in the field names' docs)"),
+        (status = 404, body = ErrorBody)))]
+pub async fn latest_sample(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sample>, ApiError> {
+    let id = known(&s, &id)?;
+    s.live
+        .latest(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no_sample", format!("no sample of '{id}' yet")))
+}
+
+/// Query of the history route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Start, RFC 3339 (default: 24 h before `to`).
+    pub from: Option<DateTime<Utc>>,
+    /// End, RFC 3339 (default: now).
+    pub to: Option<DateTime<Utc>>,
+    /// Bucket width, e.g. `5m`, `1h`, `1d` (default `10m`).
+    pub bucket: Option<String>,
+}
+
+/// History of one battery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    /// Battery id.
+    pub id: String,
+    /// Start (UTC).
+    pub from: DateTime<Utc>,
+    /// End (UTC).
+    pub to: DateTime<Utc>,
+    /// Bucket width, s.
+    pub bucket_seconds: i64,
+    /// One point per non-empty bucket, oldest first.
+    pub points: Vec<HistoryPoint>,
+}
+
+/// SOC and power of one battery over a range, in buckets.
+#[utoipa::path(get, path = "/api/v1/batteries/{id}/history", tag = "batteries",
+    params(("id" = String, Path, description = "Battery id"), HistoryQuery),
+    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn history(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let id = known(&s, &id)?;
+    let bucket = match &q.bucket {
+        Some(b) => history::parse_bucket(b).map_err(|e| ApiError::invalid("invalid_range", e))?,
+        None => Duration::minutes(10),
+    };
+    let to = q.to.unwrap_or_else(Utc::now);
+    let from = q.from.unwrap_or(to - Duration::hours(24));
+    let w = history::window(from, to, bucket).map_err(|e| ApiError::invalid("invalid_range", e))?;
+    let samples = s.store.sample_history(&id, w.from, w.to).await?;
+    Ok(Json(HistoryView {
+        id: id.to_string(),
+        from: w.from,
+        to: w.to,
+        bucket_seconds: w.bucket.num_seconds(),
+        points: history::reduce(&samples, w.bucket),
+    }))
+}
+
+/// The result object of a command (the payload of `<dev>/response`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CommandResult {
+    /// The request's `id`, or null.
+    #[schema(value_type = Option<Object>)]
+    pub id: Option<Value>,
+    /// `ok` or `error`.
+    pub status: String,
+    /// Why it failed, or null.
+    pub error: Option<String>,
+    /// What was sent to the device, or null.
+    #[schema(value_type = Option<Object>)]
+    pub applied: Option<Value>,
+    /// Whether a read-back confirmed the change.
+    pub verified: bool,
+}
+
+/// Sends a command: the same JSON as `<dev>/set`, e.g. `{"mode":"passive","power":-800}`.
+#[utoipa::path(post, path = "/api/v1/batteries/{id}/commands", tag = "commands",
+    params(("id" = String, Path, description = "Battery id")),
+    request_body(content = Object, description = "The JSON of <dev>/set", content_type = "application/json"),
+    responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn post_command(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<CommandResponse>, ApiError> {
+    let id = known(&s, &id)?;
+    let result = super::commands::submit(&s.commands, &id, &body, s.max_body).await;
+    let data = match &result {
+        Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+        Err(e) => e.result.clone().unwrap_or_default(),
+    };
+    s.live.publish(
+        "command",
+        json!({ "device": id, "source": "http", "result": data }),
+    );
+    result.map(Json)
+}
+
+/// Query of the audit route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// How many entries, newest first (1 to 500, default 50).
+    pub limit: Option<u32>,
+}
+
+/// The command audit, newest first.
+#[utoipa::path(get, path = "/api/v1/commands", tag = "commands", params(AuditQuery),
+    responses((status = 200, body = [Object], description = "Audit rows: at, source, device, payload, status, error, latency_ms"),
+        (status = 422, body = ErrorBody)))]
+pub async fn audit(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit: {limit} is out of range (1 to 500)"),
+        ));
+    }
+    let rows = s.store.recent_commands(limit).await?;
+    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
+}
+
+fn jobs(s: &ApiState) -> Result<&SchedulerHandle, ApiError> {
+    s.jobs
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("this bridge runs no scheduler"))
+}
+
+fn job_error(e: SchedulerError) -> ApiError {
+    use axum::http::StatusCode;
+    match e {
+        SchedulerError::UnknownJob(_) => ApiError::not_found("unknown_job", e.to_string()),
+        SchedulerError::Trigger(_) | SchedulerError::InvalidArgument(_) => {
+            ApiError::invalid("invalid_trigger", e.to_string())
+        }
+        SchedulerError::AlreadyPaused(_)
+        | SchedulerError::NotPaused(_)
+        | SchedulerError::Disabled(_)
+        | SchedulerError::AlreadyRunning(_) => {
+            ApiError::new(StatusCode::CONFLICT, "job_state", e.to_string())
+        }
+        SchedulerError::Store(_) | SchedulerError::ShuttingDown | SchedulerError::Settings(_) => {
+            ApiError::unavailable(e.to_string())
+        }
+    }
+}
+
+fn to_json(v: impl Serialize) -> Json<Value> {
+    Json(serde_json::to_value(v).unwrap_or_default())
+}
+
+/// Every job with its trigger, state and next run.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    responses((status = 200, body = [Object], description = "Jobs: id, trigger, paused, running, next_run_utc, next_run_local, last_run_at, last_status")))]
+pub async fn list_jobs(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(jobs(&s)?.list().await))
+}
+
+/// Runs a job now.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/run", tag = "jobs",
+    params(("id" = String, Path, description = "Job id, e.g. job_switch_to_auto")),
+    responses((status = 200, body = Object, description = "The run record"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn run_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(jobs(&s)?.run_now(&id).await.map_err(job_error)?))
+}
+
+/// Pauses a job.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/pause", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Object, description = "The job"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn pause_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(jobs(&s)?.pause(&id).await.map_err(job_error)?))
+}
+
+/// Resumes a paused job.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Object, description = "The job"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn resume_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(to_json(jobs(&s)?.resume(&id).await.map_err(job_error)?))
+}
+
+/// Body of the trigger route.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// New trigger, e.g. `cron:0 7 * * *` or `interval:5m`; null resets to the configuration.
+    pub trigger: Option<String>,
+}
+
+/// Changes (or, with `null`, resets) a job's trigger.
+#[utoipa::path(put, path = "/api/v1/jobs/{id}/trigger", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")), request_body = TriggerBody,
+    responses((status = 200, body = Object, description = "The job"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn update_trigger(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TriggerBody>,
+) -> Result<Json<Value>, ApiError> {
+    let j = jobs(&s)?;
+    let r = match body.trigger {
+        Some(t) => j.update_trigger(&id, &t).await,
+        None => j.reset_trigger(&id).await,
+    };
+    Ok(to_json(r.map_err(job_error)?))
+}
+
+/// Query of the preview route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// A job id, or
+    pub id: Option<String>,
+    /// a trigger such as `cron:0 6 * * *`.
+    pub trigger: Option<String>,
+    /// How many fire times (1 to 100, default 5).
+    pub count: Option<usize>,
+    /// Start, RFC 3339 (default now).
+    pub from: Option<DateTime<Utc>>,
+}
+
+/// The next fire times of a job or a trigger.
+#[utoipa::path(get, path = "/api/v1/jobs/preview", tag = "jobs", params(PreviewQuery),
+    responses((status = 200, body = [Object], description = "Fire times: utc, local"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn preview(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let j = jobs(&s)?;
+    let spec = q.trigger.or(q.id).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_trigger",
+            "give id (a job) or trigger (e.g. cron:0 6 * * *)",
+        )
+    })?;
+    let count = q.count.unwrap_or(5);
+    if !(1..=100).contains(&count) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("count: {count} is out of range (1 to 100)"),
+        ));
+    }
+    let tz = j.timezone();
+    let times = j
+        .preview(&spec, q.from.unwrap_or_else(Utc::now), count)
+        .await
+        .map_err(job_error)?;
+    Ok(Json(json!(
+        times
+            .iter()
+            .map(|t| json!({"utc": t, "local": t.with_timezone(&tz).to_rfc3339()}))
+            .collect::<Vec<_>>()
+    )))
+}
+
+fn tempo(s: &ApiState) -> Result<&Arc<TempoService>, ApiError> {
+    s.tempo
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("Tempo is off ([tempo] enabled = false)"))
+}
+
+/// Tempo today and tomorrow, and tonight's precharge decision with its reason.
+#[utoipa::path(get, path = "/api/v1/tempo", tag = "tempo",
+    responses((status = 200, body = Object, description = "today, tomorrow, decision, precharge, reason, dry_run"),
+        (status = 503, body = ErrorBody)))]
+pub async fn get_tempo(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(tempo(&s)?.get().await))
+}
+
+/// Body of the Tempo refresh route.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    /// Decide without storing the plan or touching a battery.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Fetches the colours now and decides about tomorrow (`dry_run`: publish only).
+#[utoipa::path(post, path = "/api/v1/tempo/refresh", tag = "tempo", request_body = RefreshBody,
+    responses((status = 200, body = Object, description = "The new Tempo state"), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn refresh_tempo(
+    State(s): State<ApiState>,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tempo(&s)?;
+    t.refresh(body.dry_run)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// Open and recent alerts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertsView {
+    /// Raised and not cleared (from the store).
+    #[schema(value_type = [Object])]
+    pub open: Vec<Value>,
+    /// The last alert events seen by this process, newest first.
+    #[schema(value_type = [Object])]
+    pub recent: Vec<Value>,
+}
+
+/// Open alerts and recent alert events.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    responses((status = 200, body = AlertsView), (status = 503, body = ErrorBody)))]
+pub async fn alerts(State(s): State<ApiState>) -> Result<Json<AlertsView>, ApiError> {
+    let open = s.store.open_alerts().await?;
+    let v = |a: &crate::domain::Alert| serde_json::to_value(a).unwrap_or_default();
+    Ok(Json(AlertsView {
+        open: open.iter().map(v).collect(),
+        recent: s.live.recent_alerts().iter().map(v).collect(),
+    }))
+}
+
+/// The bridge's identity: version, instance, backend, read-only, Tempo on, whether a token is
+/// configured.
+#[utoipa::path(get, path = "/api/v1/bridge", tag = "bridge",
+    responses((status = 200, body = Object, description = "version, instance, backend, read_only, tempo, devices")))]
+pub async fn bridge(State(s): State<ApiState>) -> Json<Value> {
+    Json(s.bridge.clone())
+}
