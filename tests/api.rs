@@ -398,7 +398,15 @@ async fn bad_input_gets_its_status_and_the_json_error_and_changes_nothing() {
     let before = rig.sim.state(1).unwrap();
     let cmd = "/api/v1/batteries/bat-b/commands";
     let huge = format!(r#"{{"mode":"auto","pad":"{}"}}"#, "x".repeat(10_000));
-    let cases: Vec<(Method, &str, Option<&str>, String, StatusCode, &str)> = vec![
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        String,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             cmd,

@@ -112,7 +112,8 @@ mod tests {
         let a = Access::new(Some("0123456789abcdef".into()));
         let good = Some(&b"Bearer 0123456789abcdef"[..]);
         let bad = Some(&b"Bearer 0123456789abcdeX"[..]);
-        let cases: [(&str, Method, Option<&[u8]>, Option<&str>); 8] = [
+        type Case<'a> = (&'a str, Method, Option<&'a [u8]>, Option<&'a str>);
+        let cases: [Case; 8] = [
             (LOCAL, Method::GET, None, None),
             (LOCAL, Method::POST, None, Some("token_required")),
             (LOCAL, Method::POST, good, None),

@@ -58,8 +58,8 @@ impl HttpSettings {
         let mut out = Vec::new();
         let has_token =
             self.token_file.is_some() || self.token.as_deref().is_some_and(|t| !t.is_empty());
-        match &self.listen {
-            Some(l) => match l.parse::<SocketAddr>() {
+        if let Some(l) = &self.listen {
+            match l.parse::<SocketAddr>() {
                 Err(_) => out.push((
                     "listen".into(),
                     format!("'{l}' is not an address:port such as 127.0.0.1:9480"),
@@ -72,8 +72,7 @@ impl HttpSettings {
                     ),
                 )),
                 Ok(_) => {}
-            },
-            None => {}
+            }
         }
         if let Some(t) = &self.token
             && self.token_file.is_none()
