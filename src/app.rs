@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::{AlertEngine, AlertSettings};
 use crate::config::{DeviceConfig, Settings};
-use crate::control::{CommandService, Fleet};
+use crate::control::{CommandService, Fleet, Presence};
 use crate::domain::{
     Alert, AlertSender, BatteryRef, DeviceHealth, DeviceId, DeviceInfo, JobAction, NightPlanner,
     Sample,
@@ -124,8 +124,10 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     /// Every configured battery.
     pub fleet: Fleet,
-    /// The one path for commands.
+    /// The one path for commands (and the remembered controls).
     pub commands: CommandService,
+    /// Device availability (its one owner runs in the background).
+    pub presence: Presence,
     /// Every sample of every battery.
     pub samples: broadcast::Sender<Sample>,
     /// Telemetry writer statistics.
@@ -179,6 +181,22 @@ pub async fn build_core(
         Some(alerts.clone()),
         settings.bridge.read_only,
     );
+    // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
+    // command can race the restore.
+    commands.controls().restore(store.as_ref()).await;
+    tasks.spawn(
+        commands
+            .controls()
+            .clone()
+            .run_writer(store.clone(), tasks.token().clone()),
+    );
+    let presence = Presence::spawn(
+        &fleet,
+        samples.subscribe(),
+        mqtt_settings(settings).offline_after(),
+        tasks.token().clone(),
+        &tasks.tracker,
+    );
     let (writer, writer_task) = store::spawn_writer(
         store.clone(),
         samples.subscribe(),
@@ -217,6 +235,7 @@ pub async fn build_core(
         store,
         fleet,
         commands,
+        presence,
         samples,
         writer,
     })
@@ -309,6 +328,13 @@ async fn register_devices(
             Err(e) => tracing::warn!(device = %sample.device, error = %e, "device_not_registered"),
         }
     }
+}
+
+/// The MQTT settings, with the poll interval the state expiry and the offline delay follow.
+fn mqtt_settings(settings: &Settings) -> crate::mqtt::MqttSettings {
+    let mut mqtt = settings.mqtt.clone();
+    mqtt.status_interval = settings.polling.status_interval;
+    mqtt
 }
 
 /// Runs the bridge until `shutdown` resolves or a core task fails.
@@ -433,11 +459,14 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     if let Some(t) = &tempo {
         register_tempo_actions(&mut router, t.clone());
     }
-    let mut mqtt_settings = settings.mqtt.clone();
-    mqtt_settings.status_interval = settings.polling.status_interval;
-    let (mqtt, mqtt_task) =
-        MqttBridge::start(mqtt_settings, core.commands.clone(), router, token.clone())
-            .map_err(|e| StartupError(format!("mqtt: {e}")))?;
+    let (mqtt, mqtt_task) = MqttBridge::start(
+        mqtt_settings(settings),
+        core.commands.clone(),
+        &core.presence,
+        router,
+        token.clone(),
+    )
+    .map_err(|e| StartupError(format!("mqtt: {e}")))?;
     tasks.spawn_core("mqtt", async move {
         mqtt_task.await.context("MQTT bridge panicked")
     });
@@ -892,8 +921,7 @@ fn bridge_info(settings: &Settings, core: &Core, instance: &str) -> Value {
     })
 }
 
-/// Forwards every sample to MQTT and the alert rules, battery availability to MQTT, and every
-/// alert (rules, commands, jobs, Tempo) through the hysteresis to MQTT and the store.
+/// Forwards every sample to MQTT and the alert rules, and every alert (rules, commands, jobs, Tempo) through the hysteresis to MQTT and the store.
 fn spawn_fan_out(
     tasks: &Tasks,
     core: &Core,
@@ -948,25 +976,6 @@ fn spawn_fan_out(
             }
         }
     });
-    for battery in core.fleet.iter() {
-        let Some(mut available) = battery.availability() else {
-            continue;
-        };
-        let id = battery.id().clone();
-        let mqtt = mqtt.clone();
-        let cancel = tasks.token().clone();
-        tasks.spawn(async move {
-            loop {
-                let online = *available.borrow_and_update();
-                mqtt.set_availability(&id, online);
-                tracing::info!(device = %id, online, "availability_changed");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    r = available.changed() => if r.is_err() { return },
-                }
-            }
-        });
-    }
 }
 
 /// Publishes every new value of a watch channel.

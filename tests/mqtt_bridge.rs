@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use marstek_bridge::control::{CommandService, Fleet};
+use marstek_bridge::control::{CommandService, Fleet, Presence};
 use marstek_bridge::domain::{
     Alert, AlertKind, AlertState, BatteryRef, DeviceId, DeviceLimits, Mode, Sample, Severity,
 };
@@ -306,8 +306,11 @@ async fn start_bridge_with_store(
         .collect();
     let fleet = Fleet::new(refs);
     let service = CommandService::new(fleet.clone(), store, None, false);
-    let mut router =
-        RequestRouter::with_builtins(fleet, json!({"mqtt": {"password": "<redacted>"}}), None);
+    let mut router = RequestRouter::with_builtins(
+        fleet.clone(),
+        json!({"mqtt": {"password": "<redacted>"}}),
+        None,
+    );
     router.register(
         "test/echo",
         handler(|v| async move { Ok(json!({ "echo": v })) }),
@@ -317,8 +320,22 @@ async fn start_bridge_with_store(
     // `online` is published after the subscriptions: once it is seen, commands are heard.
     let state_topic = format!("{base}/bridge/state");
     let mut online = Probe::connect(std::slice::from_ref(&state_topic)).await;
-    let (handle, join) = MqttBridge::start(s, service, router, cancel.clone()).unwrap();
-    // What app.rs does: every sample and every reachability change goes to the bridge.
+    // What app.rs does: availability has one owner fed by the samples and the drivers, the
+    // remembered controls are restored before the bridge starts and saved by their writer, and
+    // every sample goes to the bridge.
+    let tracker = TaskTracker::new();
+    let presence = Presence::spawn(
+        &fleet,
+        rig.samples.subscribe(),
+        s.offline_after(),
+        cancel.clone(),
+        &tracker,
+    );
+    if let Some(store) = service.store().cloned() {
+        service.controls().restore(store.as_ref()).await;
+        tracker.spawn(service.controls().clone().run_writer(store, cancel.clone()));
+    }
+    let (handle, join) = MqttBridge::start(s, service, &presence, router, cancel.clone()).unwrap();
     let mut feeders = Vec::new();
     let (h, mut rx, c) = (handle.clone(), rig.samples.subscribe(), cancel.clone());
     feeders.push(tokio::spawn(async move {
@@ -333,26 +350,6 @@ async fn start_bridge_with_store(
             }
         }
     }));
-    for b in &rig.batteries {
-        let (h, mut av, c, id) = (
-            handle.clone(),
-            b.availability(),
-            cancel.clone(),
-            marstek_bridge::domain::Battery::id(b).clone(),
-        );
-        feeders.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    r = av.changed() => {
-                        if r.is_err() { break }
-                        let up = *av.borrow_and_update();
-                        h.set_availability(&id, up);
-                    }
-                }
-            }
-        }));
-    }
     let mut conn = handle.connected();
     tokio::time::timeout(WAIT, conn.wait_for(|c| *c))
         .await

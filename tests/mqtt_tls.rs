@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use marstek_bridge::control::{CommandService, Fleet};
+use marstek_bridge::control::{CommandService, Fleet, Presence};
 use marstek_bridge::mqtt::{MqttBridge, MqttSettings, RequestRouter, TlsSettings};
 use support::PrivateBroker;
 use tokio_util::sync::CancellationToken;
@@ -76,8 +76,15 @@ async fn connects(port: u16, tls: TlsSettings) -> bool {
     };
     let cancel = CancellationToken::new();
     let commands = CommandService::new(Fleet::default(), None, None, false);
-    let (handle, task) =
-        MqttBridge::start(settings, commands, RequestRouter::new(), cancel.clone()).unwrap();
+    let presence = Presence::fixed([]);
+    let (handle, task) = MqttBridge::start(
+        settings,
+        commands,
+        &presence,
+        RequestRouter::new(),
+        cancel.clone(),
+    )
+    .unwrap();
     let mut connected = handle.connected();
     let ok = tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c))
         .await

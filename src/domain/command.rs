@@ -209,10 +209,14 @@ impl Command {
 pub enum CommandSource {
     /// An MQTT `/set` topic (Home Assistant, Node-RED, mosquitto_pub).
     Mqtt,
+    /// The HTTP API.
+    Http,
     /// A scheduled job.
     Scheduler,
     /// The desired-state reconciler.
     Reconciler,
+    /// The power regulator.
+    Regulator,
     /// The command line.
     Cli,
     /// The HTTP API (`POST /api/v1/batteries/{id}/commands`, the status page).
@@ -224,11 +228,22 @@ impl CommandSource {
     pub fn as_str(self) -> &'static str {
         match self {
             CommandSource::Mqtt => "mqtt",
+            CommandSource::Http => "http",
             CommandSource::Scheduler => "scheduler",
             CommandSource::Reconciler => "reconciler",
+            CommandSource::Regulator => "regulator",
             CommandSource::Cli => "cli",
             CommandSource::Http => "http",
         }
+    }
+
+    /// A person (or their own automation) chose the values: they become the remembered
+    /// controls. The bridge's own loops (jobs, reconciler, regulator) do not overwrite them.
+    pub fn is_user(self) -> bool {
+        matches!(
+            self,
+            CommandSource::Mqtt | CommandSource::Http | CommandSource::Cli
+        )
     }
 }
 

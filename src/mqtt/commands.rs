@@ -3,17 +3,16 @@
 //! payload. Pure: no I/O. Limits that depend on the device (power) are checked later by the
 //! safety envelope in `control::CommandService`; everything else is checked here.
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{
-    Command, DOD_RANGE, DesiredState, DeviceId, HhMm, MAX_PASSIVE_SECONDS, MAX_SLOT, ManualSlot,
-    Mode, ModeConfig, Percent, Watts, WeekMask,
+    Command, DOD_RANGE, HhMm, MAX_PASSIVE_SECONDS, MAX_SLOT, ManualSlot, Mode, ModeConfig, Percent,
+    Watts, WeekMask,
 };
 
-/// Passive countdown used when a command gives none, s.
-pub const DEFAULT_PASSIVE_SECONDS: u32 = 3600;
+pub use crate::control::DEFAULT_PASSIVE_SECONDS;
+use crate::control::{CommandError, Outcome};
 
 /// A refused payload: the id to echo (if one could be read) and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +50,9 @@ pub enum Action {
 pub struct Parsed {
     /// `id` echoed in the response (any JSON value), if given.
     pub id: Option<Value>,
+    /// The payload as received, for the audit row: the JSON, or the plain value (as JSON when
+    /// it is a JSON number or boolean, else as text).
+    pub received: Value,
     /// What to do.
     pub action: Action,
 }
@@ -225,6 +227,7 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
         ));
     };
     let id = map.get("id").cloned();
+    let received = value.clone();
     let p: SetPayload = serde_json::from_value(value)
         .map_err(|e| Refusal::new(id.clone(), format!("invalid command: {e}")))?;
     let fail = |e: String| Refusal::new(id.clone(), e);
@@ -312,6 +315,7 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
     };
     Ok(Parsed {
         id,
+        received,
         action: Action::Submit(commands),
     })
 }
@@ -393,31 +397,62 @@ pub fn parse_field(field: &str, payload: &[u8], max: usize) -> Result<Parsed, Re
             )));
         }
     };
-    Ok(Parsed { id: None, action })
+    // The plain value as sent: `800` and `true` are JSON, `Passive` and `ON` are text.
+    let received = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.into()));
+    Ok(Parsed {
+        id: None,
+        received,
+        action,
+    })
 }
 
-/// The desired state a successful mode command records (None for settings such as DOD).
-pub fn intent_for(
-    device: &DeviceId,
-    command: &Command,
-    now: DateTime<Utc>,
-) -> Option<DesiredState> {
-    let Command::SetMode(config) = command else {
-        return None;
-    };
-    let valid_until = match config {
-        ModeConfig::Passive { cd_time, .. } => {
-            Some(now + ChronoDuration::seconds(i64::from(*cd_time)))
+impl CommandResponse {
+    /// The answer to a batch: for one command its report (`applied`) or error; for several
+    /// (Manual slots) one report per command in `applied`, errors named `slots[i]`, and
+    /// `status: error` with the first error when any failed. `verified` only when all were.
+    pub fn from_outcome(id: Option<Value>, outcome: Outcome) -> Self {
+        let verified = outcome.verified();
+        let many = outcome.results.len() > 1;
+        let mut first_error: Option<String> = None;
+        let mut reports: Vec<Value> = Vec::with_capacity(outcome.results.len());
+        for (i, result) in outcome.results.into_iter().enumerate() {
+            reports.push(match result {
+                Ok(r) => serde_json::json!({
+                    "status": "ok", "applied": r.applied, "verified": r.verified,
+                }),
+                Err(e) => {
+                    let msg = slot_error(many, i, &e);
+                    first_error.get_or_insert_with(|| msg.clone());
+                    serde_json::json!({ "status": "error", "error": msg })
+                }
+            });
         }
-        _ => None,
-    };
-    Some(DesiredState {
-        device: device.clone(),
-        config: config.clone(),
-        set_by: "mqtt".into(),
-        set_at: now,
-        valid_until,
-    })
+        match (first_error, many) {
+            (None, false) => {
+                let applied = reports
+                    .pop()
+                    .and_then(|mut r| r.get_mut("applied").map(Value::take))
+                    .unwrap_or(Value::Null);
+                Self::ok(id, applied, verified)
+            }
+            (None, true) => Self::ok(id, Value::Array(reports), verified),
+            (Some(e), _) => {
+                let mut r = Self::error(id, e);
+                if many {
+                    r.applied = Some(Value::Array(reports));
+                }
+                r
+            }
+        }
+    }
+}
+
+fn slot_error(many: bool, i: usize, e: &CommandError) -> String {
+    if many {
+        format!("slots[{i}]: {e}")
+    } else {
+        e.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -547,16 +582,37 @@ mod tests {
         }
     }
 
+    fn report(
+        applied: Value,
+        verified: bool,
+    ) -> Result<crate::domain::CommandReport, CommandError> {
+        Ok(crate::domain::CommandReport {
+            applied,
+            verified,
+            observed_mode: None,
+            latency_ms: 1.0,
+        })
+    }
+
     #[test]
-    fn passive_intent_expires() {
-        let d = DeviceId::parse("d1").unwrap();
-        let now = Utc::now();
-        let c = Command::SetMode(ModeConfig::Passive {
-            power: Watts(-100),
-            cd_time: 60,
-        });
-        let i = intent_for(&d, &c, now).unwrap();
-        assert_eq!(i.valid_until, Some(now + ChronoDuration::seconds(60)));
-        assert!(intent_for(&d, &Command::SetLed { on: true }, now).is_none());
+    fn one_command_answers_with_its_report_and_several_with_one_each() {
+        let one = Outcome {
+            results: vec![report(serde_json::json!({ "led": 1 }), true)],
+        };
+        let r = CommandResponse::from_outcome(Some(Value::from(7)), one);
+        assert_eq!((r.status.as_str(), r.verified), ("ok", true));
+        assert_eq!(r.applied, Some(serde_json::json!({ "led": 1 })));
+
+        let failed = Err(CommandError::UnknownDevice("x".into()));
+        let two = Outcome {
+            results: vec![report(Value::Null, true), failed],
+        };
+        let r = CommandResponse::from_outcome(None, two);
+        assert_eq!(r.status, "error");
+        assert_eq!(r.error.as_deref(), Some("slots[1]: unknown device 'x'"));
+        let applied = r.applied.unwrap();
+        assert_eq!(applied[0]["status"], "ok");
+        assert_eq!(applied[1]["error"], "slots[1]: unknown device 'x'");
+        assert!(!r.verified);
     }
 }

@@ -20,7 +20,7 @@ use super::{
     JOB_CHECK_TEMPO_TOMORROW, JOB_HEALTH_CHECK, JOB_MONITOR_BATTERIES, JOB_SWITCH_TO_AUTO,
     JOB_SWITCH_TO_MANUAL_NIGHT,
 };
-use crate::control::CommandService;
+use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
     AlertSender, Command, CommandSource, DesiredState, HhMm, JobAction, JobContext, ManualSlot,
     ModeConfig, NightPlan, NightPlanner, Sample, Watts, WeekMask,
@@ -175,16 +175,12 @@ async fn apply_mode(
                 valid_until,
             };
             let cmd = Command::SetMode(config);
-            match commands
-                .submit(
-                    id.as_str(),
-                    &cmd,
-                    CommandSource::Scheduler,
-                    json!({ "job": job_id }),
-                    Some(intent),
-                )
-                .await
-            {
+            let origin = Origin {
+                source: CommandSource::Scheduler,
+                received: json!({ "job": job_id }),
+                intent: Intent::Keep(intent),
+            };
+            match commands.submit_one(&id, &cmd, origin).await {
                 Ok(rep) => json!({
                     "device": id, "status": "ok", "verified": rep.verified,
                     "observed_mode": rep.observed_mode, "applied": rep.applied,

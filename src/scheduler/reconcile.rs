@@ -24,7 +24,7 @@ use super::runner::SchedulerHandle;
 use super::settings::SchedulerSettings;
 use super::trigger::Trigger;
 use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
-use crate::control::CommandService;
+use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
     Mode, ModeConfig, NightPlanner, Sample, Severity,
@@ -242,15 +242,14 @@ impl Reconciler {
             let left = (until - now).num_seconds().max(1) as u32;
             *cd_time = (*cd_time).min(left);
         }
+        let origin = Origin {
+            source: CommandSource::Reconciler,
+            received: json!({ "intent": intent.set_by, "observed": observed }),
+            intent: Intent::Keep(intent.clone()),
+        };
         let res = self
             .commands
-            .submit(
-                intent.device.as_str(),
-                &Command::SetMode(config),
-                CommandSource::Reconciler,
-                json!({ "intent": intent.set_by, "observed": observed }),
-                Some(intent.clone()),
-            )
+            .submit_one(&intent.device, &Command::SetMode(config), origin)
             .await;
         if let Some(obs) = observed {
             tracing::warn!(device = %intent.device, wanted = %intent.config.mode(), observed = %obs, "mode_drift");

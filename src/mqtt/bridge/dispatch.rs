@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -16,10 +15,10 @@ use tokio_util::task::TaskTracker;
 use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
 use super::{MAX_CORRELATION_DATA, Shared};
-use crate::control::Bookkeeping;
-use crate::domain::{Command, CommandSource, DeviceId, ModeConfig};
+use crate::control::{CommandError, CommandService, Origin, Remember};
+use crate::domain::{CommandSource, DeviceId};
 use crate::mqtt::client::IncomingPublish;
-use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal, intent_for};
+use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
 use crate::mqtt::discovery::PublishedConfigs;
 use crate::mqtt::requests::RequestRouter;
 use crate::mqtt::topics::Incoming;
@@ -158,174 +157,78 @@ async fn handle(
         }
         Incoming::Set(dev) => {
             let parsed = commands::parse_set(payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, &dev, parsed, reply).await;
         }
         Incoming::SetField(dev, field) => {
             let parsed = commands::parse_field(&field, payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, &dev, parsed, reply).await;
         }
         _ => {}
     }
 }
 
-/// Answers a parsed command message: refusal, unknown device, remembered value or the merged
-/// result of its commands; then queues their records.
+/// Answers a parsed command message: parse, apply through the command service, format; the
+/// records follow the answer.
 async fn handle_command(
     s: &Shared,
     dev_level: &str,
     parsed: Result<Parsed, Refusal>,
-    raw: &[u8],
     reply: Option<&ReplyTo>,
 ) {
     let parsed = match parsed {
         Ok(p) => p,
         Err(r) => {
             tracing::info!(device = dev_level, error = %r.error, "command_refused");
-            s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
-            return;
+            return s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
         }
     };
-    let id = parsed.id.clone();
-    let Some(dev) = DeviceId::parse(dev_level)
-        .ok()
-        .filter(|d| s.commands.fleet().get(d).is_some())
-    else {
-        s.respond(
+    let (id, service) = (parsed.id, &s.commands);
+    let Ok(dev) = DeviceId::parse(dev_level) else {
+        let error = CommandError::UnknownDevice(dev_level.to_string());
+        return s.respond(
             dev_level,
-            &CommandResponse::error(id, format!("unknown device '{dev_level}'")),
+            &CommandResponse::error(id, error.to_string()),
             reply,
         );
-        return;
     };
-    let commands = match commands_for(s, &dev, parsed.action) {
-        Ok(commands) => commands,
-        Err(remembered) => {
-            let resp = CommandResponse::ok(id, remembered, false);
+    let commands = match parsed.action {
+        Action::Submit(commands) => commands,
+        Action::ApplyPassive => vec![service.controls().get(&dev).passive()],
+        Action::RememberPassivePower(p) => {
+            let resp = remember(service, &dev, id, Remember::PassivePower(p));
+            return s.respond(dev_level, &resp, reply);
+        }
+        Action::RememberPassiveDuration(d) => {
+            let resp = remember(service, &dev, id, Remember::PassiveDuration(d));
             return s.respond(dev_level, &resp, reply);
         }
     };
-    let audit: Value = serde_json::from_slice(raw)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
-    let (resp, bookkeeping) = apply_all(s, &dev, &commands, audit, id).await;
-    s.respond(dev_level, &resp, reply);
+    let origin = Origin::new(CommandSource::Mqtt, parsed.received);
+    let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
+    s.respond(
+        dev_level,
+        &CommandResponse::from_outcome(id, outcome),
+        reply,
+    );
     // The answer does not wait on the database; the records follow it, in order.
-    for book in bookkeeping {
-        if s.records.send(book).await.is_err() {
-            tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
-        }
+    if s.records.send(bookkeeping).await.is_err() {
+        tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
     }
 }
 
-/// The commands an action submits, or (`Err`) the value it only remembered.
-fn commands_for(s: &Shared, dev: &DeviceId, action: Action) -> Result<Vec<Command>, Value> {
-    match action {
-        Action::Submit(c) => Ok(c),
-        Action::ApplyPassive => {
-            let c = s.controls().get(dev);
-            Ok(vec![Command::SetMode(ModeConfig::Passive {
-                power: crate::domain::Watts(c.passive_power),
-                cd_time: c.passive_duration,
-            })])
-        }
-        Action::RememberPassivePower(p) => {
-            s.publish_controls(dev, |c| c.passive_power = p);
-            Err(json!({ "passive_power": p }))
-        }
-        Action::RememberPassiveDuration(d) => {
-            s.publish_controls(dev, |c| c.passive_duration = d);
-            Err(json!({ "passive_duration": d }))
-        }
-    }
-}
-
-/// Applies `commands` in order through the command service and merges the results into one
-/// answer (one report per command when there are several), with their records.
-async fn apply_all(
-    s: &Shared,
+/// Remembers a value without sending it; the answer names what was remembered.
+fn remember(
+    service: &CommandService,
     dev: &DeviceId,
-    commands: &[Command],
-    audit: Value,
     id: Option<Value>,
-) -> (CommandResponse, Vec<Bookkeeping>) {
-    let mut reports = Vec::new();
-    let mut first_error: Option<String> = None;
-    let mut all_verified = true;
-    let many = commands.len() > 1;
-    let mut bookkeeping = Vec::with_capacity(commands.len());
-    for (i, cmd) in commands.iter().enumerate() {
-        let intent = intent_for(dev, cmd, Utc::now());
-        let (result, book) = s
-            .commands
-            .apply(
-                dev.as_str(),
-                cmd,
-                CommandSource::Mqtt,
-                audit.clone(),
-                intent,
-            )
-            .await;
-        bookkeeping.push(book);
-        match result {
-            Ok(r) => {
-                all_verified &= r.verified;
-                remember(s, dev, cmd);
-                reports
-                    .push(json!({ "status": "ok", "applied": r.applied, "verified": r.verified }));
-            }
-            Err(e) => {
-                all_verified = false;
-                let msg = if many {
-                    format!("slots[{i}]: {e}")
-                } else {
-                    e.to_string()
-                };
-                first_error.get_or_insert(msg.clone());
-                reports.push(json!({ "status": "error", "error": msg }));
-            }
-        }
-    }
-    let resp = match (first_error, many) {
-        (None, false) => {
-            let applied = reports
-                .pop()
-                .and_then(|mut r| r.get_mut("applied").map(Value::take))
-                .unwrap_or(Value::Null);
-            CommandResponse::ok(id, applied, all_verified)
-        }
-        (None, true) => CommandResponse::ok(id, Value::Array(reports), all_verified),
-        (Some(e), _) => {
-            let mut r = CommandResponse::error(id, e);
-            if many {
-                r.applied = Some(Value::Array(reports));
-            }
-            r
-        }
+    value: Remember,
+) -> CommandResponse {
+    let remembered = match value {
+        Remember::PassivePower(p) => json!({ "passive_power": p }),
+        Remember::PassiveDuration(d) => json!({ "passive_duration": d }),
     };
-    (resp, bookkeeping)
-}
-
-/// Remembers the control values a successful command set.
-fn remember(s: &Shared, dev: &DeviceId, cmd: &Command) {
-    match cmd {
-        Command::SetMode(ModeConfig::Passive { power, cd_time }) => {
-            let (p, d) = (power.0, *cd_time);
-            s.publish_controls(dev, |c| {
-                c.passive_power = p;
-                c.passive_duration = d;
-            })
-        }
-        Command::SetDod { value } => {
-            let v = value.0;
-            s.publish_controls(dev, |c| c.dod = Some(v))
-        }
-        Command::SetLed { on } => {
-            let v = *on;
-            s.publish_controls(dev, |c| c.led = Some(v))
-        }
-        Command::SetBleAdv { on } => {
-            let v = *on;
-            s.publish_controls(dev, |c| c.ble_adv = Some(v))
-        }
-        Command::SetMode(_) => {}
+    match service.remember(dev, value) {
+        Ok(_) => CommandResponse::ok(id, remembered, false),
+        Err(e) => CommandResponse::error(id, e.to_string()),
     }
 }

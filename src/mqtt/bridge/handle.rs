@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::Shared;
 use super::discovery_pass::DiscoveryEvent;
-use crate::domain::{Alert, AlertState, DeviceId, Sample};
+use crate::domain::{Alert, AlertState, Sample};
 use crate::mqtt::discovery::Entity;
 use crate::mqtt::topics::Topics;
 
@@ -30,18 +29,14 @@ impl MqttHandle {
         &self.shared
     }
 
-    /// The retained documents of a fresh start: devices offline until their first sample, no
-    /// active alerts, the controls as remembered so far, and `bridge/info`.
+    /// The retained documents of a fresh start: no active alerts, and `bridge/info`.
     pub(super) fn publish_initial_documents(&self) {
         let shared = &self.shared;
         for b in shared.commands.fleet().iter() {
-            let dev = b.id().clone();
-            shared.set_online(&dev, false);
             shared.set_retained(
-                shared.topics.alerts_active(&dev),
+                shared.topics.alerts_active(b.id()),
                 br#"{"active":[]}"#.to_vec(),
             );
-            shared.publish_controls(&dev, |_| {});
         }
         self.publish_info(json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -51,17 +46,10 @@ impl MqttHandle {
         }));
     }
 
-    /// Queues the latest state of a device (latest wins) and marks it online.
+    /// Queues the latest state of a device (latest wins).
     pub fn publish_sample(&self, sample: Sample) {
-        let dev = sample.device.clone();
-        self.shared.presence().sampled(&dev, Instant::now());
         self.shared.outbox().set_state(sample);
-        self.shared.set_online(&dev, true);
-    }
-
-    /// Sets a device's retained availability (`online`/`offline`).
-    pub fn set_availability(&self, dev: &DeviceId, online: bool) {
-        self.shared.set_online(dev, online);
+        self.shared.notify.notify_one();
     }
 
     /// Publishes an alert event on `<dev>/alert` (or `bridge/alert` when it has no device) and

@@ -3,25 +3,24 @@
 //! - `connection` — drives rumqttc's `EventLoop` and nothing else (reconnect, backoff, the
 //!   `offline` goodbye at shutdown);
 //! - `publisher` — publishes from the latest-wins `outbox::Outbox` and owns the Home Assistant
-//!   `discovery_pass::DiscoveryPass`; restores the remembered controls before connecting;
+//!   `discovery_pass::DiscoveryPass`;
 //! - `dispatch` — classifies incoming publishes and runs command/request handlers (one task
 //!   each, at most 32 at once, plus a delayed republish after an HA birth);
-//! - `presence` — the watchdog marking silent devices offline;
-//! - `controls` — the writer persisting changed remembered controls (only with a store);
+//! - `mirror` — publishes availability (`control::Presence`) and remembered controls
+//!   (`control::RememberedControls`) as retained documents when they change;
 //! - `recorder` — persists applied commands (audit row, desired state) after their answers.
 //!
-//! Talks to the broker, to `control::CommandService` (never to a device directly) and to the
-//! store (remembered controls; command records through `control::Bookkeeping`). Shutdown:
+//! Talks to the broker and to the control layer (`CommandService`, `Presence`); never to a
+//! device or the store directly (command records go through `control::Bookkeeping`). Shutdown:
 //! cancel the token; the bridge publishes `offline`, disconnects, and its join handle ends once
 //! every task has.
 
 mod connection;
-mod controls;
 mod discovery_pass;
 mod dispatch;
 mod handle;
+mod mirror;
 mod outbox;
-mod presence;
 mod publisher;
 mod recorder;
 
@@ -37,16 +36,15 @@ use tokio_util::task::TaskTracker;
 
 pub use handle::MqttHandle;
 
-use self::controls::{Controls, ControlsBook};
 use self::discovery_pass::DiscoveryEvent;
+use self::mirror::Mirror;
 use self::outbox::{Msg, Outbox, Reply, ReplyTo};
-use self::presence::Presence;
 use super::client::{ClientError, ClientOptions, IncomingPublish, MqttClient, Will};
 use super::commands::CommandResponse;
 use super::requests::RequestRouter;
 use super::settings::MqttSettings;
 use super::topics::Topics;
-use crate::control::{Bookkeeping, CommandService};
+use crate::control::{Bookkeeping, CommandService, Presence};
 use crate::domain::{AlertKind, DeviceId, Sample};
 
 /// Why the bridge could not start.
@@ -94,14 +92,8 @@ struct Shared {
     notify: Notify,
     /// Events for the discovery pass (owned by the publisher).
     discovery: mpsc::UnboundedSender<DiscoveryEvent>,
-    /// Availability as published.
-    presence: Mutex<Presence>,
     /// Active alert kinds per device (the retained `<dev>/alerts`).
     alerts: Mutex<BTreeMap<DeviceId, BTreeSet<AlertKind>>>,
-    /// Remembered controls.
-    controls: Mutex<ControlsBook>,
-    /// Wakes the controls writer.
-    persist: Notify,
     /// Applied commands to record, in order, after their answers (see the recorder).
     records: mpsc::Sender<Bookkeeping>,
     connected: watch::Sender<bool>,
@@ -119,14 +111,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         lock(&self.outbox)
-    }
-
-    fn presence(&self) -> MutexGuard<'_, Presence> {
-        lock(&self.presence)
-    }
-
-    fn controls(&self) -> MutexGuard<'_, ControlsBook> {
-        lock(&self.controls)
     }
 
     fn set_retained(&self, topic: String, payload: Vec<u8>) {
@@ -188,24 +172,6 @@ impl Shared {
         true
     }
 
-    fn set_online(&self, dev: &DeviceId, online: bool) {
-        if self.presence().set(dev, online) {
-            tracing::info!(device = %dev, online, "device_availability");
-        }
-        let payload: &[u8] = if online { b"online" } else { b"offline" };
-        self.set_retained(self.topics.availability(dev), payload.to_vec());
-    }
-
-    /// Updates a device's remembered controls, republishes them and, when they changed, queues
-    /// them for the store (the writer task never holds up the caller).
-    fn publish_controls(&self, dev: &DeviceId, f: impl FnOnce(&mut Controls)) {
-        let (payload, changed) = self.controls().update(dev, f);
-        if changed {
-            self.persist.notify_one();
-        }
-        self.set_retained(self.topics.controls(dev), payload);
-    }
-
     /// Publishes an answer on its documented topic and, for an MQTT 5 request that carried a
     /// Response Topic, a copy there with the request's Correlation Data.
     fn answer(&self, topic: String, payload: Vec<u8>, reply: Option<&ReplyTo>) {
@@ -260,9 +226,11 @@ fn client_options(s: &MqttSettings, topics: &Topics) -> Result<ClientOptions, Mq
 impl MqttBridge {
     /// Validates `settings`, connects (in the background, with retries) and returns a handle and
     /// the join handle of the bridge (ends after `cancel`, once `offline` is published).
+    /// Commands go to `commands`; availability comes from `presence`.
     pub fn start(
         settings: MqttSettings,
         commands: CommandService,
+        presence: &Presence,
         router: RequestRouter,
         cancel: CancellationToken,
     ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
@@ -291,10 +259,7 @@ impl MqttBridge {
             commands,
             notify: Notify::new(),
             discovery,
-            presence: Mutex::default(),
             alerts: Mutex::default(),
-            controls: Mutex::default(),
-            persist: Notify::new(),
             connected,
             session: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -302,26 +267,25 @@ impl MqttBridge {
         });
         let handle = MqttHandle::new(shared.clone());
         handle.publish_initial_documents();
+        let controls = shared.commands.controls().subscribe();
+        let mut mirror = Mirror::new(shared.clone(), presence.subscribe(), controls);
+        mirror.sync_presence();
+        mirror.sync_controls();
         shared.discovery(DiscoveryEvent::All);
 
         let (in_tx, in_rx) = mpsc::channel::<IncomingPublish>(1024);
         let tracker = TaskTracker::new();
-        let store = shared.commands.store().cloned();
-        if let Some(store) = &store {
-            tracker.spawn(controls::run_controls_writer(shared.clone(), store.clone()));
-        }
+        tracker.spawn(mirror.run());
         tracker.spawn(publisher::run_publisher(
             shared.clone(),
             client.clone(),
             discovery_rx,
-            store,
         ));
         tracker.spawn(dispatch::run_dispatcher(
             shared.clone(),
             in_rx,
             Arc::new(router),
         ));
-        tracker.spawn(presence::run_watchdog(shared.clone()));
         tracker.spawn(recorder::run_recorder(records_rx, cancel.clone()));
         tracker.close();
         let join = tokio::spawn(async move {
@@ -354,8 +318,9 @@ mod tests {
         };
         let cancel = CancellationToken::new();
         let service = CommandService::new(Fleet::default(), None, None, false);
+        let presence = Presence::fixed([]);
         let (h, _join) =
-            MqttBridge::start(s, service, RequestRouter::new(), cancel.clone()).unwrap();
+            MqttBridge::start(s, service, &presence, RequestRouter::new(), cancel.clone()).unwrap();
         (h, cancel)
     }
 
@@ -419,10 +384,6 @@ mod tests {
             .filter(|m| m.topic == "marstek/bridge/alert")
             .collect();
         assert_eq!(alerts.len(), 3, "bounded queue keeps the newest");
-        assert!(
-            work.iter()
-                .any(|m| m.topic == "marstek/d1/availability" && m.payload == b"online")
-        );
         assert!(take_work(h.shared()).is_empty(), "nothing twice");
         assert!(!*h.connected().borrow());
         cancel.cancel();
@@ -440,7 +401,14 @@ mod tests {
                 ..Default::default()
             };
             let service = CommandService::new(Fleet::default(), None, None, false);
-            let r = MqttBridge::start(s, service, RequestRouter::new(), CancellationToken::new());
+            let presence = Presence::fixed([]);
+            let r = MqttBridge::start(
+                s,
+                service,
+                &presence,
+                RequestRouter::new(),
+                CancellationToken::new(),
+            );
             assert!(matches!(r, Err(MqttError::Settings(e)) if e.contains("base_topic")));
         });
     }

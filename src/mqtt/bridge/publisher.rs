@@ -1,8 +1,7 @@
 //! The publisher task: while connected, sends what the outbox and the discovery pass hold, one
 //! turn at a time (a chunk of discovery, then states, retained documents, events, replies). On
 //! each new session it subscribes and announces `online` first. It owns the [`DiscoveryPass`]
-//! (fed by [`DiscoveryEvent`]s from the other tasks) and its pacing; before the first
-//! connection it restores the remembered controls from the store.
+//! (fed by [`DiscoveryEvent`]s from the other tasks) and its pacing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,11 +11,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::controls::restore_controls;
 use super::discovery_pass::{DiscoveryEvent, DiscoveryPass, PassContext};
 use super::outbox::{Msg, Reply};
 use crate::mqtt::client::MqttClient;
-use crate::store::Store;
 
 /// Shortest time between the starts of two discovery passes: devices identifying themselves one
 /// after the other (a large fleet at start-up) are folded into one pass instead of one each.
@@ -50,16 +47,7 @@ pub(super) async fn run_publisher(
     shared: Arc<Shared>,
     client: MqttClient,
     events: mpsc::UnboundedReceiver<DiscoveryEvent>,
-    store: Option<Arc<dyn Store>>,
 ) {
-    // Before the first connection: the first retained `<dev>/controls` carries stored values,
-    // and no command (which needs the subscriptions made in `on_session`) can race the restore.
-    if let Some(store) = store {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = restore_controls(&shared, store.as_ref()) => {}
-        }
-    }
     let mut p = Publisher {
         shared,
         client,
