@@ -65,8 +65,8 @@ try {
   // The demo starts its batteries at 35, 55 and 75 % SOC.
   const socs = cards.map((c) => c.soc).sort((a, b) => a - b);
   if (!(socs[0] < 45 && socs[2] > 65)) fail("SOCs are not the simulator's: " + socs);
-  await page.waitForFunction(() => [...document.querySelectorAll("svg.chart polyline.soc")]
-    .some((p) => (p.getAttribute("points") || "").split(" ").filter(Boolean).length >= 1), null, { timeout: 30000 });
+  await page.waitForFunction(() => [...document.querySelectorAll("svg.chart polyline.c-soc")]
+    .some((p) => (p.getAttribute("points") || "").split(" ").filter(Boolean).length >= 2), null, { timeout: 30000 });
   await page.waitForSelector("#conn.on", { timeout: 10000 });
   const target = cards.find((c) => c.mode !== "Passive") || fail("every battery is already Passive");
   const card = page.locator(`article.battery[data-id="${target.id}"]`);

@@ -68,7 +68,7 @@ function renderBattery(b) {
   text($(".meta", node), [b.model, fw, b.ble_mac].filter(Boolean).join(" · ") || "waiting for the first answer");
   renderFigures(node, b.soc, b.bat_power, b.mode);
   const intent = b.intent && b.intent.config ? b.intent.config.mode : null;
-  text($(".intent", node), intent ? "intent " + intent + " (by " + b.intent.set_by + ")" : "mode");
+  text($(".intent", node), intent ? "intent: " + intent + " (set by " + b.intent.set_by + ")" : "no intent kept");
 }
 
 function renderFigures(node, soc, power, mode) {
@@ -84,6 +84,7 @@ function onSample(s) {
   const c = cards.get(s.device);
   if (!c) return;
   renderFigures(c.node, s.soc, s.bat_power, s.mode);
+  extendChart(c, s);
   const avail = $(".avail", c.node);
   text(avail, "online");
   avail.className = "pill avail on";
@@ -93,25 +94,40 @@ async function drawChart(id) {
   const c = cards.get(id);
   if (!c) return;
   const h = await get("/batteries/" + encodeURIComponent(id) + "/history?bucket=10m");
+  c.series = h.points.map((p) => ({ t: Date.parse(p.t), soc: p.soc_mean, pow: p.power_mean }));
+  renderChart(c);
+}
+
+// Live samples extend the stored history until the next reload of it.
+function extendChart(c, s) {
+  if (!c.series) return;
+  c.series.push({ t: Date.parse(s.at), soc: s.soc, pow: s.bat_power });
+  const since = Date.now() - 86400000;
+  while (c.series.length && c.series[0].t < since) c.series.shift();
+  if (!c.pending) { c.pending = true; setTimeout(() => { c.pending = false; renderChart(c); }, 1000); }
+}
+
+function renderChart(c) {
   const svg = $(".chart", c.node);
-  const t0 = Date.parse(h.from), span = Date.parse(h.to) - t0;
-  const x = (t) => ((Date.parse(t) - t0) / span * 300).toFixed(1);
-  const maxW = Math.max(100, ...h.points.map((p) => Math.abs(p.power_mean ?? 0)));
-  const soc = h.points.filter((p) => p.soc_mean != null).map((p) => x(p.t) + "," + (90 - p.soc_mean * 0.9).toFixed(1));
-  const pow = h.points.filter((p) => p.power_mean != null).map((p) => x(p.t) + "," + (45 - p.power_mean / maxW * 43).toFixed(1));
+  const t1 = Date.now(), t0 = t1 - 86400000;
+  const x = (t) => Math.max(0, (t - t0) / (t1 - t0) * 300).toFixed(1);
+  const pts = c.series;
+  const maxW = Math.max(100, ...pts.map((p) => Math.abs(p.pow ?? 0)));
+  const soc = pts.filter((p) => p.soc != null).map((p) => x(p.t) + "," + (90 - p.soc * 0.9).toFixed(1));
+  const pow = pts.filter((p) => p.pow != null).map((p) => x(p.t) + "," + (45 - p.pow / maxW * 43).toFixed(1));
   const ns = "http://www.w3.org/2000/svg";
   svg.replaceChildren();
-  const line = (cls, pts) => {
-    const el = document.createElementNS(ns, pts ? "polyline" : "line");
+  const line = (cls, list) => {
+    const el = document.createElementNS(ns, list ? "polyline" : "line");
     el.setAttribute("class", cls);
-    if (pts) el.setAttribute("points", pts.join(" "));
+    if (list) el.setAttribute("points", list.join(" "));
     else { el.setAttribute("x1", 0); el.setAttribute("x2", 300); el.setAttribute("y1", 45); el.setAttribute("y2", 45); }
     svg.appendChild(el);
   };
   line("zero");
-  line("pow", pow);
-  line("soc", soc);
-  svg.dataset.points = String(h.points.length);
+  line("c-pow", pow);
+  line("c-soc", soc);
+  svg.dataset.points = String(pts.length);
 }
 
 function renderJobs(jobs) {
@@ -203,7 +219,10 @@ function dispatch(block) {
   else if (kind === "schedule" && v.jobs) renderJobs(v.jobs);
   else if (kind === "tempo") renderTempo(v);
   else if (kind === "alert") loadAlerts().catch(() => {});
-  else if (kind === "command") showResult("command on " + v.device + " (" + v.source + ")", v.result);
+  else if (kind === "command") {
+    showResult("command on " + v.device + " (" + v.source + ")", v.result);
+    get("/batteries/" + encodeURIComponent(v.device)).then(renderBattery).catch(() => {});
+  }
 }
 
 async function start() {
