@@ -209,7 +209,7 @@ impl Command {
 pub enum CommandSource {
     /// An MQTT `/set` topic (Home Assistant, Node-RED, mosquitto_pub).
     Mqtt,
-    /// The HTTP API.
+    /// The HTTP API (`POST /api/v1/batteries/{id}/commands`, the status page).
     Http,
     /// A scheduled job.
     Scheduler,
@@ -219,8 +219,6 @@ pub enum CommandSource {
     Regulator,
     /// The command line.
     Cli,
-    /// The HTTP API (`POST /api/v1/batteries/{id}/commands`, the status page).
-    Http,
 }
 
 impl CommandSource {
@@ -233,7 +231,6 @@ impl CommandSource {
             CommandSource::Reconciler => "reconciler",
             CommandSource::Regulator => "regulator",
             CommandSource::Cli => "cli",
-            CommandSource::Http => "http",
         }
     }
 
