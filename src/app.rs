@@ -544,6 +544,15 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
             let mqtt = mqtt.clone();
             move |v| mqtt.publish_tempo(v)
         });
+        spawn_watch_publisher(tasks, t.live().subscribe(), {
+            let mqtt = mqtt.clone();
+            move |v| mqtt.publish_plan(v)
+        });
+        // The first plan from the batteries' current SOC, without delaying the start.
+        let live = t.live().clone();
+        tasks.spawn(async move {
+            live.compute(chrono::Utc::now(), false).await;
+        });
     }
     let health = HealthSource {
         fleet: core.fleet.clone(),
@@ -800,10 +809,10 @@ fn register_job_actions(router: &mut RequestRouter, jobs: &SchedulerHandle) {
     }
 }
 
-/// `tempo/get` and `tempo/refresh` (`{"dry_run": true}` computes without storing a plan); the
-/// service validates the payload.
+/// `tempo/get`, `tempo/refresh` (`{"dry_run": true}` computes without storing a plan) and
+/// `plan/get` (the planner's slots, computed now); the service validates the payload.
 fn register_tempo_actions(router: &mut RequestRouter, tempo: Arc<TempoService>) {
-    for action in ["tempo/get", "tempo/refresh"] {
+    for action in ["tempo/get", "tempo/refresh", "plan/get"] {
         let t = tempo.clone();
         router.register(
             action,
@@ -905,6 +914,15 @@ async fn bridge_entities(
         pre.config.value_template = Some("{{ 'ON' if value_json.precharge else 'OFF' }}".into());
         pre.config.icon = Some("mdi:battery-charging-high");
         out.push(pre);
+        let mut next = base(
+            "plan_next_action",
+            "Plan next action".into(),
+            Component::Sensor,
+        );
+        next.config.state_topic = Some(topics.bridge_plan());
+        next.config.value_template = Some("{{ value_json.next_action | truncate(250) }}".into());
+        next.config.icon = Some("mdi:battery-clock");
+        out.push(next);
     }
     out
 }

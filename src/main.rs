@@ -49,6 +49,9 @@ enum Command {
     /// Replay a span of real Tempo colours against the simulated battery and house: € for no
     /// battery, the fixed schedule and the planner.
     Replay(marstek_bridge::replay::ReplayArgs),
+    /// The Tempo planner of the running bridge.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Scheduled jobs: list, run, pause, resume and update talk to the running bridge over MQTT;
     /// preview computes locally.
     #[command(subcommand)]
@@ -87,6 +90,16 @@ enum JobsCommand {
     },
     /// Next fire times of a cron pattern or a configured job, in local time and UTC.
     Preview(marstek_bridge::scheduler::PreviewArgs),
+}
+
+#[derive(Subcommand)]
+enum PlanCommand {
+    /// The plan computed now by the running bridge (over MQTT), without touching a battery.
+    Preview {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +170,24 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Plan(PlanCommand::Preview { json }) => {
+            run_async(settings, false, |s| async move {
+                let body = serde_json::json!({ "dry_run": true });
+                let data = remote::request(
+                    &s.mqtt,
+                    "plan/get",
+                    body,
+                    std::time::Duration::from_secs(20),
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&data)?);
+                } else {
+                    print!("{}", marstek_bridge::tempo::plan_table(&data));
+                }
+                Ok(())
+            })
         }
         Command::Jobs(cmd) => run_async(settings, false, |s| async move {
             let (action, body, table) = match cmd {

@@ -150,11 +150,24 @@ fn service(
     TempoService,
     tokio::sync::mpsc::UnboundedReceiver<marstek_bridge::domain::Alert>,
 ) {
+    service_with(rig, base, clock, false)
+}
+
+fn service_with(
+    rig: &Rig,
+    base: &str,
+    clock: Arc<ManualClock>,
+    planner: bool,
+) -> (
+    TempoService,
+    tokio::sync::mpsc::UnboundedReceiver<marstek_bridge::domain::Alert>,
+) {
     let settings = TempoSettings {
         couleur_tempo_url: base.to_string(),
         timeout: Duration::from_millis(500),
         retries: 0,
         backoff: Duration::from_millis(1),
+        planner,
         ..Default::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -460,4 +473,62 @@ async fn precharge_stops_at_the_target_instead_of_charging_to_full() {
     set_time(morning);
     let out = run_job(&reg, "job_switch_to_auto", morning).await;
     assert_eq!(out["detail"]["morning_check"]["alerts"], json!(0), "{out}");
+}
+
+#[tokio::test]
+async fn planner_on_applies_its_night_charge_through_the_night_job() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let red_day = eve + Days::new(1);
+    let base = colour_server(red_day, 3).await;
+    let at = paris(eve, 11, 30);
+    rig.sim.clock().set(at);
+    let clock = Arc::new(ManualClock::auto_advance(at));
+    let (svc, _alerts) = service_with(&rig, &base, clock.clone(), true);
+    let svc = Arc::new(svc);
+    let (jobs_tx, _jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
+    let plan_state = svc.live().subscribe();
+
+    // 11:30: the decision, then the plan from the colours just cached.
+    run_job(&reg, "job_check_tempo_tomorrow", at).await;
+    let reason = plan_state.borrow()["next_action"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // (The simulated battery covered the house from now to that future noon: it is empty.)
+    assert_eq!(
+        reason,
+        "bat1: hold at 12 %: at the floor (12 %, DOD and envelope), nothing to discharge"
+    );
+
+    // 22:00: the planner's night slot (charge to 100 %, not the seed's 95 %) goes through the
+    // scheduler's night job to the battery.
+    let night = paris(eve, 22, 0);
+    clock.set(night);
+    rig.sim.clock().set(night);
+    assert!(rig.sim.set_soc(0, 30.4));
+    let out = run_job(&reg, "job_switch_to_manual_night", night).await;
+    assert_eq!(out["failed"], json!(0), "{out}");
+    let plan = &out["detail"]["plan"];
+    assert_eq!(plan["targets"][0]["target_soc"], json!(100), "{plan}");
+    // 70 % of 5120 Wh over 8 h = 448 W, +10 % = 492.8 W → 500 W.
+    assert_eq!(plan["targets"][0]["power"], json!(-500), "{plan}");
+    let why = plan["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("planner: bat1: charge to 100 % tonight: tomorrow red (api-couleur-tempo)"),
+        "{why}"
+    );
+    let sim = rig.sim.state(0).unwrap();
+    let slot = sim.slots.iter().flatten().find(|s| s.enable).expect("slot");
+    assert_eq!(slot.power, -500);
+    // The plan topic shows the same night.
+    let published = plan_state.borrow().clone();
+    assert!(
+        published["next_action"]
+            .as_str()
+            .unwrap()
+            .starts_with("bat1: charge to 100 % tonight"),
+        "{published}"
+    );
 }

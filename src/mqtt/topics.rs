@@ -80,6 +80,10 @@ impl Topics {
     pub fn bridge_tempo(&self) -> String {
         self.bridge("tempo")
     }
+    /// `<base>/bridge/plan`: retained JSON, the planner's slots per battery.
+    pub fn bridge_plan(&self) -> String {
+        self.bridge("plan")
+    }
     /// `<base>/bridge/alert`: bridge-level alert events.
     pub fn bridge_alert(&self) -> String {
         self.bridge("alert")

@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::planner::{BatteryNeed, PrechargeOutcome, precharge};
 use super::settings::{FailSafe, TempoSettings};
 use super::source::{ChainAnswer, SourceChain, TempoResult};
-use super::{TempoColour, TempoError, off_peak_hours_left, paris_hhmm, skip_reason, tempo_date_at};
+use super::{
+    LivePlanner, Outlook, TempoColour, TempoError, off_peak_hours_left, paris_hhmm, skip_reason,
+    tempo_date_at,
+};
 use crate::control::Fleet;
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, JobAction, JobContext, NightPlan, NightPlanner,
@@ -93,6 +96,7 @@ pub struct TempoService {
     alerts: Option<AlertSender>,
     clock: Arc<dyn Clock>,
     state: watch::Sender<Value>,
+    live: Arc<LivePlanner>,
 }
 
 impl TempoService {
@@ -104,14 +108,15 @@ impl TempoService {
         alerts: Option<AlertSender>,
     ) -> Result<Self, TempoError> {
         let chain = SourceChain::from_settings(&settings)?;
-        Ok(Self::with_parts(
-            settings,
-            chain,
-            store,
-            fleet,
-            alerts,
-            Arc::new(SystemClock),
-        ))
+        let outlook = Outlook::from_settings(&settings, store.clone())?;
+        let mut s = Self::with_parts(settings, chain, store, fleet, alerts, Arc::new(SystemClock));
+        s.live = Arc::new(LivePlanner::new(
+            s.settings.clone(),
+            s.store.clone(),
+            s.fleet.clone(),
+            outlook,
+        ));
+        Ok(s)
     }
 
     /// Builds the service from explicit parts (custom source chain, injected clock).
@@ -123,6 +128,13 @@ impl TempoService {
         alerts: Option<AlertSender>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // Without sources here: the cached stats and forecast are read from the store.
+        let live = Arc::new(LivePlanner::new(
+            settings.clone(),
+            store.clone(),
+            fleet.clone(),
+            Outlook::new(None, None, store.clone()),
+        ));
         Self {
             settings,
             chain,
@@ -130,6 +142,7 @@ impl TempoService {
             fleet,
             alerts,
             clock,
+            live,
             // Same shape as the published state, so templates work before the first `get()`.
             state: watch::Sender::new(json!({
                 "today": { "date": Value::Null, "colour": Value::Null },
@@ -150,6 +163,11 @@ impl TempoService {
         self.state.subscribe()
     }
 
+    /// The planner of the running bridge (plan topic, `plan/get`).
+    pub fn live(&self) -> &Arc<LivePlanner> {
+        &self.live
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &TempoSettings {
         &self.settings
@@ -163,13 +181,17 @@ impl TempoService {
     }
 
     /// `tempo/refresh`: fetch today and tomorrow now, decide about tomorrow without waiting for
-    /// the retry plan; with `dry_run` the decision is published but not persisted.
+    /// the retry plan, refresh the stats and forecast and the plan; with `dry_run` the decision
+    /// is published but not persisted.
     pub async fn refresh(&self, dry_run: bool) -> Result<Value, TempoError> {
         let now = self.clock.now();
         let today = tempo_date_at(now);
         let _ = self.fetch(today).await;
         let decision = self.decide(None, dry_run).await?;
-        Ok(self.publish(now, Some(&decision), dry_run).await)
+        let state = self.publish(now, Some(&decision), dry_run).await;
+        self.live.refresh_outlook(now).await;
+        self.live.compute(now, dry_run).await;
+        Ok(state)
     }
 
     /// Bridge actions `tempo/get` (payload ignored) and `tempo/refresh` (`{"dry_run": bool}`,
@@ -177,6 +199,16 @@ impl TempoService {
     pub async fn request(&self, action: &str, payload: &Value) -> Result<Value, String> {
         match action {
             "tempo/get" => Ok(self.get().await),
+            "plan/get" => {
+                let dry_run = match payload.get("dry_run") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(format!("dry_run must be true or false, got {other}"));
+                    }
+                };
+                Ok(self.live.compute(self.clock.now(), dry_run).await.0)
+            }
             "tempo/refresh" => {
                 let dry_run = match payload {
                     Value::Null => false,
@@ -202,7 +234,7 @@ impl TempoService {
                 self.refresh(dry_run).await.map_err(|e| e.to_string())
             }
             other => Err(format!(
-                "unknown action '{other}' (allowed: tempo/get, tempo/refresh)"
+                "unknown action '{other}' (allowed: tempo/get, tempo/refresh, plan/get)"
             )),
         }
     }
@@ -541,6 +573,8 @@ impl JobAction for TempoService {
         let decision = self.decide(Some(&ctx.cancel), false).await?;
         let now = self.clock.now();
         self.publish(now, Some(&decision), false).await;
+        self.live.refresh_outlook(now).await;
+        self.live.compute(now, false).await;
         Ok(serde_json::to_value(&decision)?)
     }
 }
@@ -562,13 +596,22 @@ impl NightPlanner for TempoService {
                 self.decide(None, false).await?
             }
         };
-        if !decision.precharge {
+        let planned = if self.settings.planner {
+            self.live.night_plan(now, false).await
+        } else {
+            None
+        };
+        if planned.is_none() && !decision.precharge {
             self.publish(now, Some(&decision), false).await;
             return Ok(None);
         }
-        let plan = self
-            .plan_for(day, now, &decision.reason, self.settings.dry_run)
-            .await;
+        let plan = match planned {
+            Some(p) => p,
+            None => {
+                self.plan_for(day, now, &decision.reason, self.settings.dry_run)
+                    .await
+            }
+        };
         let record = NightRecord {
             date: day,
             computed_at: now,

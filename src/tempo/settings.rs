@@ -132,7 +132,18 @@ pub struct TempoSettings {
     pub efficiency: f64,
     /// J+2…J+9 forecast (open-dpe `tempo_days_lite.json` shape); empty = no forecast.
     pub forecast_url: String,
+    /// Apply the planner's night decision at 22:00 (off: the seed's red-day precharge).
+    pub planner: bool,
+    /// Expected house load per Paris hour (24 values, index 0 = 00:00–01:00), W.
+    pub load_profile_w: Vec<f64>,
 }
+
+/// Default house profile, W per hour: 250 W base, morning and evening peaks (about 6.0 kWh in
+/// HP and 2.1 kWh in HC a day, the simulator's house).
+pub const DEFAULT_LOAD_PROFILE_W: [f64; 24] = [
+    250.0, 250.0, 250.0, 250.0, 252.0, 277.0, 371.0, 450.0, 371.0, 277.0, 252.0, 250.0, 250.0,
+    250.0, 253.0, 271.0, 344.0, 506.0, 673.0, 673.0, 506.0, 344.0, 271.0, 253.0,
+];
 
 /// Default round-trip efficiency, AC to AC (Venus E owners measure 85–90 %).
 pub const DEFAULT_EFFICIENCY: f64 = 0.88;
@@ -179,6 +190,8 @@ impl Default for TempoSettings {
             tariff: Tariff::default(),
             efficiency: DEFAULT_EFFICIENCY,
             forecast_url: "https://open-dpe.fr/assets/tempo_days_lite.json".into(),
+            planner: false,
+            load_profile_w: DEFAULT_LOAD_PROFILE_W.to_vec(),
         }
     }
 }
@@ -202,6 +215,11 @@ fn read_secret(
 }
 
 impl TempoSettings {
+    /// The hourly house profile as the planner takes it (the default when misconfigured).
+    pub fn load_profile(&self) -> [f64; 24] {
+        <[f64; 24]>::try_from(self.load_profile_w.as_slice()).unwrap_or(DEFAULT_LOAD_PROFILE_W)
+    }
+
     /// RTE credentials (client id, client secret) from the inline values or `_file`s; None when
     /// neither is configured.
     pub fn rte_credentials(&self) -> Result<Option<(Secret, Secret)>, String> {
@@ -348,6 +366,17 @@ impl TempoSettings {
         }
         for (k, m) in self.tariff.validate() {
             push(&k, m);
+        }
+        if self.load_profile_w.len() != 24
+            || self
+                .load_profile_w
+                .iter()
+                .any(|w| !w.is_finite() || !(0.0..=50_000.0).contains(w))
+        {
+            push(
+                "load_profile_w",
+                "must hold 24 hourly loads, each 0 to 50000 W".into(),
+            );
         }
         errs
     }

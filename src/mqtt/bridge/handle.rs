@@ -98,6 +98,11 @@ impl MqttHandle {
         self.retained_json(self.shared.topics.bridge_tempo(), &tempo);
     }
 
+    /// Publishes the retained plan (`<base>/bridge/plan`).
+    pub fn publish_plan(&self, plan: Value) {
+        self.retained_json(self.shared.topics.bridge_plan(), &plan);
+    }
+
     fn retained_json(&self, topic: String, v: &Value) {
         self.shared
             .set_retained(topic, serde_json::to_vec(v).unwrap_or_default());

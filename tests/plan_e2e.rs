@@ -1,0 +1,230 @@
+//! The planner in the running bridge: the binary (`run`) with one simulated Venus E on UDP, the
+//! real mosquitto, a SQLite file and a local HTTP server playing api-couleur-tempo (today blue,
+//! tomorrow red, `/api/stats`) and open-dpe (J+2, J+3 forecast). After `tempo/refresh` over the
+//! request API, the retained `<base>/bridge/plan` carries the battery's slots with reasons that
+//! name tomorrow's published red and the forecast; `marstek-bridge plan preview` prints them,
+//! `--json` returns the same plan marked dry-run; a bad `plan/get` payload is refused.
+
+mod fault_common;
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use chrono::{Duration as Days, NaiveDate, Utc};
+use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
+use marstek_bridge::simulator::{SimConfig, Simulator};
+use marstek_bridge::tempo::tempo_date_at;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
+
+async fn jour(State(today): State<NaiveDate>, Path(date): Path<String>) -> String {
+    let code = if date == today.to_string() {
+        1
+    } else if date == (today + Days::days(1)).to_string() {
+        3
+    } else {
+        0
+    };
+    json!({"dateJour": date, "codeJour": code, "periode": "2026-2027"}).to_string()
+}
+
+async fn stats() -> String {
+    json!({
+        "periode": "2026-2027", "bissextile": false,
+        "joursBleusConsommes": 60, "joursBleusRestants": 240,
+        "joursBlancsConsommes": 3, "joursBlancsRestants": 40,
+        "joursRougesConsommes": 2, "joursRougesRestants": 20,
+    })
+    .to_string()
+}
+
+async fn forecast(State(today): State<NaiveDate>) -> String {
+    json!([
+        {"date": (today + Days::days(2)).to_string(), "couleur": "rouge", "probability": 0.8},
+        {"date": (today + Days::days(3)).to_string(), "couleur": "bleu", "probability": 0.6},
+    ])
+    .to_string()
+}
+
+async fn tempo_server(today: NaiveDate) -> String {
+    let app = Router::new()
+        .route("/api/jourTempo/{date}", get(jour))
+        .route("/api/stats", get(stats))
+        .route("/assets/tempo_days_lite.json", get(forecast))
+        .with_state(today);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["plan", "preview", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("MARSTEK_BRIDGE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// The slot reasons of battery `d0000` in a plan document.
+fn reasons(plan: &Value) -> Vec<String> {
+    plan["batteries"]["d0000"]["slots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["reason"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_is_published_retained_and_previewed() {
+    let today = tempo_date_at(Utc::now());
+    let http = tempo_server(today).await;
+    let sim = Simulator::start(SimConfig {
+        devices: 1,
+        initial_soc: 30.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = unique_base("plan_e2e");
+    let db = format!("sqlite://{}", dir.path().join("bridge.db").display());
+    let mut setup = BridgeSetup::new(broker_addr(), &base, &db);
+    setup.devices = aliases(&sim.addrs());
+    let toml = setup.to_toml().replace(
+        "[tempo]\nenabled = false\n",
+        &format!(
+            "[tempo]\nenabled = true\ncouleur_tempo_url = \"{http}\"\n\
+             forecast_url = \"{http}/assets/tempo_days_lite.json\"\n\
+             precharge_colours = [\"blue\", \"white\", \"red\"]\ntimeout = \"2s\"\nretries = 0\n\
+             capacity_wh = 5120\n"
+        ),
+    );
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(&config, toml).unwrap();
+    let topic = format!("{base}/bridge/plan");
+    let mut watcher = Watcher::start(
+        broker_addr(),
+        &format!("{base}_watch"),
+        &[topic.clone(), format!("{base}/bridge/response/#")],
+    )
+    .await;
+    let bridge = BridgeProcess::spawn(BIN, &config, dir.path());
+
+    // The first plan comes at start-up, from what is known then (nothing about the colours).
+    let first = watcher
+        .next_matching(Duration::from_secs(30), |s| {
+            s.topic == topic && s.text.contains("\"slots\"")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no plan published; log:\n{}", bridge.log_text()));
+    let first: Value = serde_json::from_str(&first.text).unwrap();
+    assert!(!reasons(&first).is_empty(), "{first}");
+
+    // Fetch the colours, the stats and the forecast now.
+    watcher
+        .client
+        .publish(
+            format!("{base}/bridge/request/tempo/refresh"),
+            QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .unwrap();
+    let plan = watcher
+        .next_matching(Duration::from_secs(30), |s| {
+            s.topic == topic && s.text.contains("tomorrow red (api-couleur-tempo)")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no plan with tomorrow's red; log:\n{}", bridge.log_text()));
+    // A client subscribing later gets it from the broker, retained.
+    let mut late = Watcher::start(
+        broker_addr(),
+        &format!("{base}_late"),
+        std::slice::from_ref(&topic),
+    )
+    .await;
+    let kept = late
+        .next_matching(Duration::from_secs(10), |s| s.topic == topic)
+        .await
+        .expect("retained plan");
+    assert!(kept.retain, "the plan topic is retained");
+    assert!(kept.text.contains("tomorrow red (api-couleur-tempo)"));
+    let plan: Value = serde_json::from_str(&plan.text).unwrap();
+    let r = reasons(&plan);
+    assert!(
+        r.iter().any(|x| x.contains("red 80 % (open-dpe)")),
+        "the J+2 forecast is in the reasons: {r:#?}"
+    );
+    assert_eq!(
+        plan["stock"]["red_left"],
+        json!(19),
+        "tomorrow's red taken off: {plan}"
+    );
+    assert!(plan["next_action"].as_str().unwrap().starts_with("d0000: "));
+    let hc = plan["batteries"]["d0000"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["period"] == "hc")
+        .cloned()
+        .unwrap();
+    assert_eq!(hc["action"], "charge", "the night before red charges: {hc}");
+    assert_eq!(hc["target_soc"], json!(100));
+
+    // The command line asks the running bridge.
+    let out = cli(&config, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("d0000\n"), "{text}");
+    assert!(text.contains("tomorrow red (api-couleur-tempo)"), "{text}");
+    let out = cli(&config, &["--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dry_run"], json!(true));
+    assert_eq!(reasons(&v).len(), reasons(&plan).len());
+
+    // A bad payload is refused with the reason and computes nothing.
+    watcher
+        .client
+        .publish(
+            format!("{base}/bridge/request/plan/get"),
+            QoS::AtLeastOnce,
+            false,
+            "{\"dry_run\": \"yes\", \"transaction\": \"t1\"}",
+        )
+        .await
+        .unwrap();
+    let answer = watcher
+        .next_matching(Duration::from_secs(20), |s| {
+            s.topic.ends_with("/response/plan/get") && s.text.contains("t1")
+        })
+        .await
+        .expect("an answer");
+    assert!(
+        answer.text.contains("dry_run must be true or false"),
+        "{}",
+        answer.text
+    );
+    drop(bridge);
+    drop(sim);
+}
