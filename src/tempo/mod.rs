@@ -3,7 +3,8 @@
 //! `day` holds the pure calendar rules (06:00→06:00 Tempo day in Europe/Paris, red only Mon–Fri
 //! from Nov 1 to Mar 31), `tariff` the six prices, export price and wear cost, `plan` the pure
 //! 48 h planner (charge/hold/discharge per HC night and HP day, with reasons), `source` the HTTP
-//! colour sources and their fallback chain, `live` the planner in the running bridge (plan topic,
+//! colour sources and their fallback chain, `ledger` the € ledger of a
+//! battery's Tempo day from its counters, `live` the planner in the running bridge (plan topic,
 //! `plan/get`, tonight's targets), `outlook` the season stats and the J+2…J+9
 //! forecast (checked, cached in the store), `planner` the seed's precharge maths (also the
 //! fallback schedule's), `service` the 11:30 job, the `NightPlanner` and the `tempo/get` and
@@ -13,6 +14,7 @@
 //! battery (the scheduler's night job applies the plan).
 
 mod day;
+mod ledger;
 mod live;
 mod outlook;
 mod plan;
@@ -23,6 +25,7 @@ mod source;
 mod tariff;
 
 pub use day::*;
+pub use ledger::*;
 pub use live::*;
 pub use outlook::*;
 pub use plan::*;

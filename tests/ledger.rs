@@ -1,0 +1,150 @@
+//! The € ledger for a simulated red day whose energy flows are known: the simulator's battery
+//! model runs minute by minute (Passive discharge 1 kW 06:00–08:00, a charge of 2 kW at noon for
+//! 30 min, 0.5 kW 22:00–02:00), its lifetime counters become samples, stored in a SQLite file
+//! and read back; the ledger must match the flows to the Wh and the € to the cent. A counter
+//! reset during the day is not counted as energy.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
+use marstek_bridge::domain::{DeviceId, Mode, Sample, WattHours, Watts};
+use marstek_bridge::simulator::model::{ModelState, SimProfile};
+use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
+use marstek_bridge::tempo::{TEMPO_TZ, Tariff, TempoColour, day_ledger, paris_instant};
+
+fn at(d: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
+    paris_instant(d, NaiveTime::from_hms_opt(h, m, 0).unwrap())
+}
+
+/// The simulated day: one sample a minute from 05:59 to 06:01 the next day.
+fn simulated_day(date: NaiveDate, reset_at_15: bool) -> Vec<Sample> {
+    let spec = SimProfile::VenusE3.spec();
+    let mut t = at(date, 5, 59);
+    let end = at(date + Duration::days(1), 6, 1);
+    let mut s = ModelState::new(&spec, 80.0, t);
+    let dev = DeviceId::parse("bat1").unwrap();
+    let mut out = Vec::new();
+    let mut offset = (0.0, 0.0);
+    while t <= end {
+        let local = t.with_timezone(&TEMPO_TZ);
+        let minute = local.hour() * 60 + local.minute();
+        let power = match minute {
+            m if (360..480).contains(&m) && local.date_naive() == date => 1000,
+            m if (720..750).contains(&m) => -2000,
+            m if !(120..22 * 60).contains(&m) => -500,
+            _ => 0,
+        };
+        if power == 0 {
+            s.mode = Mode::Manual;
+        } else {
+            s.mode = Mode::Passive;
+            s.passive_power = power;
+            s.passive_until = Some(t + Duration::minutes(5));
+        }
+        if reset_at_15 && t == at(date, 15, 0) {
+            // The firmware restarted its counters (idle at that time: no energy lost).
+            offset = (s.in_wh, s.out_wh);
+        }
+        let mut sample = Sample::empty(dev.clone(), t);
+        sample.total_grid_input_energy = Some(WattHours(s.in_wh - offset.0));
+        sample.total_grid_output_energy = Some(WattHours(s.out_wh - offset.1));
+        sample.grid_power = Some(Watts(s.ongrid().round() as i32));
+        out.push(sample);
+        let next = t + Duration::minutes(1);
+        s.advance(&spec, next, TEMPO_TZ);
+        t = next;
+    }
+    out
+}
+
+fn red_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2027, 1, 12).unwrap()
+}
+
+fn assert_known_flows(l: &marstek_bridge::tempo::DayLedger) {
+    // HP: 2.000 kWh delivered (1 kW × 2 h), 1.000 kWh drawn (2 kW × 0.5 h); HC: 2.000 kWh drawn.
+    assert_eq!(l.discharged_hp_kwh, 2.0, "{l:?}");
+    assert_eq!(l.discharged_hc_kwh, 0.0, "{l:?}");
+    assert_eq!(l.charged_hp_kwh, 1.0, "{l:?}");
+    assert_eq!(l.charged_hc_kwh, 2.0, "{l:?}");
+    // Red: 1 × 0.7295 + 2 × 0.1615 = 1.0525 € spent; 2 × 0.7295 = 1.459 € avoided.
+    assert_eq!(l.charge_cost_eur, 1.05);
+    assert_eq!(l.avoided_eur, 1.46);
+    assert_eq!(l.saved_eur, 0.41);
+    assert_eq!(l.cycles, 0.391);
+    // 1.0525 € / 2 kWh = 0.52625 €/kWh (the last digit is float rounding).
+    assert!(
+        (l.cost_per_cycled_kwh.unwrap() - 0.52625).abs() < 1e-4,
+        "{l:?}"
+    );
+    assert_eq!(l.colour, TempoColour::Red);
+}
+
+#[test]
+fn simulated_red_day_to_the_cent() {
+    let samples = simulated_day(red_day(), false);
+    let l = day_ledger(
+        "bat1",
+        red_day(),
+        TempoColour::Red,
+        &samples,
+        &Tariff::default(),
+        5120.0,
+    );
+    assert_known_flows(&l);
+    // The same flows on a blue day: the noon charge costs less, the discharge saves less.
+    let blue = day_ledger(
+        "bat1",
+        red_day(),
+        TempoColour::Blue,
+        &samples,
+        &Tariff::default(),
+        5120.0,
+    );
+    // 2 × 0.1654 − (1 × 0.1654 + 2 × 0.1356) = 0.3308 − 0.4366 = −0.1058 €.
+    assert_eq!(blue.saved_eur, -0.11);
+}
+
+#[test]
+fn a_counter_reset_is_not_energy() {
+    let samples = simulated_day(red_day(), true);
+    let l = day_ledger(
+        "bat1",
+        red_day(),
+        TempoColour::Red,
+        &samples,
+        &Tariff::default(),
+        5120.0,
+    );
+    assert_known_flows(&l);
+}
+
+#[tokio::test]
+async fn ledger_from_samples_stored_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let samples = simulated_day(red_day(), false);
+    let dev = DeviceId::parse("bat1").unwrap();
+    store.insert_samples(&samples).await.unwrap();
+    let back = store
+        .sample_history(
+            &dev,
+            at(red_day(), 5, 59),
+            at(red_day() + Duration::days(1), 6, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.len(), samples.len());
+    let l = day_ledger(
+        "bat1",
+        red_day(),
+        TempoColour::Red,
+        &back,
+        &Tariff::default(),
+        5120.0,
+    );
+    assert_known_flows(&l);
+}
