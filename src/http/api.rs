@@ -281,9 +281,9 @@ pub async fn post_command(
         Ok(r) => serde_json::to_value(r).unwrap_or_default(),
         Err(e) => e.result.clone().unwrap_or_default(),
     };
-    s.live.publish(
+    s.live.publish_json(
         "command",
-        json!({ "device": id, "source": "http", "result": data }),
+        &json!({ "device": id, "source": "http", "result": data }),
     );
     result.map(Json)
 }

@@ -15,16 +15,17 @@ use crate::domain::{Alert, DeviceId, Sample};
 
 /// How many recent alerts are kept for `/api/v1/alerts`.
 const RECENT_ALERTS: usize = 50;
-/// Events buffered per listener before a slow one skips ahead.
-const EVENT_BUFFER: usize = 256;
+/// Events buffered per listener before a slow one skips ahead (30 s of samples at 10 batteries
+/// polled every 5 s).
+const EVENT_BUFFER: usize = 64;
 
-/// One change, as sent to the page.
-#[derive(Debug, Clone, Serialize)]
+/// One change, as sent to the page: serialised once, shared by every listener.
+#[derive(Debug, Clone)]
 pub struct LiveEvent {
     /// `sample`, `alert`, `schedule`, `tempo` or `command`.
     pub kind: &'static str,
-    /// The payload (a sample, an alert, the schedule document …).
-    pub data: Value,
+    /// The payload as JSON text (a sample, an alert, the schedule document …).
+    pub data: Arc<str>,
 }
 
 struct Inner {
@@ -59,13 +60,12 @@ impl Live {
 
     /// Keeps `sample` as its battery's newest and tells the listeners.
     pub fn on_sample(&self, sample: &Sample) {
-        let data = serde_json::to_value(sample).unwrap_or_default();
+        self.publish_json("sample", sample);
         self.inner
             .latest
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sample.device.clone(), sample.clone());
-        self.publish("sample", data);
     }
 
     /// Keeps `alert` among the recent ones and tells the listeners.
@@ -77,12 +77,20 @@ impl Live {
             }
             q.push_back(alert.clone());
         }
-        self.publish("alert", serde_json::to_value(alert).unwrap_or_default());
+        self.publish_json("alert", alert);
     }
 
-    /// Tells the listeners about a change of `kind`.
-    pub fn publish(&self, kind: &'static str, data: Value) {
-        let _ = self.inner.events.send(LiveEvent { kind, data });
+    /// Tells the listeners about a change of `kind` (serialised only when someone listens).
+    pub fn publish_json(&self, kind: &'static str, data: &impl Serialize) {
+        if self.inner.events.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(text) = serde_json::to_string(data) {
+            let _ = self.inner.events.send(LiveEvent {
+                kind,
+                data: Arc::from(text),
+            });
+        }
     }
 
     /// The newest sample of `device`, once one arrived.
@@ -123,8 +131,8 @@ impl Live {
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                Some(v) = changed(&mut schedule) => self.publish("schedule", v),
-                Some(v) = changed(&mut tempo) => self.publish("tempo", v),
+                Some(v) = changed(&mut schedule) => self.publish_json("schedule", &v),
+                Some(v) = changed(&mut tempo) => self.publish_json("tempo", &v),
             }
         }
     }

@@ -264,10 +264,7 @@ pub async fn events(
         let event = tokio::select! {
             () = cancel.cancelled() => return None,
             r = rx.recv() => match r {
-                Ok(ev) => Event::default()
-                    .event(ev.kind)
-                    .json_data(&ev.data)
-                    .unwrap_or_else(|_| Event::default().event("error")),
+                Ok(ev) => Event::default().event(ev.kind).data(&*ev.data),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     Event::default().event("lagged").data(n.to_string())
                 }
