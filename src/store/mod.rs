@@ -2,12 +2,16 @@
 //! PostgreSQL/TimescaleDB (`postgres://`) and an embedded SQLite file (`sqlite://`). Holds devices,
 //! telemetry, alerts, the command audit, scheduled jobs and their runs, desired state, Tempo days
 //! and the leader lease. Only this module talks SQL; callers see domain types and records.
-//! `open` picks the backend and applies the embedded migrations; `writer` batches telemetry and
-//! survives database outages. Touches only the database named by `DatabaseSettings::url`.
+//! `open` picks the backend and applies the embedded migrations (then `timescale` sets up the
+//! hypertable, continuous aggregates and policies); `history` answers the hourly/daily energy
+//! history on every backend; `writer` batches telemetry and survives database outages. Touches only the database named by `DatabaseSettings::url`.
 
+mod history;
 mod pg;
+mod rows;
 mod settings;
 mod sqlite;
+mod timescale;
 pub mod writer;
 
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Alert, DesiredState, DeviceId, DeviceInfo, Sample};
 
+pub use history::{Bucket, EnergyBucket};
 pub use pg::PgStore;
 pub use settings::{DatabaseSettings, UrlKind, redact_url, url_kind};
 pub use sqlite::SqliteStore;
@@ -204,7 +209,26 @@ pub trait Store: Send + Sync {
         to: DateTime<Utc>,
     ) -> Result<Vec<Sample>, StoreError>;
     /// Deletes samples older than `before` (retention without TimescaleDB); returns rows deleted.
+    /// Without TimescaleDB, every hour starting before `before` is first rolled up (from all of
+    /// its rows) into the hourly energy history, so `energy_history` outlives the raw rows.
     async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Energy history of one battery: one `EnergyBucket` per `bucket` (hour or UTC day) whose
+    /// start lies in [from, to) and that has samples, oldest first; nothing when from ≥ to.
+    ///
+    /// What the REST history, charts and the € ledger read instead of raw samples: SOC
+    /// min/mean/max and energy charged, discharged, drawn from and delivered to the grid, in Wh
+    /// (see `EnergyBucket` for how energy is estimated). TimescaleDB answers from the continuous
+    /// aggregates `battery_hourly`/`battery_daily` (real-time: the current hour is included;
+    /// kept `aggregate_retention_days`); plain PostgreSQL and SQLite compute the same numbers
+    /// from `battery_status` and the hours rolled up before pruning. All three agree to
+    /// floating-point rounding. Cost: one indexed query; a year of days is ~365 rows.
+    async fn energy_history(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> Result<Vec<EnergyBucket>, StoreError>;
 
     /// Stores an alert event; a `cleared` event closes the open alert of the same kind and device.
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError>;

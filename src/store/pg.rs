@@ -1,23 +1,22 @@
-//! PostgreSQL backend of `Store` (with TimescaleDB when the server offers it). Runtime queries
-//! with bound parameters only; samples go in as one `UNNEST` insert per batch. Touches only the
-//! database it was opened on.
+//! PostgreSQL backend of `Store` (with TimescaleDB when the server offers it: `timescale.rs`).
+//! Runtime queries with bound parameters only; samples go in as one `UNNEST` insert per batch;
+//! energy history comes from `history.rs`. Touches only the database it was opened on.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::history::{self, Bucket, EnergyBucket};
+use super::rows::pg::{job_run_from_row, sample_from_row};
 use super::{
     Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
     Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name, migration_error,
-    parse_enum, parse_run_status,
+    parse_enum,
 };
-use crate::domain::{
-    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Readings,
-    Sample, WattHours, Watts,
-};
+use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sample};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -48,13 +47,26 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| migration_error(&MIGRATOR, "migrations/postgres", e))?;
-        let backend = enable_timescale(&pool, settings).await?;
+        let backend = super::timescale::enable(&pool, settings).await?;
         Ok(Self { pool, backend })
     }
 
     /// The underlying pool (tests and benches).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// `Store::energy_history` computed from `battery_status` (and the rollup table) even on
+    /// TimescaleDB, ignoring the continuous aggregates: what plain PostgreSQL does. For checks
+    /// and benchmarks that compare the two; the bridge itself uses `energy_history`.
+    pub async fn energy_history_from_raw(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> Result<Vec<EnergyBucket>, StoreError> {
+        history::pg_energy_history(&self.pool, Backend::Postgres, device, from, to, bucket).await
     }
 }
 
@@ -84,150 +96,10 @@ fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
     }
 }
 
-/// When `timescaledb` is available: creates the extension, turns `battery_status` into a
-/// hypertable, enables compression and sets the compression and retention policies. Idempotent;
-/// returns which backend is in effect.
-async fn enable_timescale(
-    pool: &PgPool,
-    settings: &DatabaseSettings,
-) -> Result<Backend, StoreError> {
-    let available: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !available {
-        return Ok(Backend::Postgres);
-    }
-    let step = async {
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            .execute(pool)
-            .await?;
-        sqlx::query(
-            "SELECT create_hypertable('battery_status', 'time', \
-             if_not_exists => TRUE, migrate_data => TRUE, create_default_indexes => FALSE)",
-        )
-        .execute(pool)
-        .await?;
-        let compressed: Option<bool> = sqlx::query_scalar(
-            "SELECT compression_enabled FROM timescaledb_information.hypertables \
-             WHERE hypertable_name = 'battery_status'",
-        )
-        .fetch_optional(pool)
-        .await?;
-        if compressed != Some(true) {
-            sqlx::query(
-                "ALTER TABLE battery_status SET (timescaledb.compress, \
-                 timescaledb.compress_segmentby = 'device_id', \
-                 timescaledb.compress_orderby = 'time DESC')",
-            )
-            .execute(pool)
-            .await?;
-        }
-        // Policies are replaced so a changed setting takes effect.
-        sqlx::query("SELECT remove_compression_policy('battery_status', if_exists => TRUE)")
-            .execute(pool)
-            .await?;
-        sqlx::query(
-            "SELECT add_compression_policy('battery_status', \
-             make_interval(days => $1::int))",
-        )
-        .bind(settings.compress_after_days as i32)
-        .execute(pool)
-        .await?;
-        sqlx::query("SELECT remove_retention_policy('battery_status', if_exists => TRUE)")
-            .execute(pool)
-            .await?;
-        sqlx::query(
-            "SELECT add_retention_policy('battery_status', make_interval(days => $1::int))",
-        )
-        .bind(settings.retention_days as i32)
-        .execute(pool)
-        .await?;
-        Ok::<(), sqlx::Error>(())
-    };
-    match step.await {
-        Ok(()) => Ok(Backend::Timescale),
-        Err(e) => {
-            // The extension is installed on the server but cannot be used here (not preloaded,
-            // no privilege): run as plain PostgreSQL and say so.
-            tracing::warn!(error = %e, "timescaledb_unusable");
-            Ok(Backend::Postgres)
-        }
-    }
-}
-
 const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
     pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
     total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
     ct_power, charge_allowed, discharge_allowed, rssi, readings";
-
-/// The `readings` column (JSONB; NULL before migration 0004).
-fn readings_from_row(r: &PgRow) -> Result<Readings, StoreError> {
-    match r.try_get::<Option<serde_json::Value>, _>("readings")? {
-        None => Ok(Readings::default()),
-        Some(v) => Readings::from_stored_json(v).map_err(|e| decode_err("readings", e)),
-    }
-}
-
-fn sample_from_row(r: &PgRow) -> Result<Sample, StoreError> {
-    let device: String = r.try_get("device_id")?;
-    let mode: Option<String> = r.try_get("mode")?;
-    let soc: Option<i16> = r.try_get("soc")?;
-    Ok(Sample {
-        device: DeviceId(device),
-        at: r.try_get("time")?,
-        soc: soc
-            .map(|v| Percent::parse(v.into()).map_err(|e| decode_err("soc", e)))
-            .transpose()?,
-        bat_power: r.try_get::<Option<i32>, _>("bat_power")?.map(Watts),
-        grid_power: r.try_get::<Option<i32>, _>("grid_power")?.map(Watts),
-        offgrid_power: r.try_get::<Option<i32>, _>("offgrid_power")?.map(Watts),
-        pv_power: r.try_get::<Option<i32>, _>("pv_power")?.map(Watts),
-        temperature: r.try_get::<Option<f64>, _>("temperature")?.map(Celsius),
-        remaining_capacity: r
-            .try_get::<Option<f64>, _>("remaining_capacity")?
-            .map(WattHours),
-        rated_capacity: r
-            .try_get::<Option<f64>, _>("rated_capacity")?
-            .map(WattHours),
-        total_pv_energy: r
-            .try_get::<Option<f64>, _>("total_pv_energy")?
-            .map(WattHours),
-        total_grid_output_energy: r
-            .try_get::<Option<f64>, _>("total_grid_output_energy")?
-            .map(WattHours),
-        total_grid_input_energy: r
-            .try_get::<Option<f64>, _>("total_grid_input_energy")?
-            .map(WattHours),
-        total_load_energy: r
-            .try_get::<Option<f64>, _>("total_load_energy")?
-            .map(WattHours),
-        mode: mode
-            .map(|m| Mode::parse(&m).map_err(|e| decode_err("mode", e)))
-            .transpose()?,
-        ct_connected: r.try_get("ct_connected")?,
-        ct_power: r.try_get::<Option<i32>, _>("ct_power")?.map(Watts),
-        charge_allowed: r.try_get("charge_allowed")?,
-        discharge_allowed: r.try_get("discharge_allowed")?,
-        rssi: r.try_get("rssi")?,
-        readings: Box::new(readings_from_row(r)?),
-    })
-}
-
-fn job_run_from_row(r: &PgRow) -> Result<JobRunRecord, StoreError> {
-    let status: String = r.try_get("status")?;
-    Ok(JobRunRecord {
-        job_id: r.try_get("job_id")?,
-        scheduled_for: r.try_get("scheduled_for")?,
-        status: parse_run_status(&status)?,
-        instance: r.try_get("instance")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        result: r.try_get("result")?,
-        error: r.try_get("error")?,
-    })
-}
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -427,11 +299,26 @@ impl Store for PgStore {
     }
 
     async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend != Backend::Timescale {
+            history::pg_rollup_before(&mut tx, before).await?;
+        }
         let r = sqlx::query("DELETE FROM battery_status WHERE time < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
+    }
+
+    async fn energy_history(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> Result<Vec<EnergyBucket>, StoreError> {
+        history::pg_energy_history(&self.pool, self.backend, device, from, to, bucket).await
     }
 
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {

@@ -17,8 +17,12 @@ pub struct DatabaseSettings {
     /// unavailable.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
-    /// Telemetry older than this many days is removed (TimescaleDB policy or periodic delete).
+    /// Raw telemetry older than this many days is removed (TimescaleDB policy or periodic
+    /// delete, after its hours are rolled up into the energy history). At least 4 days.
     pub retention_days: u32,
+    /// Hourly and daily energy history (`Store::energy_history`) older than this many days is
+    /// removed (TimescaleDB retention policy on the aggregates); at least `retention_days`.
+    pub aggregate_retention_days: u32,
     /// TimescaleDB only: chunks older than this many days are compressed.
     pub compress_after_days: u32,
     /// Samples written per batch (upper bound).
@@ -49,6 +53,7 @@ impl Default for DatabaseSettings {
             max_connections: 5,
             acquire_timeout: Duration::from_secs(5),
             retention_days: 90,
+            aggregate_retention_days: 3650,
             compress_after_days: 7,
             batch_size: 500,
             batch_interval: Duration::from_secs(2),
@@ -136,10 +141,25 @@ impl DatabaseSettings {
                 "must be between 100ms and 5m".to_string(),
             );
         }
-        if !(1..=36_500).contains(&self.retention_days) {
+        if !(4..=36_500).contains(&self.retention_days) {
             bad(
                 "retention_days",
-                format!("{} is out of range (1 to 36500 days)", self.retention_days),
+                format!(
+                    "{} is out of range (4 to 36500 days; TimescaleDB's aggregates re-read the \
+                     last 3 days)",
+                    self.retention_days
+                ),
+            );
+        }
+        if self.aggregate_retention_days < self.retention_days
+            || self.aggregate_retention_days > 36_500
+        {
+            bad(
+                "aggregate_retention_days",
+                format!(
+                    "{} is out of range (at least retention_days = {}, at most 36500 days)",
+                    self.aggregate_retention_days, self.retention_days
+                ),
             );
         }
         if self.compress_after_days == 0 {
@@ -206,6 +226,20 @@ mod tests {
         assert_eq!(keys, ["url", "batch_size"]);
         assert!(errs[0].1.contains("mysql"), "{}", errs[0].1);
         assert!(!errs[0].1.contains("secret"));
+    }
+
+    #[test]
+    fn retention_bounds_are_named() {
+        let s = DatabaseSettings {
+            retention_days: 3,
+            aggregate_retention_days: 2,
+            ..Default::default()
+        };
+        let errs = s.validate();
+        let keys: Vec<&str> = errs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["retention_days", "aggregate_retention_days"]);
+        assert!(errs[0].1.contains("4 to 36500"), "{}", errs[0].1);
+        assert!(errs[1].1.contains("retention_days = 3"), "{}", errs[1].1);
     }
 
     #[test]

@@ -7,20 +7,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
 
+use super::history::{self, Bucket, EnergyBucket};
+use super::rows::sqlite::{
+    job_run_from_row, json_from_text, json_to_text, opt_time, sample_from_row,
+};
 use super::{
     Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
     Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name, from_micros,
-    migration_error, parse_enum, parse_run_status, to_micros,
+    migration_error, parse_enum, to_micros,
 };
-use crate::domain::{
-    Alert, AlertState, Celsius, DesiredState, DeviceId, DeviceInfo, Mode, Percent, Readings,
-    Sample, WattHours, Watts,
-};
+use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sample};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -86,89 +86,6 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-}
-
-fn opt_time(v: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    v.map(from_micros).transpose()
-}
-
-fn sample_from_row(r: &SqliteRow) -> Result<Sample, StoreError> {
-    let device: String = r.try_get("device_id")?;
-    let mode: Option<String> = r.try_get("mode")?;
-    let soc: Option<i64> = r.try_get("soc")?;
-    Ok(Sample {
-        device: DeviceId(device),
-        at: from_micros(r.try_get("time")?)?,
-        soc: soc
-            .map(|v| Percent::parse(v).map_err(|e| decode_err("soc", e)))
-            .transpose()?,
-        bat_power: r.try_get::<Option<i32>, _>("bat_power")?.map(Watts),
-        grid_power: r.try_get::<Option<i32>, _>("grid_power")?.map(Watts),
-        offgrid_power: r.try_get::<Option<i32>, _>("offgrid_power")?.map(Watts),
-        pv_power: r.try_get::<Option<i32>, _>("pv_power")?.map(Watts),
-        temperature: r.try_get::<Option<f64>, _>("temperature")?.map(Celsius),
-        remaining_capacity: r
-            .try_get::<Option<f64>, _>("remaining_capacity")?
-            .map(WattHours),
-        rated_capacity: r
-            .try_get::<Option<f64>, _>("rated_capacity")?
-            .map(WattHours),
-        total_pv_energy: r
-            .try_get::<Option<f64>, _>("total_pv_energy")?
-            .map(WattHours),
-        total_grid_output_energy: r
-            .try_get::<Option<f64>, _>("total_grid_output_energy")?
-            .map(WattHours),
-        total_grid_input_energy: r
-            .try_get::<Option<f64>, _>("total_grid_input_energy")?
-            .map(WattHours),
-        total_load_energy: r
-            .try_get::<Option<f64>, _>("total_load_energy")?
-            .map(WattHours),
-        mode: mode
-            .map(|m| Mode::parse(&m).map_err(|e| decode_err("mode", e)))
-            .transpose()?,
-        ct_connected: r.try_get("ct_connected")?,
-        ct_power: r.try_get::<Option<i32>, _>("ct_power")?.map(Watts),
-        charge_allowed: r.try_get("charge_allowed")?,
-        discharge_allowed: r.try_get("discharge_allowed")?,
-        rssi: r.try_get("rssi")?,
-        readings: Box::new(readings_from_row(r)?),
-    })
-}
-
-/// The `readings` column (typed JSON in TEXT; NULL before migration 0004).
-fn readings_from_row(r: &SqliteRow) -> Result<Readings, StoreError> {
-    match r.try_get::<Option<String>, _>("readings")? {
-        None => Ok(Readings::default()),
-        Some(text) => serde_json::from_str::<serde_json::Value>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(Readings::from_stored_json)
-            .map_err(|e| decode_err("readings", e)),
-    }
-}
-
-fn json_from_text(what: &str, v: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
-    v.map(|s| serde_json::from_str(&s).map_err(|e| decode_err(what, e)))
-        .transpose()
-}
-
-fn json_to_text(what: &str, v: &serde_json::Value) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| decode_err(what, e))
-}
-
-fn job_run_from_row(r: &SqliteRow) -> Result<JobRunRecord, StoreError> {
-    let status: String = r.try_get("status")?;
-    Ok(JobRunRecord {
-        job_id: r.try_get("job_id")?,
-        scheduled_for: from_micros(r.try_get("scheduled_for")?)?,
-        status: parse_run_status(&status)?,
-        instance: r.try_get("instance")?,
-        started_at: opt_time(r.try_get("started_at")?)?,
-        finished_at: opt_time(r.try_get("finished_at")?)?,
-        result: json_from_text("job run result", r.try_get("result")?)?,
-        error: r.try_get("error")?,
-    })
 }
 
 fn insert_sql(rows: usize) -> String {
@@ -342,11 +259,24 @@ impl Store for SqliteStore {
     }
 
     async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        history::sqlite_rollup_before(&mut tx, before).await?;
         let r = sqlx::query("DELETE FROM battery_status WHERE time < ?1")
             .bind(to_micros(before))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
+    }
+
+    async fn energy_history(
+        &self,
+        device: &DeviceId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Bucket,
+    ) -> Result<Vec<EnergyBucket>, StoreError> {
+        history::sqlite_energy_history(&self.pool, device, from, to, bucket).await
     }
 
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
