@@ -2,7 +2,8 @@
 //! batteries polled every second) is cut for 30 s through a `TcpProxy`. The bridge must keep
 //! running, buffer the telemetry and, after the database comes back, write every sample it
 //! produced (`marstek_samples_total` from `/metrics` against `count(*)` of `battery_status`).
-//! Prints the time from restore to the backlog being written.
+//! Run on plain PostgreSQL and on TimescaleDB (`TEST_TIMESCALE_URL`), whose start-up log must
+//! say `backend=Timescale`. Prints the time from restore to the backlog being written.
 
 mod fault_common;
 mod support;
@@ -45,15 +46,44 @@ where
     false
 }
 
+/// The log without ANSI colour sequences.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
+async fn database_outage_of_30s_loses_no_sample_within_the_buffer_on_postgres() {
+    outage_drill(TestPgDb::create("fault_db").await, "Postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_of_30s_loses_no_sample_within_the_buffer_on_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("fault_db_ts").await {
+        outage_drill(db, "Timescale").await;
+    }
+}
+
+async fn outage_drill(db: TestPgDb, backend: &str) {
     let sim = Simulator::start(SimConfig {
         devices: DEVICES,
         ..SimConfig::default()
     })
     .await
     .unwrap();
-    let db = TestPgDb::create("fault_db").await;
     let (proxy_addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let base = unique_base("fault_db");
@@ -62,6 +92,8 @@ async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
     setup.devices = aliases(&sim.addrs());
     setup.status_interval = "1s".into();
     setup.http_listen = Some(http);
+    // Warnings as usual, plus the store's start-up line (`store_opened backend=…`).
+    setup.log_level = "warn,marstek_bridge::store=info".into();
     let config = setup.write(dir.path());
     let mut bridge = BridgeProcess::spawn(BIN, &config, dir.path());
 
@@ -70,6 +102,12 @@ async fn database_outage_of_30s_loses_no_sample_within_the_buffer() {
     })
     .await;
     assert!(flowing, "no telemetry rows; log:\n{}", bridge.log_text());
+    let log = plain(&bridge.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("store_opened") && l.contains(&format!("backend={backend}"))),
+        "start-up log names backend={backend}:\n{log}"
+    );
 
     proxy.cut();
     let cut_at = Instant::now();

@@ -1,6 +1,7 @@
-//! Telemetry survives a database outage: the writer talks to PostgreSQL through a cuttable TCP
-//! proxy; while the link is cut, samples are buffered in memory and arrive exactly once, in
-//! order, after it is restored. With a tiny bound, the oldest samples are dropped and counted.
+//! Telemetry survives a database outage: the writer talks to PostgreSQL (plain, and TimescaleDB
+//! from `TEST_TIMESCALE_URL`) through a cuttable TCP proxy; while the link is cut, samples are
+//! buffered in memory and arrive exactly once, in order, after it is restored. With a tiny
+//! bound, the oldest samples are dropped and counted.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use marstek_bridge::domain::{DeviceId, Percent, Sample, Watts};
-use marstek_bridge::store::{self, DatabaseSettings, PgStore, spawn_writer};
+use marstek_bridge::store::{self, Backend, DatabaseSettings, PgStore, Store, spawn_writer};
 use support::{TcpProxy, TestPgDb};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +65,11 @@ fn writer_settings(url: String, capacity: usize) -> DatabaseSettings {
         retry_max: Duration::from_millis(800),
         write_timeout: Duration::from_secs(2),
         shutdown_flush_timeout: Duration::from_secs(5),
-        ..Default::default()
+        // The samples are from February: keep TimescaleDB's background retention and
+        // compression jobs off them (compressed rows would lose their inserting xmin).
+        retention_days: 36_500,
+        aggregate_retention_days: 36_500,
+        compress_after_days: 36_500,
     }
 }
 
@@ -83,11 +88,23 @@ async fn stored(db: &TestPgDb) -> Vec<(i64, i64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn samples_survive_a_ten_second_outage_exactly_once_in_order() {
+async fn samples_survive_a_ten_second_outage_exactly_once_in_order_on_postgres() {
     let db = TestPgDb::create("store_outage").await;
+    outage_exactly_once_in_order(db, Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_survive_a_ten_second_outage_exactly_once_in_order_on_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("store_outage_ts").await {
+        outage_exactly_once_in_order(db, Backend::Timescale).await;
+    }
+}
+
+async fn outage_exactly_once_in_order(db: TestPgDb, backend: Backend) {
     let (addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
     let settings = writer_settings(db.url_via(addr), 100_000);
     let store = store::open(&settings).await.unwrap();
+    assert_eq!(store.backend(), backend);
 
     let (tx, rx) = broadcast::channel(20_000);
     let cancel = CancellationToken::new();
@@ -160,12 +177,24 @@ async fn samples_survive_a_ten_second_outage_exactly_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tiny_bound_drops_the_oldest_and_counts_them() {
+async fn a_tiny_bound_drops_the_oldest_and_counts_them_on_postgres() {
     let db = TestPgDb::create("store_outage_drop").await;
+    tiny_bound_drops_the_oldest(db, Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_bound_drops_the_oldest_and_counts_them_on_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("store_outage_drop_ts").await {
+        tiny_bound_drops_the_oldest(db, Backend::Timescale).await;
+    }
+}
+
+async fn tiny_bound_drops_the_oldest(db: TestPgDb, backend: Backend) {
     let (addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
     let capacity = 200;
     let settings = writer_settings(db.url_via(addr), capacity);
-    let store: Arc<dyn store::Store> = Arc::new(PgStore::connect(&settings).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&settings).await.unwrap());
+    assert_eq!(store.backend(), backend);
 
     let (tx, rx) = broadcast::channel(20_000);
     let cancel = CancellationToken::new();

@@ -1,4 +1,5 @@
-//! The storage story, run on SQLite (temp file) and PostgreSQL (a fresh database per run):
+//! The storage story, run on SQLite (temp file), plain PostgreSQL and TimescaleDB (a fresh
+//! database per run; TimescaleDB from `TEST_TIMESCALE_URL`, which `.ci/run` always sets):
 //! samples with a duplicate, latest and window queries, alerts, command audit, jobs and runs,
 //! desired state, Tempo days, documents and the leader lease. Plus open/migration errors.
 
@@ -362,32 +363,44 @@ async fn story(store: &dyn Store) {
     assert!(store.try_lead("inst-1", ttl).await.unwrap());
 }
 
-/// Retention: only samples older than the retention period go (none on TimescaleDB, whose
-/// policy does it).
-async fn retention(store: &dyn Store) {
+/// Retention: only samples older than the retention period go: deleted by `prune_expired`
+/// without TimescaleDB; on TimescaleDB `prune_expired` does nothing and the retention policy
+/// (its job run now, as the scheduler would) drops the chunks past 90 days.
+async fn retention(store: &dyn Store, timescale_url: Option<&str>) {
     let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
     let d = dev("retention_dev");
-    let old = Sample::empty(d.clone(), now - chrono::Duration::days(91));
+    // 100 days: its 7-day chunk lies wholly beyond the 90 days, as drop_chunks requires.
+    let old = Sample::empty(d.clone(), now - chrono::Duration::days(100));
     let recent = Sample::empty(d.clone(), now - chrono::Duration::days(89));
     assert_eq!(
         store.insert_samples(&[old, recent.clone()]).await.unwrap(),
         2
     );
-    let expected = if store.backend() == Backend::Timescale {
-        0
+    let deleted = store::prune_expired(store, 90, now).await.unwrap();
+    if let Some(url) = timescale_url {
+        assert_eq!(deleted, 0, "TimescaleDB's policy does it");
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let job: i32 = sqlx::query_scalar(
+            "SELECT job_id FROM timescaledb_information.jobs \
+             WHERE proc_name = 'policy_retention' AND hypertable_name = 'battery_status'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        sqlx::query("CALL run_job($1)")
+            .bind(job)
+            .execute(&mut c)
+            .await
+            .unwrap();
     } else {
-        1
-    };
-    assert_eq!(
-        store::prune_expired(store, 90, now).await.unwrap(),
-        expected
-    );
+        assert_eq!(deleted, 1);
+    }
     let left = store
         .sample_history(&d, now - chrono::Duration::days(365), now)
         .await
         .unwrap();
-    assert_eq!(left.len(), 2 - expected as usize);
-    assert_eq!(left.last().map(|s| s.at), Some(recent.at));
+    assert_eq!(left.iter().map(|s| s.at).collect::<Vec<_>>(), [recent.at]);
 }
 
 fn sqlite_settings(dir: &tempfile::TempDir, file: &str) -> DatabaseSettings {
@@ -423,24 +436,38 @@ async fn story_on_sqlite() {
     assert_eq!(s.devices().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn story_on_postgres() {
-    let db = TestPgDb::create("store_story").await;
+/// The story on a PostgreSQL database, expecting `backend`; re-opening keeps the data.
+async fn story_on_pg(db: TestPgDb, backend: Backend) {
     let settings = DatabaseSettings {
         url: db.url.clone(),
+        // The story's samples are from January: keep TimescaleDB's background retention and
+        // compression jobs (which start at once) off them while the story runs.
+        retention_days: 36_500,
+        aggregate_retention_days: 36_500,
+        compress_after_days: 36_500,
         ..Default::default()
     };
     let s = store::open(&settings).await.unwrap();
-    assert!(matches!(
-        s.backend(),
-        Backend::Postgres | Backend::Timescale
-    ));
+    assert_eq!(s.backend(), backend);
     story(s.as_ref()).await;
     drop(s);
     let s = store::open(&settings).await.unwrap();
+    assert_eq!(s.backend(), backend, "the TimescaleDB step is idempotent");
     assert_eq!(s.devices().await.unwrap().len(), 1);
     drop(s);
     db.drop_now().await;
+}
+
+#[tokio::test]
+async fn story_on_postgres() {
+    story_on_pg(TestPgDb::create("store_story").await, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn story_on_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("store_story_ts").await {
+        story_on_pg(db, Backend::Timescale).await;
+    }
 }
 
 #[tokio::test]
@@ -465,7 +492,17 @@ async fn failing_migration_names_the_file_sqlite() {
 
 #[tokio::test]
 async fn failing_migration_names_the_file_postgres() {
-    let db = TestPgDb::create("store_migfail").await;
+    failing_migration_names_the_file_pg(TestPgDb::create("store_migfail").await).await;
+}
+
+#[tokio::test]
+async fn failing_migration_names_the_file_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("store_migfail_ts").await {
+        failing_migration_names_the_file_pg(db).await;
+    }
+}
+
+async fn failing_migration_names_the_file_pg(db: TestPgDb) {
     {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -534,18 +571,30 @@ async fn open_errors_name_the_url_without_password() {
 async fn retention_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let s = store::open(&sqlite_settings(&dir, "r.db")).await.unwrap();
-    retention(s.as_ref()).await;
+    retention(s.as_ref(), None).await;
 }
 
-#[tokio::test]
-async fn retention_on_postgres() {
-    let db = TestPgDb::create("store_retention").await;
+async fn retention_on_pg(db: TestPgDb, backend: Backend) {
     let settings = DatabaseSettings {
         url: db.url.clone(),
         ..Default::default()
     };
     let s = store::open(&settings).await.unwrap();
-    retention(s.as_ref()).await;
+    assert_eq!(s.backend(), backend);
+    let ts = (backend == Backend::Timescale).then_some(db.url.as_str());
+    retention(s.as_ref(), ts).await;
     drop(s);
     db.drop_now().await;
+}
+
+#[tokio::test]
+async fn retention_on_postgres() {
+    retention_on_pg(TestPgDb::create("store_retention").await, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn retention_on_timescale() {
+    if let Some(db) = TestPgDb::create_timescale("store_retention_ts").await {
+        retention_on_pg(db, Backend::Timescale).await;
+    }
 }

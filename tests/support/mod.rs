@@ -159,12 +159,34 @@ async fn admin_connect(base: &str) -> Result<(sqlx::PgConnection, String), Strin
     ))
 }
 
+/// Base URL of the test TimescaleDB server (`TEST_TIMESCALE_URL`; `.ci/run` starts a private
+/// cluster and always sets it), or None for local runs without one.
+pub fn timescale_base_url() -> Option<String> {
+    std::env::var("TEST_TIMESCALE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 impl TestPgDb {
     /// Creates `<prefix>_<pid>_<nanos>_<n>` on the test server.
     pub async fn create(prefix: &str) -> TestPgDb {
+        Self::create_on(&pg_base_url(), prefix).await
+    }
+
+    /// Creates a database on the TimescaleDB test server; None (after saying why on stderr)
+    /// only when `TEST_TIMESCALE_URL` is unset.
+    pub async fn create_timescale(prefix: &str) -> Option<TestPgDb> {
+        let Some(base) = timescale_base_url() else {
+            eprintln!("skipped: TEST_TIMESCALE_URL is unset (.ci/run starts a TimescaleDB for it)");
+            return None;
+        };
+        Some(Self::create_on(&base, prefix).await)
+    }
+
+    /// Creates `<prefix>_<pid>_<nanos>_<n>` on the server at `base`.
+    pub async fn create_on(base: &str, prefix: &str) -> TestPgDb {
         static N: AtomicU64 = AtomicU64::new(0);
-        let base = pg_base_url();
-        let (mut conn, admin_url) = admin_connect(&base).await.expect("test PostgreSQL");
+        let (mut conn, admin_url) = admin_connect(base).await.expect("test PostgreSQL");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
