@@ -356,6 +356,11 @@ async fn jobs_and_the_rest(rig: &Rig) {
         error_code(code, &v, StatusCode::SERVICE_UNAVAILABLE),
         "unavailable"
     );
+    let (code, v) = rig.get("/api/v1/plan").await;
+    assert_eq!(
+        error_code(code, &v, StatusCode::SERVICE_UNAVAILABLE),
+        "unavailable"
+    );
     let (code, v) = rig
         .post("/api/v1/tempo/refresh", r#"{"dry_run":true}"#)
         .await;

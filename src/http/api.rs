@@ -500,6 +500,18 @@ pub async fn refresh_tempo(
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
+/// The planner's slots for the next 48 h with their reasons, computed now (`plan/get`).
+#[utoipa::path(get, path = "/api/v1/plan", tag = "tempo",
+    responses((status = 200, body = Object, description = "The plan: slots with power, price and reason"),
+        (status = 503, body = ErrorBody)))]
+pub async fn get_plan(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    tempo(&s)?
+        .request("plan/get", &json!({}))
+        .await
+        .map(Json)
+        .map_err(ApiError::unavailable)
+}
+
 /// Open and recent alerts.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertsView {

@@ -141,6 +141,7 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
             "/api/v1/tempo/refresh",
             post(api::refresh_tempo),
         ),
+        (Method::GET, "/api/v1/plan", get(api::get_plan)),
         (Method::GET, "/api/v1/alerts", get(api::alerts)),
         (Method::GET, "/api/v1/bridge", get(api::bridge)),
         (Method::GET, "/api/v1/events", get(events)),

@@ -23,7 +23,7 @@ use super::history::HistoryPoint;
         api::post_command, api::audit,
         api::list_jobs, api::run_job, api::pause_job, api::resume_job, api::update_trigger,
         api::preview,
-        api::get_tempo, api::refresh_tempo,
+        api::get_tempo, api::refresh_tempo, api::get_plan,
         api::alerts, api::bridge,
         super::events, super::openapi_json,
     ),
