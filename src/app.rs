@@ -964,6 +964,7 @@ fn spawn_fan_out(
                 r = samples.recv() => match r {
                     Ok(sample) => {
                         metrics::counter!("marstek_samples_total").increment(1);
+                        crate::sample_metrics::record(&sample);
                         let alerts = engine.on_sample(&sample);
                         mqtt_out.publish_sample(sample);
                         alerts

@@ -18,6 +18,7 @@ pub mod marstek;
 pub mod mqtt;
 pub mod remote;
 pub mod replay;
+pub mod sample_metrics;
 pub mod scheduler;
 pub mod simulator;
 pub mod store;

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
+use fault_common::{
+    BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, free_addr, unique_base,
+};
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
 use serde_json::Value;
 use sqlx::{Connection, Row};
@@ -29,6 +31,8 @@ struct Run {
     watcher: Watcher,
     base: String,
     db: PathBuf,
+    /// The bridge's HTTP address (`/metrics`).
+    http: SocketAddr,
     /// Retained discovery configs seen so far (topic → payload; removals drop the topic).
     configs: BTreeMap<String, Value>,
     _dir: tempfile::TempDir,
@@ -67,6 +71,8 @@ impl Run {
         setup.devices = aliases(&sim.addrs());
         setup.status_interval = "1s".into();
         setup.discovery = "entity".into();
+        let http = free_addr();
+        setup.http_listen = Some(http);
         // Every round reads the extras (EM, Wi-Fi, BLE) so each state carries fresh ones.
         let toml = setup
             .to_toml()
@@ -86,6 +92,7 @@ impl Run {
             watcher,
             base,
             db,
+            http,
             configs: BTreeMap::new(),
             _dir: dir,
         }
@@ -155,6 +162,28 @@ impl Run {
         let text: Option<String> = row.get("readings");
         serde_json::from_str(&text.expect("readings stored")).unwrap()
     }
+}
+
+/// Value of the series `name{device="d0000",reading="<reading>"}` on `/metrics`.
+async fn gauge(run: &Run, name: &str, reading: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", run.http))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let labels = [
+        "device=\"d0000\"".to_string(),
+        format!("reading=\"{reading}\""),
+    ];
+    text.lines().find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?.strip_prefix('{')?;
+        labels
+            .iter()
+            .all(|want| rest.split([',', '}']).any(|x| x == want))
+            .then(|| v.parse().ok())?
+    })
 }
 
 fn f(v: &Value, key: &str) -> f64 {
@@ -351,6 +380,16 @@ async fn profile_story(profile: SimProfile, firmware: Option<i64>, e: Expect) {
         assert!(s["cell_temp_max"].is_null());
     }
     assert!(s["charge_allowed"].is_boolean() && s["discharge_allowed"].is_boolean());
+
+    // Prometheus: the readings as gauges.
+    let g = gauge(&run, "marstek_voltage_volts", "pv2").await;
+    assert_eq!(g, e.pv.then_some(41.0), "PV2 voltage gauge");
+    let g = gauge(&run, "marstek_power_watts", "ct_a").await;
+    assert!(g.is_some(), "CT phase A gauge");
+    let g = gauge(&run, "marstek_voltage_volts", "battery").await;
+    assert_eq!(g.is_some(), e.electrical, "battery voltage gauge");
+    let g = gauge(&run, "marstek_temperature_celsius", "cell_max").await;
+    assert_eq!(g.is_some(), e.temperatures, "cell temperature gauge");
 
     // Stored: the same readings, in the typed extras column.
     let stored = run.stored_readings(s["at"].as_str().unwrap()).await;
