@@ -245,7 +245,10 @@ impl AlertEngine {
     /// Passes an event from elsewhere (command failed, mode drift, job failures) through, tracking
     /// raise/clear so a repeated raise of a stateful kind (mode drift) is not re-sent.
     pub fn on_event(&mut self, a: Alert) -> Vec<Alert> {
-        let one_shot = matches!(a.kind, AlertKind::CommandFailed | AlertKind::JobFailed);
+        let one_shot = matches!(
+            a.kind,
+            AlertKind::CommandFailed | AlertKind::JobFailed | AlertKind::SocLimit
+        );
         match (&a.device, one_shot) {
             (Some(dev), false) => {
                 let dev = dev.clone();

@@ -27,7 +27,7 @@ use crate::domain::{
 use crate::http::{self, Readiness, ReadyProbe};
 use crate::marstek::discovery::mac_from_src;
 use crate::marstek::protocol::{DeviceResult, decode_result, get_device_params, method};
-use crate::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+use crate::marstek::{DeviceSpec, MarstekBattery, NamedDevice, PollingSettings, Transport};
 use crate::marstek::{DiscoverOptions, discover_devices};
 use crate::mqtt::discovery::{self, Component, Entity, EntityCategory, EntityConfig};
 use crate::mqtt::{Handler, MqttBridge, MqttHandle, RequestRouter, Topics, handler};
@@ -39,8 +39,8 @@ use crate::store::Backend;
 use crate::store::{self, DeviceRecord, Store, WriterHandle};
 use crate::tempo::TempoService;
 
-/// A problem found while starting (database URL unusable or unreachable, port taken …): the
-/// process exits with code 2 like a configuration error.
+/// A problem found while starting (database unreachable, port taken …): a runtime failure,
+/// the process exits with code 1 (configuration errors are found before, by validation: 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct StartupError(pub String);
@@ -152,29 +152,7 @@ pub async fn build_core(
              stop it or set marstek.bind_device_port = false"
         ))
     })?;
-    let known = store.devices().await.unwrap_or_default();
-    let mut batteries: Vec<BatteryRef> = Vec::new();
-    for device in &settings.devices {
-        let addr = resolve_addr(&device.host, device.port)
-            .await
-            .map_err(|e| StartupError(format!("devices: {e}")))?;
-        let id = device_id(device, addr, &transport, &settings.polling, &known).await;
-        let spec = DeviceSpec {
-            id,
-            addr,
-            limits: device.limits(),
-        };
-        let battery = MarstekBattery::spawn(
-            transport.clone(),
-            spec,
-            settings.polling.clone(),
-            samples.clone(),
-            tasks.token().clone(),
-            &tasks.tracker,
-        );
-        batteries.push(Arc::new(battery));
-    }
-    let fleet = Fleet::new(batteries);
+    let fleet = Fleet::new(spawn_batteries(settings, &transport, &store, &samples, tasks).await);
     let commands = CommandService::new(
         fleet.clone(),
         Some(store.clone()),
@@ -196,6 +174,11 @@ pub async fn build_core(
         mqtt_settings(settings).offline_after(),
         tasks.token().clone(),
         &tasks.tracker,
+    );
+    tasks.spawn(
+        commands
+            .clone()
+            .guard_soc(samples.subscribe(), tasks.token().clone()),
     );
     let (writer, writer_task) = store::spawn_writer(
         store.clone(),
@@ -239,6 +222,105 @@ pub async fn build_core(
         samples,
         writer,
     })
+}
+
+/// One actor per configured battery. A host name that does not resolve does not stop the
+/// others: that battery's actor keeps resolving it (and the battery is unavailable meanwhile).
+/// Two entries that turn out to be the same battery (same address, or same id) are served once,
+/// with one warning naming both entries.
+async fn spawn_batteries(
+    settings: &Settings,
+    transport: &Arc<Transport>,
+    store: &Arc<dyn Store>,
+    samples: &broadcast::Sender<Sample>,
+    tasks: &Tasks,
+) -> Vec<BatteryRef> {
+    let known = store.devices().await.unwrap_or_default();
+    let entry = |n: usize| {
+        let d = &settings.devices[n];
+        format!("devices.{n} ({}:{})", d.host, d.port)
+    };
+    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut by_id: HashMap<DeviceId, usize> = HashMap::new();
+    let mut batteries: Vec<BatteryRef> = Vec::new();
+    for (n, device) in settings.devices.iter().enumerate() {
+        let (addr, id) = match resolve_addr(&device.host, device.port).await {
+            Ok(addr) => {
+                if let Some(first) = by_addr.insert(addr, n) {
+                    tracing::warn!(first = entry(first), second = entry(n), addr = %addr, "duplicate_device_ignored");
+                    by_addr.insert(addr, first);
+                    continue;
+                }
+                let id = device_id(device, addr, transport, &settings.polling, &known).await;
+                (Some(addr), id)
+            }
+            Err(e) => {
+                tracing::warn!(device = entry(n), error = %e, "device_unresolved_retrying");
+                (None, named_id(device))
+            }
+        };
+        if let Some(first) = by_id.get(&id) {
+            tracing::warn!(first = entry(*first), second = entry(n), id = %id, "duplicate_device_ignored");
+            continue;
+        }
+        by_id.insert(id.clone(), n);
+        let (polling, out, token) = (
+            settings.polling.clone(),
+            samples.clone(),
+            tasks.token().clone(),
+        );
+        let battery = match addr {
+            Some(addr) => {
+                let spec = DeviceSpec {
+                    id,
+                    addr,
+                    limits: device.limits(),
+                };
+                MarstekBattery::spawn(transport.clone(), spec, polling, out, token, &tasks.tracker)
+            }
+            None => {
+                let named = NamedDevice {
+                    id,
+                    host: device.host.clone(),
+                    port: device.port,
+                    limits: device.limits(),
+                };
+                MarstekBattery::spawn_named(
+                    transport.clone(),
+                    named,
+                    polling,
+                    out,
+                    token,
+                    &tasks.tracker,
+                )
+            }
+        };
+        batteries.push(Arc::new(battery));
+    }
+    batteries
+}
+
+/// The id of a battery whose host name does not resolve: its alias, else one derived from
+/// the host name and port.
+fn named_id(device: &DeviceConfig) -> DeviceId {
+    device
+        .id
+        .as_deref()
+        .and_then(|i| DeviceId::parse(i).ok())
+        .unwrap_or_else(|| {
+            let name: String = format!("{}_{}", device.host, device.port)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(64)
+                .collect();
+            DeviceId(name)
+        })
 }
 
 async fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -413,7 +495,7 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
     let (alerts_tx, alerts_rx) = mpsc::unbounded_channel();
     let core = build_core(settings, tasks, alerts_tx.clone()).await?;
     let token = tasks.token().clone();
-    let instance = settings.bridge.instance();
+    let instance = settings.instance();
 
     let tempo = if settings.tempo.enabled {
         let service = TempoService::new(

@@ -3,7 +3,7 @@
 //! before anything starts. Every problem names its key, the file and line when it comes from
 //! the file, and what is allowed. Reads the config file and the environment; nothing else.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{DeviceId, DeviceLimits};
+use crate::redact::redact;
+pub use crate::redact::{is_secret_key, redact_url};
 
 /// Prefix of environment overrides: `MARSTEK_BRIDGE__MQTT__HOST=broker`.
 pub const ENV_PREFIX: &str = "MARSTEK_BRIDGE__";
@@ -53,7 +55,8 @@ pub struct Settings {
 pub struct BridgeSettings {
     /// Refuse every write to a battery (commands and jobs are answered with an error).
     pub read_only: bool,
-    /// Name of this instance (leader election, job runs); default: host name and process id.
+    /// Name of this instance (leader election, job runs); default: the host name and a digest of
+    /// the configuration, stable across restarts (see [`Settings::instance`]).
     pub instance_id: Option<String>,
     /// Longest time an orderly shutdown may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
@@ -70,18 +73,13 @@ impl Default for BridgeSettings {
     }
 }
 
-impl BridgeSettings {
-    /// The configured instance id, or `<hostname>-<pid>`.
-    pub fn instance(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|s| s.trim().to_string())
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "marstek-bridge".into());
-            format!("{host}-{}", std::process::id())
-        })
-    }
+/// Host name of this machine (`/etc/hostname`), or `marstek-bridge` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "marstek-bridge".into())
 }
 
 /// One battery.
@@ -253,11 +251,20 @@ pub fn load_from(
         None
     };
 
+    // Environment values are parsed (`8080` becomes a number), except secrets: a password is a
+    // string whatever it looks like, so those are merged as the text they are.
     figment = figment.merge(
         Env::prefixed(ENV_PREFIX)
-            .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file"))
+            .filter(|k| env_kind(k.as_str()) == Some(false))
             .split("__"),
     );
+    for (key, value) in Env::prefixed(ENV_PREFIX)
+        .filter(|k| env_kind(k.as_str()) == Some(true))
+        .split("__")
+        .iter()
+    {
+        figment = figment.merge(Serialized::global(key.as_str(), value));
+    }
     for (name, file_path) in env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)) {
         let Some(base) = name.strip_suffix("_FILE") else {
             continue;
@@ -279,9 +286,14 @@ pub fn load_from(
             .map(|e| {
                 let key = e.path.join(".");
                 let location = source.as_ref().map(|(f, t)| locate(f, t, &e.path));
+                let secret = e.path.last().is_some_and(|k| is_secret_key(k));
                 Issue {
                     key: if key.is_empty() { "(root)".into() } else { key },
-                    reason: e.kind.to_string(),
+                    reason: if secret {
+                        secret_reason(&e.kind)
+                    } else {
+                        e.kind.to_string()
+                    },
                     location: location.flatten(),
                 }
             })
@@ -299,6 +311,30 @@ pub fn load_from(
         return Err(ConfigError { issues });
     }
     Ok(settings)
+}
+
+/// For an override name without the prefix (`MQTT__PASSWORD`): `None` for a `…_FILE` variable,
+/// else whether it holds a secret.
+fn env_kind(name: &str) -> Option<bool> {
+    let k = name.to_ascii_lowercase();
+    if k.ends_with("_file") {
+        return None;
+    }
+    Some(is_secret_key(k.rsplit("__").next().unwrap_or_default()))
+}
+
+/// What is wrong with a secret's value, without the value itself.
+fn secret_reason(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(_, expected) => {
+            format!("invalid type (value not shown: it is a secret), expected {expected}")
+        }
+        Kind::InvalidValue(_, expected) => {
+            format!("invalid value (not shown: it is a secret), expected {expected}")
+        }
+        _ => "invalid value (not shown: it is a secret)".into(),
+    }
 }
 
 fn single(key: &str, reason: String) -> ConfigError {
@@ -362,6 +398,35 @@ fn issue(key: impl Into<String>, reason: impl Into<String>) -> Issue {
 }
 
 impl Settings {
+    /// This instance's name in leader election and job runs: `bridge.instance_id` when set, else
+    /// `<host>-<digest>`, where the digest (8 hex digits of SHA-256) covers the host name, the
+    /// broker address, the MQTT client id and base topic and the database URL. It does not change
+    /// when the process restarts, so a bridge restarted after a crash reclaims its own lease at
+    /// once; two bridges on one host differ as long as their client ids (which the broker requires
+    /// to be unique) or databases differ.
+    pub fn instance(&self) -> String {
+        if let Some(id) = &self.bridge.instance_id {
+            return id.clone();
+        }
+        self.derived_instance(&host_name())
+    }
+
+    fn derived_instance(&self, host: &str) -> String {
+        use sha2::Digest;
+        let identity = format!(
+            "{host}\n{}:{}\n{}\n{}\n{}",
+            self.mqtt.host,
+            self.mqtt.port,
+            self.mqtt.client_id,
+            self.mqtt.base_topic,
+            self.database.url
+        );
+        let digest = sha2::Sha256::digest(identity.as_bytes());
+        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let host: String = host.chars().take(48).collect();
+        format!("{host}-{hex}")
+    }
+
     /// Checks everything that types alone cannot: ranges, duplicates, names, patterns.
     pub fn validate(&self) -> Vec<Issue> {
         let mut issues = Vec::new();
@@ -396,7 +461,7 @@ impl Settings {
         section(&mut issues, "tempo", self.tempo.validate());
         section(&mut issues, "alerts", self.alerts.validate());
         let mut ids = HashSet::new();
-        let mut addresses = HashSet::new();
+        let mut addresses: HashMap<(String, u16), usize> = HashMap::new();
         for (n, d) in self.devices.iter().enumerate() {
             let key = |k: &str| format!("devices.{n}.{k}");
             if d.host.trim().is_empty() {
@@ -431,14 +496,20 @@ impl Settings {
                     }
                 }
             }
-            if !d.host.is_empty() && !addresses.insert((d.host.to_ascii_lowercase(), d.port)) {
-                issues.push(issue(
-                    key("host"),
-                    format!(
-                        "duplicate device address {}:{}: already configured above",
-                        d.host, d.port
-                    ),
-                ));
+            if !d.host.trim().is_empty() {
+                let address = (canonical_host(&d.host), d.port);
+                if let Some(first) = addresses.get(&address) {
+                    let other: &DeviceConfig = &self.devices[*first];
+                    issues.push(issue(
+                        key("host"),
+                        format!(
+                            "{}:{} is the same battery as devices.{first} ({}:{}); configure it once",
+                            d.host, d.port, other.host, other.port
+                        ),
+                    ));
+                } else {
+                    addresses.insert(address, n);
+                }
             }
             if let Some(p) = &d.profile
                 && !PROFILES.contains(&p.as_str())
@@ -489,31 +560,43 @@ impl Settings {
     }
 }
 
-/// Whether a key holds a secret (passwords, client secrets, tokens).
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    !k.ends_with("_file")
-        && (k.contains("password") || k.contains("secret") || k.contains("token") || k == "key_pem")
+/// The form of a device host under which two entries name the same battery: IP addresses in
+/// their canonical text, `localhost` (and `*.localhost`, loopback by RFC 6761) as `127.0.0.1`,
+/// other names lowercase without a trailing dot.
+fn canonical_host(host: &str) -> String {
+    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+        return ip.to_string();
+    }
+    match url::Host::parse(&h) {
+        // `127.1`, `0x7f.0.0.1` … are IPv4 addresses too (and resolve as such).
+        Ok(url::Host::Ipv4(ip)) => ip.to_string(),
+        Ok(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ if h == "localhost" || h.ends_with(".localhost") => "127.0.0.1".into(),
+        _ => h,
+    }
 }
 
-fn redact(value: &mut toml::Value) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t.iter_mut() {
-                if is_secret_key(k) {
-                    if !matches!(v, toml::Value::String(s) if s.is_empty()) {
-                        *v = toml::Value::String("***".into());
-                    }
-                } else if let toml::Value::String(s) = v {
-                    if s.contains("://") {
-                        *s = crate::store::redact_url(s);
-                    }
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        toml::Value::Array(a) => a.iter_mut().for_each(redact),
-        _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_instance_is_stable_and_follows_the_configuration() {
+        let s = Settings::default();
+        let id = s.derived_instance("nas");
+        assert_eq!(id, s.derived_instance("nas"), "not stable");
+        assert!(
+            id.starts_with("nas-") && id.len() == "nas-".len() + 8,
+            "{id}"
+        );
+        assert!(!id.contains(&std::process::id().to_string()), "{id}");
+        assert_ne!(id, s.derived_instance("other-host"));
+        let mut second = s.clone();
+        second.mqtt.client_id = "marstek-bridge-2".into();
+        assert_ne!(id, second.derived_instance("nas"));
+        let mut pinned = s.clone();
+        pinned.bridge.instance_id = Some("bridge-1".into());
+        assert_eq!(pinned.instance(), "bridge-1");
     }
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod marstek;
 pub mod mqtt;
+pub mod redact;
 pub mod remote;
 pub mod replay;
 pub mod sample_metrics;

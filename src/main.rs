@@ -292,8 +292,10 @@ where
             } else {
                 eprintln!("error: {e:#}");
             }
+            // 2 only for what the user must change (configuration, a refused request); a
+            // failure at run time (database or broker unreachable, port taken) is 1, like any
+            // other runtime failure, so a supervisor restarts us.
             if e.downcast_ref::<ConfigError>().is_some()
-                || e.downcast_ref::<app::StartupError>().is_some()
                 || e.downcast_ref::<remote::Refused>().is_some()
             {
                 ExitCode::from(2)

@@ -78,7 +78,158 @@ fn duplicate_device_exits_2_naming_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("devices.1.host"), "{err}");
-    assert!(err.contains("duplicate device address"), "{err}");
+    assert!(err.contains("same battery as devices.0"), "{err}");
+}
+
+#[test]
+fn the_same_battery_under_two_spellings_is_refused_naming_both_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    for (a, b) in [
+        ("127.0.0.1", "localhost"),
+        ("127.0.0.1", "127.1"),
+        ("Battery.LAN", "battery.lan."),
+    ] {
+        let cfg = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "[[devices]]\nhost = \"{a}\"\nport = 30001\n\n[[devices]]\nhost = \"{b}\"\nport = 30001\n"
+            ),
+        );
+        let out = check(&cfg);
+        assert_eq!(out.status.code(), Some(2), "{a} / {b}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("c.toml:6: `devices.1.host`"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{b}:30001 is the same battery as devices.0 ({a}:30001)"
+            )),
+            "{err}"
+        );
+    }
+    // Same host, other port: two batteries behind one address are fine.
+    let cfg = write(
+        dir.path(),
+        "ok.toml",
+        "[[devices]]\nhost = \"127.0.0.1\"\nport = 30001\n\n[[devices]]\nhost = \"localhost\"\nport = 30002\n",
+    );
+    assert!(check(&cfg).status.success(), "{}", stderr(&check(&cfg)));
+}
+
+#[test]
+fn every_credential_of_a_database_url_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[bridge]\nread_only = false\n");
+    for url in [
+        "postgres://u@127.0.0.1:5432/db?password=S3CRET",
+        "postgres://u@127.0.0.1:5432/db?sslmode=disable&sslpassword=S3CRET&application_name=x",
+        "postgres://u:S3CRET@127.0.0.1:5432/db?password=S3CRET",
+        "postgres://:S3CRET@127.0.0.1/db",
+    ] {
+        let out = bin()
+            .args(["config", "print", "--config"])
+            .arg(&cfg)
+            .env("MARSTEK_BRIDGE__DATABASE__URL", url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{url}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("S3CRET"), "{url} printed:\n{text}");
+        assert!(text.contains("127.0.0.1"), "{text}");
+    }
+    // A URL that does not parse is shown without its secrets too (here in the error).
+    let out = check_with_env(
+        &cfg,
+        &[(
+            "MARSTEK_BRIDGE__DATABASE__URL",
+            "postgres://u:S3CRET@127.0.0.1:notaport/db?password=S3CRET",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains("S3CRET"), "{}", stderr(&out));
+}
+
+#[test]
+fn secrets_are_strings_whatever_they_look_like_and_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[mqtt]\nusername = \"bridge\"\n");
+    for (var, value) in [
+        ("MARSTEK_BRIDGE__MQTT__PASSWORD", "532815386218"),
+        ("MARSTEK_BRIDGE__MQTT__PASSWORD", "4.25e7"),
+        ("MARSTEK_BRIDGE__MQTT__PASSWORD", "[13, 37]"),
+    ] {
+        let out = bin()
+            .args(["config", "print", "--config"])
+            .arg(&cfg)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{var}={value}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains(value), "{value} printed:\n{text}");
+    }
+    // Written as a number in the file, the password is refused, without being echoed.
+    let cfg = write(
+        dir.path(),
+        "n.toml",
+        "[mqtt]\nusername = \"bridge\"\npassword = 532815386218\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("n.toml:3: `mqtt.password`"), "{err}");
+    assert!(!err.contains("532815386218"), "{err}");
+}
+
+#[test]
+fn database_urls_are_validated_fully_by_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", "[bridge]\nread_only = false\n");
+    for url in [
+        "postgres://u@127.0.0.1:notaport/db",
+        "postgres://u@127.0.0.1:5432/db?sslmode=sometimes",
+        "sqlite://data/x.db?mode=sideways",
+    ] {
+        let out = check_with_env(&cfg, &[("MARSTEK_BRIDGE__DATABASE__URL", url)]);
+        assert_eq!(out.status.code(), Some(2), "{url} passed config check");
+        assert!(stderr(&out).contains("`database.url`"), "{}", stderr(&out));
+    }
+    let out = check_with_env(
+        &cfg,
+        &[(
+            "MARSTEK_BRIDGE__DATABASE__URL",
+            "postgres://u@127.0.0.1:5432/db?sslmode=disable",
+        )],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreachable_database_at_run_is_a_runtime_failure_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[marstek]\nbind_device_port = false\n\n[database]\nurl = \"postgres://postgres@127.0.0.1:{port}/x?password=S3CRET\"\nacquire_timeout = \"1s\"\n"
+        ),
+    );
+    assert!(check(&cfg).status.success(), "{}", stderr(&check(&cfg)));
+    let out = bin()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cannot be reached"), "{err}");
+    assert!(!err.contains("S3CRET"), "{err}");
 }
 
 #[test]

@@ -3,14 +3,17 @@
 //! looks the battery up once, applies the safety envelope, executes through the driver, keeps
 //! the remembered controls, and records the audit row and the desired state; a driver failure
 //! raises `command_failed`. [`RememberedControls`] and [`Presence`] (device availability, one
-//! owner) live here too, so that every adapter sees the same values. Touches the fleet
-//! (`domain::Battery`), the `Store` and the alert channel; nothing else.
+//! owner) live here too, so that every adapter sees the same values. The envelope includes the
+//! SOC window, checked against the battery's latest SOC, and kept while a Passive set-point runs
+//! (`soc_guard`). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! alert channel; nothing else.
 
 mod controls;
 mod presence;
+mod soc_guard;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -23,6 +26,7 @@ pub use self::presence::{Availability, Presence};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
     DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command,
+    check_soc,
 };
 use crate::store::{CommandRecord, Store};
 
@@ -173,6 +177,7 @@ pub struct CommandService {
     alerts: Option<AlertSender>,
     read_only: bool,
     controls: RememberedControls,
+    soc: Arc<Mutex<soc_guard::SocState>>,
 }
 
 impl CommandService {
@@ -190,6 +195,7 @@ impl CommandService {
             alerts,
             read_only,
             controls,
+            soc: Arc::default(),
         }
     }
 
@@ -302,7 +308,10 @@ impl CommandService {
         let device = battery.id();
         let source = origin.source.as_str();
         let started = Instant::now();
-        let result = match check_command(command, &battery.limits(), self.read_only) {
+        let limits = battery.limits();
+        let result = match check_command(command, &limits, self.read_only)
+            .and_then(|()| check_soc(command, &limits, battery.soc()))
+        {
             Ok(()) => battery.execute(command).await.map_err(CommandError::from),
             Err(e) => Err(e.into()),
         };
@@ -313,6 +322,7 @@ impl CommandService {
                 if origin.source.is_user() {
                     self.controls.learn(device, command);
                 }
+                self.note_set_point(device, command);
                 if let Intent::FromCommand = origin.intent
                     && let Some(intent) = intent_for(device, command, origin.source, Utc::now())
                 {

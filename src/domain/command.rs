@@ -219,6 +219,8 @@ pub enum CommandSource {
     Regulator,
     /// The command line.
     Cli,
+    /// The bridge's own SOC envelope, stopping a set-point that reached `min_soc` / `max_soc`.
+    Safety,
 }
 
 impl CommandSource {
@@ -231,6 +233,7 @@ impl CommandSource {
             CommandSource::Reconciler => "reconciler",
             CommandSource::Regulator => "regulator",
             CommandSource::Cli => "cli",
+            CommandSource::Safety => "safety",
         }
     }
 

@@ -286,6 +286,10 @@ pub trait Battery: Send + Sync {
     fn info(&self) -> Option<DeviceInfo>;
     /// Counters and reachability.
     fn health(&self) -> DeviceHealth;
+    /// SOC of the latest sample read, %, when there is one (the SOC envelope checks against it).
+    fn soc(&self) -> Option<Percent> {
+        None
+    }
     /// Reads a full status now (ahead of routine polls) and returns it as a sample.
     async fn poll(&self) -> Result<Sample, DriverError>;
     /// Sends a command (already validated) and verifies it by read-back where possible.

@@ -1,7 +1,10 @@
 //! The safety envelope every command passes, whatever its source: read-only mode, power limits
-//! per device, depth-of-discharge and countdown bounds, slot numbers. Pure; no I/O.
+//! per device, depth-of-discharge and countdown bounds, slot numbers, and the SOC window
+//! (`min_soc`..`max_soc`): no discharge asked at or below `min_soc`, no charge at or above
+//! `max_soc`, checked when a command is submitted ([`check_soc`]) and while a Passive set-point
+//! runs ([`soc_breach`]). Pure; no I/O.
 
-use super::{Command, DeviceLimits, ModeConfig, Watts};
+use super::{Command, DeviceLimits, ModeConfig, Percent, Watts};
 
 /// Largest Passive countdown accepted, s (24 h).
 pub const MAX_PASSIVE_SECONDS: u32 = 86_400;
@@ -24,6 +27,9 @@ pub enum Rejection {
         /// What is allowed.
         reason: String,
     },
+    /// The battery's SOC is already at the limit the command would push it past.
+    #[error("{0}")]
+    SocLimit(String),
 }
 
 fn check_power(field: &'static str, power: Watts, limits: &DeviceLimits) -> Result<(), Rejection> {
@@ -95,6 +101,50 @@ pub fn check_command(
     Ok(())
 }
 
+/// The power a command asks the battery to hold, W (negative = charge, positive = discharge):
+/// the Passive set-point or an enabled Manual slot's power; `None` for modes the battery runs
+/// on its own (Auto, AI, UPS: there its own DOD applies) and for settings.
+pub fn requested_power(command: &Command) -> Option<Watts> {
+    match command {
+        Command::SetMode(ModeConfig::Passive { power, .. }) => Some(*power),
+        Command::SetMode(ModeConfig::Manual { slot }) if slot.enable => Some(slot.power),
+        _ => None,
+    }
+}
+
+/// Why `power` at `soc` leaves the SOC window of `limits`, if it does: discharging at or below
+/// `min_soc`, or charging at or above `max_soc`.
+pub fn soc_breach(limits: &DeviceLimits, power: Watts, soc: Percent) -> Option<String> {
+    if power.0 > 0 && soc.0 <= limits.min_soc {
+        return Some(format!(
+            "discharging at {} W with SOC {} %, at or below min_soc {} %",
+            power.0, soc.0, limits.min_soc
+        ));
+    }
+    if power.0 < 0 && soc.0 >= limits.max_soc {
+        return Some(format!(
+            "charging at {} W with SOC {} %, at or above max_soc {} %",
+            power.0, soc.0, limits.max_soc
+        ));
+    }
+    None
+}
+
+/// Checks a command against the SOC window, given the battery's latest SOC (`None` = not read
+/// yet: the command passes, and the running check stops it at the first sample if needed).
+pub fn check_soc(
+    command: &Command,
+    limits: &DeviceLimits,
+    soc: Option<Percent>,
+) -> Result<(), Rejection> {
+    match (requested_power(command), soc) {
+        (Some(power), Some(soc)) => {
+            soc_breach(limits, power, soc).map_or(Ok(()), |why| Err(Rejection::SocLimit(why)))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,9 +154,54 @@ mod tests {
         DeviceLimits {
             max_charge_w: 2000,
             max_discharge_w: 800,
-            min_soc: 11,
-            max_soc: 100,
+            min_soc: 30,
+            max_soc: 90,
         }
+    }
+
+    fn passive(power: i32) -> Command {
+        Command::SetMode(ModeConfig::Passive {
+            power: Watts(power),
+            cd_time: 600,
+        })
+    }
+
+    #[test]
+    fn soc_window_refuses_discharge_at_min_and_charge_at_max() {
+        let l = limits();
+        // The three reproductions of the finding: discharge at 20 % with min_soc 30, charge at
+        // 95 % with max_soc 90, a Manual discharge slot at 20 %.
+        assert!(matches!(
+            check_soc(&passive(500), &l, Some(Percent(20))),
+            Err(Rejection::SocLimit(_))
+        ));
+        assert!(check_soc(&passive(-500), &l, Some(Percent(95))).is_err());
+        let slot = ManualSlot {
+            slot: 0,
+            start: HhMm::new(0, 0).unwrap(),
+            end: HhMm::new(23, 59).unwrap(),
+            days: WeekMask::ALL,
+            power: Watts(500),
+            enable: true,
+        };
+        let manual = Command::SetMode(ModeConfig::Manual { slot });
+        assert!(check_soc(&manual, &l, Some(Percent(20))).is_err());
+        let disabled = Command::SetMode(ModeConfig::Manual {
+            slot: ManualSlot {
+                enable: false,
+                ..slot
+            },
+        });
+        assert!(check_soc(&disabled, &l, Some(Percent(20))).is_ok());
+        // The other direction, the edges, and what the battery runs on its own.
+        assert!(check_soc(&passive(-500), &l, Some(Percent(20))).is_ok());
+        assert!(check_soc(&passive(500), &l, Some(Percent(95))).is_ok());
+        assert!(check_soc(&passive(500), &l, Some(Percent(30))).is_err());
+        assert!(check_soc(&passive(500), &l, Some(Percent(31))).is_ok());
+        assert!(check_soc(&passive(-500), &l, Some(Percent(90))).is_err());
+        assert!(check_soc(&passive(0), &l, Some(Percent(20))).is_ok());
+        assert!(check_soc(&Command::SetMode(ModeConfig::Auto), &l, Some(Percent(5))).is_ok());
+        assert!(check_soc(&passive(500), &l, None).is_ok());
     }
 
     #[test]

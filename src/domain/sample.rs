@@ -325,6 +325,8 @@ pub enum AlertKind {
     PrechargeShort,
     /// The Tempo prices are the built-in grid and a known price-change date has passed.
     TariffOutdated,
+    /// A running set-point reached `min_soc` / `max_soc` and the bridge stopped it.
+    SocLimit,
 }
 
 impl AlertKind {
@@ -343,6 +345,7 @@ impl AlertKind {
             AlertKind::TempoUnknown => "tempo_unknown",
             AlertKind::PrechargeShort => "precharge_short",
             AlertKind::TariffOutdated => "tariff_outdated",
+            AlertKind::SocLimit => "soc_limit",
         }
     }
 }

@@ -4,13 +4,18 @@
 //! start and after the device comes back, keeps `DeviceHealth`, and publishes one `Sample` per
 //! round on the broadcast channel given by the caller.
 //!
+//! A battery configured by host name that does not resolve is served like one that does not
+//! answer: its requests fail, it turns unreachable, and the name is resolved again with a
+//! growing pause (1 s doubling to 1 min); a battery that turns unreachable has its name
+//! resolved again too.
+//!
 //! [`MarstekBattery`] is the handle; it implements `domain::Battery`. Touches the shared
-//! [`Transport`] only.
+//! [`Transport`] and the system resolver only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
@@ -25,7 +30,7 @@ use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
-    Mode, ModeConfig, Sample,
+    Mode, ModeConfig, Percent, Sample,
 };
 
 /// One battery to drive.
@@ -39,6 +44,30 @@ pub struct DeviceSpec {
     pub limits: DeviceLimits,
 }
 
+/// One battery known by host name, resolved by its actor (again and again while it fails).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedDevice {
+    /// Bridge id (alias, or a name derived from the host).
+    pub id: DeviceId,
+    /// Host name of the battery.
+    pub host: String,
+    /// UDP port it listens on.
+    pub port: u16,
+    /// Configured limits.
+    pub limits: DeviceLimits,
+}
+
+/// First and longest pause between two attempts to resolve a device's host name.
+const RESOLVE_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// Where the actor sends: a fixed address, or a host name resolved when needed.
+struct Target {
+    addr: Option<SocketAddr>,
+    name: Option<(String, u16)>,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
 enum Job {
     Poll(oneshot::Sender<Result<Sample, DriverError>>),
     Execute(
@@ -49,6 +78,7 @@ enum Job {
 
 struct Shared {
     health: Mutex<DeviceHealth>,
+    soc: Mutex<Option<Percent>>,
     info: Mutex<Option<DeviceInfo>>,
     queued: AtomicUsize,
     available: watch::Sender<bool>,
@@ -86,11 +116,58 @@ impl MarstekBattery {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
+        let target = Target {
+            addr: Some(spec.addr),
+            name: None,
+            next_attempt: Instant::now(),
+            backoff: RESOLVE_BACKOFF.0,
+        };
+        Self::spawn_target(
+            transport, spec, target, settings, samples, shutdown, tracker,
+        )
+    }
+
+    /// Spawns the actor of a device known by a host name that did not resolve (yet); the handle's
+    /// [`addr`](Self::addr) is `0.0.0.0:<port>` until then.
+    pub fn spawn_named(
+        transport: Arc<Transport>,
+        device: NamedDevice,
+        settings: PollingSettings,
+        samples: broadcast::Sender<Sample>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let spec = DeviceSpec {
+            id: device.id,
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), device.port),
+            limits: device.limits,
+        };
+        let target = Target {
+            addr: None,
+            name: Some((device.host, device.port)),
+            next_attempt: Instant::now(),
+            backoff: RESOLVE_BACKOFF.0,
+        };
+        Self::spawn_target(
+            transport, spec, target, settings, samples, shutdown, tracker,
+        )
+    }
+
+    fn spawn_target(
+        transport: Arc<Transport>,
+        spec: DeviceSpec,
+        target: Target,
+        settings: PollingSettings,
+        samples: broadcast::Sender<Sample>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
         let capacity = settings.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let (available, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             health: Mutex::new(DeviceHealth::default()),
+            soc: Mutex::new(None),
             info: Mutex::new(None),
             queued: AtomicUsize::new(0),
             available,
@@ -98,6 +175,7 @@ impl MarstekBattery {
         let spec = Arc::new(spec);
         let actor = Actor {
             transport,
+            target,
             spec: spec.clone(),
             settings,
             samples,
@@ -186,6 +264,10 @@ impl Battery for MarstekBattery {
         lock(&self.shared.info).clone()
     }
 
+    fn soc(&self) -> Option<Percent> {
+        *lock(&self.shared.soc)
+    }
+
     fn health(&self) -> DeviceHealth {
         let mut h = lock(&self.shared.health).clone();
         h.queue_depth = self.shared.queued.load(Ordering::Relaxed);
@@ -207,6 +289,7 @@ impl Battery for MarstekBattery {
 
 struct Actor {
     transport: Arc<Transport>,
+    target: Target,
     spec: Arc<DeviceSpec>,
     settings: PollingSettings,
     samples: broadcast::Sender<Sample>,
@@ -284,14 +367,18 @@ impl Actor {
         } else {
             self.settings.read_options()
         };
-        let unsupported = self.transport.is_unsupported(self.spec.addr, m);
+        let addr = match self.resolve().await {
+            Ok(a) => a,
+            Err(e) => {
+                lock(&self.shared.health).errors += 1;
+                return Err(e);
+            }
+        };
+        let unsupported = self.transport.is_unsupported(addr, m);
         if !unsupported {
             lock(&self.shared.health).requests += 1;
         }
-        let r = self
-            .transport
-            .request(self.spec.addr, m, params, opts)
-            .await;
+        let r = self.transport.request(addr, m, params, opts).await;
         if !unsupported {
             self.last_io = Some(Instant::now());
         }
@@ -309,6 +396,44 @@ impl Actor {
             Err(_) => h.errors += 1,
         }
         r
+    }
+
+    /// The device's address: the fixed one, or its host name resolved now (at most once per
+    /// backoff pause; an I/O error while it does not resolve).
+    async fn resolve(&mut self) -> Result<SocketAddr, DriverError> {
+        let t = &mut self.target;
+        if let Some(addr) = t.addr {
+            return Ok(addr);
+        }
+        let Some((host, port)) = t.name.clone() else {
+            return Err(DriverError::Io("no address".into()));
+        };
+        if Instant::now() < t.next_attempt {
+            return Err(DriverError::Io(format!(
+                "cannot resolve {host} (will retry)"
+            )));
+        }
+        let found = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|mut a| {
+                a.find(SocketAddr::is_ipv4)
+                    .ok_or_else(|| "no IPv4 address".into())
+            });
+        match found {
+            Ok(addr) => {
+                tracing::info!(device = %self.spec.id, host = %host, addr = %addr, "device_resolved");
+                t.addr = Some(addr);
+                t.backoff = RESOLVE_BACKOFF.0;
+                Ok(addr)
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.spec.id, host = %host, error = %e, retry_in = ?t.backoff, "device_unresolved");
+                t.next_attempt = Instant::now() + t.backoff;
+                t.backoff = (t.backoff * 2).min(RESOLVE_BACKOFF.1);
+                Err(DriverError::Io(format!("cannot resolve {host}: {e}")))
+            }
+        }
     }
 
     async fn identify(&mut self) -> Result<Profile, DriverError> {
@@ -336,7 +461,7 @@ impl Actor {
             firmware: profile.firmware,
             ble_mac,
             wifi_mac: d.wifi_mac.clone(),
-            address: self.spec.addr.to_string(),
+            address: self.target.addr.unwrap_or(self.spec.addr).to_string(),
             readings: reading_units(&profile).set,
         };
         self.readings.identified(&profile, &info.ble_mac);
@@ -364,6 +489,9 @@ impl Actor {
         self.record_round(r.is_ok());
         match &r {
             Ok(s) => {
+                if s.soc.is_some() {
+                    *lock(&self.shared.soc) = s.soc;
+                }
                 let _ = self.samples.send(s.clone());
             }
             Err(e) => {
@@ -480,7 +608,13 @@ impl Actor {
             } else {
                 // re-learn identity (firmware may have changed) when it comes back
                 self.identify = true;
-                self.transport.forget_unsupported(self.spec.addr);
+                if let Some(addr) = self.target.addr {
+                    self.transport.forget_unsupported(addr);
+                }
+                // A battery known by name may have moved: resolve it again.
+                if self.target.name.is_some() {
+                    self.target.addr = None;
+                }
                 tracing::warn!(device = %self.spec.id, "device_unreachable");
             }
             self.shared.available.send_replace(now);

@@ -10,7 +10,7 @@ pub mod protocol;
 pub mod readings;
 pub mod settings;
 
-pub use actor::{DeviceSpec, MarstekBattery, spawn_fleet};
+pub use actor::{DeviceSpec, MarstekBattery, NamedDevice, spawn_fleet};
 pub use cli::{DiscoverArgs, ProbeArgs, discover, probe};
 pub use client::{ClientStats, RequestOptions, Transport};
 pub use discovery::{DiscoverOptions, DiscoveredDevice, discover_devices};
