@@ -25,8 +25,7 @@ pub use self::controls::{
 pub use self::presence::{Availability, Presence};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
-    DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command,
-    check_soc,
+    DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command, check_soc,
 };
 use crate::store::{CommandRecord, Store};
 
