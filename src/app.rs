@@ -29,7 +29,7 @@ use crate::marstek::discovery::mac_from_src;
 use crate::marstek::protocol::{DeviceResult, decode_result, get_device_params, method};
 use crate::marstek::{DeviceSpec, MarstekBattery, NamedDevice, PollingSettings, Transport};
 use crate::marstek::{DiscoverOptions, discover_devices};
-use crate::mqtt::discovery::{self, Component, Entity, EntityCategory, EntityConfig};
+use crate::mqtt::discovery::{self, Component, Entity, EntityCategory, EntityConfig, StateClass};
 use crate::mqtt::{Handler, MqttBridge, MqttHandle, RequestRouter, Topics, handler};
 use crate::scheduler::{
     Clock, JobDeps, Leadership, Reconciler, Scheduler, SchedulerHandle, SystemClock, spawn_leader,
@@ -630,10 +630,15 @@ async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
             let mqtt = mqtt.clone();
             move |v| mqtt.publish_plan(v)
         });
-        // The first plan from the batteries' current SOC, without delaying the start.
-        let live = t.live().clone();
+        spawn_watch_publisher(tasks, t.book().subscribe(), {
+            let mqtt = mqtt.clone();
+            move |v| mqtt.publish_ledger(v)
+        });
+        // The first plan and ledger from what is known now, without delaying the start.
+        let (live, book) = (t.live().clone(), t.book().clone());
         tasks.spawn(async move {
             live.compute(chrono::Utc::now(), false).await;
+            book.refresh(chrono::Utc::now()).await;
         });
     }
     let health = HealthSource {
@@ -894,7 +899,7 @@ fn register_job_actions(router: &mut RequestRouter, jobs: &SchedulerHandle) {
 /// `tempo/get`, `tempo/refresh` (`{"dry_run": true}` computes without storing a plan) and
 /// `plan/get` (the planner's slots, computed now); the service validates the payload.
 fn register_tempo_actions(router: &mut RequestRouter, tempo: Arc<TempoService>) {
-    for action in ["tempo/get", "tempo/refresh", "plan/get"] {
+    for action in ["tempo/get", "tempo/refresh", "plan/get", "ledger/get"] {
         let t = tempo.clone();
         router.register(
             action,
@@ -1005,6 +1010,22 @@ async fn bridge_entities(
         next.config.value_template = Some("{{ value_json.next_action | truncate(250) }}".into());
         next.config.icon = Some("mdi:battery-clock");
         out.push(next);
+        for (key, name, field) in [
+            ("ledger_today", "Tempo saved today", "today_saved_eur"),
+            (
+                "ledger_season",
+                "Tempo saved this season",
+                "season_saved_eur",
+            ),
+        ] {
+            let mut e = base(key, name.into(), Component::Sensor);
+            e.config.state_topic = Some(topics.bridge_ledger());
+            e.config.value_template = Some(format!("{{{{ value_json.{field} }}}}"));
+            e.config.device_class = Some("monetary");
+            e.config.unit_of_measurement = Some("EUR");
+            e.config.state_class = Some(StateClass::Total);
+            out.push(e);
+        }
     }
     out
 }

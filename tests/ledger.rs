@@ -148,3 +148,105 @@ async fn ledger_from_samples_stored_and_read_back() {
     );
     assert_known_flows(&l);
 }
+
+/// The book in the bridge: yesterday's simulated red day closed and stored as a document, the
+/// season total summed from the stored days, the retained JSON ready for `<base>/bridge/ledger`.
+#[tokio::test]
+async fn the_book_closes_yesterday_and_sums_the_season() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+
+    use marstek_bridge::control::Fleet;
+    use marstek_bridge::domain::{BatteryRef, DeviceLimits};
+    use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+    use marstek_bridge::simulator::{SimConfig, Simulator};
+    use marstek_bridge::store::TempoDayRecord;
+    use marstek_bridge::tempo::{LedgerBook, TempoSettings};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("book.db").display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let transport = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
+        .await
+        .unwrap();
+    let (tx, _rx) = tokio::sync::broadcast::channel(16);
+    let battery = MarstekBattery::spawn(
+        transport,
+        DeviceSpec {
+            id: DeviceId::parse("bat1").unwrap(),
+            addr: sim.addrs()[0],
+            limits: DeviceLimits::default(),
+        },
+        PollingSettings::default(),
+        tx,
+        cancel.clone(),
+        &tracker,
+    );
+    let fleet = Fleet::new([Arc::new(battery) as BatteryRef]);
+    // Yesterday: the simulated red day; the day before: a stored ledger of 1.00 € saved.
+    store
+        .insert_samples(&simulated_day(red_day(), false))
+        .await
+        .unwrap();
+    store
+        .upsert_tempo_day(&TempoDayRecord {
+            date: red_day(),
+            colour: "red".into(),
+            source: "rte".into(),
+            fetched_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let mut earlier = day_ledger(
+        "bat1",
+        red_day() - Duration::days(1),
+        TempoColour::Blue,
+        &[],
+        &Tariff::default(),
+        5120.0,
+    );
+    earlier.saved_eur = 1.0;
+    store
+        .put_document(
+            "ledger/bat1/2027-01-11",
+            &serde_json::to_value(&earlier).unwrap(),
+        )
+        .await
+        .unwrap();
+    let settings = TempoSettings {
+        capacity_wh: Some(5120),
+        ..Default::default()
+    };
+    let book = LedgerBook::new(settings, store.clone(), fleet);
+    let rx = book.subscribe();
+    let now = at(red_day() + Duration::days(1), 6, 30);
+    let v = book.refresh(now).await;
+    let stored = store
+        .document("ledger/bat1/2027-01-12")
+        .await
+        .unwrap()
+        .expect("yesterday stored");
+    let l: marstek_bridge::tempo::DayLedger = serde_json::from_value(stored).unwrap();
+    assert_known_flows(&l);
+    // Today has no colour cached yet: nothing today; the season is 1.00 + 0.41.
+    assert_eq!(v["today_saved_eur"], serde_json::json!(0.0), "{v}");
+    assert_eq!(v["season_saved_eur"], serde_json::json!(1.41), "{v}");
+    assert_eq!(
+        v["batteries"]["bat1"]["season_saved_eur"],
+        serde_json::json!(1.41)
+    );
+    assert_eq!(*rx.borrow(), v, "published on the watch channel");
+    cancel.cancel();
+    tracker.close();
+}

@@ -56,6 +56,8 @@ pub enum StateClass {
     Measurement,
     /// Monotonic lifetime counter (Energy dashboard).
     TotalIncreasing,
+    /// A total that may go down (money saved, `device_class: monetary`).
+    Total,
 }
 
 /// HA `entity_category`.

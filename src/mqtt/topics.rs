@@ -84,6 +84,10 @@ impl Topics {
     pub fn bridge_plan(&self) -> String {
         self.bridge("plan")
     }
+    /// `<base>/bridge/ledger`: retained JSON, € saved today and this season per battery.
+    pub fn bridge_ledger(&self) -> String {
+        self.bridge("ledger")
+    }
     /// `<base>/bridge/alert`: bridge-level alert events.
     pub fn bridge_alert(&self) -> String {
         self.bridge("alert")

@@ -23,8 +23,8 @@ use super::planner::{BatteryNeed, PrechargeOutcome, precharge};
 use super::settings::{FailSafe, TempoSettings};
 use super::source::{ChainAnswer, SourceChain, TempoResult};
 use super::{
-    LivePlanner, Outlook, TempoColour, TempoError, off_peak_hours_left, paris_hhmm, skip_reason,
-    tempo_date_at,
+    LedgerBook, LivePlanner, Outlook, TempoColour, TempoError, off_peak_hours_left, paris_hhmm,
+    skip_reason, tempo_date_at,
 };
 use crate::control::Fleet;
 use crate::domain::{
@@ -97,6 +97,7 @@ pub struct TempoService {
     clock: Arc<dyn Clock>,
     state: watch::Sender<Value>,
     live: Arc<LivePlanner>,
+    book: Arc<LedgerBook>,
 }
 
 impl TempoService {
@@ -135,6 +136,11 @@ impl TempoService {
             fleet.clone(),
             Outlook::new(None, None, store.clone()),
         ));
+        let book = Arc::new(LedgerBook::new(
+            settings.clone(),
+            store.clone(),
+            fleet.clone(),
+        ));
         Self {
             settings,
             chain,
@@ -143,6 +149,7 @@ impl TempoService {
             alerts,
             clock,
             live,
+            book,
             // Same shape as the published state, so templates work before the first `get()`.
             state: watch::Sender::new(json!({
                 "today": { "date": Value::Null, "colour": Value::Null },
@@ -166,6 +173,11 @@ impl TempoService {
     /// The planner of the running bridge (plan topic, `plan/get`).
     pub fn live(&self) -> &Arc<LivePlanner> {
         &self.live
+    }
+
+    /// The € ledger book (`<base>/bridge/ledger`, `ledger/get`).
+    pub fn book(&self) -> &Arc<LedgerBook> {
+        &self.book
     }
 
     /// The settings in use.
@@ -199,6 +211,7 @@ impl TempoService {
     pub async fn request(&self, action: &str, payload: &Value) -> Result<Value, String> {
         match action {
             "tempo/get" => Ok(self.get().await),
+            "ledger/get" => Ok(self.book.refresh(self.clock.now()).await),
             "plan/get" => {
                 let dry_run = match payload.get("dry_run") {
                     None | Some(Value::Null) => false,
@@ -234,7 +247,7 @@ impl TempoService {
                 self.refresh(dry_run).await.map_err(|e| e.to_string())
             }
             other => Err(format!(
-                "unknown action '{other}' (allowed: tempo/get, tempo/refresh, plan/get)"
+                "unknown action '{other}' (allowed: tempo/get, tempo/refresh, plan/get, ledger/get)"
             )),
         }
     }
@@ -575,6 +588,7 @@ impl JobAction for TempoService {
         self.publish(now, Some(&decision), false).await;
         self.live.refresh_outlook(now).await;
         self.live.compute(now, false).await;
+        self.book.refresh(now).await;
         Ok(serde_json::to_value(&decision)?)
     }
 }
@@ -643,6 +657,7 @@ impl NightPlanner for TempoService {
     }
 
     async fn morning_check(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Alert>> {
+        self.book.refresh(now).await; // closes the Tempo day that just ended
         let day = tempo_date_at(now);
         let record: NightRecord = match self.store.document(NIGHT_PLAN_DOC).await? {
             Some(v) => serde_json::from_value(v)?,

@@ -103,6 +103,11 @@ impl MqttHandle {
         self.retained_json(self.shared.topics.bridge_plan(), &plan);
     }
 
+    /// Publishes the retained € ledger (`<base>/bridge/ledger`).
+    pub fn publish_ledger(&self, ledger: Value) {
+        self.retained_json(self.shared.topics.bridge_ledger(), &ledger);
+    }
+
     fn retained_json(&self, topic: String, v: &Value) {
         self.shared
             .set_retained(topic, serde_json::to_vec(v).unwrap_or_default());
