@@ -5,8 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use tokio_util::sync::CancellationToken;
 
+use super::faults::SimFaults;
 use super::model::SimProfile;
-use super::server::{Addressing, SimConfig, SimFaults, Simulator};
+use super::server::{Addressing, SimConfig, Simulator};
 
 /// `simulate`: run simulated batteries.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,11 +33,17 @@ pub struct SimulateArgs {
     /// Firmware `ver` override (e.g. 139, 1476).
     #[arg(long)]
     pub firmware: Option<i64>,
-    /// Comma-separated faults (drop-first, quiet-gap, concurrency, duplicate, late, silent,
-    /// malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode,
-    /// loss[=0.3], jitter[=500ms]).
-    #[arg(long, default_value = "")]
-    pub faults: String,
+    /// Comma-separated faults of every device: transport (drop-first, quiet-gap, concurrency,
+    /// duplicate, late, silent, malformed, api-disabled, listen-port-only, id-wrap,
+    /// freeze-on-empty, omit-macs, integer-mode, loss[=0.3], jitter[=500ms]) and behavioural
+    /// (ignore-writes, revert-after=DUR, getmode-resets, getmode-id1-only, busy[=10s],
+    /// net-reset[=PERIOD[/SILENCE]], no-bat-power, ignore-manual-power).
+    #[arg(long, default_value = "", value_parser = SimFaults::parse_list)]
+    pub faults: SimFaults,
+    /// Faults of one device, replacing `--faults` for it: `INDEX:LIST` (0-based), repeatable,
+    /// e.g. `--device-faults 1:revert-after=5m,busy`.
+    #[arg(long = "device-faults", value_parser = parse_device_faults)]
+    pub device_faults: Vec<(usize, SimFaults)>,
     /// Initial state of charge, %.
     #[arg(long, default_value_t = 50.0)]
     pub soc: f64,
@@ -51,7 +58,12 @@ impl SimulateArgs {
         if !(0.0..=100.0).contains(&self.soc) {
             anyhow::bail!("--soc must be 0 to 100");
         }
-        let faults = SimFaults::parse_list(&self.faults).map_err(anyhow::Error::msg)?;
+        if let Some((i, _)) = self.device_faults.iter().find(|(i, _)| *i >= self.devices) {
+            anyhow::bail!(
+                "--device-faults {i}: there are only {} device(s)",
+                self.devices
+            );
+        }
         let addressing = match self.addresses {
             Some(first) => Addressing::Addresses {
                 first,
@@ -67,11 +79,24 @@ impl SimulateArgs {
             firmware: self.firmware,
             devices: self.devices,
             addressing,
-            faults,
+            faults: self.faults.clone(),
+            device_faults: self.device_faults.iter().cloned().collect(),
             initial_soc: self.soc,
             ..SimConfig::default()
         })
     }
+}
+
+/// Parses `INDEX:LIST` of `--device-faults`.
+fn parse_device_faults(s: &str) -> Result<(usize, SimFaults), String> {
+    let (i, list) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not INDEX:FAULTS (e.g. 0:ignore-writes)"))?;
+    let i = i
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("'{i}' is not a device index (0, 1, …)"))?;
+    Ok((i, SimFaults::parse_list(list)?))
 }
 
 /// Runs the simulator until Ctrl-C or `shutdown` is cancelled.

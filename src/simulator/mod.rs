@@ -2,9 +2,12 @@
 //! demos and benchmarks. Depends only on `domain` and the protocol types of `marstek`.
 
 pub mod cli;
+pub mod faults;
 pub mod model;
 pub mod server;
+mod writes;
 
 pub use cli::{SimulateArgs, simulate};
+pub use faults::{NetReset, SimFaults};
 pub use model::{SimClock, SimProfile, SimSlot};
-pub use server::{Addressing, SimConfig, SimFaults, SimHandle, SimSnapshot, SimStats, Simulator};
+pub use server::{Addressing, SimConfig, SimHandle, SimSnapshot, SimStats, Simulator};

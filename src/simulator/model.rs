@@ -170,6 +170,10 @@ pub struct ModelState {
     pub passive_power: i32,
     /// Passive ends at (then falls back to Auto).
     pub passive_until: Option<DateTime<Utc>>,
+    /// A `revert-after` fault undoes the last Passive/Manual command at this instant (→ Auto).
+    pub revert_at: Option<DateTime<Utc>>,
+    /// A `busy` fault refuses writes until this instant.
+    pub busy_until: Option<DateTime<Utc>>,
     /// SOC, % (fractional).
     pub soc: f64,
     /// Depth of discharge, %.
@@ -224,6 +228,8 @@ impl ModelState {
             slots: vec![None; usize::from(spec.slots)],
             passive_power: 0,
             passive_until: None,
+            revert_at: None,
+            busy_until: None,
             soc: soc.clamp(0.0, 100.0),
             dod: 88,
             led: true,
@@ -240,6 +246,13 @@ impl ModelState {
         }
     }
 
+    /// Leaves Passive/Manual for Auto, as the faulty firmware does on its own.
+    pub fn fall_back_to_auto(&mut self) {
+        self.mode = Mode::Auto;
+        self.passive_until = None;
+        self.revert_at = None;
+    }
+
     /// Lowest SOC reachable with the DOD, %.
     pub fn min_soc(&self) -> f64 {
         100.0 - f64::from(self.dod)
@@ -253,6 +266,9 @@ impl ModelState {
         if self.mode == Mode::Passive && self.passive_until.is_some_and(|u| at >= u) {
             self.mode = Mode::Auto;
             self.passive_until = None;
+        }
+        if self.revert_at.is_some_and(|r| at >= r) {
+            self.fall_back_to_auto();
         }
         match self.mode {
             Mode::Auto | Mode::Ai => self.load - self.pv_power,
@@ -351,6 +367,8 @@ pub struct Encoder {
     pub profile: SimProfile,
     /// Raw `ver`.
     pub ver: i64,
+    /// Venus A fw 148 reply shapes (the `no-bat-power` fault).
+    pub fw148_shape: bool,
 }
 
 impl Encoder {
@@ -400,10 +418,11 @@ impl Encoder {
     }
 
     fn pv_energy_raw(&self, wh: f64) -> i64 {
-        let hundredths = match self.profile {
-            SimProfile::VenusA => self.fw() >= 149,
-            _ => self.fw() >= 150,
-        };
+        let hundredths = !self.fw148_shape
+            && match self.profile {
+                SimProfile::VenusA => self.fw() >= 149,
+                _ => self.fw() >= 150,
+            };
         (if hundredths { wh / 10.0 } else { wh }).round() as i64
     }
 
@@ -423,7 +442,8 @@ impl Encoder {
             "id": instance,
             "bat_soc": s.soc.round() as i64,
             "bat_cap": spec.capacity_wh as i64,
-            "pv_power": s.pv_power.round() as i64,
+            // fw 148 (Venus A) hard-codes pv_power to 0
+            "pv_power": if self.fw148_shape { 0 } else { s.pv_power.round() as i64 },
             "ongrid_power": s.ongrid().round() as i64,
             "offgrid_power": 0,
             "total_pv_energy": self.pv_energy_raw(s.pv_wh),
@@ -431,7 +451,7 @@ impl Encoder {
             "total_grid_input_energy": self.grid_energy_raw(s.in_wh),
             "total_load_energy": 0,
         });
-        if self.profile == SimProfile::VenusE2 && self.fw() == 153 {
+        if self.profile == SimProfile::VenusE2 && self.fw() == 153 && !self.fw148_shape {
             // only HMG-50 fw 153 sends bat_power: charge-positive, 0.1 W
             v["bat_power"] = json!((-s.bat_power * 10.0).round() as i64);
         }
@@ -544,10 +564,11 @@ impl Encoder {
         }
     }
 
-    /// `PV.GetStatus` result (PV1 in deciwatts on firmware 147..=150).
+    /// `PV.GetStatus` result (PV1 in deciwatts on firmware 147..=150 and in the fw 148 shape,
+    /// where voltage × current gives each string's power in watts to tell the units apart).
     pub fn pv_status(&self, s: &ModelState, instance: &Value) -> Value {
         let share = s.pv_power / 4.0;
-        let pv1 = if (147..=150).contains(&self.fw()) {
+        let pv1 = if self.fw148_shape || (147..=150).contains(&self.fw()) {
             share * 10.0
         } else {
             share
@@ -560,8 +581,9 @@ impl Encoder {
             } else {
                 0.0
             };
-            // Venus A reports 0 A although power flows (reference §2.5)
-            let amps = if share > 0.0 && self.profile != SimProfile::VenusA {
+            // Venus A reports 0 A although power flows (reference §2.5), except in the fw 148
+            // shape, whose mixed units are told apart against V × I (jaapp PR #129)
+            let amps = if share > 0.0 && (self.profile != SimProfile::VenusA || self.fw148_shape) {
                 (share / volts * 100.0).round() / 100.0
             } else {
                 0.0

@@ -16,93 +16,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::faults::SimFaults;
 use super::model::{Encoder, ModelState, SimClock, SimProfile, SimSlot};
+use super::writes;
 use crate::domain::Mode;
-
-/// Switchable transport faults of one device; all off by default.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Drop the first request after this much idle time (Wi-Fi power save).
-    pub drop_first_after_idle: Option<Duration>,
-    /// Drop requests arriving within this time after the last reply.
-    pub drop_within_quiet_gap: Option<Duration>,
-    /// Drop requests arriving within this time after the previous request (concurrency).
-    pub drop_concurrent: Option<Duration>,
-    /// Send every reply twice.
-    pub duplicate_replies: bool,
-    /// Delay every reply by this much (beyond the client's timeout).
-    pub late_replies: Option<Duration>,
-    /// Answer nothing.
-    pub silent: bool,
-    /// Send truncated, invalid JSON instead of replies.
-    pub malformed_json: bool,
-    /// Open API switched off in the app: nothing answers until re-enabled.
-    pub api_disabled: bool,
-    /// Only answer requests sent from the listen port number.
-    pub reply_only_to_listen_port: bool,
-    /// Echo ids truncated to 16 bits.
-    pub id_wrap_16: bool,
-    /// An empty datagram freezes the API until the simulator restarts.
-    pub freeze_on_empty: bool,
-    /// Omit `ble_mac`/`wifi_mac` from `Marstek.GetDevice` (HMG-50 quirk).
-    pub omit_macs: bool,
-    /// Send `mode` as an integer code.
-    pub integer_mode: bool,
-    /// Drop this fraction (0.0–1.0) of requests at random (lossy Wi-Fi).
-    pub loss: Option<f64>,
-    /// Delay every reply by a random time up to this much (uniform), on top of `late_replies`.
-    pub jitter: Option<Duration>,
-}
-
-impl SimFaults {
-    /// Parses a comma-separated list: `drop-first`, `quiet-gap`, `concurrency`, `duplicate`,
-    /// `late`, `silent`, `malformed`, `api-disabled`, `listen-port-only`, `id-wrap`,
-    /// `freeze-on-empty`, `omit-macs`, `integer-mode`, `loss[=FRACTION]` (default 0.3),
-    /// `jitter[=DURATION]` (default 500ms).
-    pub fn parse_list(s: &str) -> Result<Self, String> {
-        let mut f = SimFaults::default();
-        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "drop-first" => f.drop_first_after_idle = Some(Duration::from_secs(5)),
-                "quiet-gap" => f.drop_within_quiet_gap = Some(Duration::from_secs(1)),
-                "concurrency" => f.drop_concurrent = Some(Duration::from_millis(100)),
-                "duplicate" => f.duplicate_replies = true,
-                "late" => f.late_replies = Some(Duration::from_secs(3)),
-                "silent" => f.silent = true,
-                "malformed" => f.malformed_json = true,
-                "api-disabled" => f.api_disabled = true,
-                "listen-port-only" => f.reply_only_to_listen_port = true,
-                "id-wrap" => f.id_wrap_16 = true,
-                "freeze-on-empty" => f.freeze_on_empty = true,
-                "omit-macs" => f.omit_macs = true,
-                "integer-mode" => f.integer_mode = true,
-                "loss" => f.loss = Some(0.3),
-                "jitter" => f.jitter = Some(Duration::from_millis(500)),
-                other if other.starts_with("loss=") => {
-                    let v = other["loss=".len()..]
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| (0.0..=1.0).contains(v))
-                        .ok_or_else(|| format!("'{other}': loss must be a fraction 0.0 to 1.0"))?;
-                    f.loss = Some(v);
-                }
-                other if other.starts_with("jitter=") => {
-                    let v = humantime::parse_duration(&other["jitter=".len()..]).map_err(|e| {
-                        format!("'{other}': jitter must be a duration like 500ms ({e})")
-                    })?;
-                    f.jitter = Some(v);
-                }
-                other => {
-                    return Err(format!(
-                        "unknown fault '{other}' (drop-first, quiet-gap, concurrency, duplicate, late, silent, malformed, api-disabled, listen-port-only, id-wrap, freeze-on-empty, omit-macs, integer-mode, loss[=0.3], jitter[=500ms])"
-                    ));
-                }
-            }
-        }
-        Ok(f)
-    }
-}
 
 /// How the virtual devices are addressed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,6 +53,8 @@ pub struct SimConfig {
     pub addressing: Addressing,
     /// Faults applied to every device at start.
     pub faults: SimFaults,
+    /// Faults of particular devices (by index), replacing `faults` for them.
+    pub device_faults: std::collections::BTreeMap<usize, SimFaults>,
     /// Initial SOC, %.
     pub initial_soc: f64,
     /// Time zone of the devices' clocks (Manual slots).
@@ -155,6 +74,7 @@ impl Default for SimConfig {
                 base_port: 0,
             },
             faults: SimFaults::default(),
+            device_faults: Default::default(),
             initial_soc: 50.0,
             timezone: Tz::UTC,
             mac_seed: None,
@@ -215,6 +135,8 @@ struct SimDevice {
     src: String,
     tz: Tz,
     clock: Arc<SimClock>,
+    /// Start of the device's `net-reset` cycle (simulated clock).
+    epoch: DateTime<Utc>,
     state: Mutex<ModelState>,
     faults: Mutex<SimFaults>,
     net: Mutex<NetState>,
@@ -270,6 +192,7 @@ impl SimDevice {
                 || faults.silent
                 || faults.api_disabled
                 || (faults.reply_only_to_listen_port && from.port() != self.addr.port())
+                || self.in_blackout(&faults, self.clock.now())
                 || idle_drop
                 || conc_drop
                 || gap_drop
@@ -345,6 +268,10 @@ impl SimDevice {
             Some(true) => {}
         }
         let instance = params.get("id").cloned().unwrap_or(json!(0));
+        let enc = Encoder {
+            fw148_shape: faults.no_bat_power,
+            ..self.enc
+        };
         let set = |ok: bool| Outcome::Result(json!({"id": instance, "set_result": ok}));
         match method {
             "Marstek.GetDevice" => {
@@ -377,21 +304,19 @@ impl SimDevice {
                 json!({"id": instance, "state": "disconnect", "ble_mac": self.ble_mac}),
             ),
             "Bat.GetStatus" => Outcome::Result(self.enc.bat_status(&self.state_now(), &instance)),
-            "ES.GetStatus" => Outcome::Result(self.enc.es_status(&self.state_now(), &instance)),
-            "ES.GetMode" => Outcome::Result(self.enc.es_mode(
-                &self.state_now(),
-                &instance,
-                faults.integer_mode,
-            )),
-            "PV.GetStatus" => Outcome::Result(self.enc.pv_status(&self.state_now(), &instance)),
+            "ES.GetStatus" => Outcome::Result(enc.es_status(&self.state_now(), &instance)),
+            "ES.GetMode" => self.get_mode(&instance, faults),
+            "PV.GetStatus" => Outcome::Result(enc.pv_status(&self.state_now(), &instance)),
             "EM.GetStatus" => Outcome::Result(self.enc.em_status(&self.state_now(), &instance)),
-            "DOD.SET" => match params.get("value").and_then(Value::as_i64) {
-                Some(v @ 30..=88) => {
-                    self.state_now().dod = v as u8;
-                    set(true)
-                }
-                _ => set(false),
-            },
+            "DOD.SET" => {
+                let value = params.get("value").and_then(Value::as_i64);
+                set(writes::set_dod(
+                    &mut self.state_now(),
+                    value,
+                    faults,
+                    self.clock.now(),
+                ))
+            }
             "Led.Ctrl" => match params.get("state").and_then(Value::as_i64) {
                 Some(v @ 0..=1) => {
                     self.state_now().led = v == 1;
@@ -406,89 +331,43 @@ impl SimDevice {
                 }
                 _ => set(false),
             },
-            "ES.SetMode" => self.set_mode(params, &instance),
+            "ES.SetMode" => self.set_mode(params, &instance, faults),
             _ => Outcome::Error(-32601, "Method not found", self.enc.not_found_data()),
         }
     }
 
-    fn set_mode(&self, params: &Value, instance: &Value) -> Outcome {
-        let set = |ok: bool| Outcome::Result(json!({"id": instance, "set_result": ok}));
-        let Some(cfg) = params.get("config") else {
-            return set(false);
-        };
-        let mode = cfg.get("mode").and_then(Value::as_str).unwrap_or("");
+    /// `ES.GetMode`, with the `getmode-id1-only` and `getmode-resets` faults.
+    fn get_mode(&self, instance: &Value, faults: &SimFaults) -> Outcome {
+        if faults.getmode_id1_only && instance.as_i64() != Some(1) {
+            return Outcome::Silent;
+        }
+        let mut s = self.state_now();
+        let integer = faults.integer_mode || faults.getmode_id1_only;
+        let reply = self.enc.es_mode(&s, instance, integer);
+        if faults.getmode_resets && matches!(s.mode, Mode::Manual | Mode::Passive) {
+            // fw 148: the answer is right, and the battery falls back to Auto behind it
+            s.fall_back_to_auto();
+        }
+        Outcome::Result(reply)
+    }
+
+    /// Whether a `net-reset` fault has the network stack down at simulated `now`.
+    fn in_blackout(&self, faults: &SimFaults, now: DateTime<Utc>) -> bool {
+        faults.net_reset.is_some_and(|r| {
+            let period = r.period.as_millis().max(1) as i64;
+            let into = (now - self.epoch).num_milliseconds().rem_euclid(period);
+            into >= period - r.silence.as_millis() as i64
+        })
+    }
+
+    fn set_mode(&self, params: &Value, instance: &Value, faults: &SimFaults) -> Outcome {
         let now = self.clock.now();
         let mut s = self.state_now();
-        match mode {
-            "Auto" => s.mode = Mode::Auto,
-            "AI" => s.mode = Mode::Ai,
-            "UPS" | "Ups" => {
-                if !self.enc.supports_ups() {
-                    return Outcome::Error(-32601, "Method not found", self.enc.not_found_data());
-                }
-                s.mode = Mode::Ups;
-            }
-            "Passive" => {
-                let p = cfg.get("passive_cfg");
-                let power = p.and_then(|p| p.get("power")).and_then(Value::as_i64);
-                let cd = p.and_then(|p| p.get("cd_time")).and_then(Value::as_i64);
-                match (power, cd) {
-                    (Some(pw), Some(cd)) if (0..=86_400).contains(&cd) && pw.abs() <= 10_000 => {
-                        s.mode = Mode::Passive;
-                        s.passive_power = pw as i32;
-                        s.passive_until = Some(now + chrono::Duration::seconds(cd));
-                    }
-                    _ => return set(false),
-                }
-            }
-            "Manual" => {
-                // the device rejects Manual without a manual_cfg
-                let Some(slot) = cfg
-                    .get("manual_cfg")
-                    .and_then(|m| parse_slot(m, s.slots.len()))
-                else {
-                    return set(false);
-                };
-                let (n, slot) = slot;
-                if let Some(x) = s.slots.get_mut(n) {
-                    *x = Some(slot);
-                }
-                s.mode = Mode::Manual;
-            }
-            _ => return set(false),
+        match writes::set_mode(&mut s, params.get("config"), faults, &self.enc, now) {
+            Some(ok) => Outcome::Result(json!({"id": instance, "set_result": ok})),
+            None => Outcome::Error(-32601, "Method not found", self.enc.not_found_data()),
         }
-        set(true)
     }
-}
-
-fn parse_hhmm(v: Option<&Value>) -> Option<u32> {
-    let s = v?.as_str()?;
-    let (h, m) = s.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
-}
-
-fn parse_slot(m: &Value, slots: usize) -> Option<(usize, SimSlot)> {
-    let n = usize::try_from(m.get("time_num")?.as_i64()?).ok()?;
-    if n >= slots {
-        return None;
-    }
-    let week = m.get("week_set")?.as_i64()?;
-    let power = m.get("power")?.as_i64()?;
-    let enable = m.get("enable")?.as_i64()?;
-    if !(0..=255).contains(&week) || power.abs() > 10_000 || !(0..=1).contains(&enable) {
-        return None;
-    }
-    Some((
-        n,
-        SimSlot {
-            start_min: parse_hhmm(m.get("start_time"))?,
-            end_min: parse_hhmm(m.get("end_time"))?,
-            week: (week & 0x7F) as u8,
-            power: power as i32,
-            enable: enable == 1,
-        },
-    ))
 }
 
 /// Starts simulators.
@@ -506,6 +385,7 @@ impl Simulator {
         let enc = Encoder {
             profile: cfg.profile,
             ver,
+            fw148_shape: false,
         };
         let mut devices = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
@@ -541,8 +421,9 @@ impl Simulator {
                 enc,
                 tz: cfg.timezone,
                 clock: clock.clone(),
+                epoch: clock.now(),
                 state: Mutex::new(ModelState::new(&enc.spec(), cfg.initial_soc, clock.now())),
-                faults: Mutex::new(cfg.faults.clone()),
+                faults: Mutex::new(cfg.device_faults.get(&i).unwrap_or(&cfg.faults).clone()),
                 net: Mutex::new(NetState::default()),
                 received: AtomicU64::new(0),
                 replied: AtomicU64::new(0),
@@ -735,6 +616,21 @@ impl SimHandle {
         }
     }
 
+    /// Start of the next `net-reset` blackout of a device at or after the simulated now
+    /// (None without that fault); a blackout lasts the fault's `silence`.
+    pub fn next_blackout(&self, dev: usize) -> Option<DateTime<Utc>> {
+        let d = self.devices.get(dev)?;
+        let r = lock(&d.faults).net_reset?;
+        let period = chrono::Duration::from_std(r.period).ok()?;
+        let silence = chrono::Duration::from_std(r.silence).ok()?;
+        let now = self.clock.now();
+        let mut start = d.epoch + period - silence;
+        while start + silence <= now {
+            start += period;
+        }
+        Some(start)
+    }
+
     /// Datagram counters of a device.
     pub fn stats(&self, dev: usize) -> Option<SimStats> {
         let d = self.devices.get(dev)?;
@@ -755,19 +651,6 @@ impl SimHandle {
 #[cfg(test)]
 mod fault_option_tests {
     use super::*;
-
-    #[test]
-    fn loss_and_jitter_parse_with_defaults_and_values() {
-        let f = SimFaults::parse_list("loss,jitter").unwrap();
-        assert_eq!(f.loss, Some(0.3));
-        assert_eq!(f.jitter, Some(Duration::from_millis(500)));
-        let f = SimFaults::parse_list("loss=0.5, jitter=2s").unwrap();
-        assert_eq!(f.loss, Some(0.5));
-        assert_eq!(f.jitter, Some(Duration::from_secs(2)));
-        assert!(SimFaults::parse_list("loss=1.5").is_err());
-        assert!(SimFaults::parse_list("loss=x").is_err());
-        assert!(SimFaults::parse_list("jitter=soon").is_err());
-    }
 
     #[tokio::test]
     async fn full_loss_drops_everything_and_jitter_still_answers() {
