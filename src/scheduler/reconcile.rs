@@ -1,8 +1,10 @@
 //! Desired state and reconciliation. At start-up the mode the schedule puts in force now is
 //! derived from the last of {AUTO fire, MANUAL fire} before now (even when that run was missed),
 //! unless a newer persisted intent (e.g. an MQTT command) is still valid; it is persisted and
-//! re-applied where the device reports another mode, raising `mode_drift`. Afterwards samples
-//! (and devices coming back) are checked against the intent, and Passive intents are kept alive
+//! re-applied where the device reports another mode (applying an intent is not drift: no
+//! alert). Afterwards samples
+//! (and devices coming back) are checked against the intent — `mode_drift` is raised only when a
+//! battery leaves an intent it had reached — and Passive intents are kept alive
 //! by renewing `cd_time` before it runs out while `valid_until` lasts; a battery charging under
 //! tonight's Tempo precharge slot is switched to the idle slot once it reaches its target SOC.
 //! Touches the store (desired state), the fleet through `CommandService::submit`, the night
@@ -90,6 +92,8 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     desired: Mutex<HashMap<DeviceId, DesiredState>>,
     last_applied: Mutex<HashMap<DeviceId, DateTime<Utc>>>,
+    /// The intent each battery was last seen holding (its mode reported, or a verified apply).
+    reached: Mutex<HashMap<DeviceId, ModeConfig>>,
     /// Least time between two re-applications to one device.
     min_gap: Duration,
     /// Tonight's precharge targets (Tempo), to stop a battery's charge at its target.
@@ -117,6 +121,7 @@ impl Reconciler {
             clock,
             desired: Mutex::new(HashMap::new()),
             last_applied: Mutex::new(HashMap::new()),
+            reached: Mutex::new(HashMap::new()),
             min_gap: Duration::from_secs(60),
             planner: None,
         }
@@ -217,6 +222,7 @@ impl Reconciler {
                 None => None,
             };
             if observed == Some(intent.config.mode()) {
+                self.mark_reached(&intent);
                 if let Err(e) = self.store.set_desired(&intent).await {
                     tracing::warn!(device = %intent.device, error = %e, "desired_state_not_saved");
                 }
@@ -232,6 +238,8 @@ impl Reconciler {
 
     async fn apply(&self, intent: &DesiredState, observed: Option<Mode>) -> Value {
         let now = self.clock.now();
+        // Drift is leaving an intent once reached; first applying it (start-up) is not.
+        let had_reached = self.had_reached(intent);
         if let Ok(mut m) = self.last_applied.lock() {
             m.insert(intent.device.clone(), now);
         }
@@ -251,7 +259,12 @@ impl Reconciler {
             .commands
             .submit_one(&intent.device, &Command::SetMode(config), origin)
             .await;
-        if let Some(obs) = observed {
+        if let Ok(rep) = &res
+            && rep.verified
+        {
+            self.mark_reached(intent);
+        }
+        if let Some(obs) = observed.filter(|_| had_reached) {
             tracing::warn!(device = %intent.device, wanted = %intent.config.mode(), observed = %obs, "mode_drift");
             if let Some(tx) = &self.alerts {
                 let _ = tx.send(Alert {
@@ -278,6 +291,23 @@ impl Reconciler {
             }
             Err(e) => json!({ "device": intent.device, "status": "error", "error": e.to_string() }),
         }
+    }
+
+    fn mark_reached(&self, intent: &DesiredState) {
+        if let Ok(mut m) = self.reached.lock() {
+            m.insert(intent.device.clone(), intent.config.clone());
+        }
+    }
+
+    fn had_reached(&self, intent: &DesiredState) -> bool {
+        self.reached
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(&intent.device)
+                    .map(|c| c.mode() == intent.config.mode())
+            })
+            .unwrap_or(false)
     }
 
     /// The cached intent of a device, if still valid.
@@ -311,6 +341,7 @@ impl Reconciler {
         let observed = sample.mode?;
         let cached = self.intent(&sample.device)?;
         if cached.config.mode() == observed {
+            self.mark_reached(&cached);
             return None;
         }
         // Suspected drift: re-read the intent first, since another source (an MQTT command)
