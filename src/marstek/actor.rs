@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{Reply, Transport};
+use super::pacing::next_round;
 use super::profile::{Profile, RoundData, build_sample};
 use super::protocol::{self, DeviceResult, EsMode, SetResult, decode_result, method};
 use super::readings::{ReadingsTracker, reading_units};
@@ -321,7 +322,11 @@ impl Actor {
                         _ = shutdown.cancelled() => break,
                         r = self.poll_round(extras, Some(&mut rx)) => r,
                     };
-                    next_poll = tokio::time::Instant::now() + self.settings.status_interval;
+                    next_poll = next_round(
+                        next_poll,
+                        self.settings.status_interval,
+                        tokio::time::Instant::now(),
+                    );
                 }
             }
         }

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod cli;
 pub mod client;
 pub mod discovery;
+mod pacing;
 pub mod profile;
 pub mod protocol;
 pub mod readings;

@@ -65,7 +65,8 @@ impl MarstekSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PollingSettings {
-    /// Time between routine status rounds (default 60 s; faster polling upsets some firmware).
+    /// Period of the routine status rounds, start to start (default 60 s; faster polling upsets
+    /// some firmware); a round that overruns it delays the next one, rounds never pile up.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
     /// Reply timeout of a read attempt (default 2.5 s).
