@@ -245,6 +245,14 @@ impl TempoSettings {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         let mut push = |k: &str, m: String| errs.push((k.to_string(), m));
+        self.validate_sources(&mut push);
+        self.validate_timing(&mut push);
+        self.validate_plan(&mut push);
+        errs
+    }
+
+    /// Sources, URLs and RTE credentials.
+    fn validate_sources(&self, push: &mut impl FnMut(&str, String)) {
         if self.sources.is_empty() {
             push(
                 "sources",
@@ -289,6 +297,10 @@ impl TempoSettings {
                 }
             }
         }
+    }
+
+    /// HTTP timing and the retry plan.
+    fn validate_timing(&self, push: &mut impl FnMut(&str, String)) {
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(300) {
             push("timeout", "must be between 1ms and 5m".into());
         }
@@ -318,6 +330,10 @@ impl TempoSettings {
                 format!("deadline {last} must be before the 22:00 night job"),
             );
         }
+    }
+
+    /// Precharge, capacity, efficiency, tariff and house profile.
+    fn validate_plan(&self, push: &mut impl FnMut(&str, String)) {
         if self.precharge_colours.is_empty() && self.enabled {
             push(
                 "precharge_colours",
@@ -378,7 +394,6 @@ impl TempoSettings {
                 "must hold 24 hourly loads, each 0 to 50000 W".into(),
             );
         }
-        errs
     }
 }
 
