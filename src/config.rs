@@ -47,6 +47,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Optional HTTP health and metrics endpoints.
     pub http: crate::http::HttpSettings,
+    /// Self-consumption regulation on a grid meter.
+    pub regulator: crate::regulator::RegulatorSettings,
 }
 
 /// Bridge-wide behaviour.
@@ -460,6 +462,7 @@ impl Settings {
         section(&mut issues, "scheduler", self.scheduler.validate());
         section(&mut issues, "tempo", self.tempo.validate());
         section(&mut issues, "alerts", self.alerts.validate());
+        section(&mut issues, "regulator", self.regulator.validate());
         let mut ids = HashSet::new();
         let mut addresses: HashMap<(String, u16), usize> = HashMap::new();
         for (n, d) in self.devices.iter().enumerate() {

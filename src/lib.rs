@@ -17,6 +17,7 @@ pub mod logging;
 pub mod marstek;
 pub mod mqtt;
 pub mod redact;
+pub mod regulator;
 pub mod remote;
 pub mod replay;
 pub mod sample_metrics;
