@@ -546,6 +546,22 @@ impl Settings {
         issues
     }
 
+    /// The settings that follow from several sections, computed once at start-up.
+    pub fn derive(&self) -> Derived {
+        let mut mqtt = self.mqtt.clone();
+        mqtt.status_interval = self.polling.status_interval;
+        let mut alerts = self.alerts.clone();
+        alerts.unreachable_after = self.polling.failures_before_unreachable;
+        let poll = self.polling.status_interval;
+        Derived {
+            mqtt,
+            alerts,
+            stale_after: poll * 3,
+            health_every: poll.max(Duration::from_secs(5)),
+            reconcile_every: poll.max(Duration::from_secs(30)),
+        }
+    }
+
     /// The effective configuration as TOML with every secret replaced by `***`.
     pub fn to_redacted_toml(&self) -> String {
         let mut value =
@@ -561,6 +577,22 @@ impl Settings {
         redact(&mut value);
         serde_json::to_value(value).unwrap_or_default()
     }
+}
+
+/// Settings that follow from several sections (see [`Settings::derive`]); none is a key of its
+/// own, all follow `[polling]`.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// `[mqtt]` with the poll interval, which the state expiry and the offline delay follow.
+    pub mqtt: crate::mqtt::MqttSettings,
+    /// `[alerts]` with `unreachable_after` = `[polling] failures_before_unreachable` (polls).
+    pub alerts: crate::alerts::AlertSettings,
+    /// A battery not heard from for this long makes `/readyz` fail: three poll intervals.
+    pub stale_after: Duration,
+    /// Period of the retained `bridge/health` document: the poll interval, at least 5 s.
+    pub health_every: Duration,
+    /// Period of the reconciler's drift check: the poll interval, at least 30 s.
+    pub reconcile_every: Duration,
 }
 
 /// The form of a device host under which two entries name the same battery: IP addresses in
@@ -583,6 +615,24 @@ fn canonical_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_settings_follow_the_poll_interval() {
+        let mut s = Settings::default();
+        s.polling.status_interval = Duration::from_secs(2);
+        s.polling.failures_before_unreachable = 7;
+        let d = s.derive();
+        assert_eq!(d.mqtt.status_interval, Duration::from_secs(2));
+        assert_eq!(d.mqtt.offline_after(), Duration::from_secs(5));
+        assert_eq!(d.alerts.unreachable_after, 7);
+        assert_eq!(d.stale_after, Duration::from_secs(6));
+        assert_eq!(d.health_every, Duration::from_secs(5));
+        assert_eq!(d.reconcile_every, Duration::from_secs(30));
+        s.polling.status_interval = Duration::from_secs(120);
+        let d = s.derive();
+        assert_eq!(d.health_every, Duration::from_secs(120));
+        assert_eq!(d.reconcile_every, Duration::from_secs(120));
+    }
 
     #[test]
     fn the_default_instance_is_stable_and_follows_the_configuration() {

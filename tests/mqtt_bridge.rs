@@ -320,7 +320,7 @@ async fn start_bridge_with_store(
     // `online` is published after the subscriptions: once it is seen, commands are heard.
     let state_topic = format!("{base}/bridge/state");
     let mut online = Probe::connect(std::slice::from_ref(&state_topic)).await;
-    // What app.rs does: availability has one owner fed by the samples and the drivers, the
+    // What the app does: availability has one owner fed by the samples and the drivers, the
     // remembered controls are restored before the bridge starts and saved by their writer, and
     // every sample goes to the bridge.
     let tracker = TaskTracker::new();

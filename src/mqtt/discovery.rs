@@ -5,6 +5,7 @@
 //! `MqttHandle::set_extra_entities`. The detail readings' entities (CT phases, solar strings,
 //! battery detail, diagnostics) are in [`readings`].
 
+pub mod bridge;
 pub mod readings;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! parsing and the bridge request/response API. Talks only to the broker, and to devices only
 //! through `control::CommandService`.
 //!
-//! Wiring (done by `app.rs`): build a [`RequestRouter`] (`RequestRouter::with_builtins` plus
+//! Wiring (done by `app`): build a [`RequestRouter`] (`RequestRouter::with_builtins` plus
 //! `register` for jobs/tempo actions), call [`MqttBridge::start`], then feed the returned
 //! [`MqttHandle`] with samples, availability, alerts and the retained bridge documents.
 
@@ -18,6 +18,6 @@ pub use bridge::{MqttBridge, MqttError, MqttHandle, state_payload};
 pub use client::{
     ClientError, ClientEvent, ClientOptions, IncomingPublish, MqttClient, MqttEventLoop, Will,
 };
-pub use requests::{Handler, RequestRouter, handler};
+pub use requests::{Handler, RequestRouter, handler, typed_handler};
 pub use settings::{DiscoveryStyle, MqttProtocol, MqttSettings, TlsSettings};
 pub use topics::Topics;

@@ -24,6 +24,27 @@ where
     Arc::new(move |v| Box::pin(f(v)))
 }
 
+/// Wraps an async closure over a typed request as a [`Handler`]: the payload is deserialised into
+/// `Req` (one that does not fit is answered `invalid request: …` without calling `f`), and the
+/// answer is serialised as `data`.
+pub fn typed_handler<Req, Resp, F, Fut>(f: F) -> Handler
+where
+    Req: serde::de::DeserializeOwned,
+    Resp: serde::Serialize,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, String>> + Send + 'static,
+{
+    Arc::new(move |v| {
+        let call = serde_json::from_value::<Req>(v)
+            .map(&f)
+            .map_err(|e| format!("invalid request: {e}"));
+        Box::pin(async move {
+            let answer = call?.await?;
+            serde_json::to_value(answer).map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// Registry of bridge actions.
 #[derive(Clone, Default)]
 pub struct RequestRouter {
@@ -176,5 +197,35 @@ mod tests {
             .await;
         assert_eq!(v["error"], "payload is not valid UTF-8");
         assert_eq!(r.handle("devices/list", Ok("")).await["data"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_typed_handler_answers_a_payload_that_does_not_fit_without_calling_it() {
+        #[derive(serde::Deserialize)]
+        struct Req {
+            n: Option<u32>,
+        }
+        let mut r = RequestRouter::new();
+        r.register(
+            "double",
+            typed_handler(|req: Req| async move {
+                req.n
+                    .map(|n| n * 2)
+                    .ok_or_else(|| "missing \"n\"".to_string())
+            }),
+        );
+        let v = r.handle("double", Ok(r#"{"n":21,"transaction":1}"#)).await;
+        assert_eq!(
+            (v["status"].clone(), v["data"].clone()),
+            (json!("ok"), json!(42))
+        );
+        let v = r.handle("double", Ok("")).await;
+        assert_eq!(v["error"], "missing \"n\"");
+        let v = r.handle("double", Ok(r#"{"n":"x"}"#)).await;
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("invalid request: invalid type"),
+            "{error}"
+        );
     }
 }

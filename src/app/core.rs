@@ -1,0 +1,140 @@
+//! The core every adapter shares: the store, one actor per battery (the fleet), the command
+//! service with its remembered controls, device presence, the sample broadcast and the telemetry
+//! writer (plus pruning and device registration). Opens the database and binds the UDP port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::broadcast;
+
+use super::devices::{register_devices, spawn_batteries};
+use super::tasks::{StartupError, Tasks};
+use crate::config::{Derived, Settings};
+use crate::control::{CommandService, Fleet, Presence};
+use crate::domain::{AlertSender, Sample};
+use crate::marstek::Transport;
+use crate::store::{self, Store, WriterHandle};
+
+/// How often expired telemetry is deleted (SQLite and plain PostgreSQL), seconds.
+const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything built at start-up that the tasks share.
+pub struct Core {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Every configured battery.
+    pub fleet: Fleet,
+    /// The one path for commands (and the remembered controls).
+    pub commands: CommandService,
+    /// Device availability (its one owner runs in the background).
+    pub presence: Presence,
+    /// Every sample of every battery.
+    pub samples: broadcast::Sender<Sample>,
+    /// Telemetry writer statistics.
+    pub writer: WriterHandle,
+}
+
+/// Opens the store, binds the UDP transport, spawns one actor per battery, the command
+/// service's helpers, presence, the writer, pruning and device registration.
+pub async fn spawn(
+    settings: &Settings,
+    derived: &Derived,
+    tasks: &Tasks,
+    alerts: AlertSender,
+) -> anyhow::Result<Core> {
+    let store = store::open(&settings.database)
+        .await
+        .map_err(|e| StartupError(format!("cannot open the database ({e})")))?;
+    let capacity = (settings.devices.len() * 16).clamp(256, 65_536);
+    let (samples, _) = broadcast::channel(capacity);
+    let bind = settings.marstek.bind_socket();
+    let transport = Transport::bind(bind, tasks.token()).await.map_err(|e| {
+        StartupError(format!(
+            "marstek.bind_device_port: cannot bind UDP {bind} ({e}); another integration may own the port: \
+             stop it or set marstek.bind_device_port = false"
+        ))
+    })?;
+    let fleet = Fleet::new(spawn_batteries(settings, &transport, &store, &samples, tasks).await);
+    let commands = spawn_commands(settings, &fleet, &store, &samples, tasks, alerts).await;
+    let presence = Presence::spawn(
+        &fleet,
+        samples.subscribe(),
+        derived.mqtt.offline_after(),
+        tasks.token().clone(),
+        &tasks.tracker,
+    );
+    let (writer, writer_task) = store::spawn_writer(
+        store.clone(),
+        samples.subscribe(),
+        &settings.database,
+        tasks.token().clone(),
+    );
+    tasks.spawn_core("store_writer", async move {
+        writer_task.await.context("telemetry writer panicked")
+    });
+    if store.backend() != store::Backend::Timescale {
+        // TimescaleDB has its own retention policy; elsewhere old telemetry is deleted here.
+        spawn_pruning(store.clone(), settings.database.retention_days, tasks);
+    }
+    tasks.spawn(register_devices(
+        store.clone(),
+        fleet.clone(),
+        samples.subscribe(),
+        tasks.token().clone(),
+    ));
+    Ok(Core {
+        store,
+        fleet,
+        commands,
+        presence,
+        samples,
+        writer,
+    })
+}
+
+/// The command service, its remembered controls restored from the store, their writer and the
+/// state-of-charge guard.
+async fn spawn_commands(
+    settings: &Settings,
+    fleet: &Fleet,
+    store: &Arc<dyn Store>,
+    samples: &broadcast::Sender<Sample>,
+    tasks: &Tasks,
+    alerts: AlertSender,
+) -> CommandService {
+    let commands = CommandService::new(
+        fleet.clone(),
+        Some(store.clone()),
+        Some(alerts),
+        settings.bridge.read_only,
+    );
+    // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
+    // command can race the restore.
+    commands.controls().restore(store.as_ref()).await;
+    tasks.spawn(
+        commands
+            .controls()
+            .clone()
+            .run_writer(store.clone(), tasks.token().clone()),
+    );
+    tasks.spawn(
+        commands
+            .clone()
+            .guard_soc(samples.subscribe(), tasks.token().clone()),
+    );
+    commands
+}
+
+/// Deletes telemetry older than `days` now and every [`PRUNE_EVERY`].
+fn spawn_pruning(store: Arc<dyn Store>, days: u32, tasks: &Tasks) {
+    tasks.spawn_every(PRUNE_EVERY, move || {
+        let store = store.clone();
+        async move {
+            if let Err(e) = store::prune_expired(store.as_ref(), days, Utc::now()).await {
+                tracing::warn!(error = %e, "telemetry_prune_failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,196 @@
+//! Home Assistant entities of the bridge device: a switch (enabled) and a button (run now) per
+//! scheduled job, the next scheduled action, and, with Tempo, the Tempo, plan and ledger sensors.
+//! All read the retained bridge documents (`bridge/schedule`, `bridge/tempo`, `bridge/plan`,
+//! `bridge/ledger`) and write bridge requests. Pure: builds [`Entity`] values.
+
+use super::{Component, Entity, EntityCategory, EntityConfig, StateClass, bridge_node};
+use crate::mqtt::Topics;
+
+/// What the bridge device shows.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeEntities {
+    /// Ids of the scheduled jobs, in display order.
+    pub jobs: Vec<String>,
+    /// Tempo is enabled (Tempo, plan and ledger sensors).
+    pub tempo: bool,
+    /// QoS of the entities' subscriptions.
+    pub qos: u8,
+}
+
+impl BridgeEntities {
+    /// Every entity of the bridge device.
+    pub fn build(&self, topics: &Topics) -> Vec<Entity> {
+        let base = Base {
+            topics,
+            root: bridge_node(topics),
+            qos: self.qos,
+        };
+        let mut out: Vec<Entity> = self.jobs.iter().flat_map(|id| base.job(id)).collect();
+        out.push(base.next_scheduled_action());
+        if self.tempo {
+            out.extend(base.tempo());
+        }
+        out
+    }
+}
+
+/// Builds entities of the bridge device.
+struct Base<'a> {
+    topics: &'a Topics,
+    root: String,
+    qos: u8,
+}
+
+impl Base<'_> {
+    fn entity(&self, key: &str, name: String, component: Component) -> Entity {
+        let platform = component.as_str();
+        let root = &self.root;
+        Entity {
+            component,
+            key: key.to_string(),
+            config: EntityConfig {
+                name: Some(name),
+                unique_id: format!("{root}_{key}"),
+                default_entity_id: format!("{platform}.{root}_{key}"),
+                qos: self.qos,
+                ..EntityConfig::default()
+            },
+            availability: vec![self.topics.bridge_state()],
+        }
+    }
+
+    /// The `enabled` switch and the `run now` button of job `id`.
+    fn job(&self, id: &str) -> [Entity; 2] {
+        let mut sw = self.entity(
+            &format!("{id}_enabled"),
+            format!("Job {id}"),
+            Component::Switch,
+        );
+        sw.config.state_topic = Some(self.topics.bridge_schedule());
+        sw.config.value_template = Some(format!(
+            "{{% set j = value_json.jobs | selectattr('id', 'eq', '{id}') | first %}}{{{{ 'on' if j and not j.paused else 'off' }}}}"
+        ));
+        sw.config.command_topic = Some(self.topics.bridge_request(&format!("jobs/{id}/enabled")));
+        sw.config.payload_on = Some(r#"{"enabled":true}"#);
+        sw.config.payload_off = Some(r#"{"enabled":false}"#);
+        sw.config.state_on = Some("on");
+        sw.config.state_off = Some("off");
+        sw.config.entity_category = Some(EntityCategory::Config);
+        sw.config.icon = Some("mdi:calendar-clock");
+        let mut button = self.entity(
+            &format!("{id}_run"),
+            format!("Run {id} now"),
+            Component::Button,
+        );
+        button.config.command_topic = Some(self.topics.bridge_request(&format!("jobs/{id}/run")));
+        button.config.payload_press = Some("{}");
+        button.config.entity_category = Some(EntityCategory::Config);
+        [sw, button]
+    }
+
+    fn next_scheduled_action(&self) -> Entity {
+        let mut next = self.entity(
+            "next_scheduled_action",
+            "Next scheduled action".into(),
+            Component::Sensor,
+        );
+        next.config.state_topic = Some(self.topics.bridge_schedule());
+        next.config.value_template = Some(
+            "{% set j = value_json.jobs | selectattr('id', 'in', ['job_switch_to_auto', 'job_switch_to_manual_night']) \
+             | selectattr('next_run_utc') | sort(attribute='next_run_utc') | first %}\
+             {{ (j.id | replace('job_switch_to_', '') ~ ' at ' ~ j.next_run_local) if j else 'none' }}"
+                .into(),
+        );
+        next.config.icon = Some("mdi:calendar-arrow-right");
+        next
+    }
+
+    /// Tempo colours, tonight's precharge, the plan's next action and the ledger's savings.
+    fn tempo(&self) -> Vec<Entity> {
+        let mut out = Vec::new();
+        for (key, name, path) in [
+            ("tempo_today", "Tempo today", "today"),
+            ("tempo_tomorrow", "Tempo tomorrow", "tomorrow"),
+        ] {
+            let mut e = self.entity(key, name.into(), Component::Sensor);
+            e.config.state_topic = Some(self.topics.bridge_tempo());
+            e.config.value_template =
+                Some(format!("{{{{ value_json.{path}.colour or 'unknown' }}}}"));
+            e.config.icon = Some("mdi:palette");
+            out.push(e);
+        }
+        let mut pre = self.entity(
+            "precharge_tonight",
+            "Precharge tonight".into(),
+            Component::BinarySensor,
+        );
+        pre.config.state_topic = Some(self.topics.bridge_tempo());
+        pre.config.value_template = Some("{{ 'ON' if value_json.precharge else 'OFF' }}".into());
+        pre.config.icon = Some("mdi:battery-charging-high");
+        out.push(pre);
+        let mut next = self.entity(
+            "plan_next_action",
+            "Plan next action".into(),
+            Component::Sensor,
+        );
+        next.config.state_topic = Some(self.topics.bridge_plan());
+        next.config.value_template = Some("{{ value_json.next_action | truncate(250) }}".into());
+        next.config.icon = Some("mdi:battery-clock");
+        out.push(next);
+        for (key, name, field) in [
+            ("ledger_today", "Tempo saved today", "today_saved_eur"),
+            (
+                "ledger_season",
+                "Tempo saved this season",
+                "season_saved_eur",
+            ),
+        ] {
+            let mut e = self.entity(key, name.into(), Component::Sensor);
+            e.config.state_topic = Some(self.topics.bridge_ledger());
+            e.config.value_template = Some(format!("{{{{ value_json.{field} }}}}"));
+            e.config.device_class = Some("monetary");
+            e.config.unit_of_measurement = Some("EUR");
+            e.config.state_class = Some(StateClass::Total);
+            out.push(e);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_job_gets_a_switch_and_a_button_and_tempo_adds_its_sensors() {
+        let topics = Topics::new("marstek", "homeassistant");
+        let plain = BridgeEntities {
+            jobs: vec!["job_a".into(), "job_b".into()],
+            tempo: false,
+            qos: 1,
+        };
+        let keys: Vec<String> = plain.build(&topics).into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "job_a_enabled",
+                "job_a_run",
+                "job_b_enabled",
+                "job_b_run",
+                "next_scheduled_action"
+            ]
+        );
+        let with_tempo = BridgeEntities {
+            tempo: true,
+            ..plain
+        };
+        let entities = with_tempo.build(&topics);
+        assert_eq!(entities.len(), 5 + 6);
+        let run = &entities[1];
+        assert_eq!(
+            run.config.command_topic.as_deref(),
+            Some(topics.bridge_request("jobs/job_a/run").as_str())
+        );
+        assert!(entities.iter().all(|e| e.config.qos == 1));
+    }
+}
