@@ -2,15 +2,22 @@
 //! on the one command path (`control::CommandService`, the per-device actor, Passive mode with
 //! a short countdown, the SOC envelope). `settings` holds the `[regulator]` configuration,
 //! `control` the pure controller (PI with anti-windup, deadband, smoothing, bounded step, the
-//! inverted-sign watch) and `allocate` the pure sharing of the fleet's set-point. These parts
-//! touch nothing outside themselves; the running loop is wired by the app.
+//! inverted-sign watch), `allocate` the pure sharing of the fleet's set-point, `meter` the
+//! reading of the grid meter's payloads (extraction, refusals, staleness, CT fallback) and
+//! `engine` one regulation cycle (when to write, fallback to Auto, the stop on an inverted
+//! meter, the status). These parts touch nothing outside themselves; the running loop is
+//! wired by the app.
 
 pub mod allocate;
 pub mod control;
+pub mod engine;
+pub mod meter;
 pub mod settings;
 
 pub use allocate::{Allocation, Allocator, Candidate, Standing, fleet_range};
 pub use control::{Bound, Controller, Cycle, SignWatch, Tuning};
+pub use engine::{BatteryStatus, Engine, Member, Phase, Plan, Status};
+pub use meter::{BadReading, Meter, Reading, Source};
 pub use settings::{
     Extractor, MeterPreset, MeterSettings, MeterSign, MeterUnit, RegulatorSettings,
 };
