@@ -1,12 +1,50 @@
-//! Home Assistant entities of the bridge device: a switch (enabled) and a button (run now) per
-//! scheduled job, the next scheduled action, and, with Tempo, the Tempo, plan and ledger sensors.
+//! Home Assistant entities of the bridge device: its connectivity sensor ([`bridge_device`]), a
+//! switch (enabled) and a button (run now) per scheduled job, the next scheduled action, and, with Tempo, the Tempo, plan and ledger sensors.
 //! All read the retained bridge documents (`bridge/schedule`, `bridge/tempo`, `bridge/plan`,
 //! `bridge/ledger`) and write bridge requests. Pure: builds [`Entity`] values.
 
-use super::{Component, Entity, EntityCategory, EntityConfig, StateClass, bridge_node};
+use super::{
+    Component, DeviceBlock, Entity, EntityCategory, EntityConfig, HaDevice, ORIGIN, StateClass,
+    base_config, bridge_node,
+};
 use crate::mqtt::Topics;
 
-/// What the bridge device shows.
+/// The bridge device: connectivity binary sensor (bridge/state).
+pub fn bridge_device(topics: &Topics, qos: u8) -> HaDevice {
+    let node = bridge_node(topics);
+    let mut c = base_config(
+        Component::BinarySensor,
+        &node,
+        "connectivity",
+        "Connectivity",
+        qos,
+    );
+    c.state_topic = Some(topics.bridge_state());
+    c.device_class = Some("connectivity");
+    c.payload_on = Some("online");
+    c.payload_off = Some("offline");
+    c.entity_category = Some(EntityCategory::Diagnostic);
+    HaDevice {
+        device: DeviceBlock {
+            identifiers: vec![node.clone()],
+            name: format!("Marstek bridge ({})", topics.base()),
+            manufacturer: "marstek-bridge".into(),
+            model: Some("marstek-bridge".into()),
+            sw_version: Some(ORIGIN.sw_version.into()),
+            connections: vec![],
+            via_device: None,
+        },
+        node,
+        entities: vec![Entity {
+            component: Component::BinarySensor,
+            key: "connectivity".into(),
+            config: c,
+            availability: vec![],
+        }],
+    }
+}
+
+/// What the bridge device shows besides its connectivity.
 #[derive(Debug, Clone, Default)]
 pub struct BridgeEntities {
     /// Ids of the scheduled jobs, in display order.
