@@ -263,23 +263,53 @@ async fn command_story(rig: &Rig) {
     assert_eq!(one["intent"]["set_by"], "http", "{one}");
     assert_eq!(one["intent"]["config"]["mode"], "passive", "{one}");
 
-    let (code, hist) = rig.get("/api/v1/batteries/bat-a/history?bucket=1m").await;
+    let (code, hist) = rig.get("/api/v1/batteries/bat-a/history").await;
     assert_eq!(code, 200, "{hist}");
-    assert_eq!(hist["bucket_seconds"], 60);
+    assert_eq!(
+        (&hist["bucket"], &hist["bucket_seconds"]),
+        (&json!("hour"), &json!(3600))
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // The writer flushes in batches: wait for the first stored point.
-        let (_, hist) = rig.get("/api/v1/batteries/bat-a/history?bucket=1m").await;
-        if let Some(p) = hist["points"].as_array().and_then(|p| p.first()) {
-            assert!(
-                p["n"].as_u64().unwrap() >= 1 && p["soc_mean"].is_number(),
-                "{hist}"
-            );
-            break;
+    let hour = loop {
+        // The writer flushes in batches: wait for the first stored point of this hour.
+        let (_, hist) = rig.get("/api/v1/batteries/bat-a/history").await;
+        if let Some(p) = hist["points"].as_array().and_then(|p| p.last()) {
+            break p.clone();
         }
         assert!(tokio::time::Instant::now() < deadline, "no history: {hist}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let soc = hour["soc_mean"].as_f64().expect("soc_mean");
+    assert!(hour["n"].as_u64().unwrap() >= 1, "{hour}");
+    assert!((45.0..=65.0).contains(&soc), "the simulator's SOC: {hour}");
+    assert!(
+        hour["soc_min"].as_f64() <= Some(soc) && Some(soc) <= hour["soc_max"].as_f64(),
+        "{hour}"
+    );
+    for key in [
+        "power_mean",
+        "charged_wh",
+        "discharged_wh",
+        "grid_in_wh",
+        "grid_out_wh",
+    ] {
+        assert!(hour[key].is_number(), "{key}: {hour}");
     }
+    // The same samples in daily buckets: today's UTC day holds this hour's samples.
+    let (code, days) = rig.get("/api/v1/batteries/bat-a/history?bucket=day").await;
+    assert_eq!(code, 200, "{days}");
+    assert_eq!(days["bucket_seconds"], 86_400);
+    let day_of_hour = format!("{}T00:00:00Z", &hour["t"].as_str().unwrap()[..10]);
+    let day = days["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["t"] == day_of_hour.as_str())
+        .unwrap_or_else(|| panic!("no day {day_of_hour}: {days}"));
+    assert!(
+        day["n"].as_u64() >= hour["n"].as_u64(),
+        "the day has at least the hour's samples: {day} vs {hour}"
+    );
 }
 
 async fn jobs_and_the_rest(rig: &Rig) {
@@ -492,6 +522,22 @@ async fn bad_input_gets_its_status_and_the_json_error_and_changes_nothing() {
         (
             Method::GET,
             "/api/v1/batteries/bat-b/history?from=2016-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=1d",
+            None,
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_range",
+        ),
+        (
+            Method::GET,
+            "/api/v1/batteries/bat-b/history?bucket=5m",
+            None,
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_bucket",
+        ),
+        (
+            Method::GET,
+            "/api/v1/batteries/bat-b/history?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
             None,
             String::new(),
             StatusCode::UNPROCESSABLE_ENTITY,

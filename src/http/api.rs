@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +17,7 @@ use crate::control::CommandService;
 use crate::domain::{DeviceId, Sample};
 use crate::mqtt::commands::CommandResponse;
 use crate::scheduler::{SchedulerError, SchedulerHandle};
-use crate::store::Store;
+use crate::store::{Bucket, Store};
 use crate::tempo::TempoService;
 
 use super::error::{ApiError, ApiJson, ErrorBody, JsonBytes};
@@ -191,11 +191,11 @@ pub async fn latest_sample(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Start, RFC 3339 (default: 24 h before `to`).
+    /// Start, RFC 3339 (default: 24 h before `to` for hours, 30 days for days).
     pub from: Option<DateTime<Utc>>,
     /// End, RFC 3339 (default: now).
     pub to: Option<DateTime<Utc>>,
-    /// Bucket width, e.g. `5m`, `1h`, `1d` (default `10m`).
+    /// Bucket: `hour` or `day` (UTC days; default `hour`).
     pub bucket: Option<String>,
 }
 
@@ -208,13 +208,16 @@ pub struct HistoryView {
     pub from: DateTime<Utc>,
     /// End (UTC).
     pub to: DateTime<Utc>,
+    /// `hour` or `day`.
+    pub bucket: String,
     /// Bucket width, s.
     pub bucket_seconds: i64,
-    /// One point per non-empty bucket, oldest first.
+    /// One point per bucket with samples whose start lies in [from, to), oldest first.
     pub points: Vec<HistoryPoint>,
 }
 
-/// SOC and power of one battery over a range, in buckets.
+/// SOC and energy of one battery over a range, in hourly or daily buckets (from the store's
+/// energy history: TimescaleDB's continuous aggregates, the raw table elsewhere).
 #[utoipa::path(get, path = "/api/v1/batteries/{id}/history", tag = "batteries",
     params(("id" = String, Path, description = "Battery id"), HistoryQuery),
     responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody),
@@ -226,19 +229,25 @@ pub async fn history(
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = known(&s, &id)?;
     let bucket = match &q.bucket {
-        Some(b) => history::parse_bucket(b).map_err(|e| ApiError::invalid("invalid_range", e))?,
-        None => Duration::minutes(10),
+        Some(b) => history::parse_bucket(b).map_err(|e| ApiError::invalid("invalid_bucket", e))?,
+        None => Bucket::Hour,
     };
-    let to = q.to.unwrap_or_else(Utc::now);
-    let from = q.from.unwrap_or(to - Duration::hours(24));
+    let now = Utc::now();
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - history::default_span(bucket));
     let w = history::window(from, to, bucket).map_err(|e| ApiError::invalid("invalid_range", e))?;
-    let samples = s.store.sample_history(&id, w.from, w.to).await?;
+    let buckets = s.store.energy_history(&id, w.from, w.to, w.bucket).await?;
     Ok(Json(HistoryView {
         id: id.to_string(),
         from: w.from,
         to: w.to,
-        bucket_seconds: w.bucket.num_seconds(),
-        points: history::reduce(&samples, w.bucket),
+        bucket: match bucket {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+        .into(),
+        bucket_seconds: bucket.seconds(),
+        points: history::points(&buckets, w.bucket, now),
     }))
 }
 
