@@ -1,6 +1,6 @@
 //! The handlers of `/api/v1`: batteries (list, one, latest sample, history), commands, the
-//! command audit, jobs (list, run, pause, resume, trigger, preview), Tempo (state, refresh),
-//! alerts (open, recent) and the bridge's identity. Each handler reads through the services in
+//! command audit, jobs (list, run, pause, resume, trigger, preview), alerts (open, recent) and
+//! the bridge's identity (Tempo, plan and ledger in `tempo_api`). Each handler reads through the services in
 //! [`ApiState`] and answers JSON or an [`ApiError`]; none keeps state of its own.
 
 use std::sync::Arc;
@@ -469,56 +469,6 @@ pub async fn preview(
             .map(|t| json!({"utc": t, "local": t.with_timezone(&tz).to_rfc3339()}))
             .collect::<Vec<_>>()
     )))
-}
-
-fn tempo(s: &ApiState) -> Result<&Arc<TempoService>, ApiError> {
-    s.tempo
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("Tempo is off ([tempo] enabled = false)"))
-}
-
-/// Tempo today and tomorrow, and tonight's precharge decision with its reason.
-#[utoipa::path(get, path = "/api/v1/tempo", tag = "tempo",
-    responses((status = 200, body = Object, description = "today, tomorrow, decision, precharge, reason, dry_run"),
-        (status = 503, body = ErrorBody)))]
-pub async fn get_tempo(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(tempo(&s)?.get().await))
-}
-
-/// Body of the Tempo refresh route.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshBody {
-    /// Decide without storing the plan or touching a battery.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// Fetches the colours now and decides about tomorrow (`dry_run`: publish only).
-#[utoipa::path(post, path = "/api/v1/tempo/refresh", tag = "tempo", request_body = RefreshBody,
-    responses((status = 200, body = Object, description = "The new Tempo state"), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn refresh_tempo(
-    State(s): State<ApiState>,
-    ApiJson(body): ApiJson<RefreshBody>,
-) -> Result<Json<Value>, ApiError> {
-    let t = tempo(&s)?;
-    t.refresh(body.dry_run)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::unavailable(e.to_string()))
-}
-
-/// The planner's slots for the next 48 h with their reasons, computed now (`plan/get`).
-#[utoipa::path(get, path = "/api/v1/plan", tag = "tempo",
-    responses((status = 200, body = Object, description = "The plan: slots with power, price and reason"),
-        (status = 503, body = ErrorBody)))]
-pub async fn get_plan(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    tempo(&s)?
-        .request("plan/get", &json!({}))
-        .await
-        .map(Json)
-        .map_err(ApiError::unavailable)
 }
 
 /// Open and recent alerts.
