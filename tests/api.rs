@@ -4,192 +4,15 @@
 //! source `http` and arrives on the event stream; bad input gets the right status and the one
 //! JSON error shape and changes nothing; the OpenAPI document matches the routes and validates.
 
+mod api_common;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
+use api_common::{IDS, Rig, TOKEN, error_code, next_event};
 use marstek_bridge::domain::Mode;
-use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-
-const TOKEN: &str = "test-token-0123456789";
-const IDS: [&str; 3] = ["bat-a", "bat-b", "bat-c"];
-
-struct Rig {
-    http: SocketAddr,
-    sim: SimHandle,
-    client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    bridge: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn start(db_url: Option<String>) -> Rig {
-        let sim = Simulator::start(SimConfig {
-            devices: 3,
-            initial_soc: 55.0,
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::default();
-        let base = format!("mbapi{}_{}", std::process::id(), rand_suffix());
-        settings.mqtt.base_topic = base.clone();
-        settings.mqtt.discovery_prefix = format!("{base}ha");
-        settings.mqtt.client_id = base.clone();
-        settings.database.url =
-            db_url.unwrap_or_else(|| format!("sqlite://{}/b.db", dir.path().display()));
-        settings.marstek.bind_device_port = false;
-        settings.tempo.enabled = false;
-        settings.polling.status_interval = Duration::from_secs(1);
-        settings.database.batch_interval = Duration::from_millis(200);
-        settings.bridge.instance_id = Some(base.clone());
-        settings.http.listen = Some("127.0.0.1:0".into());
-        settings.http.token = Some(TOKEN.into());
-        settings.http.max_body_bytes = 4096;
-        for (addr, id) in sim.addrs().iter().zip(IDS) {
-            settings.devices.push(DeviceConfig {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                id: Some(id.into()),
-                ..DeviceConfig::default()
-            });
-        }
-        assert!(settings.validate().is_empty(), "{:?}", settings.validate());
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let bridge = tokio::spawn(marstek_bridge::app::run_with(
-            settings,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |running| {
-                let _ = addr_tx.send(running.http.expect("http enabled"));
-            },
-        ));
-        let http = tokio::time::timeout(Duration::from_secs(30), addr_rx)
-            .await
-            .expect("bridge started")
-            .expect("address sent");
-        Rig {
-            http,
-            sim,
-            client: reqwest::Client::new(),
-            stop: Some(stop_tx),
-            bridge,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        let code = r.status();
-        (code, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: &str,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.unwrap();
-        let code = r.status();
-        (code, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, Some(TOKEN), body)
-            .await
-    }
-
-    /// Waits until every battery has a sample with a SOC (the bridge's first polls).
-    async fn wait_for_samples(&self) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (code, list) = self.get("/api/v1/batteries").await;
-            assert_eq!(code, 200, "{list}");
-            if list
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["soc"].is_u64() && b["mode"].is_string())
-            {
-                return list;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no samples: {list}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), &mut self.bridge)
-            .await
-            .expect("bridge stops")
-            .unwrap()
-            .unwrap();
-        self.sim.shutdown().await;
-    }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
-/// Asserts the one error shape and returns its code.
-fn error_code(code: StatusCode, body: &Value, want: StatusCode) -> String {
-    assert_eq!(code, want, "{body}");
-    let e = &body["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    e["code"].as_str().expect("error.code").to_string()
-}
-
-/// Reads the event stream until an event of `kind` arrives; returns its data.
-async fn next_event(resp: &mut reqwest::Response, kind: &str) -> Value {
-    let mut buf = String::new();
-    let wanted = format!("event: {kind}\n");
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .expect("stream open");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            if let Some(rest) = block.strip_prefix(&wanted) {
-                let data = rest.trim().strip_prefix("data: ").expect("data line");
-                return serde_json::from_str(data).unwrap();
-            }
-        }
-    }
-}
 
 async fn command_story(rig: &Rig) {
     let list = rig.wait_for_samples().await;
@@ -263,23 +86,53 @@ async fn command_story(rig: &Rig) {
     assert_eq!(one["intent"]["set_by"], "http", "{one}");
     assert_eq!(one["intent"]["config"]["mode"], "passive", "{one}");
 
-    let (code, hist) = rig.get("/api/v1/batteries/bat-a/history?bucket=1m").await;
+    let (code, hist) = rig.get("/api/v1/batteries/bat-a/history").await;
     assert_eq!(code, 200, "{hist}");
-    assert_eq!(hist["bucket_seconds"], 60);
+    assert_eq!(
+        (&hist["bucket"], &hist["bucket_seconds"]),
+        (&json!("hour"), &json!(3600))
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // The writer flushes in batches: wait for the first stored point.
-        let (_, hist) = rig.get("/api/v1/batteries/bat-a/history?bucket=1m").await;
-        if let Some(p) = hist["points"].as_array().and_then(|p| p.first()) {
-            assert!(
-                p["n"].as_u64().unwrap() >= 1 && p["soc_mean"].is_number(),
-                "{hist}"
-            );
-            break;
+    let hour = loop {
+        // The writer flushes in batches: wait for the first stored point of this hour.
+        let (_, hist) = rig.get("/api/v1/batteries/bat-a/history").await;
+        if let Some(p) = hist["points"].as_array().and_then(|p| p.last()) {
+            break p.clone();
         }
         assert!(tokio::time::Instant::now() < deadline, "no history: {hist}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let soc = hour["soc_mean"].as_f64().expect("soc_mean");
+    assert!(hour["n"].as_u64().unwrap() >= 1, "{hour}");
+    assert!((45.0..=65.0).contains(&soc), "the simulator's SOC: {hour}");
+    assert!(
+        hour["soc_min"].as_f64() <= Some(soc) && Some(soc) <= hour["soc_max"].as_f64(),
+        "{hour}"
+    );
+    for key in [
+        "power_mean",
+        "charged_wh",
+        "discharged_wh",
+        "grid_in_wh",
+        "grid_out_wh",
+    ] {
+        assert!(hour[key].is_number(), "{key}: {hour}");
     }
+    // The same samples in daily buckets: today's UTC day holds this hour's samples.
+    let (code, days) = rig.get("/api/v1/batteries/bat-a/history?bucket=day").await;
+    assert_eq!(code, 200, "{days}");
+    assert_eq!(days["bucket_seconds"], 86_400);
+    let day_of_hour = format!("{}T00:00:00Z", &hour["t"].as_str().unwrap()[..10]);
+    let day = days["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["t"] == day_of_hour.as_str())
+        .unwrap_or_else(|| panic!("no day {day_of_hour}: {days}"));
+    assert!(
+        day["n"].as_u64() >= hour["n"].as_u64(),
+        "the day has at least the hour's samples: {day} vs {hour}"
+    );
 }
 
 async fn jobs_and_the_rest(rig: &Rig) {
@@ -499,6 +352,22 @@ async fn bad_input_gets_its_status_and_the_json_error_and_changes_nothing() {
         ),
         (
             Method::GET,
+            "/api/v1/batteries/bat-b/history?bucket=5m",
+            None,
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_bucket",
+        ),
+        (
+            Method::GET,
+            "/api/v1/batteries/bat-b/history?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+            None,
+            String::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_range",
+        ),
+        (
+            Method::GET,
             "/api/v1/batteries/bat-b/history?from=yesterday",
             None,
             String::new(),
@@ -616,7 +485,7 @@ async fn the_openapi_document_lists_every_route_and_validates() {
         }
     }
     // The document validates with a validator from PyPI (installed by .ci/run).
-    let file = rig._dir.path().join("openapi.json");
+    let file = rig.dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     let validator =
         std::env::var("OPENAPI_VALIDATOR").unwrap_or_else(|_| "openapi-spec-validator".into());

@@ -1,6 +1,6 @@
 //! The handlers of `/api/v1`: batteries (list, one, latest sample, history), commands, the
-//! command audit, jobs (list, run, pause, resume, trigger, preview), Tempo (state, refresh),
-//! alerts (open, recent) and the bridge's identity. Each handler reads through the services in
+//! command audit, jobs (list, run, pause, resume, trigger, preview), alerts (open, recent) and
+//! the bridge's identity (Tempo, plan and ledger in `tempo_api`). Each handler reads through the services in
 //! [`ApiState`] and answers JSON or an [`ApiError`]; none keeps state of its own.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +17,7 @@ use crate::control::CommandService;
 use crate::domain::{DeviceId, Sample};
 use crate::mqtt::commands::CommandResponse;
 use crate::scheduler::{SchedulerError, SchedulerHandle};
-use crate::store::Store;
+use crate::store::{Bucket, Store};
 use crate::tempo::TempoService;
 
 use super::error::{ApiError, ApiJson, ErrorBody, JsonBytes};
@@ -191,11 +191,11 @@ pub async fn latest_sample(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Start, RFC 3339 (default: 24 h before `to`).
+    /// Start, RFC 3339 (default: 24 h before `to` for hours, 30 days for days).
     pub from: Option<DateTime<Utc>>,
     /// End, RFC 3339 (default: now).
     pub to: Option<DateTime<Utc>>,
-    /// Bucket width, e.g. `5m`, `1h`, `1d` (default `10m`).
+    /// Bucket: `hour` or `day` (UTC days; default `hour`).
     pub bucket: Option<String>,
 }
 
@@ -208,13 +208,16 @@ pub struct HistoryView {
     pub from: DateTime<Utc>,
     /// End (UTC).
     pub to: DateTime<Utc>,
+    /// `hour` or `day`.
+    pub bucket: String,
     /// Bucket width, s.
     pub bucket_seconds: i64,
-    /// One point per non-empty bucket, oldest first.
+    /// One point per bucket with samples whose start lies in [from, to), oldest first.
     pub points: Vec<HistoryPoint>,
 }
 
-/// SOC and power of one battery over a range, in buckets.
+/// SOC and energy of one battery over a range, in hourly or daily buckets (from the store's
+/// energy history: TimescaleDB's continuous aggregates, the raw table elsewhere).
 #[utoipa::path(get, path = "/api/v1/batteries/{id}/history", tag = "batteries",
     params(("id" = String, Path, description = "Battery id"), HistoryQuery),
     responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody),
@@ -226,19 +229,25 @@ pub async fn history(
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = known(&s, &id)?;
     let bucket = match &q.bucket {
-        Some(b) => history::parse_bucket(b).map_err(|e| ApiError::invalid("invalid_range", e))?,
-        None => Duration::minutes(10),
+        Some(b) => history::parse_bucket(b).map_err(|e| ApiError::invalid("invalid_bucket", e))?,
+        None => Bucket::Hour,
     };
-    let to = q.to.unwrap_or_else(Utc::now);
-    let from = q.from.unwrap_or(to - Duration::hours(24));
+    let now = Utc::now();
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - history::default_span(bucket));
     let w = history::window(from, to, bucket).map_err(|e| ApiError::invalid("invalid_range", e))?;
-    let samples = s.store.sample_history(&id, w.from, w.to).await?;
+    let buckets = s.store.energy_history(&id, w.from, w.to, w.bucket).await?;
     Ok(Json(HistoryView {
         id: id.to_string(),
         from: w.from,
         to: w.to,
-        bucket_seconds: w.bucket.num_seconds(),
-        points: history::reduce(&samples, w.bucket),
+        bucket: match bucket {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+        .into(),
+        bucket_seconds: bucket.seconds(),
+        points: history::points(&buckets, w.bucket, now),
     }))
 }
 
@@ -460,56 +469,6 @@ pub async fn preview(
             .map(|t| json!({"utc": t, "local": t.with_timezone(&tz).to_rfc3339()}))
             .collect::<Vec<_>>()
     )))
-}
-
-fn tempo(s: &ApiState) -> Result<&Arc<TempoService>, ApiError> {
-    s.tempo
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("Tempo is off ([tempo] enabled = false)"))
-}
-
-/// Tempo today and tomorrow, and tonight's precharge decision with its reason.
-#[utoipa::path(get, path = "/api/v1/tempo", tag = "tempo",
-    responses((status = 200, body = Object, description = "today, tomorrow, decision, precharge, reason, dry_run"),
-        (status = 503, body = ErrorBody)))]
-pub async fn get_tempo(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(tempo(&s)?.get().await))
-}
-
-/// Body of the Tempo refresh route.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshBody {
-    /// Decide without storing the plan or touching a battery.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// Fetches the colours now and decides about tomorrow (`dry_run`: publish only).
-#[utoipa::path(post, path = "/api/v1/tempo/refresh", tag = "tempo", request_body = RefreshBody,
-    responses((status = 200, body = Object, description = "The new Tempo state"), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn refresh_tempo(
-    State(s): State<ApiState>,
-    ApiJson(body): ApiJson<RefreshBody>,
-) -> Result<Json<Value>, ApiError> {
-    let t = tempo(&s)?;
-    t.refresh(body.dry_run)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::unavailable(e.to_string()))
-}
-
-/// The planner's slots for the next 48 h with their reasons, computed now (`plan/get`).
-#[utoipa::path(get, path = "/api/v1/plan", tag = "tempo",
-    responses((status = 200, body = Object, description = "The plan: slots with power, price and reason"),
-        (status = 503, body = ErrorBody)))]
-pub async fn get_plan(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    tempo(&s)?
-        .request("plan/get", &json!({}))
-        .await
-        .map(Json)
-        .map_err(ApiError::unavailable)
 }
 
 /// Open and recent alerts.

@@ -1,20 +1,21 @@
-//! Battery history for the API and the page's 24 h chart: the time range and bucket of a
-//! request, checked (at most [`MAX_RANGE_DAYS`] days, at most [`MAX_POINTS`] buckets), and the
-//! reduction of raw samples into one point per bucket (SOC min/mean/max, mean battery power).
-//! Pure: the samples come from the store.
+//! Battery history for the API and the page's 24 h chart: the bucket (`hour` or `day`) and
+//! time range of a request, checked (at most [`MAX_HOUR_DAYS`] days of hours, at most
+//! [`MAX_DAY_DAYS`] days of days), and the store's energy buckets (`Store::energy_history`, the
+//! continuous aggregates on TimescaleDB) turned into the points the API answers. Pure: the
+//! buckets come from the store.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::Sample;
+use crate::store::{Bucket, EnergyBucket};
 
-/// Longest range one request may cover, days.
-pub const MAX_RANGE_DAYS: i64 = 31;
-/// Most buckets one answer may hold.
-pub const MAX_POINTS: i64 = 2000;
+/// Longest range of hourly buckets one request may cover, days.
+pub const MAX_HOUR_DAYS: i64 = 92;
+/// Longest range of daily buckets one request may cover, days (five years).
+pub const MAX_DAY_DAYS: i64 = 1830;
 
-/// A checked request: [from, to) in buckets of `bucket`.
+/// A checked request: the buckets starting in [from, to).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
     /// Start (inclusive).
@@ -22,97 +23,92 @@ pub struct Window {
     /// End (exclusive).
     pub to: DateTime<Utc>,
     /// Bucket width.
-    pub bucket: Duration,
+    pub bucket: Bucket,
 }
 
 /// One bucket of history.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct HistoryPoint {
-    /// Start of the bucket (UTC).
+    /// Start of the bucket (UTC; hours on the hour, days at 00:00 UTC).
     pub t: DateTime<Utc>,
-    /// Samples in the bucket.
-    pub n: u32,
+    /// Samples stored in the bucket.
+    pub n: u64,
     /// Lowest SOC, %.
     pub soc_min: Option<f64>,
     /// Mean SOC, %.
     pub soc_mean: Option<f64>,
     /// Highest SOC, %.
     pub soc_max: Option<f64>,
-    /// Mean battery power, W (+ discharging, − charging).
-    pub power_mean: Option<f64>,
+    /// Mean battery power over the part of the bucket that has passed, W (+ discharging,
+    /// − charging): (discharged − charged) / elapsed hours.
+    pub power_mean: f64,
+    /// Energy into the battery, Wh.
+    pub charged_wh: f64,
+    /// Energy out of the battery, Wh.
+    pub discharged_wh: f64,
+    /// Energy drawn from the grid at the battery's AC port, Wh.
+    pub grid_in_wh: f64,
+    /// Energy delivered to the grid at the battery's AC port, Wh.
+    pub grid_out_wh: f64,
 }
 
-/// Parses a bucket such as `5m`, `1h`, `1d` (humantime; 1 s to 1 day).
-pub fn parse_bucket(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("bucket: '{s}' is not a duration such as 5m, 1h or 1d ({e})"))?;
-    let d = Duration::from_std(d).map_err(|_| format!("bucket: '{s}' is too long"))?;
-    if d < Duration::seconds(1) || d > Duration::days(1) {
-        return Err(format!("bucket: '{s}' is out of range (1s to 1d)"));
+/// Parses a bucket: `hour` (or `1h`) and `day` (or `1d`).
+pub fn parse_bucket(s: &str) -> Result<Bucket, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "hour" | "1h" | "hourly" => Ok(Bucket::Hour),
+        "day" | "1d" | "daily" => Ok(Bucket::Day),
+        _ => Err(format!("bucket: '{s}' is not one of hour, day")),
     }
-    Ok(d)
 }
 
-/// Checks a range: `from` < `to`, at most [`MAX_RANGE_DAYS`], at most [`MAX_POINTS`] buckets.
-pub fn window(from: DateTime<Utc>, to: DateTime<Utc>, bucket: Duration) -> Result<Window, String> {
+/// The default range of a bucket ending at `to`: 24 h of hours, 30 days of days.
+pub fn default_span(bucket: Bucket) -> Duration {
+    match bucket {
+        Bucket::Hour => Duration::hours(24),
+        Bucket::Day => Duration::days(30),
+    }
+}
+
+/// Checks a range: `from` < `to`, at most [`MAX_HOUR_DAYS`] of hours or [`MAX_DAY_DAYS`] of
+/// days.
+pub fn window(from: DateTime<Utc>, to: DateTime<Utc>, bucket: Bucket) -> Result<Window, String> {
     if from >= to {
         return Err(format!("from ({from}) must be before to ({to})"));
     }
-    if to - from > Duration::days(MAX_RANGE_DAYS) {
+    let (max, name) = match bucket {
+        Bucket::Hour => (MAX_HOUR_DAYS, "hour"),
+        Bucket::Day => (MAX_DAY_DAYS, "day"),
+    };
+    if to - from > Duration::days(max) {
         return Err(format!(
-            "the range {from} .. {to} is longer than {MAX_RANGE_DAYS} days"
-        ));
-    }
-    let points = (to - from).num_seconds() / bucket.num_seconds().max(1);
-    if points > MAX_POINTS {
-        return Err(format!(
-            "{points} buckets of {}s: at most {MAX_POINTS}; choose a larger bucket",
-            bucket.num_seconds()
+            "the range {from} .. {to} is longer than {max} days, the most one request of \
+             {name} buckets covers"
         ));
     }
     Ok(Window { from, to, bucket })
 }
 
-/// Reduces samples (oldest first) to one point per non-empty bucket, aligned to the bucket
-/// width since the Unix epoch.
-pub fn reduce(samples: &[Sample], bucket: Duration) -> Vec<HistoryPoint> {
-    let mut out: Vec<(HistoryPoint, f64, u32, f64, u32)> = Vec::new();
-    for s in samples {
-        let t = s.at.duration_trunc(bucket).unwrap_or(s.at);
-        if out.last().is_none_or(|(p, ..)| p.t != t) {
-            out.push((
-                HistoryPoint {
-                    t,
-                    n: 0,
-                    soc_min: None,
-                    soc_mean: None,
-                    soc_max: None,
-                    power_mean: None,
-                },
-                0.0,
-                0,
-                0.0,
-                0,
-            ));
-        }
-        let (p, soc_sum, soc_n, pow_sum, pow_n) = out.last_mut().expect("pushed above");
-        p.n += 1;
-        if let Some(soc) = s.soc.map(|v| f64::from(v.0)) {
-            p.soc_min = Some(p.soc_min.map_or(soc, |m| m.min(soc)));
-            p.soc_max = Some(p.soc_max.map_or(soc, |m| m.max(soc)));
-            *soc_sum += soc;
-            *soc_n += 1;
-        }
-        if let Some(w) = s.bat_power.map(|v| f64::from(v.0)) {
-            *pow_sum += w;
-            *pow_n += 1;
-        }
-    }
-    out.into_iter()
-        .map(|(mut p, soc_sum, soc_n, pow_sum, pow_n)| {
-            p.soc_mean = (soc_n > 0).then(|| round1(soc_sum / f64::from(soc_n)));
-            p.power_mean = (pow_n > 0).then(|| round1(pow_sum / f64::from(pow_n)));
-            p
+/// The points of the store's buckets (oldest first); `now` bounds the elapsed part of the
+/// newest bucket for its mean power.
+pub fn points(buckets: &[EnergyBucket], bucket: Bucket, now: DateTime<Utc>) -> Vec<HistoryPoint> {
+    let width = Duration::seconds(bucket.seconds());
+    buckets
+        .iter()
+        .map(|b| {
+            let elapsed = (now.min(b.start + width) - b.start).num_seconds();
+            let hours = elapsed.max(60) as f64 / 3600.0;
+            HistoryPoint {
+                t: b.start,
+                n: b.samples,
+                soc_min: b.soc_min.map(|p| f64::from(p.0)),
+                soc_mean: b.soc_mean.map(round1),
+                soc_max: b.soc_max.map(|p| f64::from(p.0)),
+                power_mean: round1((b.discharged.0 - b.charged.0) / hours),
+                charged_wh: round1(b.charged.0),
+                discharged_wh: round1(b.discharged.0),
+                grid_in_wh: round1(b.grid_in.0),
+                grid_out_wh: round1(b.grid_out.0),
+            }
         })
         .collect()
 }
@@ -124,7 +120,7 @@ fn round1(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeviceId, Percent, Watts};
+    use crate::domain::{Percent, WattHours};
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -132,53 +128,40 @@ mod tests {
 
     #[test]
     fn ten_years_and_upside_down_ranges_are_refused() {
-        let h = Duration::hours(1);
-        assert!(window(at("2016-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"), h).is_err());
+        let (h, d) = (Bucket::Hour, Bucket::Day);
+        assert!(window(at("2016-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"), d).is_err());
         assert!(window(at("2026-01-02T00:00:00Z"), at("2026-01-01T00:00:00Z"), h).is_err());
-        assert!(
-            window(
-                at("2026-01-01T00:00:00Z"),
-                at("2026-01-31T00:00:00Z"),
-                Duration::seconds(1)
-            )
-            .is_err()
-        );
+        assert!(window(at("2025-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"), h).is_err());
+        assert!(window(at("2025-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"), d).is_ok());
         assert!(window(at("2026-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z"), h).is_ok());
-        assert!(
-            parse_bucket("0s").is_err()
-                && parse_bucket("2d").is_err()
-                && parse_bucket("x").is_err()
-        );
-        assert_eq!(parse_bucket("5m").unwrap(), Duration::minutes(5));
+        assert!(parse_bucket("5m").is_err() && parse_bucket("x").is_err());
+        assert_eq!(parse_bucket("Hour").unwrap(), Bucket::Hour);
+        assert_eq!(parse_bucket("1d").unwrap(), Bucket::Day);
     }
 
     #[test]
-    fn samples_fold_into_aligned_buckets() {
-        let mk = |t: &str, soc: u8, p: i32| {
-            let mut s = Sample::empty(DeviceId("a".into()), at(t));
-            s.soc = Some(Percent(soc));
-            s.bat_power = Some(Watts(p));
-            s
+    fn buckets_become_points_with_the_mean_power_of_their_elapsed_part() {
+        let mk = |t: &str, charged: f64, discharged: f64| EnergyBucket {
+            start: at(t),
+            samples: 60,
+            soc_min: Some(Percent(40)),
+            soc_mean: Some(42.04),
+            soc_max: Some(Percent(44)),
+            charged: WattHours(charged),
+            discharged: WattHours(discharged),
+            grid_in: WattHours(charged),
+            grid_out: WattHours(0.0),
         };
-        let samples = [
-            mk("2026-01-01T10:01:00Z", 40, -100),
-            mk("2026-01-01T10:59:00Z", 44, -300),
-            mk("2026-01-01T12:30:00Z", 50, 250),
+        let buckets = [
+            mk("2026-01-01T10:00:00Z", 300.0, 100.0),
+            mk("2026-01-01T11:00:00Z", 0.0, 125.0),
         ];
-        let pts = reduce(&samples, Duration::hours(1));
+        let pts = points(&buckets, Bucket::Hour, at("2026-01-01T11:30:00Z"));
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].t, at("2026-01-01T10:00:00Z"));
-        assert_eq!(
-            (pts[0].n, pts[0].soc_min, pts[0].soc_max),
-            (2, Some(40.0), Some(44.0))
-        );
-        assert_eq!(
-            (pts[0].soc_mean, pts[0].power_mean),
-            (Some(42.0), Some(-200.0))
-        );
-        assert_eq!(
-            (pts[1].t, pts[1].power_mean),
-            (at("2026-01-01T12:00:00Z"), Some(250.0))
-        );
+        assert_eq!((pts[0].soc_min, pts[0].soc_mean), (Some(40.0), Some(42.0)));
+        assert_eq!(pts[0].power_mean, -200.0, "a whole hour: net Wh per hour");
+        assert_eq!(pts[1].power_mean, 250.0, "half an hour has passed");
+        assert_eq!((pts[0].charged_wh, pts[0].grid_in_wh), (300.0, 300.0));
     }
 }

@@ -13,6 +13,7 @@ mod live;
 mod openapi;
 mod page;
 mod settings;
+mod tempo_api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -135,13 +136,14 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
             "/api/v1/jobs/{id}/trigger",
             put(api::update_trigger),
         ),
-        (Method::GET, "/api/v1/tempo", get(api::get_tempo)),
+        (Method::GET, "/api/v1/tempo", get(tempo_api::get_tempo)),
         (
             Method::POST,
             "/api/v1/tempo/refresh",
-            post(api::refresh_tempo),
+            post(tempo_api::refresh_tempo),
         ),
-        (Method::GET, "/api/v1/plan", get(api::get_plan)),
+        (Method::GET, "/api/v1/plan", get(tempo_api::get_plan)),
+        (Method::GET, "/api/v1/ledger", get(tempo_api::ledger)),
         (Method::GET, "/api/v1/alerts", get(api::alerts)),
         (Method::GET, "/api/v1/bridge", get(api::bridge)),
         (Method::GET, "/api/v1/events", get(events)),

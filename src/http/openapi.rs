@@ -4,9 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
 use super::error::{ErrorBody, ErrorDetail};
 use super::history::HistoryPoint;
+use super::{api, tempo_api};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -14,7 +14,7 @@ use super::history::HistoryPoint;
     info(
         title = "marstek-bridge",
         description = "REST API of marstek-bridge: batteries, commands (the JSON of <dev>/set), jobs, \
-            Tempo, alerts, the command audit and live events. Reads from loopback need no token; \
+            Tempo, the plan, the € ledger, alerts, the command audit and live events. Reads from loopback need no token; \
             writes and any access from beyond loopback need Authorization: Bearer <http.token>. \
             Errors: {\"error\": {\"code\", \"message\"}}."
     ),
@@ -23,12 +23,13 @@ use super::history::HistoryPoint;
         api::post_command, api::audit,
         api::list_jobs, api::run_job, api::pause_job, api::resume_job, api::update_trigger,
         api::preview,
-        api::get_tempo, api::refresh_tempo, api::get_plan,
+        tempo_api::get_tempo, tempo_api::refresh_tempo, tempo_api::get_plan, tempo_api::ledger,
         api::alerts, api::bridge,
         super::events, super::openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail, HistoryPoint, api::BatteryView, api::HistoryView,
-        api::CommandResult, api::TriggerBody, api::RefreshBody, api::AlertsView)),
+        api::CommandResult, api::TriggerBody, tempo_api::RefreshBody, tempo_api::LedgerView,
+        api::AlertsView)),
     modifiers(&Bearer),
     tags((name = "batteries"), (name = "commands"), (name = "jobs"), (name = "tempo"),
         (name = "alerts"), (name = "bridge"))

@@ -93,7 +93,7 @@ function onSample(s) {
 async function drawChart(id) {
   const c = cards.get(id);
   if (!c) return;
-  const h = await get("/batteries/" + encodeURIComponent(id) + "/history?bucket=10m");
+  const h = await get("/batteries/" + encodeURIComponent(id) + "/history?bucket=hour");
   c.series = h.points.map((p) => ({ t: Date.parse(p.t), soc: p.soc_mean, pow: p.power_mean }));
   renderChart(c);
 }
