@@ -5,13 +5,15 @@
 //! inverted-sign watch), `allocate` the pure sharing of the fleet's set-point, `meter` the
 //! reading of the grid meter's payloads (extraction, refusals, staleness, CT fallback) and
 //! `engine` one regulation cycle (when to write, fallback to Auto, the stop on an inverted
-//! meter, the status). These parts touch nothing outside themselves; the running loop is
-//! wired by the app.
+//! meter, the status). These parts touch nothing outside themselves. `run` is the running
+//! task: meter payloads, samples and the batteries in `regulate` mode in, writes through the
+//! command service (source `regulator`) out, and the hand-back to Auto at shutdown.
 
 pub mod allocate;
 pub mod control;
 pub mod engine;
 pub mod meter;
+pub mod run;
 pub mod settings;
 
 pub use allocate::{Allocation, Allocator, Candidate, Standing, fleet_range};
