@@ -22,7 +22,7 @@ use marstek_bridge::scheduler::{
     JobDeps, JobRegistry, Reconciler, SchedulerSettings, standard_jobs,
 };
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
-use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
+use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store, TempoDayRecord};
 use marstek_bridge::tempo::{
     Clock, DECISION_DOC, ManualClock, SourceChain, TEMPO_TZ, TempoService, TempoSettings,
     red_possible,
@@ -277,6 +277,12 @@ async fn red_tomorrow_precharges_to_target_by_six() {
     );
     let sim = rig.sim.state(0).unwrap();
     assert_eq!(sim.mode, marstek_bridge::domain::Mode::Manual);
+    // The plan topic carries tomorrow's colour with its probability (published: certain).
+    let tomorrow = svc.live().subscribe().borrow()["tomorrow"].clone();
+    assert_eq!(tomorrow["date"], json!(red_day), "{tomorrow}");
+    assert_eq!(tomorrow["colour"], json!("red"), "{tomorrow}");
+    assert_eq!(tomorrow["probability"], json!(1.0), "{tomorrow}");
+    assert_eq!(tomorrow["known"], json!(true), "{tomorrow}");
     let slot = sim
         .slots
         .iter()
@@ -530,5 +536,86 @@ async fn planner_on_applies_its_night_charge_through_the_night_job() {
             .unwrap()
             .starts_with("bat1: charge to 100 % tonight"),
         "{published}"
+    );
+}
+
+#[tokio::test]
+async fn planner_on_holds_a_full_battery_through_a_blue_day_before_a_red_one() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let red_day = eve + Days::new(1);
+    let base = colour_server(red_day, 3).await;
+    let six = paris(eve, 6, 0);
+    rig.sim.clock().set(six);
+    assert!(rig.sim.set_soc(0, 100.0));
+    // Today is a published blue day; tomorrow's red comes from the source.
+    rig.store
+        .upsert_tempo_day(&TempoDayRecord {
+            date: eve,
+            colour: "blue".into(),
+            source: "rte".into(),
+            fetched_at: six,
+        })
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::auto_advance(six));
+    let (svc, _alerts) = service_with(&rig, &base, clock.clone(), true);
+    let svc = Arc::new(svc);
+    svc.refresh(false).await.unwrap();
+    let (jobs_tx, _jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
+
+    // 06:00: cycling the full battery on a blue day earns less than wear and refill, and
+    // tomorrow is red: the planner holds it instead of the seed's AUTO.
+    let out = run_job(&reg, "job_switch_to_auto", six).await;
+    assert_eq!(out["failed"], json!(0), "{out}");
+    assert_eq!(out["detail"]["hold"], json!(["bat1"]), "{out}");
+    let why = out["detail"]["day_plan"]["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("planner: bat1: hold at 100 % today: blue (rte) HP saves"),
+        "{why}"
+    );
+    let sim = rig.sim.state(0).unwrap();
+    assert_eq!(sim.mode, marstek_bridge::domain::Mode::Manual);
+    // The plan topic carries tomorrow's colour with its probability (published: certain).
+    let tomorrow = svc.live().subscribe().borrow()["tomorrow"].clone();
+    assert_eq!(tomorrow["date"], json!(red_day), "{tomorrow}");
+    assert_eq!(tomorrow["colour"], json!("red"), "{tomorrow}");
+    assert_eq!(tomorrow["probability"], json!(1.0), "{tomorrow}");
+    assert_eq!(tomorrow["known"], json!(true), "{tomorrow}");
+    assert!(sim.slots.iter().flatten().all(|s| !s.enable), "{sim:?}");
+
+    // The next morning (red, full from the night): the plan discharges, the battery goes AUTO.
+    let red_six = paris(red_day, 6, 0);
+    clock.set(red_six);
+    rig.sim.clock().set(red_six);
+    assert!(rig.sim.set_soc(0, 100.0));
+    let out = run_job(&reg, "job_switch_to_auto", red_six).await;
+    assert_eq!(out["detail"]["hold"], json!([]), "{out}");
+    assert_eq!(
+        rig.sim.state(0).unwrap().mode,
+        marstek_bridge::domain::Mode::Auto
+    );
+}
+
+#[tokio::test]
+async fn planner_off_keeps_the_seeds_auto_at_six() {
+    let rig = rig().await;
+    let eve = future_eve();
+    let base = colour_server(eve + Days::new(1), 3).await;
+    let six = paris(eve, 6, 0);
+    rig.sim.clock().set(six);
+    assert!(rig.sim.set_soc(0, 100.0));
+    let clock = Arc::new(ManualClock::auto_advance(six));
+    let (svc, _alerts) = service_with(&rig, &base, clock, false);
+    let svc = Arc::new(svc);
+    assert_eq!(svc.day_plan(six).await.unwrap(), None);
+    let (jobs_tx, _jobs_alerts) = tokio::sync::mpsc::unbounded_channel();
+    let reg = jobs(&rig, &svc, jobs_tx);
+    let out = run_job(&reg, "job_switch_to_auto", six).await;
+    assert_eq!(out["detail"]["hold"], json!([]), "{out}");
+    assert_eq!(
+        rig.sim.state(0).unwrap().mode,
+        marstek_bridge::domain::Mode::Auto
     );
 }

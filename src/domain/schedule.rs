@@ -50,6 +50,18 @@ pub struct NightPlan {
     pub dry_run: bool,
 }
 
+/// The day's plan at 06:00: batteries listed in `hold` stay idle through the peak hours (their
+/// charge is kept for a dearer day), the others go to AUTO and cover the house.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayPlan {
+    /// Batteries that hold (MANUAL, no enabled slot) until the end of the AUTO window.
+    pub hold: Vec<DeviceId>,
+    /// Why, per battery (e.g. "bat1: hold at 100 % today: blue (rte) HP saves …").
+    pub reason: String,
+    /// Compute and publish only: every battery gets the seed's AUTO.
+    pub dry_run: bool,
+}
+
 /// Source of tonight's plan, consulted by the 22:00 job, and the 06:00 verification.
 #[async_trait::async_trait]
 pub trait NightPlanner: Send + Sync {
@@ -61,5 +73,9 @@ pub trait NightPlanner: Send + Sync {
     /// plan was a dry run): the reconciler stops a battery's charge once it reached its target.
     async fn targets_in_force(&self, _now: DateTime<Utc>) -> anyhow::Result<Vec<PrechargeTarget>> {
         Ok(Vec::new())
+    }
+    /// At 06:00: the day's hold/discharge decisions, None when the seed's AUTO applies to all.
+    async fn day_plan(&self, _now: DateTime<Utc>) -> anyhow::Result<Option<DayPlan>> {
+        Ok(None)
     }
 }

@@ -22,8 +22,8 @@ use super::{
 };
 use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
-    AlertSender, Command, CommandSource, DesiredState, HhMm, JobAction, JobContext, ManualSlot,
-    ModeConfig, NightPlan, NightPlanner, Sample, Watts, WeekMask,
+    AlertSender, Command, CommandSource, DayPlan, DesiredState, HhMm, JobAction, JobContext,
+    ManualSlot, ModeConfig, NightPlan, NightPlanner, Sample, Watts, WeekMask,
 };
 use crate::store::{Store, StoreError};
 
@@ -192,8 +192,9 @@ async fn apply_mode(
     futures::future::join_all(futures).await
 }
 
-/// 06:00: every battery → AUTO (intent valid until `auto_mode_end_hour`), then the planner's
-/// morning check, whose alerts go to the alert channel.
+/// 06:00: every battery → AUTO (intent valid until `auto_mode_end_hour`), except those the
+/// planner's day plan holds (idle MANUAL until then), then the planner's morning check, whose
+/// alerts go to the alert channel.
 pub struct SwitchToAuto {
     commands: CommandService,
     settings: SchedulerSettings,
@@ -206,15 +207,41 @@ impl JobAction for SwitchToAuto {
     async fn run(&self, ctx: JobContext) -> anyhow::Result<Value> {
         let now = ctx.started_at;
         let until = next_local_hour(&self.settings, self.settings.auto_mode_end_hour, now);
-        let outcomes = apply_mode(
+        let day = self.day_plan(now).await;
+        let hold: Vec<_> = day
+            .as_ref()
+            .filter(|d| !d.dry_run)
+            .map(|d| d.hold.clone())
+            .unwrap_or_default();
+        let (held, auto): (Vec<_>, Vec<_>) = self
+            .commands
+            .fleet()
+            .ids()
+            .into_iter()
+            .partition(|id| hold.contains(id));
+        let mut outcomes = apply_mode(
             &self.commands,
             &ctx.job_id,
             ModeConfig::Auto,
             until,
             now,
-            None,
+            Some(&auto),
         )
         .await;
+        if !held.is_empty() {
+            let slot = idle_night_slot(&self.settings);
+            outcomes.extend(
+                apply_mode(
+                    &self.commands,
+                    &ctx.job_id,
+                    ModeConfig::Manual { slot },
+                    until,
+                    now,
+                    Some(&held),
+                )
+                .await,
+            );
+        }
         let mut morning = json!(null);
         if let Some(planner) = &self.planner {
             match planner.morning_check(now).await {
@@ -235,8 +262,27 @@ impl JobAction for SwitchToAuto {
         fleet_result(
             &ctx.job_id,
             outcomes,
-            json!({ "mode": "Auto", "valid_until": until, "morning_check": morning }),
+            json!({ "mode": "Auto", "valid_until": until, "morning_check": morning,
+                    "hold": held, "day_plan": day }),
         )
+    }
+}
+
+impl SwitchToAuto {
+    /// The planner's day plan, None without a planner or when it fails (then AUTO for all).
+    async fn day_plan(&self, now: DateTime<Utc>) -> Option<DayPlan> {
+        let planner = self.planner.as_ref()?;
+        match planner.day_plan(now).await {
+            Ok(Some(plan)) => {
+                tracing::info!(hold = plan.hold.len(), dry_run = plan.dry_run, reason = %plan.reason, "day_plan");
+                Some(plan)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "day_plan_unavailable");
+                None
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use super::{
     TempoColour, TempoSettings, plan, tempo_date_at,
 };
 use crate::control::Fleet;
-use crate::domain::{DeviceId, NightPlan, Percent, PrechargeTarget, Watts};
+use crate::domain::{DayPlan, DeviceId, NightPlan, Percent, PrechargeTarget, Watts};
 use crate::store::Store;
 
 /// Forecast days the planner looks at, at most (J+9).
@@ -145,7 +145,8 @@ impl LivePlanner {
             }
             outcomes.push((id, result));
         }
-        let v = self.render(now, dry_run, stock, &outcomes);
+        let mut v = self.render(now, dry_run, stock, &outcomes);
+        v["tomorrow"] = days.get(1).map_or(Value::Null, |d| tomorrow_json(d, stock));
         self.state.send_replace(v.clone());
         (v, outcomes)
     }
@@ -264,6 +265,66 @@ impl LivePlanner {
     }
 }
 
+impl LivePlanner {
+    /// Today's peak hours from the plan: batteries whose HP slot in progress (or next) holds
+    /// are listed in `hold`; None when no battery could be planned (the caller falls back to
+    /// AUTO for all).
+    pub async fn day_plan(&self, now: DateTime<Utc>, dry_run: bool) -> Option<DayPlan> {
+        let (_, outcomes) = self.compute(now, dry_run).await;
+        if outcomes.iter().all(|(_, r)| r.is_err()) {
+            return None;
+        }
+        let mut hold = Vec::new();
+        let mut reasons = Vec::new();
+        for (id, r) in &outcomes {
+            let slot = r.as_ref().ok().and_then(|p| {
+                p.slots
+                    .iter()
+                    .find(|s| s.period == super::Period::Hp && s.end > now)
+            });
+            match (r, slot) {
+                (Err(e), _) => reasons.push(format!("{id}: {e}")),
+                (Ok(_), None) => reasons.push(format!("{id}: no peak hours in the plan")),
+                (Ok(_), Some(s)) => {
+                    reasons.push(format!("{id}: {}", s.reason));
+                    if s.action == SlotAction::Hold {
+                        hold.push(id.clone());
+                    }
+                }
+            }
+        }
+        Some(DayPlan {
+            hold,
+            reason: format!("planner: {}", reasons.join("; ")),
+            dry_run: dry_run || self.settings.dry_run,
+        })
+    }
+}
+
+/// Tomorrow's colour as the planner sees it: published (probability 1), the forecast's likeliest
+/// colour with its probability (calendar and stock applied), or the calendar prior.
+fn tomorrow_json(day: &DayOutlook, stock: Option<super::SeasonStock>) -> Value {
+    let (odds, known, source) = match &day.colour {
+        ColourInfo::Known { colour, source } => {
+            (super::ColourOdds::certain(*colour), true, source.clone())
+        }
+        ColourInfo::Forecast { odds, source } => {
+            (odds.constrained(day.date, stock), false, source.clone())
+        }
+        ColourInfo::Unknown => (super::prior_odds(day.date, stock), false, "calendar".into()),
+    };
+    let (colour, p) = odds.likeliest();
+    let pct = |x: f64| (x * 1000.0).round() / 10.0;
+    json!({
+        "date": day.date,
+        "colour": colour,
+        "probability": (p * 1000.0).round() / 1000.0,
+        "known": known,
+        "source": source,
+        "odds_pct": { "blue": pct(odds.blue), "white": pct(odds.white), "red": pct(odds.red) },
+    })
+}
+
 /// `marstek-bridge plan preview` as text: per battery, one line per slot (local start, HP/HC,
 /// colour, action, SOC at the end, expected €, reason).
 pub fn plan_table(data: &Value) -> String {
@@ -306,4 +367,45 @@ pub fn plan_table(data: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tempo::ColourOdds;
+
+    fn day(y: i32, m: u32, d: u32, colour: ColourInfo) -> DayOutlook {
+        DayOutlook {
+            date: NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+            colour,
+            load_w: [300.0; 24],
+        }
+    }
+
+    #[test]
+    fn tomorrow_shows_the_forecast_probability_as_a_hint() {
+        let odds = ColourOdds::new(0.18, 0.10, 0.72).unwrap();
+        let fc = ColourInfo::Forecast {
+            odds,
+            source: "open-dpe".into(),
+        };
+        // Thursday 2026-12-03: red possible, the forecast's 72 % stands.
+        let v = tomorrow_json(&day(2026, 12, 3, fc.clone()), None);
+        assert_eq!(v["colour"], json!("red"), "{v}");
+        assert_eq!(v["probability"], json!(0.72), "{v}");
+        assert_eq!(v["known"], json!(false));
+        assert_eq!(v["source"], json!("open-dpe"));
+        assert_eq!(v["odds_pct"]["red"], json!(72.0));
+        // Saturday 2026-12-05: the calendar forbids red; blue and white share the rest.
+        let v = tomorrow_json(&day(2026, 12, 5, fc), None);
+        assert_eq!(v["odds_pct"]["red"], json!(0.0), "{v}");
+        assert_eq!(v["colour"], json!("blue"), "{v}");
+        assert_eq!(v["probability"], json!(0.643), "{v}");
+        assert_eq!(v["odds_pct"]["white"], json!(35.7), "{v}");
+        // Nothing known on a summer Sunday: the calendar prior, blue.
+        let v = tomorrow_json(&day(2027, 7, 4, ColourInfo::Unknown), None);
+        assert_eq!(v["colour"], json!("blue"), "{v}");
+        assert_eq!(v["source"], json!("calendar"));
+        assert_eq!(v["probability"], json!(1.0), "{v}");
+    }
 }

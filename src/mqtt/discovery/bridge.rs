@@ -175,6 +175,30 @@ impl Base<'_> {
         next.config.value_template = Some("{{ value_json.next_action | truncate(250) }}".into());
         next.config.icon = Some("mdi:battery-clock");
         out.push(next);
+        let mut fc = self.entity(
+            "tempo_tomorrow_forecast",
+            "Tempo tomorrow forecast".into(),
+            Component::Sensor,
+        );
+        fc.config.state_topic = Some(self.topics.bridge_plan());
+        fc.config.value_template =
+            Some("{{ value_json.tomorrow.colour if value_json.tomorrow else 'unknown' }}".into());
+        fc.config.icon = Some("mdi:palette-outline");
+        out.push(fc);
+        let mut prob = self.entity(
+            "tempo_tomorrow_probability",
+            "Tempo tomorrow probability".into(),
+            Component::Sensor,
+        );
+        prob.config.state_topic = Some(self.topics.bridge_plan());
+        prob.config.value_template = Some(
+            "{{ (value_json.tomorrow.probability * 100) | round(0) if value_json.tomorrow else none }}"
+                .into(),
+        );
+        prob.config.unit_of_measurement = Some("%");
+        prob.config.state_class = Some(StateClass::Measurement);
+        prob.config.icon = Some("mdi:percent");
+        out.push(prob);
         for (key, name, field) in [
             ("ledger_today", "Tempo saved today", "today_saved_eur"),
             (

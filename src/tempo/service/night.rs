@@ -11,7 +11,8 @@ use super::super::planner::{BatteryNeed, PrechargeOutcome, precharge};
 use super::super::{off_peak_hours_left, tempo_date_at};
 use super::{DecisionStatus, NIGHT_PLAN_DOC, TempoService};
 use crate::domain::{
-    Alert, AlertKind, AlertState, NightPlan, NightPlanner, Percent, PrechargeTarget, Severity,
+    Alert, AlertKind, AlertState, DayPlan, NightPlan, NightPlanner, Percent, PrechargeTarget,
+    Severity,
 };
 
 /// The plan handed to the night job, kept for the 06:00 check.
@@ -153,6 +154,13 @@ impl NightPlanner for TempoService {
             return Ok(Vec::new());
         }
         Ok(record.plan.targets)
+    }
+
+    async fn day_plan(&self, now: DateTime<Utc>) -> anyhow::Result<Option<DayPlan>> {
+        if !self.settings.enabled || !self.settings.planner {
+            return Ok(None);
+        }
+        Ok(self.live.day_plan(now, false).await)
     }
 
     async fn morning_check(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Alert>> {
