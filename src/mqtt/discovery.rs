@@ -351,11 +351,12 @@ fn mac_colons(hex: &str) -> Option<String> {
 }
 
 /// Alert kinds that get a problem binary sensor per battery (fed by `<dev>/alerts`).
-pub const PROBLEM_KINDS: [(&str, &str); 4] = [
+pub const PROBLEM_KINDS: [(&str, &str); 5] = [
     ("low_soc", "Low state of charge"),
     ("high_temperature", "High temperature"),
     ("unreachable", "Unreachable"),
     ("mode_drift", "Mode drift"),
+    ("command_not_holding", "Command not holding"),
 ];
 
 /// The HA device of one battery with all its entities.
