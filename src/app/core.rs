@@ -109,7 +109,8 @@ async fn spawn_commands(
         Some(store.clone()),
         Some(alerts),
         settings.bridge.read_only,
-    );
+    )
+    .with_verify(settings.marstek.verify.clone());
     // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
     // command can race the restore.
     commands.controls().restore(store.as_ref()).await;

@@ -5,12 +5,15 @@
 //! raises `command_failed`. [`RememberedControls`] and [`Presence`] (device availability, one
 //! owner) live here too, so that every adapter sees the same values. The envelope includes the
 //! SOC window, checked against the battery's latest SOC, and kept while a Passive set-point runs
-//! (`soc_guard`). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
+//! they do not take, answered `not_holding` with what was observed when they still do not, and
+//! a `command_not_holding` alert raised, cleared by the next write that holds. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
 mod presence;
 mod soc_guard;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
 pub use self::presence::{Availability, Presence};
+pub use self::verify::{NotHolding, Observed, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
     DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command, check_soc,
@@ -81,6 +85,9 @@ pub enum CommandError {
     /// The driver failed (timeout, device error, refusal).
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The battery acknowledged the write but did not carry it out within every window.
+    #[error(transparent)]
+    NotHolding(Box<NotHolding>),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -143,6 +150,46 @@ pub struct Bookkeeping {
     store: Option<Arc<dyn Store>>,
     intents: Vec<DesiredState>,
     records: Vec<CommandRecord>,
+    /// Marks the device as being written until the intent is persisted (dropped with this).
+    _writing: Option<Writing>,
+}
+
+/// Devices with a command in flight (write, verification, bookkeeping), counted.
+#[derive(Clone, Default)]
+struct WritingSet(Arc<Mutex<BTreeMap<DeviceId, usize>>>);
+
+/// One command batch in flight on one device; dropping it ends it.
+struct Writing {
+    set: WritingSet,
+    device: DeviceId,
+}
+
+impl WritingSet {
+    fn start(&self, device: &DeviceId) -> Writing {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(device.clone()).or_default() += 1;
+        Writing {
+            set: self.clone(),
+            device: device.clone(),
+        }
+    }
+
+    fn contains(&self, device: &DeviceId) -> bool {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(device).is_some_and(|n| *n > 0)
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut m = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.device);
+            }
+        }
+    }
 }
 
 impl Bookkeeping {
@@ -177,10 +224,13 @@ pub struct CommandService {
     read_only: bool,
     controls: RememberedControls,
     soc: Arc<Mutex<soc_guard::SocState>>,
+    verify: VerifySettings,
+    writing: WritingSet,
 }
 
 impl CommandService {
     /// Builds the service; `store` and `alerts` are optional so tools and tests can go without.
+    /// Mode writes are trusted on their read-back until [`with_verify`](Self::with_verify).
     pub fn new(
         fleet: Fleet,
         store: Option<Arc<dyn Store>>,
@@ -195,7 +245,24 @@ impl CommandService {
             read_only,
             controls,
             soc: Arc::default(),
+            verify: VerifySettings {
+                enabled: false,
+                ..VerifySettings::default()
+            },
+            writing: WritingSet::default(),
         }
+    }
+
+    /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
+    /// yet persisted): samples seen meanwhile may show a mode that is about to become the intent.
+    pub fn writing(&self, device: &DeviceId) -> bool {
+        self.writing.contains(device)
+    }
+
+    /// Checks mode writes by their effect with these settings (`[marstek.verify]`).
+    pub fn with_verify(mut self, verify: VerifySettings) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// The fleet commands go to.
@@ -266,6 +333,7 @@ impl CommandService {
             store: self.store.clone(),
             intents: Vec::new(),
             records: Vec::with_capacity(commands.len()),
+            _writing: None,
         };
         let battery = match self.battery(device) {
             Ok(b) => b,
@@ -276,6 +344,7 @@ impl CommandService {
                 return (outcome, books);
             }
         };
+        books._writing = Some(self.writing.start(device));
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
             let result = self.run_one(battery, command, &origin, &mut books).await;
@@ -311,9 +380,15 @@ impl CommandService {
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
         {
-            Ok(()) => battery.execute(command).await.map_err(CommandError::from),
+            Ok(()) => match command {
+                Command::SetMode(config) if self.verify.enabled => {
+                    verify::execute_verified(battery, command, config, &self.verify).await
+                }
+                _ => battery.execute(command).await.map_err(CommandError::from),
+            },
             Err(e) => Err(e.into()),
         };
+        self.note_holding(device, command, &result);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(report) => {
@@ -355,6 +430,48 @@ impl CommandService {
             latency_ms: Some(latency_ms),
         });
         result
+    }
+}
+
+impl CommandService {
+    /// Raises `command_not_holding` for a mode write that did not take, clears it when one holds.
+    fn note_holding(
+        &self,
+        device: &DeviceId,
+        command: &Command,
+        result: &Result<CommandReport, CommandError>,
+    ) {
+        let (Some(tx), Command::SetMode(config)) = (&self.alerts, command) else {
+            return;
+        };
+        let (state, severity, message) = match result {
+            Err(CommandError::NotHolding(n)) => (
+                AlertState::Raised,
+                Severity::Warning,
+                format!(
+                    "{} was acknowledged but does not hold after {} write(s): {}",
+                    config.mode(),
+                    n.attempts,
+                    n.to_json()
+                ),
+            ),
+            Ok(r) if r.verified => (
+                AlertState::Cleared,
+                Severity::Info,
+                format!("{} holds", config.mode()),
+            ),
+            _ => return,
+        };
+        let _ = tx.send(Alert {
+            kind: AlertKind::CommandNotHolding,
+            severity,
+            device: Some(device.clone()),
+            message,
+            value: None,
+            threshold: None,
+            state,
+            at: Utc::now(),
+        });
     }
 }
 

@@ -327,6 +327,8 @@ pub enum AlertKind {
     TariffOutdated,
     /// A running set-point reached `min_soc` / `max_soc` and the bridge stopped it.
     SocLimit,
+    /// A mode write was acknowledged but not carried out (or undone), after every re-send.
+    CommandNotHolding,
 }
 
 impl AlertKind {
@@ -346,6 +348,7 @@ impl AlertKind {
             AlertKind::PrechargeShort => "precharge_short",
             AlertKind::TariffOutdated => "tariff_outdated",
             AlertKind::SocLimit => "soc_limit",
+            AlertKind::CommandNotHolding => "command_not_holding",
         }
     }
 }

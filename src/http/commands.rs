@@ -46,6 +46,9 @@ pub async fn submit(
     let api = match err {
         CommandError::UnknownDevice(_) => ApiError::not_found("unknown_battery", message),
         CommandError::Rejected(_) => ApiError::invalid("command_rejected", message),
+        CommandError::NotHolding(_) => {
+            ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "not_holding", message)
+        }
         CommandError::Driver(_) => {
             ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "device_error", message)
         }

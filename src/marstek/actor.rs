@@ -186,6 +186,7 @@ impl MarstekBattery {
             last_io: None,
             round: 0,
             readings: ReadingsTracker::default(),
+            mode_instance: 0,
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -300,6 +301,8 @@ struct Actor {
     last_io: Option<Instant>,
     round: u64,
     readings: ReadingsTracker,
+    /// `params.id` that `ES.GetMode` answers (0, or 1 on firmware that ignores 0).
+    mode_instance: u8,
 }
 
 impl Actor {
@@ -538,7 +541,11 @@ impl Actor {
         let mut last_err = None;
         for m in plan {
             self.serve_pending(rx).await;
-            let reply = match self.call(m, protocol::instance_params(0), false).await {
+            let reply = match if m == method::ES_GET_MODE {
+                self.get_mode().await
+            } else {
+                self.call(m, protocol::instance_params(0), false).await
+            } {
                 Ok(r) => r,
                 Err(e @ DriverError::Timeout { .. }) | Err(e @ DriverError::Io(_)) => {
                     // reads were already retried: the device is silent, stop this round
@@ -672,10 +679,30 @@ impl Actor {
     }
 
     async fn read_mode(&mut self) -> Option<Mode> {
-        let reply = self
-            .call(method::ES_GET_MODE, protocol::instance_params(0), false)
-            .await
-            .ok()?;
+        let reply = self.get_mode().await.ok()?;
         decode_result::<EsMode>(&reply.result).ok()?.mode
+    }
+
+    /// `ES.GetMode` for the instance id that answers: 0 first, then 1 when 0 stays silent
+    /// (some firmware answers only `params.id` 1, taurgis PR #54); the winner is kept until the
+    /// device is identified again.
+    async fn get_mode(&mut self) -> Result<Reply, DriverError> {
+        let first = self.mode_instance;
+        let r = self
+            .call(method::ES_GET_MODE, protocol::instance_params(first), false)
+            .await;
+        if !matches!(r, Err(DriverError::Timeout { .. })) {
+            return r;
+        }
+        let other = 1 - first;
+        let r2 = self
+            .call(method::ES_GET_MODE, protocol::instance_params(other), false)
+            .await;
+        if r2.is_ok() {
+            tracing::info!(device = %self.spec.id, instance = other, "getmode_instance_switched");
+            self.mode_instance = other;
+            return r2;
+        }
+        r
     }
 }

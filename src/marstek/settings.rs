@@ -1,5 +1,6 @@
-//! Settings of the Marstek driver (`[marstek]` section): socket, pacing, polling and discovery,
-//! with documented defaults and `validate()`. Pure data.
+//! Settings of the Marstek driver (`[marstek]` section): socket, pacing, polling, discovery and
+//! the verification of writes by their effect, with documented defaults and `validate()`.
+//! Pure data.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct MarstekSettings {
     pub bind_address: IpAddr,
     /// Discovery.
     pub discovery: DiscoverySettings,
+    /// How mode writes are checked by their effect (`[marstek.verify]`).
+    pub verify: crate::control::VerifySettings,
 }
 
 impl Default for MarstekSettings {
@@ -30,6 +33,7 @@ impl Default for MarstekSettings {
             bind_device_port: true,
             bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             discovery: DiscoverySettings::default(),
+            verify: crate::control::VerifySettings::default(),
         }
     }
 }
@@ -56,6 +60,9 @@ impl MarstekSettings {
         }
         for (k, why) in self.discovery.validate() {
             v.push((format!("discovery.{k}"), why));
+        }
+        for (k, why) in self.verify.validate() {
+            v.push((format!("verify.{k}"), why));
         }
         v
     }

@@ -68,8 +68,11 @@ pub struct CommandResponse {
     pub error: Option<String>,
     /// What was sent to the device (driver report), or null.
     pub applied: Option<Value>,
-    /// Whether a read-back confirmed the change.
+    /// Whether the battery showed the change's effect (mode read back and, for Passive, power).
     pub verified: bool,
+    /// What the battery showed when a write did not hold (`error: "not_holding"`), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Value>,
 }
 
 impl CommandResponse {
@@ -81,6 +84,7 @@ impl CommandResponse {
             error: Some(error.into()),
             applied: None,
             verified: false,
+            observed: None,
         }
     }
 
@@ -92,6 +96,7 @@ impl CommandResponse {
             error: None,
             applied: Some(applied),
             verified,
+            observed: None,
         }
     }
 }
@@ -414,6 +419,7 @@ impl CommandResponse {
         let verified = outcome.verified();
         let many = outcome.results.len() > 1;
         let mut first_error: Option<String> = None;
+        let mut observed = None;
         let mut reports: Vec<Value> = Vec::with_capacity(outcome.results.len());
         for (i, result) in outcome.results.into_iter().enumerate() {
             reports.push(match result {
@@ -422,6 +428,11 @@ impl CommandResponse {
                 }),
                 Err(e) => {
                     let msg = slot_error(many, i, &e);
+                    if first_error.is_none()
+                        && let CommandError::NotHolding(n) = &e
+                    {
+                        observed = Some(n.to_json());
+                    }
                     first_error.get_or_insert_with(|| msg.clone());
                     serde_json::json!({ "status": "error", "error": msg })
                 }
@@ -438,6 +449,7 @@ impl CommandResponse {
             (None, true) => Self::ok(id, Value::Array(reports), verified),
             (Some(e), _) => {
                 let mut r = Self::error(id, e);
+                r.observed = observed;
                 if many {
                     r.applied = Some(Value::Array(reports));
                 }

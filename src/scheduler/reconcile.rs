@@ -344,6 +344,11 @@ impl Reconciler {
             self.mark_reached(&cached);
             return None;
         }
+        // A command is being applied (and verified) right now: the mode seen may be the one it
+        // is about to make the intent.
+        if self.commands.writing(&sample.device) {
+            return None;
+        }
         // Suspected drift: re-read the intent first, since another source (an MQTT command)
         // may have replaced it since the cache was filled.
         let now = self.clock.now();

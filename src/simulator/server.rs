@@ -118,6 +118,8 @@ pub struct SimStats {
     pub replied: u64,
     /// Requests dropped by a fault or silence.
     pub dropped: u64,
+    /// `ES.SetMode` requests answered (accepted, refused or ignored alike).
+    pub mode_writes: u64,
 }
 
 #[derive(Default)]
@@ -143,6 +145,7 @@ struct SimDevice {
     received: AtomicU64,
     replied: AtomicU64,
     dropped: AtomicU64,
+    mode_writes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -331,7 +334,10 @@ impl SimDevice {
                 }
                 _ => set(false),
             },
-            "ES.SetMode" => self.set_mode(params, &instance, faults),
+            "ES.SetMode" => {
+                self.mode_writes.fetch_add(1, Ordering::Relaxed);
+                self.set_mode(params, &instance, faults)
+            }
             _ => Outcome::Error(-32601, "Method not found", self.enc.not_found_data()),
         }
     }
@@ -428,6 +434,7 @@ impl Simulator {
                 received: AtomicU64::new(0),
                 replied: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                mode_writes: AtomicU64::new(0),
             });
             tracker.spawn(serve(Arc::new(socket), dev.clone(), cancel.clone()));
             devices.push(dev);
@@ -638,6 +645,7 @@ impl SimHandle {
             received: d.received.load(Ordering::Relaxed),
             replied: d.replied.load(Ordering::Relaxed),
             dropped: d.dropped.load(Ordering::Relaxed),
+            mode_writes: d.mode_writes.load(Ordering::Relaxed),
         })
     }
 

@@ -1,0 +1,332 @@
+//! Verification by effect: after a mode write, the battery is watched for a bounded window
+//! until it shows what the command was for, the mode read back AND, for a Passive set-point,
+//! the measured battery power in the asked direction and of roughly the asked size (within the
+//! battery's limits and SOC). Firmware acknowledges writes it then ignores or undoes
+//! (`firmware-quirks-2026.md` §3: jaapp #72, #111, #145), so an echo is not proof. A write
+//! that does not take is re-sent with a growing pause a bounded number of times; then the
+//! command fails with [`NotHolding`], which carries what was observed. Settings are the
+//! `[marstek.verify]` section. Touches only the battery handle it is given (polls, re-sends).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    BatteryRef, Command, CommandReport, DeviceLimits, DriverError, Mode, ModeConfig, Sample,
+};
+
+/// `[marstek.verify]`: how a mode write is checked by its effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Check writes by their effect (default true); false = trust the mode read-back alone.
+    pub enabled: bool,
+    /// How long after a write its effect may take to show, per attempt (default 15 s).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Pause between two status reads within the window (default 3 s).
+    #[serde(with = "humantime_serde")]
+    pub check_every: Duration,
+    /// Re-sends of a write that did not take (default 2).
+    pub resends: u32,
+    /// Pause before the first re-send, doubled for each further one (default 5 s; the vendor
+    /// asks for 5–10 s between commands).
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Measured power may differ from the asked power by this much, W (default 150)…
+    pub power_tolerance_w: u32,
+    /// …or by this share of the asked power, % (default 25), whichever is larger.
+    pub power_tolerance_pct: u8,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(15),
+            check_every: Duration::from_secs(3),
+            resends: 2,
+            backoff: Duration::from_secs(5),
+            power_tolerance_w: 150,
+            power_tolerance_pct: 25,
+        }
+    }
+}
+
+impl VerifySettings {
+    /// Problems found, as (key path relative to `[marstek.verify]`, reason).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let mut bad = |k: &str, why: &str| v.push((k.to_string(), why.to_string()));
+        if self.window > Duration::from_secs(600) {
+            bad("window", "must be at most 10m (default 15s)");
+        }
+        if self.check_every.is_zero() || self.check_every > Duration::from_secs(60) {
+            bad("check_every", "must be between 1ms and 60s (default 3s)");
+        }
+        if self.resends > 10 {
+            bad("resends", "must be 0 to 10 (default 2)");
+        }
+        if self.backoff > Duration::from_secs(600) {
+            bad("backoff", "must be at most 10m (default 5s)");
+        }
+        if self.power_tolerance_pct > 100 {
+            bad("power_tolerance_pct", "must be 0 to 100 (default 25)");
+        }
+        v
+    }
+}
+
+/// What a battery showed when it was last looked at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Mode it reported (None when not read).
+    pub mode: Option<Mode>,
+    /// Measured battery power, W (+ discharge, − charge), when read.
+    pub bat_power_w: Option<i32>,
+    /// SOC, %, when read.
+    pub soc: Option<u8>,
+}
+
+impl Observed {
+    fn from_sample(s: &Sample) -> Self {
+        Self {
+            mode: s.mode,
+            bat_power_w: s.bat_power.map(|w| w.0),
+            soc: s.soc.map(|p| p.0),
+        }
+    }
+}
+
+/// A write the battery acknowledged and did not carry out (or undid) within every window.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("not_holding")]
+pub struct NotHolding {
+    /// What the command was for: the mode, and the power when it can be measured, W.
+    pub expected_mode: Mode,
+    /// Expected battery power, W (+ discharge, − charge), when checked.
+    pub expected_power_w: Option<i32>,
+    /// What the battery showed last.
+    pub observed: Observed,
+    /// Writes sent (the first one and the re-sends).
+    pub attempts: u32,
+}
+
+impl NotHolding {
+    /// The `observed` document of an error response.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "expected": { "mode": self.expected_mode, "bat_power": self.expected_power_w },
+            "mode": self.observed.mode,
+            "bat_power": self.observed.bat_power_w,
+            "soc": self.observed.soc,
+            "attempts": self.attempts,
+        })
+    }
+}
+
+/// What a mode command should make the battery show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Expectation {
+    mode: Mode,
+    /// Battery power, W, when the effect is measurable (Passive within limits and SOC).
+    power_w: Option<i32>,
+}
+
+/// The effect of `config` on a battery with these limits and this SOC: Passive power within
+/// the limits, unless the battery is at the SOC bound it would push against (then it may
+/// rightly not move, and only the mode is checked).
+fn expectation(config: &ModeConfig, limits: &DeviceLimits, soc: Option<u8>) -> Expectation {
+    let power_w = match config {
+        ModeConfig::Passive { power, .. } => {
+            let p = power
+                .0
+                .clamp(-(limits.max_charge_w as i32), limits.max_discharge_w as i32);
+            let blocked = match soc {
+                Some(s) => p < 0 && s >= 99 || p > 0 && s <= limits.min_soc.max(1),
+                None => false,
+            };
+            (!blocked).then_some(p)
+        }
+        _ => None,
+    };
+    Expectation {
+        mode: config.mode(),
+        power_w,
+    }
+}
+
+impl VerifySettings {
+    fn power_matches(&self, expected: i32, measured: i32) -> bool {
+        let pct = (f64::from(expected.unsigned_abs()) * f64::from(self.power_tolerance_pct) / 100.0)
+            as u32;
+        let tol = self.power_tolerance_w.max(pct);
+        // the right direction, and roughly the size
+        let direction = expected == 0 || expected.signum() == measured.signum();
+        direction && expected.abs_diff(measured) <= tol
+    }
+
+    /// Whether `seen` shows `want`: the mode (when read) and the power (when expected and read).
+    /// A sample without a mode relies on the power; one with neither proves nothing.
+    fn holds(&self, want: &Expectation, seen: &Observed) -> bool {
+        let mode_ok = seen.mode.map(|m| m == want.mode);
+        let power_ok = match (want.power_w, seen.bat_power_w) {
+            (Some(e), Some(m)) => Some(self.power_matches(e, m)),
+            (Some(_), None) => None,
+            (None, _) => Some(true),
+        };
+        match (mode_ok, power_ok) {
+            (Some(m), Some(p)) => m && p,
+            (None, Some(p)) => p && want.power_w.is_some(),
+            (Some(m), None) => m,
+            (None, None) => false,
+        }
+    }
+}
+
+/// Watches `battery` for up to one window; Ok(observed) as soon as it holds, Err(last seen).
+async fn watch(
+    battery: &BatteryRef,
+    want: &Expectation,
+    settings: &VerifySettings,
+) -> Result<Observed, Observed> {
+    let deadline = tokio::time::Instant::now() + settings.window;
+    let mut last = Observed::default();
+    loop {
+        if let Ok(sample) = battery.poll().await {
+            last = Observed::from_sample(&sample);
+            if settings.holds(want, &last) {
+                return Ok(last);
+            }
+        }
+        if tokio::time::Instant::now() + settings.check_every > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(settings.check_every).await;
+    }
+}
+
+/// Writes `command` (a mode command) and checks it by its effect, re-sending with backoff; the
+/// report is `verified` only when the battery showed the effect. A write refused while the
+/// battery is busy (`set_result: false`) is re-sent the same way; other driver errors end it.
+pub async fn execute_verified(
+    battery: &BatteryRef,
+    command: &Command,
+    config: &ModeConfig,
+    settings: &VerifySettings,
+) -> Result<CommandReport, super::CommandError> {
+    let want = expectation(config, &battery.limits(), battery.soc().map(|p| p.0));
+    let mut attempts = 0u32;
+    let mut last = Observed::default();
+    loop {
+        attempts += 1;
+        let refusal = match battery.execute(command).await {
+            Ok(mut report) => {
+                let quick = Observed {
+                    mode: report.observed_mode,
+                    ..Observed::default()
+                };
+                // a mode-only expectation is met by the read-back the driver already made
+                let verdict = if want.power_w.is_none() && settings.holds(&want, &quick) {
+                    Ok(quick)
+                } else {
+                    watch(battery, &want, settings).await
+                };
+                match verdict {
+                    Ok(seen) => {
+                        report.verified = true;
+                        report.observed_mode = seen.mode.or(report.observed_mode);
+                        return Ok(report);
+                    }
+                    Err(seen) => last = seen,
+                }
+                None
+            }
+            Err(e @ DriverError::Rejected { .. }) => Some(e),
+            Err(e) => return Err(e.into()),
+        };
+        if attempts > settings.resends {
+            return Err(match refusal {
+                Some(e) => e.into(),
+                None => super::CommandError::NotHolding(Box::new(NotHolding {
+                    expected_mode: want.mode,
+                    expected_power_w: want.power_w,
+                    observed: last,
+                    attempts,
+                })),
+            });
+        }
+        let pause = settings.backoff * 2u32.saturating_pow(attempts - 1);
+        tracing::info!(device = %battery.id(), command = command.name(), attempt = attempts + 1, pause_ms = pause.as_millis() as u64, "command_resent");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Watts;
+
+    fn passive(power: i32) -> ModeConfig {
+        ModeConfig::Passive {
+            power: Watts(power),
+            cd_time: 600,
+        }
+    }
+
+    fn seen(mode: Mode, power: i32) -> Observed {
+        Observed {
+            mode: Some(mode),
+            bat_power_w: Some(power),
+            soc: Some(50),
+        }
+    }
+
+    #[test]
+    fn passive_holds_only_with_the_mode_and_roughly_the_power_in_its_direction() {
+        let s = VerifySettings::default();
+        let want = expectation(&passive(-1500), &DeviceLimits::default(), Some(50));
+        assert_eq!(want.power_w, Some(-1500));
+        assert!(s.holds(&want, &seen(Mode::Passive, -1400)));
+        assert!(!s.holds(&want, &seen(Mode::Passive, 0)), "idle");
+        assert!(!s.holds(&want, &seen(Mode::Passive, 1500)), "discharging");
+        assert!(!s.holds(&want, &seen(Mode::Auto, -1500)), "wrong mode");
+        let no_mode = Observed {
+            mode: None,
+            ..seen(Mode::Auto, -1480)
+        };
+        assert!(
+            s.holds(&want, &no_mode),
+            "the power alone, when no mode is read"
+        );
+        assert!(!s.holds(&want, &Observed::default()), "nothing read");
+    }
+
+    #[test]
+    fn the_expected_power_is_bounded_by_the_limits_and_the_soc() {
+        let limits = DeviceLimits {
+            max_charge_w: 800,
+            ..DeviceLimits::default()
+        };
+        let want = expectation(&passive(-1500), &limits, Some(50));
+        assert_eq!(want.power_w, Some(-800));
+        let full = expectation(&passive(-1500), &limits, Some(100));
+        assert_eq!(full.power_w, None, "a full battery rightly does not charge");
+        let empty = expectation(&passive(500), &limits, Some(11));
+        assert_eq!(empty.power_w, None);
+        assert_eq!(expectation(&ModeConfig::Auto, &limits, None).power_w, None);
+    }
+
+    #[test]
+    fn validation_names_keys() {
+        let s = VerifySettings {
+            resends: 11,
+            power_tolerance_pct: 101,
+            check_every: Duration::ZERO,
+            ..VerifySettings::default()
+        };
+        let keys: Vec<String> = s.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["check_every", "resends", "power_tolerance_pct"]);
+        assert!(VerifySettings::default().validate().is_empty());
+    }
+}

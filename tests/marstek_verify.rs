@@ -1,0 +1,320 @@
+//! Verification by effect, told as stories against the simulator's behavioural faults: the
+//! whole bridge (`app::run`) with the real driver on loopback UDP, the real mosquitto and a
+//! SQLite store; a command sent on `<base>/<dev>/set` is answered on `<base>/<dev>/response`.
+//! The user-visible outcome is either "it holds" (`verified: true`, after re-sending where the
+//! battery was busy) or an honest `status: "error"`, `error: "not_holding"` with what was
+//! observed and a `command_not_holding` alert — never `verified: true` for a command that did
+//! not take. Each story also runs with `[marstek.verify] enabled = false` and shows the
+//! outcome it guards against.
+
+use std::time::Duration;
+
+use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::domain::Mode;
+use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn broker() -> (String, u16) {
+    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    (host.to_string(), port.parse().unwrap_or(1883))
+}
+
+/// One simulated battery behind the whole bridge, and an MQTT client on its topics.
+struct Story {
+    sim: SimHandle,
+    base: String,
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+    stop: Option<oneshot::Sender<()>>,
+    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    _probe: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify: bool) -> Story {
+    if std::env::var("STORY_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    let sim = Simulator::start(SimConfig {
+        profile,
+        firmware,
+        faults: SimFaults::parse_list(faults).unwrap(),
+        initial_soc: 50.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("mbverify{}", rand::rng().random::<u32>());
+    let (host, port) = broker();
+    let mut s = Settings::default();
+    s.mqtt.host = host.clone();
+    s.mqtt.port = port;
+    s.mqtt.base_topic = base.clone();
+    s.mqtt.discovery_prefix = format!("{base}ha");
+    s.mqtt.client_id = base.clone();
+    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
+    s.marstek.bind_device_port = false;
+    s.tempo.enabled = false;
+    s.polling.status_interval = Duration::from_secs(3600);
+    s.polling.quiet_gap = Duration::ZERO;
+    s.polling.request_timeout = Duration::from_millis(300);
+    s.polling.write_timeout = Duration::from_millis(500);
+    s.polling.resend_after = Duration::ZERO;
+    s.marstek.verify.enabled = verify;
+    s.marstek.verify.window = Duration::from_millis(600);
+    s.marstek.verify.check_every = Duration::from_millis(200);
+    s.marstek.verify.backoff = Duration::from_millis(700);
+    s.devices = vec![DeviceConfig {
+        host: sim.addrs()[0].ip().to_string(),
+        port: sim.addrs()[0].port(),
+        id: Some("venus1".into()),
+        ..DeviceConfig::default()
+    }];
+    assert!(s.validate().is_empty(), "{:?}", s.validate());
+
+    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
+    let probe = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&p.payload).into())
+                    });
+                    let _ = tx.send((p.topic.clone(), v));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = sub_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    for t in ["response", "alert", "state"] {
+        client
+            .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
+    }
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let bridge = tokio::spawn(marstek_bridge::app::run(s, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut st = Story {
+        sim,
+        base,
+        client,
+        rx,
+        stop: Some(stop_tx),
+        bridge: Some(bridge),
+        _probe: probe,
+        _dir: dir,
+    };
+    // the bridge is up once the battery's first state arrives
+    st.next("state", |_| true).await;
+    st
+}
+
+impl Story {
+    async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let want = format!("{}/venus1/{topic}", self.base);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((t, v))) if t == want && pred(&v) => return v,
+                Ok(Some(_)) => {}
+                _ => panic!("no {topic} message as expected"),
+            }
+        }
+    }
+
+    /// Sends a command on `<dev>/set` and returns its response.
+    async fn send(&mut self, id: &str, mut command: Value) -> Value {
+        command["id"] = json!(id);
+        self.client
+            .publish(
+                format!("{}/venus1/set", self.base),
+                QoS::AtLeastOnce,
+                false,
+                command.to_string(),
+            )
+            .await
+            .unwrap();
+        self.next("response", |r| r["id"] == json!(id)).await
+    }
+
+    async fn alert(&mut self, state: &str) -> Value {
+        self.next("alert", |a| {
+            a["kind"] == json!("command_not_holding") && a["state"] == json!(state)
+        })
+        .await
+    }
+
+    async fn finish(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
+            .await
+            .expect("bridge stops");
+        r.unwrap().unwrap();
+    }
+}
+
+fn passive(power: i32) -> Value {
+    json!({"mode": "passive", "power": power, "duration": 600})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds() {
+    let mut st = story(SimProfile::VenusE3, None, "ignore-writes", true).await;
+    let r = st.send("c1", passive(-1500)).await;
+    assert_eq!(r["status"], json!("error"), "{r}");
+    assert_eq!(r["error"], json!("not_holding"), "{r}");
+    assert_eq!(r["verified"], json!(false));
+    assert_eq!(r["observed"]["mode"], json!("Auto"), "{r}");
+    assert_eq!(r["observed"]["expected"]["bat_power"], json!(-1500), "{r}");
+    assert_eq!(
+        r["observed"]["attempts"],
+        json!(3),
+        "the write and two re-sends"
+    );
+    assert_eq!(
+        st.sim.stats(0).unwrap().mode_writes,
+        3,
+        "re-sends are bounded"
+    );
+    st.alert("raised").await;
+
+    // the battery obeys again: the next write holds and clears the alert
+    st.sim.update_faults(0, |f| f.ignore_writes = false);
+    let r = st.send("c2", passive(-1500)).await;
+    assert_eq!(
+        (r["status"].clone(), r["verified"].clone()),
+        (json!("ok"), json!(true)),
+        "{r}"
+    );
+    st.alert("cleared").await;
+    st.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_under_getmode_is_never_reported_verified() {
+    // fw 148: the read-back shows Passive, and that very read puts the battery back in Auto
+    let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", true).await;
+    let r = st.send("g1", passive(-800)).await;
+    assert_eq!(r["error"], json!("not_holding"), "{r}");
+    assert_ne!(r["observed"]["bat_power"], json!(-800), "{r}");
+    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
+    st.alert("raised").await;
+    st.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_battery_is_written_again_after_a_pause_and_then_holds() {
+    let mut st = story(SimProfile::VenusA, Some(148), "busy=1s", true).await;
+    let r = st.send("b1", passive(-500)).await;
+    assert_eq!(r["verified"], json!(true), "{r}");
+    // refused while busy (set_result false), accepted on the re-send after the pause
+    let r = st.send("b2", passive(400)).await;
+    assert_eq!(
+        (r["status"].clone(), r["verified"].clone()),
+        (json!("ok"), json!(true)),
+        "{r}"
+    );
+    let state = st.sim.state(0).unwrap();
+    assert_eq!((state.mode, state.passive_power), (Mode::Passive, 400));
+    st.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the first state does not arrive yet with getmode-id1-only; the instance fallback is unfinished"]
+async fn getmode_on_instance_1_only_is_read_there_with_its_integer_mode() {
+    let mut st = story(SimProfile::VenusE3, None, "getmode-id1-only", true).await;
+    let r = st.send("i1", passive(-600)).await;
+    assert_eq!(
+        (r["status"].clone(), r["verified"].clone()),
+        (json!("ok"), json!(true)),
+        "{r}"
+    );
+    // the state published after the write carries the mode read on instance 1 (code 3)
+    st.next("state", |s| s["mode"] == json!("passive")).await;
+    st.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn venus_a_148_without_bat_power_is_verified_by_its_inferred_power() {
+    let mut st = story(SimProfile::VenusA, Some(148), "no-bat-power", true).await;
+    // at night, so that the PV strings (in mixed units on this firmware) produce nothing
+    let night = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(1, 0, 0)
+        .unwrap()
+        .and_utc()
+        + chrono::Duration::days(1);
+    st.sim.clock().set(night);
+    let r = st.send("n1", passive(-700)).await;
+    assert_eq!(
+        (r["status"].clone(), r["verified"].clone()),
+        (json!("ok"), json!(true)),
+        "{r}"
+    );
+    st.sim.update_faults(0, |f| f.ignore_writes = true);
+    let r = st.send("n2", passive(700)).await;
+    assert_eq!(r["error"], json!("not_holding"), "{r}");
+    st.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn venus_mini_300_refusing_passive_is_an_error_after_the_re_sends() {
+    let mut st = story(
+        SimProfile::VenusEMini,
+        Some(300),
+        "ignore-manual-power",
+        true,
+    )
+    .await;
+    let r = st.send("m1", passive(-800)).await;
+    assert_eq!(r["status"], json!("error"), "{r}");
+    assert_eq!(r["verified"], json!(false));
+    assert_eq!(st.sim.stats(0).unwrap().mode_writes, 3, "{r}");
+    st.finish().await;
+}
+
+/// With verification switched off the same stories end as the reports describe: a write the
+/// battery ignored or undid answered `ok`, the busy battery's refusal final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_verification_the_stories_end_as_users_reported() {
+    let mut st = story(SimProfile::VenusE3, None, "ignore-writes", false).await;
+    let r = st.send("o1", passive(-1500)).await;
+    assert_eq!(r["status"], json!("ok"), "an ignored write looks fine: {r}");
+    st.finish().await;
+
+    let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", false).await;
+    let r = st.send("o2", passive(-800)).await;
+    assert_eq!(
+        (r["status"].clone(), r["verified"].clone()),
+        (json!("ok"), json!(true)),
+        "the echo claims a mode the battery already left: {r}"
+    );
+    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
+    st.finish().await;
+
+    let mut st = story(SimProfile::VenusA, Some(148), "busy=1s", false).await;
+    st.send("o3", passive(-500)).await;
+    let r = st.send("o4", passive(400)).await;
+    assert_eq!(r["status"], json!("error"), "{r}");
+    st.finish().await;
+}
