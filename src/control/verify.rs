@@ -193,11 +193,16 @@ async fn watch(
     let deadline = tokio::time::Instant::now() + settings.window;
     let mut last = Observed::default();
     loop {
-        if let Ok(sample) = battery.poll().await {
-            last = Observed::from_sample(&sample);
-            if settings.holds(want, &last) {
-                return Ok(last);
+        match battery.poll().await {
+            Ok(sample) => {
+                last = Observed::from_sample(&sample);
+                if settings.holds(want, &last) {
+                    return Ok(last);
+                }
             }
+            // the device actor has stopped (bridge shutting down): nothing more to watch
+            Err(DriverError::Closed) => return Err(last),
+            Err(_) => {}
         }
         if tokio::time::Instant::now() + settings.check_every > deadline {
             return Err(last);
