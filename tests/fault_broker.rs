@@ -60,7 +60,7 @@ async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
         proxy.cut();
         let offline = w
             .next_matching(Duration::from_secs(15), |s| {
-                s.topic == bridge_state && s.text == "offline"
+                s.topic == bridge_state && s.text == r#"{"state":"offline"}"#
             })
             .await;
         assert!(
@@ -76,7 +76,7 @@ async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
             let Some(s) = w.next_matching(left, |_| true).await else {
                 break;
             };
-            if s.topic == bridge_state && s.text == "online" {
+            if s.topic == bridge_state && s.text == r#"{"state":"online"}"# {
                 online = Some(s.at);
             } else if s.topic == dev_state && online.is_some() {
                 state = Some(s.at);
@@ -175,7 +175,7 @@ async fn reconnect_backoff_is_capped_by_default_during_a_long_cut() {
     let bridge_state = format!("{base}/bridge/state");
     let offline = w
         .next_matching(Duration::from_secs(15), |s| {
-            s.topic == bridge_state && s.text.contains("offline")
+            s.topic == bridge_state && s.text == r#"{"state":"offline"}"#
         })
         .await;
     assert!(offline.is_some(), "no last will after the cut");

@@ -82,7 +82,11 @@ fn report_error(
     outage_reported: &mut bool,
 ) {
     let s = &shared.settings;
-    if was_connected {
+    if let ClientError::TooLarge { bytes, limit } = e {
+        // A retained one comes back at every connection: say what to change, every time.
+        tracing::error!(error = %e, bytes, limit, retry_in_ms, "mqtt_incoming_too_large");
+        *outage_reported = true;
+    } else if was_connected {
         tracing::warn!(error = %e, retry_in_ms, "mqtt_disconnected");
         *outage_reported = true;
     } else if matches!(e, ClientError::Refused(_)) {
@@ -109,7 +113,9 @@ async fn say_goodbye(shared: &Shared, client: &MqttClient, eventloop: &mut MqttE
     let state = shared.topics.bridge_state();
     let qos = shared.qos;
     let goodbye = async move {
-        let _ = c.publish(state, qos, true, "offline").await;
+        let _ = c
+            .publish(state, qos, true, super::bridge_state_payload(false))
+            .await;
         let _ = c.disconnect().await;
         std::future::pending::<()>().await
     };

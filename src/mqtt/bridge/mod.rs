@@ -209,6 +209,14 @@ pub fn state_payload(sample: &Sample) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// The retained `<base>/bridge/state` payload: `{"state":"online"}` or `{"state":"offline"}`.
+/// JSON like the batteries' `<base>/<dev>/state`, so one `<base>/+/state` subscription always
+/// parses (Home Assistant reads it with `value_template: {{ value_json.state }}`).
+pub fn bridge_state_payload(online: bool) -> Vec<u8> {
+    let state = if online { "online" } else { "offline" };
+    serde_json::to_vec(&json!({ "state": state })).unwrap_or_default()
+}
+
 /// Entry point of the MQTT adapter.
 pub struct MqttBridge;
 
@@ -216,7 +224,7 @@ fn client_options(s: &MqttSettings, topics: &Topics) -> Result<ClientOptions, Mq
     let mut o = ClientOptions::from_settings(s)?;
     o.last_will = Some(Will {
         topic: topics.bridge_state(),
-        payload: b"offline".to_vec(),
+        payload: bridge_state_payload(false),
         qos: s.qos,
         retain: true,
     });
