@@ -1495,3 +1495,161 @@ async fn remembered_controls_survive_a_restart() {
     assert_eq!(left.num_seconds(), 900);
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
+
+/// Audit rows of `source = mqtt` with status `error`, newest first.
+async fn refused_rows(store: &dyn Store) -> Vec<marstek_bridge::store::CommandRecord> {
+    let rows = store.recent_commands(1000).await.expect("audit readable");
+    rows.into_iter()
+        .filter(|r| r.source == "mqtt" && r.status == "error")
+        .collect()
+}
+
+/// Waits until `n` refused rows are in the audit (the recorder writes after the answers).
+async fn wait_refused_rows(
+    store: &dyn Store,
+    n: usize,
+) -> Vec<marstek_bridge::store::CommandRecord> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let rows = refused_rows(store).await;
+        if rows.len() >= n || Instant::now() > end {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `n` answers on `<dev>/response`.
+async fn wait_answers(p: &mut Probe, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = p
+            .wait("answer", WAIT, |m| m.topic.ends_with("/response"))
+            .await;
+        out.push(m.json());
+    }
+    out
+}
+
+#[tokio::test]
+async fn refused_commands_are_audited_and_a_flood_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let base = unique("refaudit");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let s = settings(&base, &prefix, BROKER.1, MqttProtocol::V311);
+    let b = start_bridge_with_store(s, &rig, Some(store.clone())).await;
+    let mut p = Probe::connect(&[b.t("+/response")]).await;
+    p.publish(&b.t("dev1/set"), b"not json", false).await;
+    p.publish(&b.t("ghost/set"), br#"{"mode":"auto","id":"g"}"#, false)
+        .await;
+    p.publish(&b.t("dev1/set/colour"), b"red", false).await;
+    let answers = wait_answers(&mut p, 3).await;
+    assert!(
+        answers.iter().all(|a| a["status"] == "error"),
+        "{answers:?}"
+    );
+    let rows = wait_refused_rows(store.as_ref(), 3).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let find = |dev: &str, what: &str| {
+        rows.iter()
+            .any(|r| r.device == dev && r.error.as_deref().is_some_and(|e| e.contains(what)))
+    };
+    assert!(find("dev1", "not JSON"), "{rows:?}");
+    assert!(find("ghost", "unknown device"), "{rows:?}");
+    assert!(find("dev1", "unknown field 'colour'"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.payload["received"] == "not json"));
+
+    // A flood: every message is answered, at most 30 rows a minute are written, the rest counted.
+    let flood = 100;
+    for i in 0..flood {
+        p.publish(&b.t("dev1/set"), format!("bad {i}").as_bytes(), false)
+            .await;
+    }
+    wait_answers(&mut p, flood).await;
+    let dropped = 3 + flood as u64 - 30;
+    let end = Instant::now() + WAIT;
+    while b.handle.refusals_not_recorded() < dropped && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.handle.refusals_not_recorded(), dropped);
+    let rows = wait_refused_rows(store.as_ref(), 30).await;
+    assert_eq!(
+        rows.len(),
+        30,
+        "the audit holds at most 30 refusals a minute"
+    );
+    b.stop().await;
+    assert_eq!(refused_rows(store.as_ref()).await.len(), 30);
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn an_id_with_u0000_is_refused_and_audited_on_postgres() {
+    let db = support::TestPgDb::create("mbnul").await;
+    let store = store::open(&DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("postgres store opens");
+    let base = unique("nul");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let s = settings(&base, &prefix, BROKER.1, MqttProtocol::V311);
+    let b = start_bridge_with_store(s, &rig, Some(store.clone())).await;
+    let mut p = Probe::connect(&[b.t("+/response")]).await;
+    assert_ne!(rig.mode(0), Mode::Ups);
+    // `\u0000` escaped in the JSON (valid JSON, a NUL in the id), then a raw NUL byte.
+    p.publish(
+        &b.t("dev1/set"),
+        br#"{"mode":"ups","id":"nul\u0000audit"}"#,
+        false,
+    )
+    .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(r["id"], "nul\u{0}audit", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("U+0000"), "{r}");
+    assert_ne!(
+        rig.mode(0),
+        Mode::Ups,
+        "what cannot be audited must not run"
+    );
+    p.publish(
+        &b.t("dev1/set"),
+        b"{\"mode\":\"ups\",\"id\":\"raw\0nul\"}",
+        false,
+    )
+    .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "error", "{r}");
+    assert_ne!(rig.mode(0), Mode::Ups);
+    let rows = wait_refused_rows(store.as_ref(), 2).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "both refusals stored on PostgreSQL: {rows:?}"
+    );
+    let received: Vec<&str> = rows
+        .iter()
+        .map(|r| r.payload["received"].as_str().unwrap())
+        .collect();
+    assert!(
+        received.iter().any(|t| t.contains(r"nul\u0000audit")),
+        "{received:?}"
+    );
+    assert!(
+        received.iter().any(|t| t.contains(r"raw\u{0}nul")),
+        "{received:?}"
+    );
+    // A printable id still runs.
+    p.publish(&b.t("dev1/set"), br#"{"mode":"ups","id":"fine"}"#, false)
+        .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(rig.mode(0), Mode::Ups);
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
+use super::refusals;
 use super::{MAX_CORRELATION_DATA, Shared};
 use crate::control::{CommandError, CommandService, Origin, Remember};
 use crate::domain::{CommandSource, DeviceId};
@@ -148,6 +149,7 @@ fn refuse_retained(shared: &Shared, kind: &Incoming, p: &IncomingPublish) {
     let reply = reply_to(shared, p);
     match kind {
         Incoming::Set(dev) | Incoming::SetField(dev, _) => {
+            refusals::record_refusal(shared, dev, &p.payload, RETAINED_REFUSED);
             let resp = CommandResponse::error(field("id"), RETAINED_REFUSED);
             shared.respond(dev, &resp, reply.as_ref());
         }
@@ -201,39 +203,38 @@ async fn handle(
         }
         Incoming::Set(dev) => {
             let parsed = commands::parse_set(payload, max);
-            handle_command(s, &dev, parsed, reply).await;
+            handle_command(s, &dev, parsed, payload, reply).await;
         }
         Incoming::SetField(dev, field) => {
             let parsed = commands::parse_field(&field, payload, max);
-            handle_command(s, &dev, parsed, reply).await;
+            handle_command(s, &dev, parsed, payload, reply).await;
         }
         _ => {}
     }
 }
 
 /// Answers a parsed command message: parse, apply through the command service, format; the
-/// records follow the answer.
+/// records follow the answer (refusals before the envelope are recorded too, within limits).
 async fn handle_command(
     s: &Shared,
     dev_level: &str,
     parsed: Result<Parsed, Refusal>,
+    payload: &[u8],
     reply: Option<&ReplyTo>,
 ) {
     let parsed = match parsed {
         Ok(p) => p,
         Err(r) => {
-            tracing::info!(device = dev_level, error = %r.error, "command_refused");
+            tracing::info!(device = %dev_level.escape_debug(), error = %r.error.escape_debug(), "command_refused");
+            refusals::record_refusal(s, dev_level, payload, &r.error);
             return s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
         }
     };
     let (id, service) = (parsed.id, &s.commands);
     let Ok(dev) = DeviceId::parse(dev_level) else {
-        let error = CommandError::UnknownDevice(dev_level.to_string());
-        return s.respond(
-            dev_level,
-            &CommandResponse::error(id, error.to_string()),
-            reply,
-        );
+        let error = CommandError::UnknownDevice(dev_level.to_string()).to_string();
+        refusals::record_refusal(s, dev_level, payload, &error);
+        return s.respond(dev_level, &CommandResponse::error(id, error), reply);
     };
     let commands = match parsed.action {
         Action::Submit(commands) => commands,
@@ -249,6 +250,10 @@ async fn handle_command(
     };
     let origin = Origin::new(CommandSource::Mqtt, parsed.received);
     let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
+    if let [Err(e @ CommandError::UnknownDevice(_))] = outcome.results.as_slice() {
+        // The service records nothing for a device it does not know.
+        refusals::record_refusal(s, dev_level, payload, &e.to_string());
+    }
     s.respond(
         dev_level,
         &CommandResponse::from_outcome(id, outcome),

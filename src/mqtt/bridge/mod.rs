@@ -8,7 +8,8 @@
 //!   each, at most 32 at once, plus a delayed republish after an HA birth);
 //! - `mirror` — publishes availability (`control::Presence`) and remembered controls
 //!   (`control::RememberedControls`) as retained documents when they change;
-//! - `recorder` — persists applied commands (audit row, desired state) after their answers.
+//! - `recorder` — persists applied commands (audit row, desired state) after their answers;
+//! - `refusals` — audit rows of refused commands, bounded in rate and size.
 //!
 //! Talks to the broker and to the control layer (`CommandService`, `Presence`); never to a
 //! device or the store directly (command records go through `control::Bookkeeping`). Shutdown:
@@ -23,6 +24,7 @@ mod mirror;
 mod outbox;
 mod publisher;
 mod recorder;
+mod refusals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +98,8 @@ struct Shared {
     alerts: Mutex<BTreeMap<DeviceId, BTreeSet<AlertKind>>>,
     /// Applied commands to record, in order, after their answers (see the recorder).
     records: mpsc::Sender<Bookkeeping>,
+    /// Rate limit of the audit rows of refused commands.
+    refusals: Mutex<refusals::RefusalLimiter>,
     connected: watch::Sender<bool>,
     session: AtomicU64,
     dropped: AtomicU64,
@@ -260,6 +264,7 @@ impl MqttBridge {
         let (discovery, discovery_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             records,
+            refusals: Mutex::default(),
             qos: settings.qos,
             topics,
             outbox: Mutex::new(Outbox::new(settings.queue_capacity)),
