@@ -54,4 +54,18 @@ fn node_red_flow_is_valid_and_fully_wired() {
             "missing subscription {expected}"
         );
     }
+    // `marstek/+/state` also carries the bridge's `{"state":…}`: the SOC function must tell it
+    // apart instead of reading a `soc` it does not have.
+    let state_in = nodes
+        .iter()
+        .find(|n| n["topic"] == "marstek/+/state")
+        .unwrap();
+    assert_eq!(state_in["datatype"], "json");
+    let next = state_in["wires"][0][0].as_str().unwrap();
+    let func = nodes.iter().find(|n| n["id"] == next).unwrap();
+    let code = func["func"].as_str().unwrap();
+    assert!(
+        code.contains("'bridge'") && code.contains("return null"),
+        "the SOC function skips marstek/bridge/state: {code}"
+    );
 }

@@ -356,7 +356,7 @@ async fn start_bridge_with_store(
         .expect("bridge connects")
         .unwrap();
     online
-        .wait("bridge online", WAIT, |m| m.text() == "online")
+        .wait("bridge online", WAIT, |m| m.json()["state"] == "online")
         .await;
     TestBridge {
         handle,
@@ -428,6 +428,8 @@ for_both_protocols!(
     commands_change_the_battery_and_answer,
     malformed_commands_get_errors_and_change_nothing,
     retained_commands_are_not_executed_and_are_cleared,
+    a_retained_command_published_live_is_cleared_at_once,
+    a_message_over_a_mebibyte_does_not_drop_the_connection,
     reconnect_republishes_state_and_discovery,
     ha_birth_republishes_and_removed_devices_are_cleared,
 );
@@ -507,6 +509,7 @@ async fn discovery_configs_are_retained_and_complete(protocol: MqttProtocol) {
                         let av = v["availability"].as_array().unwrap();
                         assert_eq!(av.len(), 2);
                         assert_eq!(av[0]["topic"], format!("{base}/bridge/state"));
+                        assert_eq!(av[0]["value_template"], "{{ value_json.state }}");
                         assert_eq!(av[1]["topic"], format!("{base}/acd929a744d4/availability"));
                         assert!(v["device"]["via_device"].is_string());
                     }
@@ -537,6 +540,7 @@ async fn state_and_availability_follow_the_battery(protocol: MqttProtocol) {
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_millis(200)).await;
     let mut p = Probe::connect(&[format!("{base}/#")]).await;
+    let mut states = Probe::connect(&[format!("{base}/+/state")]).await;
     let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
     let (state_t, avail_t, bridge_t) = (
         b.t("dev1/state"),
@@ -550,7 +554,7 @@ async fn state_and_availability_follow_the_battery(protocol: MqttProtocol) {
             &[
                 &|m: &Msg| m.topic == state_t,
                 &|m: &Msg| m.topic == avail_t && m.text() == "online",
-                &|m: &Msg| m.topic == bridge_t && m.text() == "online",
+                &|m: &Msg| m.topic == bridge_t && m.json() == json!({"state": "online"}),
             ],
         )
         .await;
@@ -614,9 +618,21 @@ async fn state_and_availability_follow_the_battery(protocol: MqttProtocol) {
     let bridge_state = b.t("bridge/state");
     b.stop().await;
     p.wait("offline on stop", WAIT, |m| {
-        m.topic == bridge_state && m.text() == "offline"
+        m.topic == bridge_state && m.json() == json!({"state": "offline"})
     })
     .await;
+    // `<base>/+/state` is one kind of payload: every message on it is a JSON object (a
+    // battery's sample, or the bridge's `{"state":…}`), so a JSON-parsing subscriber never fails.
+    let seen = states.collect_until_quiet(Duration::from_millis(300)).await;
+    assert!(
+        seen.iter().any(|m| m.topic == bridge_state) && seen.iter().any(|m| m.topic == state_t),
+        "both kinds seen: {seen:?}"
+    );
+    for m in seen.iter().filter(|m| !m.payload.is_empty()) {
+        let v: Value = serde_json::from_slice(&m.payload)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {:?}", m.topic, m.text()));
+        assert!(v.is_object(), "{}: {v}", m.topic);
+    }
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
 
@@ -880,20 +896,27 @@ async fn retained_commands_are_not_executed_and_are_cleared(protocol: MqttProtoc
     let mut p = Probe::connect(&[set.clone(), req.clone(), format!("{base}/+/response")]).await;
     let _ = p.collect_until_quiet(Duration::from_millis(200)).await; // retained replay
     let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
-    p.wait("set cleared", WAIT, |m| {
-        m.topic == set && m.payload.is_empty()
-    })
-    .await;
-    p.wait("request cleared", WAIT, |m| {
-        m.topic == req && m.payload.is_empty()
-    })
-    .await;
+    let got = p
+        .wait_all(
+            "set and request cleared, the command refused",
+            WAIT,
+            &[
+                &|m: &Msg| m.topic == set && m.payload.is_empty(),
+                &|m: &Msg| m.topic == req && m.payload.is_empty(),
+                &|m: &Msg| m.topic.ends_with("/response"),
+            ],
+        )
+        .await;
     assert_eq!(
         rig.settings_of(0),
         before,
         "the retained command was not executed"
     );
     assert_ne!(rig.mode(0), Mode::Passive);
+    // The retained command was answered with a refusal, not run.
+    let r = got[2].json();
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("retained"), "{r}");
     // A live command still works afterwards.
     p.publish(&set, br#"{"mode":"ai","id":"live"}"#, false)
         .await;
@@ -901,14 +924,132 @@ async fn retained_commands_are_not_executed_and_are_cleared(protocol: MqttProtoc
         .wait("live", WAIT, |m| m.topic.ends_with("/response"))
         .await
         .json();
-    assert_eq!(
-        r["id"], "live",
-        "the retained command must not have answered: {r}"
-    );
+    assert_eq!(r["id"], "live", "{r}");
     assert_eq!(rig.mode(0), Mode::Ai);
     let mut after = Probe::connect(&[set.clone(), req.clone()]).await;
     let left = after.collect_until_quiet(Duration::from_millis(300)).await;
     assert!(left.iter().all(|m| !m.retain), "still retained: {left:?}");
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+/// A retained command published while the bridge is connected: MQTT 5 (Retain As Published)
+/// sees the flag and refuses it; MQTT 3.1.1 delivers it as a plain message, so it runs once.
+/// Either way the retained copy is cleared at once, so it never runs again (at a reconnect, at
+/// the next start).
+async fn a_retained_command_published_live_is_cleared_at_once(protocol: MqttProtocol) {
+    let base = unique("retlive");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let set = format!("{base}/dev1/set");
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
+    let mut p = Probe::connect(&[set.clone(), b.t("+/response")]).await;
+    assert_ne!(rig.mode(0), Mode::Ups);
+    p.publish(&set, br#"{"mode":"ups","id":"r1"}"#, true).await;
+    let got = p
+        .wait_all(
+            "answer and clearing",
+            WAIT,
+            &[&|m: &Msg| m.topic.ends_with("/response"), &|m: &Msg| {
+                m.topic == set && m.payload.is_empty()
+            }],
+        )
+        .await;
+    let r = got[0].json();
+    assert_eq!(r["id"], "r1", "{r}");
+    match protocol {
+        MqttProtocol::V5 => {
+            assert_eq!(r["status"], "error", "{r}");
+            assert!(r["error"].as_str().unwrap().contains("retained"), "{r}");
+            assert_ne!(rig.mode(0), Mode::Ups, "a retained command must not run");
+        }
+        MqttProtocol::V311 => {
+            assert_eq!(
+                r["status"], "ok",
+                "3.1.1 cannot tell a live retained publish: {r}"
+            );
+            assert_eq!(rig.mode(0), Mode::Ups);
+        }
+    }
+    let mut late = Probe::connect(std::slice::from_ref(&set)).await;
+    let left = late.collect_until_quiet(Duration::from_millis(300)).await;
+    assert!(
+        left.iter().all(|m| m.payload.is_empty()),
+        "still retained on the broker: {left:?}"
+    );
+    b.stop().await;
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+/// Publishes one message of any size (QoS 1, waits for the PUBACK) from a client of its own.
+async fn publish_big(topic: &str, payload: Vec<u8>, retain: bool) {
+    let id = format!("mbbig-{}", rand::rng().random::<u64>());
+    let mut o = MqttOptions::new(id, BROKER.0, BROKER.1);
+    o.set_max_packet_size(64 << 20, 64 << 20);
+    let (client, mut el) = AsyncClient::new(o, 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("big publish failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "no PUBACK for the big publish");
+    let _ = client.disconnect().await;
+}
+
+/// A retained publish of 1.5 MiB on a command topic (anyone the ACL lets send commands can do
+/// it): the bridge keeps its connection (no reconnect, no `offline`), refuses it or never gets
+/// it (MQTT 5: the broker knows the bridge's 1 MiB limit), and later commands still work.
+async fn a_message_over_a_mebibyte_does_not_drop_the_connection(protocol: MqttProtocol) {
+    let base = unique("big");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let b = start_bridge(settings(&base, &prefix, BROKER.1, protocol), &rig).await;
+    let mut p = Probe::connect(&[b.t("bridge/state"), b.t("+/response")]).await;
+    let mut conn = b.handle.connected();
+    assert!(*conn.borrow_and_update());
+    let set = b.t("dev1/set");
+    let mut big = br#"{"mode":"turbo","pad":""#.to_vec();
+    big.resize(big.len() + (3 << 19), b'x');
+    big.extend_from_slice(br#""}"#);
+    publish_big(&set, big, true).await;
+    p.publish(&set, br#"{"mode":"ai","id":"after"}"#, false)
+        .await;
+    let after = |m: &Msg| m.topic.ends_with("/response") && m.json()["id"] == "after";
+    // MQTT 3.1.1: read (8 MiB limit) and refused by `max_payload`, with an answer.
+    let refused = |m: &Msg| {
+        m.topic.ends_with("/response")
+            && m.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("too large"))
+    };
+    let preds: Vec<&dyn Fn(&Msg) -> bool> = match protocol {
+        MqttProtocol::V311 => vec![&after, &refused],
+        MqttProtocol::V5 => vec![&after],
+    };
+    let answers = p
+        .wait_all("the command after the big one", WAIT, &preds)
+        .await;
+    assert_eq!(answers[0].json()["status"], "ok", "{:?}", answers[0].text());
+    assert_eq!(rig.mode(0), Mode::Ai);
+    let rest = p.collect_until_quiet(Duration::from_millis(300)).await;
+    assert!(
+        !conn.has_changed().unwrap(),
+        "the bridge lost its connection over the big message"
+    );
+    assert!(
+        rest.iter().all(|m| !m.text().contains("offline")),
+        "bridge/state flapped: {rest:?}"
+    );
+    p.publish(&set, b"", true).await; // the broker may still hold it (MQTT 5)
     b.stop().await;
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }
@@ -929,7 +1070,7 @@ async fn reconnect_republishes_state_and_discovery(protocol: MqttProtocol) {
     proxy.cut();
     // The broker publishes the last will when the connection drops.
     p.wait("last will", WAIT, |m| {
-        m.topic == b.t("bridge/state") && m.text() == "offline"
+        m.topic == b.t("bridge/state") && m.json()["state"] == "offline"
     })
     .await;
     tokio::time::timeout(WAIT, conn.wait_for(|c| !*c))
@@ -942,7 +1083,7 @@ async fn reconnect_republishes_state_and_discovery(protocol: MqttProtocol) {
     let t0 = Instant::now();
     let within = Duration::from_secs(2);
     p.wait("online", within, |m| {
-        m.topic == b.t("bridge/state") && m.text() == "online"
+        m.topic == b.t("bridge/state") && m.json()["state"] == "online"
     })
     .await;
     p.wait("discovery", within.saturating_sub(t0.elapsed()), |m| {
@@ -1352,5 +1493,163 @@ async fn remembered_controls_survive_a_restart() {
     assert_eq!(d.set_by, "mqtt");
     let left = d.valid_until.expect("passive intent expires") - d.set_at;
     assert_eq!(left.num_seconds(), 900);
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+/// Audit rows of `source = mqtt` with status `error`, newest first.
+async fn refused_rows(store: &dyn Store) -> Vec<marstek_bridge::store::CommandRecord> {
+    let rows = store.recent_commands(1000).await.expect("audit readable");
+    rows.into_iter()
+        .filter(|r| r.source == "mqtt" && r.status == "error")
+        .collect()
+}
+
+/// Waits until `n` refused rows are in the audit (the recorder writes after the answers).
+async fn wait_refused_rows(
+    store: &dyn Store,
+    n: usize,
+) -> Vec<marstek_bridge::store::CommandRecord> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let rows = refused_rows(store).await;
+        if rows.len() >= n || Instant::now() > end {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `n` answers on `<dev>/response`.
+async fn wait_answers(p: &mut Probe, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = p
+            .wait("answer", WAIT, |m| m.topic.ends_with("/response"))
+            .await;
+        out.push(m.json());
+    }
+    out
+}
+
+#[tokio::test]
+async fn refused_commands_are_audited_and_a_flood_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let base = unique("refaudit");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let s = settings(&base, &prefix, BROKER.1, MqttProtocol::V311);
+    let b = start_bridge_with_store(s, &rig, Some(store.clone())).await;
+    let mut p = Probe::connect(&[b.t("+/response")]).await;
+    p.publish(&b.t("dev1/set"), b"not json", false).await;
+    p.publish(&b.t("ghost/set"), br#"{"mode":"auto","id":"g"}"#, false)
+        .await;
+    p.publish(&b.t("dev1/set/colour"), b"red", false).await;
+    let answers = wait_answers(&mut p, 3).await;
+    assert!(
+        answers.iter().all(|a| a["status"] == "error"),
+        "{answers:?}"
+    );
+    let rows = wait_refused_rows(store.as_ref(), 3).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let find = |dev: &str, what: &str| {
+        rows.iter()
+            .any(|r| r.device == dev && r.error.as_deref().is_some_and(|e| e.contains(what)))
+    };
+    assert!(find("dev1", "not JSON"), "{rows:?}");
+    assert!(find("ghost", "unknown device"), "{rows:?}");
+    assert!(find("dev1", "unknown field 'colour'"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.payload["received"] == "not json"));
+
+    // A flood: every message is answered, at most 30 rows a minute are written, the rest counted.
+    let flood = 100;
+    for i in 0..flood {
+        p.publish(&b.t("dev1/set"), format!("bad {i}").as_bytes(), false)
+            .await;
+    }
+    wait_answers(&mut p, flood).await;
+    let dropped = 3 + flood as u64 - 30;
+    let end = Instant::now() + WAIT;
+    while b.handle.refusals_not_recorded() < dropped && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.handle.refusals_not_recorded(), dropped);
+    let rows = wait_refused_rows(store.as_ref(), 30).await;
+    assert_eq!(
+        rows.len(),
+        30,
+        "the audit holds at most 30 refusals a minute"
+    );
+    b.stop().await;
+    assert_eq!(refused_rows(store.as_ref()).await.len(), 30);
+    clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
+}
+
+#[tokio::test]
+async fn an_id_with_u0000_is_refused_and_audited_on_postgres() {
+    let db = support::TestPgDb::create("mbnul").await;
+    let store = store::open(&DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("postgres store opens");
+    let base = unique("nul");
+    let prefix = format!("{base}-ha");
+    let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
+    let s = settings(&base, &prefix, BROKER.1, MqttProtocol::V311);
+    let b = start_bridge_with_store(s, &rig, Some(store.clone())).await;
+    let mut p = Probe::connect(&[b.t("+/response")]).await;
+    assert_ne!(rig.mode(0), Mode::Ups);
+    // `\u0000` escaped in the JSON (valid JSON, a NUL in the id), then a raw NUL byte.
+    p.publish(
+        &b.t("dev1/set"),
+        br#"{"mode":"ups","id":"nul\u0000audit"}"#,
+        false,
+    )
+    .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(r["id"], "nul\u{0}audit", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("U+0000"), "{r}");
+    assert_ne!(
+        rig.mode(0),
+        Mode::Ups,
+        "what cannot be audited must not run"
+    );
+    p.publish(
+        &b.t("dev1/set"),
+        b"{\"mode\":\"ups\",\"id\":\"raw\0nul\"}",
+        false,
+    )
+    .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "error", "{r}");
+    assert_ne!(rig.mode(0), Mode::Ups);
+    let rows = wait_refused_rows(store.as_ref(), 2).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "both refusals stored on PostgreSQL: {rows:?}"
+    );
+    let received: Vec<&str> = rows
+        .iter()
+        .map(|r| r.payload["received"].as_str().unwrap())
+        .collect();
+    assert!(
+        received.iter().any(|t| t.contains(r"nul\u0000audit")),
+        "{received:?}"
+    );
+    assert!(
+        received.iter().any(|t| t.contains(r"raw\u{0}nul")),
+        "{received:?}"
+    );
+    // A printable id still runs.
+    p.publish(&b.t("dev1/set"), br#"{"mode":"ups","id":"fine"}"#, false)
+        .await;
+    let r = wait_answers(&mut p, 1).await.remove(0);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(rig.mode(0), Mode::Ups);
+    b.stop().await;
     clear_retained(&[format!("{prefix}/#"), format!("{base}/#")]).await;
 }

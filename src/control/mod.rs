@@ -193,6 +193,16 @@ impl Drop for Writing {
 }
 
 impl Bookkeeping {
+    /// Audit rows alone, no desired state: commands refused before the envelope (a payload
+    /// that does not parse, an unknown device), persisted like the others.
+    pub fn records_only(store: Option<Arc<dyn Store>>, records: Vec<CommandRecord>) -> Self {
+        Self {
+            store,
+            intents: Vec::new(),
+            records,
+        }
+    }
+
     /// Writes the desired states and the audit rows (the two concurrently); failures are
     /// logged, never returned: the commands themselves already took effect.
     pub async fn persist(self) {

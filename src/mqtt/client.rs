@@ -1,6 +1,6 @@
 //! One MQTT client API over rumqttc's two protocol implementations: MQTT 3.1.1 (`rumqttc`'s v4
 //! `AsyncClient`/`EventLoop`) and MQTT 5 (`rumqttc::v5`). Both are built from the same
-//! [`ClientOptions`] (client id, keep-alive, clean session, 1 MiB packets, last will,
+//! [`ClientOptions`] (client id, keep-alive, clean session, packet limits, last will,
 //! credentials, TLS, TCP_NODELAY, 5 s connection timeout); the event loop yields bridge-level
 //! [`ClientEvent`]s and errors as text, with a refused ConnAck spelled out with its reason code.
 //! This is the only module that names rumqttc types; it touches the broker and, when building
@@ -14,8 +14,15 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 
 use super::settings::{MqttProtocol, MqttSettings, TlsSettings};
 
-/// Largest MQTT packet sent or accepted, bytes.
+/// Largest MQTT packet sent, bytes; with MQTT 5 also the largest accepted, announced to the
+/// broker in CONNECT (Maximum Packet Size, MQTT 5.0 §3.1.2.11.4), so the broker never delivers
+/// a larger one (it drops it for this client instead of letting it break the connection).
 pub const MAX_PACKET_SIZE: u32 = 1 << 20;
+/// Largest MQTT 3.1.1 packet read, bytes. 3.1.1 cannot tell the broker a limit and rumqttc
+/// drops the connection on a larger packet, so this is generous (a bigger message is still
+/// refused by `max_payload`, without losing the connection); the shipped mosquitto.conf caps
+/// packets below it (`max_packet_size`).
+pub const MAX_INCOMING_PACKET_SIZE_V311: usize = 8 << 20;
 /// Time allowed for the TCP (and TLS) connection and the ConnAck, seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 5;
 
@@ -36,6 +43,16 @@ pub enum ClientError {
     /// The connection failed or was lost (I/O, TLS, timeout, protocol error), as text.
     #[error("{0}")]
     Connection(String),
+    /// The broker delivered a packet over the client's limit (the connection is lost).
+    #[error(
+        "the broker delivered a {bytes}-byte packet, over the {limit}-byte limit: cap packets on the broker (mosquitto `max_packet_size`) or use protocol = \"5\""
+    )]
+    TooLarge {
+        /// Size the broker announced, bytes.
+        bytes: usize,
+        /// The client's limit, bytes.
+        limit: usize,
+    },
     /// The request could not be queued (invalid topic, or the event loop is gone).
     #[error("mqtt request not sent: {0}")]
     Request(String),
@@ -233,8 +250,7 @@ impl MqttClient {
                 let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
                 m.set_keep_alive(keep_alive);
                 m.set_clean_session(clean);
-                let max = MAX_PACKET_SIZE as usize;
-                m.set_max_packet_size(max, max);
+                m.set_max_packet_size(MAX_INCOMING_PACKET_SIZE_V311, MAX_PACKET_SIZE as usize);
                 if let Some(w) = &o.last_will {
                     m.set_last_will(rumqttc::LastWill::new(
                         w.topic.clone(),
@@ -345,7 +361,10 @@ impl MqttClient {
         }
     }
 
-    /// Queues a subscription to `filter` with maximum QoS `qos`.
+    /// Queues a subscription to `filter` with maximum QoS `qos`. In MQTT 5 the subscription
+    /// asks for Retain As Published (MQTT 5.0 §3.8.3.1), so a retained message published while
+    /// we are subscribed arrives with its retain flag set; MQTT 3.1.1 clears the flag on live
+    /// deliveries (§3.3.1.3), so there only the replay at subscription time carries it.
     pub async fn subscribe(&self, filter: impl Into<String>, qos: u8) -> Result<(), ClientError> {
         let filter = filter.into();
         match &self.inner {
@@ -353,10 +372,13 @@ impl MqttClient {
                 .subscribe(filter, qos4(qos))
                 .await
                 .map_err(|e| ClientError::Request(e.to_string())),
-            ClientInner::V5(c) => c
-                .subscribe(filter, qos5(qos))
-                .await
-                .map_err(|e| ClientError::Request(e.to_string())),
+            ClientInner::V5(c) => {
+                let mut f = p5::Filter::new(filter, qos5(qos));
+                f.preserve_retain = true;
+                c.subscribe_many([f])
+                    .await
+                    .map_err(|e| ClientError::Request(e.to_string()))
+            }
         }
     }
 
@@ -460,6 +482,12 @@ fn error4(e: rumqttc::ConnectionError) -> ClientError {
             };
             ClientError::Refused(format!("{what} (MQTT 3.1.1 return code {n})"))
         }
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(bytes),
+        )) => ClientError::TooLarge {
+            bytes,
+            limit: MAX_INCOMING_PACKET_SIZE_V311,
+        },
         other => ClientError::Connection(other.to_string()),
     }
 }
@@ -502,6 +530,12 @@ fn error5(e: r5::ConnectionError) -> ClientError {
             let (n, what) = connack_reason5(code);
             ClientError::Refused(format!("{what} (MQTT 5 reason code 0x{n:02X})"))
         }
+        r5::ConnectionError::MqttState(r5::StateError::Deserialization(
+            r5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, max },
+        )) => ClientError::TooLarge {
+            bytes: pkt_size,
+            limit: max as usize,
+        },
         other => ClientError::Connection(other.to_string()),
     }
 }

@@ -220,6 +220,20 @@ fn slot(i: usize, s: SlotPayload) -> Result<ManualSlot, String> {
     })
 }
 
+/// The first control character (U+0000–U+001F, U+007F–U+009F) in a JSON value's strings or
+/// keys, if any.
+pub fn control_char(v: &Value) -> Option<char> {
+    let in_text = |s: &str| s.chars().find(|c| c.is_control());
+    match v {
+        Value::String(s) => in_text(s),
+        Value::Array(a) => a.iter().find_map(control_char),
+        Value::Object(m) => m
+            .iter()
+            .find_map(|(k, v)| in_text(k).or_else(|| control_char(v))),
+        _ => None,
+    }
+}
+
 /// Parses a JSON payload from `<dev>/set`.
 pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
     let text = decode_text(payload, max).map_err(|e| Refusal::new(None, e))?;
@@ -232,6 +246,16 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
         ));
     };
     let id = map.get("id").cloned();
+    if let Some(c) = id.as_ref().and_then(control_char) {
+        // PostgreSQL's jsonb cannot store U+0000: what could not be audited is not run.
+        return Err(Refusal::new(
+            id.clone(),
+            format!(
+                "id: contains the control character U+{:04X}; use printable text (ids are recorded in the audit)",
+                c as u32
+            ),
+        ));
+    }
     let received = value.clone();
     let p: SetPayload = serde_json::from_value(value)
         .map_err(|e| Refusal::new(id.clone(), format!("invalid command: {e}")))?;
@@ -558,6 +582,20 @@ mod tests {
             set(r#"{"id":7,"dod":5}"#).unwrap_err().id,
             Some(Value::from(7))
         );
+        for id in [
+            r#""nul\u0000audit""#,
+            r#""tab\tid""#,
+            r#"{"a":["x\u001b"]}"#,
+            r#"{"k\u0000":1}"#,
+        ] {
+            let r = set(&format!(r#"{{"mode":"auto","id":{id}}}"#)).unwrap_err();
+            assert!(
+                r.error.starts_with("id: contains the control character"),
+                "{id}: {}",
+                r.error
+            );
+        }
+        assert!(set(r#"{"mode":"auto","id":"café ☀ 1"}"#).is_ok());
     }
 
     #[test]

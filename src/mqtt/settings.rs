@@ -31,6 +31,12 @@ pub enum MqttProtocol {
     V5,
 }
 
+/// Default cap of the reconnect delay (`reconnect_max`).
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Largest `reconnect_max` accepted.
+pub const RECONNECT_MAX_LIMIT: Duration = Duration::from_secs(300);
+
 /// Accepted spellings, quoted in every error about `protocol`.
 pub const PROTOCOL_VALUES: &str = "\"3.1.1\" (alias \"v4\") or \"5\" (alias \"v5\")";
 
@@ -136,7 +142,9 @@ pub struct MqttSettings {
     /// First reconnect delay; doubled after each failure up to `reconnect_max`.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
-    /// Longest reconnect delay.
+    /// Cap of the reconnect delay (2 s by default): however long the outage, the next attempt
+    /// comes at most this long after the previous one failed, so the bridge is back within
+    /// about this delay (plus the connection itself) of the broker's return.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
     /// How often devices are polled: set from `[polling] status_interval` by the app (not a key
@@ -170,7 +178,7 @@ impl Default for MqttSettings {
             qos: 1,
             response_qos: 0,
             reconnect_min: Duration::from_millis(200),
-            reconnect_max: Duration::from_secs(30),
+            reconnect_max: DEFAULT_RECONNECT_MAX,
             status_interval: Duration::from_secs(60),
             birth_delay_max: Duration::from_secs(5),
             queue_capacity: 1024,
@@ -262,6 +270,16 @@ impl MqttSettings {
                 "must be above 0 and at most reconnect_max".into(),
             );
         }
+        if self.reconnect_max > RECONNECT_MAX_LIMIT {
+            bad(
+                "reconnect_max",
+                format!(
+                    "{} is too long: at most {} (the bridge would stay away that long after the broker is back)",
+                    humantime::format_duration(self.reconnect_max),
+                    humantime::format_duration(RECONNECT_MAX_LIMIT)
+                ),
+            );
+        }
         if self.status_interval < Duration::from_millis(100) {
             bad("status_interval", "must be at least 100ms".into());
         }
@@ -309,6 +327,24 @@ mod tests {
         assert!(s.validate().is_empty(), "{:?}", s.validate());
         assert_eq!(s.base_topic, "marstek");
         assert_eq!(s.offline_after(), Duration::from_secs(150));
+        assert_eq!(s.reconnect_max, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn reconnect_cap_is_bounded_and_named() {
+        let s = MqttSettings {
+            reconnect_max: Duration::from_secs(301),
+            ..Default::default()
+        };
+        let problems = s.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "reconnect_max");
+        assert!(problems[0].1.contains("5m"), "{}", problems[0].1);
+        let s = MqttSettings {
+            reconnect_min: Duration::from_secs(3),
+            ..Default::default()
+        };
+        assert_eq!(s.validate()[0].0, "reconnect_min");
     }
 
     #[test]

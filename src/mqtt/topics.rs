@@ -60,7 +60,8 @@ impl Topics {
         format!("{}/{dev}/{leaf}", self.base)
     }
 
-    /// `<base>/bridge/state`: `online`/`offline`, retained, last will.
+    /// `<base>/bridge/state`: retained JSON `{"state":"online"}` / `{"state":"offline"}` (last
+    /// will), so that every `<base>/+/state` carries JSON.
     pub fn bridge_state(&self) -> String {
         self.bridge("state")
     }

@@ -1,7 +1,8 @@
 //! The connection task: the only driver of rumqttc's `EventLoop`. It forwards incoming
 //! publishes to the dispatcher's channel (never awaiting slow work), tracks the session
 //! (`connected` watch, session counter read by the publisher), reconnects with exponential
-//! backoff, and at shutdown publishes the retained `offline` and disconnects. Owns its backoff
+//! backoff capped at `reconnect_max` (each failure is logged with the delay before the next
+//! attempt, `retry_in_ms`), and at shutdown publishes the retained `offline` and disconnects. Owns its backoff
 //! and outage-reporting state.
 
 use std::sync::Arc;
@@ -47,7 +48,14 @@ pub(super) async fn run_eventloop(
             Ok(_) => {}
             Err(e) => {
                 let was_connected = shared.connected.send_replace(false);
-                report_error(&shared, &e, was_connected, &mut outage_reported);
+                let retry_in_ms = backoff.as_millis() as u64;
+                report_error(
+                    &shared,
+                    &e,
+                    was_connected,
+                    retry_in_ms,
+                    &mut outage_reported,
+                );
                 tokio::select! {
                     _ = shared.cancel.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -64,26 +72,37 @@ pub(super) async fn run_eventloop(
     tracing::info!("mqtt_stopped");
 }
 
-/// Logs a connection error once per outage at warning (error for a refusal), repeats at debug.
-fn report_error(shared: &Shared, e: &ClientError, was_connected: bool, outage_reported: &mut bool) {
+/// Logs a connection error once per outage at warning (error for a refusal), repeats at debug;
+/// every line carries the delay before the next attempt (`retry_in_ms`).
+fn report_error(
+    shared: &Shared,
+    e: &ClientError,
+    was_connected: bool,
+    retry_in_ms: u64,
+    outage_reported: &mut bool,
+) {
     let s = &shared.settings;
-    if was_connected {
-        tracing::warn!(error = %e, "mqtt_disconnected");
+    if let ClientError::TooLarge { bytes, limit } = e {
+        // A retained one comes back at every connection: say what to change, every time.
+        tracing::error!(error = %e, bytes, limit, retry_in_ms, "mqtt_incoming_too_large");
+        *outage_reported = true;
+    } else if was_connected {
+        tracing::warn!(error = %e, retry_in_ms, "mqtt_disconnected");
         *outage_reported = true;
     } else if matches!(e, ClientError::Refused(_)) {
         // Retrying cannot help until the broker's users or ACLs change: say so loudly,
         // and keep retrying with the longest backoff quietly.
         if !*outage_reported {
-            tracing::error!(error = %e, host = %s.host, port = s.port, protocol = %s.protocol, "mqtt_connection_refused");
+            tracing::error!(error = %e, host = %s.host, port = s.port, protocol = %s.protocol, retry_in_ms, "mqtt_connection_refused");
         } else {
-            tracing::debug!(error = %e, "mqtt_connection_refused");
+            tracing::debug!(error = %e, retry_in_ms, "mqtt_connection_refused");
         }
         *outage_reported = true;
     } else if !*outage_reported {
-        tracing::warn!(error = %e, host = %s.host, port = s.port, "mqtt_connect_failed");
+        tracing::warn!(error = %e, host = %s.host, port = s.port, retry_in_ms, "mqtt_connect_failed");
         *outage_reported = true;
     } else {
-        tracing::debug!(error = %e, "mqtt_connect_failed");
+        tracing::debug!(error = %e, retry_in_ms, "mqtt_connect_failed");
     }
 }
 
@@ -94,7 +113,9 @@ async fn say_goodbye(shared: &Shared, client: &MqttClient, eventloop: &mut MqttE
     let state = shared.topics.bridge_state();
     let qos = shared.qos;
     let goodbye = async move {
-        let _ = c.publish(state, qos, true, "offline").await;
+        let _ = c
+            .publish(state, qos, true, super::bridge_state_payload(false))
+            .await;
         let _ = c.disconnect().await;
         std::future::pending::<()>().await
     };

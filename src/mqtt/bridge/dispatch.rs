@@ -2,7 +2,11 @@
 //! list, commands, bridge requests) and handles commands and requests in tasks of their own
 //! (at most 32 at once), answering on the documented response topic and, for MQTT 5, on the
 //! requester's Response Topic. Commands go through `control::CommandService`; their records go
-//! to the recorder task. Owns its concurrency limit and its task tracker.
+//! to the recorder task. A retained command is never executed when it can be recognised (its
+//! retain flag: the replay at subscription, and with MQTT 5 every delivery, thanks to Retain As
+//! Published): it is cleared and answered with an error. MQTT 3.1.1 hides the flag on a live
+//! delivery, so there every command topic is cleared as its command arrives. Owns its
+//! concurrency limit and its task tracker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
+use super::refusals;
 use super::{MAX_CORRELATION_DATA, Shared};
 use crate::control::{CommandError, CommandService, Origin, Remember};
 use crate::domain::{CommandSource, DeviceId};
@@ -21,6 +26,7 @@ use crate::mqtt::client::IncomingPublish;
 use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
 use crate::mqtt::discovery::PublishedConfigs;
 use crate::mqtt::requests::RequestRouter;
+use crate::mqtt::settings::MqttProtocol;
 use crate::mqtt::topics::Incoming;
 
 /// The copy-to address of an MQTT 5 request, when it gave a valid one (a bad one is logged
@@ -95,16 +101,21 @@ impl Dispatcher {
             }
             Incoming::DiscoverySync => shared.discovery(DiscoveryEvent::Synced),
             Incoming::Set(_) | Incoming::SetField(..) | Incoming::Request(_) => {
-                if p.retain {
-                    if !p.payload.is_empty() {
-                        tracing::warn!(topic = %p.topic, "retained_command_cleared");
-                        shared.push_event(p.topic.clone(), Vec::new(), true);
-                    }
-                    return true;
-                }
                 if p.payload.is_empty() {
                     // An empty payload is a retained-message deletion (ours or someone's).
                     return true;
+                }
+                if p.retain {
+                    tracing::warn!(topic = %p.topic, "retained_command_cleared");
+                    shared.push_event(p.topic.clone(), Vec::new(), true);
+                    refuse_retained(shared, &kind, &p);
+                    return true;
+                }
+                if shared.settings.protocol == MqttProtocol::V311 {
+                    // MQTT 3.1.1 delivers a retained publish to a connected subscriber with the
+                    // retain flag cleared: it cannot be told from a plain one, so it runs once,
+                    // and any retained copy of it is cleared now so it never runs again.
+                    shared.push_event(p.topic.clone(), Vec::new(), true);
                 }
                 let reply = reply_to(shared, &p);
                 let Ok(permit) = self.limit.clone().acquire_owned().await else {
@@ -120,6 +131,41 @@ impl Dispatcher {
             Incoming::Other => {}
         }
         true
+    }
+}
+
+/// Why a retained command or request is not executed (answered like any refusal).
+pub(super) const RETAINED_REFUSED: &str = "retained command not executed: publish commands without the retain flag (the retained copy was cleared)";
+
+/// Answers a retained command or request with an error: it was not executed. The `id` (or a
+/// request's `transaction`) is echoed when the payload is a JSON object that has one.
+fn refuse_retained(shared: &Shared, kind: &Incoming, p: &IncomingPublish) {
+    let field = |name: &str| {
+        (p.payload.len() <= shared.settings.max_payload)
+            .then(|| serde_json::from_slice::<Value>(&p.payload).ok())
+            .flatten()
+            .and_then(|v| v.get(name).cloned())
+    };
+    let reply = reply_to(shared, p);
+    match kind {
+        Incoming::Set(dev) | Incoming::SetField(dev, _) => {
+            refusals::record_refusal(shared, dev, &p.payload, RETAINED_REFUSED);
+            let resp = CommandResponse::error(field("id"), RETAINED_REFUSED);
+            shared.respond(dev, &resp, reply.as_ref());
+        }
+        Incoming::Request(action) => {
+            let resp = crate::mqtt::requests::response(
+                Err(RETAINED_REFUSED.to_string()),
+                field("transaction"),
+            );
+            let payload = serde_json::to_vec(&resp).unwrap_or_default();
+            shared.answer(
+                shared.topics.bridge_response(action),
+                payload,
+                reply.as_ref(),
+            );
+        }
+        _ => {}
     }
 }
 
@@ -157,39 +203,38 @@ async fn handle(
         }
         Incoming::Set(dev) => {
             let parsed = commands::parse_set(payload, max);
-            handle_command(s, &dev, parsed, reply).await;
+            handle_command(s, &dev, parsed, payload, reply).await;
         }
         Incoming::SetField(dev, field) => {
             let parsed = commands::parse_field(&field, payload, max);
-            handle_command(s, &dev, parsed, reply).await;
+            handle_command(s, &dev, parsed, payload, reply).await;
         }
         _ => {}
     }
 }
 
 /// Answers a parsed command message: parse, apply through the command service, format; the
-/// records follow the answer.
+/// records follow the answer (refusals before the envelope are recorded too, within limits).
 async fn handle_command(
     s: &Shared,
     dev_level: &str,
     parsed: Result<Parsed, Refusal>,
+    payload: &[u8],
     reply: Option<&ReplyTo>,
 ) {
     let parsed = match parsed {
         Ok(p) => p,
         Err(r) => {
-            tracing::info!(device = dev_level, error = %r.error, "command_refused");
+            tracing::info!(device = %dev_level.escape_debug(), error = %r.error.escape_debug(), "command_refused");
+            refusals::record_refusal(s, dev_level, payload, &r.error);
             return s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
         }
     };
     let (id, service) = (parsed.id, &s.commands);
     let Ok(dev) = DeviceId::parse(dev_level) else {
-        let error = CommandError::UnknownDevice(dev_level.to_string());
-        return s.respond(
-            dev_level,
-            &CommandResponse::error(id, error.to_string()),
-            reply,
-        );
+        let error = CommandError::UnknownDevice(dev_level.to_string()).to_string();
+        refusals::record_refusal(s, dev_level, payload, &error);
+        return s.respond(dev_level, &CommandResponse::error(id, error), reply);
     };
     let commands = match parsed.action {
         Action::Submit(commands) => commands,
@@ -205,6 +250,10 @@ async fn handle_command(
     };
     let origin = Origin::new(CommandSource::Mqtt, parsed.received);
     let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
+    if let [Err(e @ CommandError::UnknownDevice(_))] = outcome.results.as_slice() {
+        // The service records nothing for a device it does not know.
+        refusals::record_refusal(s, dev_level, payload, &e.to_string());
+    }
     s.respond(
         dev_level,
         &CommandResponse::from_outcome(id, outcome),

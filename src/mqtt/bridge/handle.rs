@@ -133,6 +133,11 @@ impl MqttHandle {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Refused commands not recorded in the audit so far (over its rate limit).
+    pub fn refusals_not_recorded(&self) -> u64 {
+        super::lock(&self.shared.refusals).dropped_total
+    }
+
     /// The topics of this bridge.
     pub fn topics(&self) -> &Topics {
         &self.shared.topics

@@ -8,7 +8,8 @@
 //!   each, at most 32 at once, plus a delayed republish after an HA birth);
 //! - `mirror` — publishes availability (`control::Presence`) and remembered controls
 //!   (`control::RememberedControls`) as retained documents when they change;
-//! - `recorder` — persists applied commands (audit row, desired state) after their answers.
+//! - `recorder` — persists applied commands (audit row, desired state) after their answers;
+//! - `refusals` — audit rows of refused commands, bounded in rate and size.
 //!
 //! Talks to the broker and to the control layer (`CommandService`, `Presence`); never to a
 //! device or the store directly (command records go through `control::Bookkeeping`). Shutdown:
@@ -23,6 +24,7 @@ mod mirror;
 mod outbox;
 mod publisher;
 mod recorder;
+mod refusals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +98,8 @@ struct Shared {
     alerts: Mutex<BTreeMap<DeviceId, BTreeSet<AlertKind>>>,
     /// Applied commands to record, in order, after their answers (see the recorder).
     records: mpsc::Sender<Bookkeeping>,
+    /// Rate limit of the audit rows of refused commands.
+    refusals: Mutex<refusals::RefusalLimiter>,
     connected: watch::Sender<bool>,
     session: AtomicU64,
     dropped: AtomicU64,
@@ -209,6 +213,14 @@ pub fn state_payload(sample: &Sample) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// The retained `<base>/bridge/state` payload: `{"state":"online"}` or `{"state":"offline"}`.
+/// JSON like the batteries' `<base>/<dev>/state`, so one `<base>/+/state` subscription always
+/// parses (Home Assistant reads it with `value_template: {{ value_json.state }}`).
+pub fn bridge_state_payload(online: bool) -> Vec<u8> {
+    let state = if online { "online" } else { "offline" };
+    serde_json::to_vec(&json!({ "state": state })).unwrap_or_default()
+}
+
 /// Entry point of the MQTT adapter.
 pub struct MqttBridge;
 
@@ -216,7 +228,7 @@ fn client_options(s: &MqttSettings, topics: &Topics) -> Result<ClientOptions, Mq
     let mut o = ClientOptions::from_settings(s)?;
     o.last_will = Some(Will {
         topic: topics.bridge_state(),
-        payload: b"offline".to_vec(),
+        payload: bridge_state_payload(false),
         qos: s.qos,
         retain: true,
     });
@@ -252,6 +264,7 @@ impl MqttBridge {
         let (discovery, discovery_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             records,
+            refusals: Mutex::default(),
             qos: settings.qos,
             topics,
             outbox: Mutex::new(Outbox::new(settings.queue_capacity)),

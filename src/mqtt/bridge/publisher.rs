@@ -119,7 +119,12 @@ impl Publisher {
             let _ = client.publish(sync, 1, false, "sync").await;
         }
         let _ = client
-            .publish(t.bridge_state(), shared.qos, true, "online")
+            .publish(
+                t.bridge_state(),
+                shared.qos,
+                true,
+                super::bridge_state_payload(true),
+            )
             .await;
         self.pass.discover_all(shared.commands.fleet().ids());
         shared.outbox().republish_all();

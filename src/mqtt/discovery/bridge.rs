@@ -4,8 +4,8 @@
 //! `bridge/ledger`) and write bridge requests. Pure: builds [`Entity`] values.
 
 use super::{
-    Component, DeviceBlock, Entity, EntityCategory, EntityConfig, HaDevice, ORIGIN, StateClass,
-    base_config, bridge_node,
+    BRIDGE_STATE_TEMPLATE, Component, DeviceBlock, Entity, EntityCategory, EntityConfig, HaDevice,
+    ORIGIN, StateClass, base_config, bridge_node,
 };
 use crate::mqtt::Topics;
 
@@ -20,6 +20,7 @@ pub fn bridge_device(topics: &Topics, qos: u8) -> HaDevice {
         qos,
     );
     c.state_topic = Some(topics.bridge_state());
+    c.value_template = Some(BRIDGE_STATE_TEMPLATE.into());
     c.device_class = Some("connectivity");
     c.payload_on = Some("online");
     c.payload_off = Some("offline");

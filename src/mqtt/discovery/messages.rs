@@ -40,8 +40,12 @@ struct DevicePayload<'a> {
     components: BTreeMap<&'a str, ComponentPayload<'a>>,
 }
 
-fn avail(topics: &[String]) -> (Vec<Availability>, Option<&'static str>) {
-    let list: Vec<Availability> = topics.iter().cloned().map(Availability::of).collect();
+fn avail(list: &[String], topics: &Topics) -> (Vec<Availability>, Option<&'static str>) {
+    let bridge_state = topics.bridge_state();
+    let list: Vec<Availability> = list
+        .iter()
+        .map(|t| Availability::of(t.clone(), &bridge_state))
+        .collect();
     let mode = (list.len() > 1).then_some("all");
     (list, mode)
 }
@@ -59,7 +63,7 @@ pub fn config_messages(
             DiscoveryStyle::Off => {}
             DiscoveryStyle::Entity => {
                 for e in &d.entities {
-                    let (availability, availability_mode) = avail(&e.availability);
+                    let (availability, availability_mode) = avail(&e.availability, topics);
                     let payload = EntityPayload {
                         config: &e.config,
                         availability,
@@ -80,7 +84,7 @@ pub fn config_messages(
                     .entities
                     .iter()
                     .map(|e| {
-                        let (availability, availability_mode) = avail(&e.availability);
+                        let (availability, availability_mode) = avail(&e.availability, topics);
                         (
                             e.key.as_str(),
                             ComponentPayload {
@@ -162,6 +166,13 @@ mod tests {
         .unwrap();
         assert_eq!(soc["availability_mode"], "all");
         assert_eq!(soc["availability"].as_array().unwrap().len(), 2);
+        // The bridge's state is JSON; the battery's availability is plain text.
+        assert_eq!(soc["availability"][0]["topic"], "marstek/bridge/state");
+        assert_eq!(
+            soc["availability"][0]["value_template"],
+            "{{ value_json.state }}"
+        );
+        assert!(soc["availability"][1].get("value_template").is_none());
         assert_eq!(soc["device"]["via_device"], "marstek_bridge");
         assert_eq!(soc["device"]["connections"][0][1], "ac:d9:29:a7:44:d4");
         assert_eq!(soc["expire_after"], 150);

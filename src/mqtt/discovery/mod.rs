@@ -84,14 +84,23 @@ pub struct Availability {
     pub payload_available: &'static str,
     /// Payload meaning unavailable.
     pub payload_not_available: &'static str,
+    /// Template extracting `online`/`offline` from a JSON payload (the bridge's JSON state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_template: Option<&'static str>,
 }
 
+/// Reads `online`/`offline` out of the bridge's `{"state":…}` (`<base>/bridge/state`).
+pub const BRIDGE_STATE_TEMPLATE: &str = "{{ value_json.state }}";
+
 impl Availability {
-    fn of(topic: String) -> Self {
+    /// An entry for `topic`; the bridge's JSON state topic gets [`BRIDGE_STATE_TEMPLATE`].
+    fn of(topic: String, bridge_state: &str) -> Self {
+        let value_template = (topic == bridge_state).then_some(BRIDGE_STATE_TEMPLATE);
         Self {
             topic,
             payload_available: "online",
             payload_not_available: "offline",
+            value_template,
         }
     }
 }
