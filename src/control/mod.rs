@@ -200,6 +200,7 @@ impl Bookkeeping {
             store,
             intents: Vec::new(),
             records,
+            _writing: None,
         }
     }
 
