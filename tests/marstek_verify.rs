@@ -33,6 +33,8 @@ struct Story {
     base: String,
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<(String, Value)>,
+    /// Messages received while waiting for another one (an alert may precede its response).
+    backlog: Vec<(String, Value)>,
     stop: Option<oneshot::Sender<()>>,
     bridge: Option<JoinHandle<anyhow::Result<()>>>,
     _probe: JoinHandle<()>,
@@ -119,6 +121,7 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
         base,
         client,
         rx,
+        backlog: Vec::new(),
         stop: Some(stop_tx),
         bridge: Some(bridge),
         _probe: probe,
@@ -132,11 +135,14 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
 impl Story {
     async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let want = format!("{}/venus1/{topic}", self.base);
+        if let Some(i) = self.backlog.iter().position(|(t, v)| *t == want && pred(v)) {
+            return self.backlog.remove(i).1;
+        }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some((t, v))) if t == want && pred(&v) => return v,
-                Ok(Some(_)) => {}
+                Ok(Some(other)) => self.backlog.push(other),
                 _ => panic!("no {topic} message as expected"),
             }
         }

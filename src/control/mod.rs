@@ -237,6 +237,8 @@ pub struct CommandService {
     soc: Arc<Mutex<soc_guard::SocState>>,
     verify: VerifySettings,
     writing: WritingSet,
+    /// Devices whose `command_not_holding` alert is raised (a clear is sent only for these).
+    not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
 }
 
 impl CommandService {
@@ -261,6 +263,7 @@ impl CommandService {
                 ..VerifySettings::default()
             },
             writing: WritingSet::default(),
+            not_holding: Arc::default(),
         }
     }
 
@@ -473,6 +476,16 @@ impl CommandService {
             ),
             _ => return,
         };
+        {
+            let mut raised = self.not_holding.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = match state {
+                AlertState::Raised => raised.insert(device.clone()),
+                AlertState::Cleared => raised.remove(device),
+            };
+            if !changed {
+                return; // already raised, or nothing to clear
+            }
+        }
         let _ = tx.send(Alert {
             kind: AlertKind::CommandNotHolding,
             severity,

@@ -19,7 +19,7 @@ use crate::domain::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySettings {
-    /// Check writes by their effect (default true); false = trust the mode read-back alone.
+    /// Check writes by their effect (default false, opt-in); false = trust the mode read-back.
     pub enabled: bool,
     /// How long after a write its effect may take to show, per attempt (default 15 s).
     #[serde(with = "humantime_serde")]
@@ -42,7 +42,7 @@ pub struct VerifySettings {
 impl Default for VerifySettings {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             window: Duration::from_secs(15),
             check_every: Duration::from_secs(3),
             resends: 2,

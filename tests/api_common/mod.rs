@@ -38,6 +38,9 @@ impl Rig {
 
     /// Like `start`, with `configure` changing the settings before they are checked.
     pub async fn start_with(db_url: Option<String>, configure: impl FnOnce(&mut Settings)) -> Rig {
+        if std::env::var("RIG_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+        }
         let sim = Simulator::start(SimConfig {
             devices: 3,
             initial_soc: 55.0,

@@ -248,7 +248,7 @@ mod tests {
             ..plain
         };
         let entities = with_tempo.build(&topics);
-        assert_eq!(entities.len(), 5 + 6);
+        assert_eq!(entities.len(), 5 + 8);
         let run = &entities[1];
         assert_eq!(
             run.config.command_topic.as_deref(),
