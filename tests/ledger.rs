@@ -1,14 +1,23 @@
 //! The € ledger for a simulated red day whose energy flows are known: the simulator's battery
 //! model runs minute by minute (Passive discharge 1 kW 06:00–08:00, a charge of 2 kW at noon for
-//! 30 min, 0.5 kW 22:00–02:00), its lifetime counters become samples, stored in a SQLite file
-//! and read back; the ledger must match the flows to the Wh and the € to the cent. A counter
-//! reset during the day is not counted as energy.
+//! 30 min, 0.5 kW 22:00–02:00), its AC power and lifetime counters become samples, stored on
+//! SQLite, plain PostgreSQL and TimescaleDB; the ledger reads the store's hourly energy history
+//! (the continuous aggregate on TimescaleDB) and must match the flows to the Wh and the € to the
+//! cent on each. A counter reset during the day is not counted as energy. The book closes a
+//! stored day and sums the season.
+
+mod support;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use marstek_bridge::domain::{DeviceId, Mode, Sample, WattHours, Watts};
 use marstek_bridge::simulator::model::{ModelState, SimProfile};
-use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store};
-use marstek_bridge::tempo::{TEMPO_TZ, Tariff, TempoColour, day_ledger, paris_instant};
+use marstek_bridge::store::{
+    self, Backend, Bucket, DatabaseSettings, EnergyBucket, SqliteStore, Store,
+};
+use marstek_bridge::tempo::{
+    TEMPO_TZ, Tariff, TempoColour, day_ledger, paris_instant, tempo_day_span,
+};
+use support::TestPgDb;
 
 fn at(d: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
     paris_instant(d, NaiveTime::from_hms_opt(h, m, 0).unwrap())
@@ -78,14 +87,26 @@ fn assert_known_flows(l: &marstek_bridge::tempo::DayLedger) {
     assert_eq!(l.colour, TempoColour::Red);
 }
 
-#[test]
-fn simulated_red_day_to_the_cent() {
-    let samples = simulated_day(red_day(), false);
+/// The hourly energy history of the simulated day as `store` computes it.
+async fn hours_of(store: &dyn Store, samples: &[Sample]) -> Vec<EnergyBucket> {
+    store.insert_samples(samples).await.unwrap();
+    let (from, to) = tempo_day_span(red_day());
+    let hours = store
+        .energy_history(&DeviceId::parse("bat1").unwrap(), from, to, Bucket::Hour)
+        .await
+        .unwrap();
+    assert_eq!(hours.len(), 24, "{} hours", hours.len());
+    hours
+}
+
+/// The known flows to the cent from `store`'s hourly history, red and blue.
+async fn ledger_story(store: &dyn Store, reset_at_15: bool) {
+    let hours = hours_of(store, &simulated_day(red_day(), reset_at_15)).await;
     let l = day_ledger(
         "bat1",
         red_day(),
         TempoColour::Red,
-        &samples,
+        &hours,
         &Tariff::default(),
         5120.0,
     );
@@ -95,58 +116,73 @@ fn simulated_red_day_to_the_cent() {
         "bat1",
         red_day(),
         TempoColour::Blue,
-        &samples,
+        &hours,
         &Tariff::default(),
         5120.0,
     );
     // 2 × 0.1654 − (1 × 0.1654 + 2 × 0.1356) = 0.3308 − 0.4366 = −0.1058 €.
     assert_eq!(blue.saved_eur, -0.11);
-}
-
-#[test]
-fn a_counter_reset_is_not_energy() {
-    let samples = simulated_day(red_day(), true);
-    let l = day_ledger(
+    // Hours of the neighbouring days do not leak in.
+    let next = day_ledger(
         "bat1",
-        red_day(),
+        red_day() + Duration::days(1),
         TempoColour::Red,
-        &samples,
+        &hours,
         &Tariff::default(),
         5120.0,
     );
-    assert_known_flows(&l);
+    assert_eq!(next.saved_eur, 0.0);
+    assert_eq!(next.cost_per_cycled_kwh, None);
+}
+
+async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
+    SqliteStore::connect(&DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join(name).display()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
-async fn ledger_from_samples_stored_and_read_back() {
+async fn simulated_red_day_to_the_cent_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&DatabaseSettings {
-        url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+    ledger_story(&sqlite(&dir, "ledger.db").await, false).await;
+}
+
+#[tokio::test]
+async fn simulated_red_day_to_the_cent_on_postgres() {
+    let db = TestPgDb::create("ledger_pg").await;
+    let store = store::open(&DatabaseSettings {
+        url: db.url.clone(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let samples = simulated_day(red_day(), false);
-    let dev = DeviceId::parse("bat1").unwrap();
-    store.insert_samples(&samples).await.unwrap();
-    let back = store
-        .sample_history(
-            &dev,
-            at(red_day(), 5, 59),
-            at(red_day() + Duration::days(1), 6, 2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(back.len(), samples.len());
-    let l = day_ledger(
-        "bat1",
-        red_day(),
-        TempoColour::Red,
-        &back,
-        &Tariff::default(),
-        5120.0,
-    );
-    assert_known_flows(&l);
+    assert_eq!(store.backend(), Backend::Postgres);
+    ledger_story(store.as_ref(), false).await;
+}
+
+#[tokio::test]
+async fn simulated_red_day_to_the_cent_on_timescale() {
+    let Some(db) = TestPgDb::create_timescale("ledger_ts").await else {
+        return;
+    };
+    let store = store::open(&DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.backend(), Backend::Timescale);
+    ledger_story(store.as_ref(), false).await;
+}
+
+/// The ledger reads power-based hourly energy, so a firmware counter reset changes nothing.
+#[tokio::test]
+async fn a_counter_reset_is_not_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    ledger_story(&sqlite(&dir, "reset.db").await, true).await;
 }
 
 /// The book in the bridge: yesterday's simulated red day closed and stored as a document, the

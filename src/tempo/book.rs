@@ -1,19 +1,21 @@
 //! The ledger book of the running bridge: closes each finished Tempo day per battery with
-//! [`day_ledger`] from the stored samples and the day's cached colour, keeps it as a store
+//! [`day_ledger`] from the store's hourly energy history and the day's cached colour, keeps it as a store
 //! document (`ledger/<device>/<date>`), keeps a running ledger of the day in progress, and
 //! publishes today's and the season's € saved as JSON for the retained `<base>/bridge/ledger`
-//! topic and as Prometheus gauges. Reads the store (samples, colours, documents) and writes its
+//! topic and as Prometheus gauges. Reads the store (energy history, latest samples, colours,
+//! documents) and writes its
 //! documents; never touches a battery.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{DayLedger, TempoColour, TempoSettings, day_ledger, paris_instant, tempo_date_at};
+use super::{DayLedger, TempoColour, TempoSettings, day_ledger, tempo_date_at, tempo_day_span};
 use crate::control::Fleet;
-use crate::store::Store;
+use crate::domain::DeviceId;
+use crate::store::{Bucket, Store};
 
 /// Prefix of the ledger documents (`ledger/<device>/<YYYY-MM-DD>`).
 pub const LEDGER_PREFIX: &str = "ledger/";
@@ -57,41 +59,52 @@ impl LedgerBook {
         TempoColour::parse(&rec.colour).ok()
     }
 
-    /// The ledger of `device` for `date` from 06:00 up to `until` (the whole day when later).
-    async fn ledger(&self, device: &crate::domain::DeviceId, date: NaiveDate) -> Option<DayLedger> {
+    /// The ledger of `device` for Tempo day `date` from its hourly energy history (the hours
+    /// so far while the day is in progress).
+    async fn ledger(&self, device: &DeviceId, date: NaiveDate) -> Option<DayLedger> {
         let colour = self.colour(date).await?;
-        let six =
-            |d: NaiveDate| paris_instant(d, NaiveTime::from_hms_opt(6, 0, 0).unwrap_or_default());
-        let from = six(date) - Duration::minutes(5);
-        let to = six(date + Duration::days(1)) + Duration::minutes(5);
-        let samples = match self.store.sample_history(device, from, to).await {
-            Ok(s) => s,
+        let (from, to) = tempo_day_span(date);
+        let hours = match self
+            .store
+            .energy_history(device, from, to, Bucket::Hour)
+            .await
+        {
+            Ok(h) => h,
             Err(e) => {
-                tracing::warn!(%device, error = %e, "ledger_samples_unavailable");
+                tracing::warn!(%device, error = %e, "ledger_history_unavailable");
                 return None;
             }
         };
-        let capacity = self
-            .settings
-            .device_capacity_wh
-            .get(device.as_str())
-            .map(|c| f64::from(*c))
-            .or_else(|| {
-                samples
-                    .iter()
-                    .rev()
-                    .find_map(|s| s.rated_capacity.map(|c| c.0))
-            })
-            .or(self.settings.capacity_wh.map(f64::from))
-            .unwrap_or(0.0);
+        let capacity = self.capacity_wh(device).await;
         Some(day_ledger(
             device.as_str(),
             date,
             colour,
-            &samples,
+            &hours,
             &self.settings.tariff,
             capacity,
         ))
+    }
+
+    /// Usable capacity of `device`, Wh: configured per device, else the rated capacity of its
+    /// latest stored sample, else the configured default (0 when nothing is known).
+    async fn capacity_wh(&self, device: &DeviceId) -> f64 {
+        if let Some(c) = self.settings.device_capacity_wh.get(device.as_str()) {
+            return f64::from(*c);
+        }
+        let rated = match self.store.latest_samples().await {
+            Ok(latest) => latest
+                .into_iter()
+                .find(|s| &s.device == device)
+                .and_then(|s| s.rated_capacity.map(|c| c.0)),
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "ledger_capacity_unavailable");
+                None
+            }
+        };
+        rated
+            .or(self.settings.capacity_wh.map(f64::from))
+            .unwrap_or(0.0)
     }
 
     /// Closes the day before the one in force at `now` (stored), recomputes today's running
@@ -136,7 +149,7 @@ impl LedgerBook {
     }
 
     /// € saved by `device` on the closed days of `today`'s season before `today`.
-    async fn season_saved(&self, device: &crate::domain::DeviceId, today: NaiveDate) -> f64 {
+    async fn season_saved(&self, device: &DeviceId, today: NaiveDate) -> f64 {
         let start = season_start(today);
         let docs = match self
             .store

@@ -1,19 +1,18 @@
 //! The € ledger of one battery over one Tempo day (06:00 → 06:00), pure: the energy the battery
-//! drew (charge) and delivered (discharge) at its AC port, split by HP/HC, from the lifetime
-//! counters of consecutive samples (or, where a counter is missing, the AC power held over the
-//! interval), priced with the day's colour. Saved = what the delivered energy would have cost
-//! from the grid − what the charge cost; the house load is the same with and without the
-//! battery, so nothing else differs on the bill (no export assumed: AUTO covers the house).
+//! drew from (charge) and delivered to (discharge) the grid at its AC port, split by HP/HC, from
+//! the store's hourly energy history (`Store::energy_history`, the continuous aggregate on
+//! TimescaleDB), priced with the day's colour. Tempo's 06:00 and 22:00 boundaries are whole UTC
+//! hours, so every hourly bucket falls wholly in HP or HC. Saved = what the delivered energy
+//! would have cost from the grid − what the charge cost; the house load is the same with and
+//! without the battery, so nothing else differs on the bill (no export assumed: AUTO covers the
+//! house).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::tariff::{Period, Tariff};
 use super::{DAY_START_HOUR, OFF_PEAK_START_HOUR, TempoColour, paris_instant};
-use crate::domain::Sample;
-
-/// Largest plausible AC power of one battery, W; counter steps above it are glitches.
-const MAX_PLAUSIBLE_W: f64 = 10_000.0;
+use crate::store::EnergyBucket;
 
 /// One battery's Tempo day in kWh and €.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +48,12 @@ fn round(x: f64, places: i32) -> f64 {
     (x * f).round() / f
 }
 
+/// The span of Tempo day `date`: [06:00, 06:00 next day) Paris time, as UTC instants.
+pub fn tempo_day_span(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (start, _, end) = bounds(date);
+    (start, end)
+}
+
 /// The HP/HC boundaries of Tempo day `date`: (06:00, 22:00, 06:00 next day), UTC.
 fn bounds(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) {
     let at = |d: NaiveDate, h: u32| {
@@ -64,64 +69,29 @@ fn bounds(date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) {
     )
 }
 
-/// (drawn Wh, delivered Wh) between two samples of the same battery.
-fn flows(a: &Sample, b: &Sample) -> (f64, f64) {
-    let hours = (b.at - a.at).num_milliseconds() as f64 / 3_600_000.0;
-    if hours <= 0.0 {
-        return (0.0, 0.0);
-    }
-    let limit = MAX_PLAUSIBLE_W * hours;
-    let delta = |x: Option<f64>, y: Option<f64>| match (x, y) {
-        (Some(x), Some(y)) if y >= x && y - x <= limit => Some(y - x),
-        (Some(_), Some(_)) => Some(0.0), // reset or spike: not energy
-        _ => None,
-    };
-    let input = delta(
-        a.total_grid_input_energy.map(|e| e.0),
-        b.total_grid_input_energy.map(|e| e.0),
-    );
-    let output = delta(
-        a.total_grid_output_energy.map(|e| e.0),
-        b.total_grid_output_energy.map(|e| e.0),
-    );
-    let power = a.grid_power.map(|w| f64::from(w.0) * hours);
-    (
-        input.unwrap_or_else(|| power.map_or(0.0, |p| (-p).max(0.0))),
-        output.unwrap_or_else(|| power.map_or(0.0, |p| p.max(0.0))),
-    )
-}
-
-/// The ledger of `device` for Tempo day `date` of `colour`, from its samples (any order; those
-/// outside the day are used only to bound the first and last intervals, split by time).
+/// The ledger of `device` for Tempo day `date` of `colour`, from its hourly energy buckets
+/// (any order; buckets starting outside the day are ignored). `capacity_wh` in Wh.
 pub fn day_ledger(
     device: &str,
     date: NaiveDate,
     colour: TempoColour,
-    samples: &[Sample],
+    hours: &[EnergyBucket],
     tariff: &Tariff,
     capacity_wh: f64,
 ) -> DayLedger {
     let (start, peak_end, end) = bounds(date);
-    let mut sorted: Vec<&Sample> = samples.iter().collect();
-    sorted.sort_by_key(|s| s.at);
     // [charged, discharged] × [HP, HC], Wh.
     let mut wh = [[0.0f64; 2]; 2];
-    for pair in sorted.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        let total = (b.at - a.at).num_milliseconds() as f64;
-        if total <= 0.0 || b.at <= start || a.at >= end {
+    for h in hours {
+        let period = if (start..peak_end).contains(&h.start) {
+            0
+        } else if (peak_end..end).contains(&h.start) {
+            1
+        } else {
             continue;
-        }
-        let (drawn, delivered) = flows(a, b);
-        for (i, (from, to)) in [(start, peak_end), (peak_end, end)].into_iter().enumerate() {
-            let lo = a.at.max(from);
-            let hi = b.at.min(to);
-            if hi > lo {
-                let share = (hi - lo).num_milliseconds() as f64 / total;
-                wh[0][i] += drawn * share;
-                wh[1][i] += delivered * share;
-            }
-        }
+        };
+        wh[0][period] += h.grid_in.0;
+        wh[1][period] += h.grid_out.0;
     }
     let kwh = |x: f64| x / 1000.0;
     let (c_hp, c_hc) = (kwh(wh[0][0]), kwh(wh[0][1]));
