@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use chrono::{Duration as Days, NaiveDate, NaiveTime, Utc};
-use marstek_bridge::domain::{DeviceId, Sample, WattHours};
+use marstek_bridge::domain::{DeviceId, Sample, Watts};
 use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store, TempoDayRecord};
 use marstek_bridge::tempo::{TempoColour, paris_instant, tempo_date_at};
 use reqwest::StatusCode;
@@ -62,7 +62,7 @@ async fn tempo_server(today: NaiveDate) -> String {
     base
 }
 
-/// Yesterday's Tempo day for `bat-a` in the store before the bridge starts: red, and counters
+/// Yesterday's Tempo day for `bat-a` in the store before the bridge starts: red, and samples
 /// that deliver 2 kWh between 07:00 and 09:00 (HP).
 async fn seed_yesterday(url: &str, yesterday: NaiveDate) {
     let store = SqliteStore::connect(&DatabaseSettings {
@@ -82,11 +82,11 @@ async fn seed_yesterday(url: &str, yesterday: NaiveDate) {
         .unwrap();
     let dev = DeviceId::parse("bat-a").unwrap();
     let mut samples = Vec::new();
-    for (hour, out_wh) in [(7, 1000.0), (8, 2000.0), (9, 3000.0)] {
-        let at = paris_instant(yesterday, NaiveTime::from_hms_opt(hour, 0, 0).unwrap());
-        let mut s = Sample::empty(dev.clone(), at);
-        s.total_grid_input_energy = Some(WattHours(500.0));
-        s.total_grid_output_energy = Some(WattHours(out_wh));
+    // Delivering 1 kW, one sample every 5 min from 07:00 to 08:55: 2 kWh in the hourly history.
+    let start = paris_instant(yesterday, NaiveTime::from_hms_opt(7, 0, 0).unwrap());
+    for k in 0..24 {
+        let mut s = Sample::empty(dev.clone(), start + Days::minutes(5 * k));
+        s.grid_power = Some(Watts(1000));
         samples.push(s);
     }
     store.insert_samples(&samples).await.unwrap();

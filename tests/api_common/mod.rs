@@ -39,7 +39,9 @@ impl Rig {
     /// Like `start`, with `configure` changing the settings before they are checked.
     pub async fn start_with(db_url: Option<String>, configure: impl FnOnce(&mut Settings)) -> Rig {
         if std::env::var("RIG_LOG").is_ok() {
-            let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(std::env::var("RIG_LOG").unwrap_or_else(|_| "info".into()))
+                .try_init();
         }
         let sim = Simulator::start(SimConfig {
             devices: 3,
@@ -59,6 +61,9 @@ impl Rig {
         settings.marstek.bind_device_port = false;
         settings.tempo.enabled = false;
         settings.polling.status_interval = Duration::from_secs(1);
+        // The 2 s quiet time after each reply is for real firmware; with it a status round of
+        // the simulator took ~6 s and the first reply ~12 s (the 60 s test). Loopback needs none.
+        settings.polling.quiet_gap = Duration::from_millis(20);
         settings.database.batch_interval = Duration::from_millis(200);
         settings.bridge.instance_id = Some(base.clone());
         settings.http.listen = Some("127.0.0.1:0".into());
