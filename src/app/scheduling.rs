@@ -105,7 +105,12 @@ impl Scheduling {
                     r = leading.wait_for(|l| *l) => if r.is_err() { return },
                 }
             }
-            let outcomes = reconciler.startup_from(&handle).await;
+            // A shutdown during start-up reconciliation ends it (a write to a stopping device
+            // would otherwise hold the shutdown until its reply timeout).
+            let outcomes = tokio::select! {
+                () = cancel.cancelled() => return,
+                o = reconciler.startup_from(&handle) => o,
+            };
             tracing::info!(outcomes = %serde_json::Value::from(outcomes), "startup_reconciled");
             let _ = reconciler.spawn(samples, tick, cancel).await;
         });

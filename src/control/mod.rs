@@ -7,10 +7,12 @@
 //! SOC window, checked against the battery's latest SOC, and kept while a Passive set-point runs
 //! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
 //! they do not take, answered `not_holding` with what was observed when they still do not, and
-//! a `command_not_holding` alert raised, cleared by the next write that holds. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! a `command_not_holding` alert raised, cleared by the next write that holds. Each intent a
+//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
+mod intents;
 mod presence;
 mod soc_guard;
 pub mod verify;
@@ -25,6 +27,7 @@ use serde_json::{Value, json};
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
+pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
 pub use self::verify::{NotHolding, Observed, VerifySettings};
 use crate::domain::{
@@ -239,6 +242,8 @@ pub struct CommandService {
     writing: WritingSet,
     /// Devices whose `command_not_holding` alert is raised (a clear is sent only for these).
     not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
+    /// Every battery's intent in memory (for readers that must not query the store).
+    intents: IntentBoard,
 }
 
 impl CommandService {
@@ -264,6 +269,7 @@ impl CommandService {
             },
             writing: WritingSet::default(),
             not_holding: Arc::default(),
+            intents: IntentBoard::default(),
         }
     }
 
@@ -297,6 +303,11 @@ impl CommandService {
     /// Every battery's remembered controls.
     pub fn controls(&self) -> &RememberedControls {
         &self.controls
+    }
+
+    /// Every battery's intent in memory, kept as commands succeed.
+    pub fn intents(&self) -> &IntentBoard {
+        &self.intents
     }
 
     /// Remembers a value for `device` without sending anything; returns its controls.
@@ -368,6 +379,7 @@ impl CommandService {
         if let Intent::Keep(intent) = origin.intent
             && outcome.is_ok()
         {
+            self.intents.set(&intent);
             books.intents.push(intent);
         }
         (outcome, books)
@@ -414,6 +426,7 @@ impl CommandService {
                 if let Intent::FromCommand = origin.intent
                     && let Some(intent) = intent_for(device, command, origin.source, Utc::now())
                 {
+                    self.intents.set(&intent);
                     books.intents.push(intent);
                 }
             }

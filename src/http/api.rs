@@ -91,7 +91,7 @@ pub struct BatteryView {
     pub soc: Option<u8>,
     /// Battery power, W (+ discharging, − charging).
     pub bat_power: Option<i32>,
-    /// The persisted intent (desired state) the reconciler keeps, when there is one.
+    /// The intent (desired state) the reconciler keeps, when there is one (from memory).
     #[schema(value_type = Option<Object>)]
     pub intent: Option<Value>,
     /// The newest sample, when one arrived.
@@ -99,11 +99,7 @@ pub struct BatteryView {
     pub latest: Option<Value>,
 }
 
-fn battery_view(
-    state: &ApiState,
-    id: &DeviceId,
-    intents: &[crate::domain::DesiredState],
-) -> BatteryView {
+fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
     let battery = state.commands.fleet().get(id);
     let health = battery.map(|b| b.health()).unwrap_or_default();
     let info = battery.and_then(|b| b.info());
@@ -124,9 +120,10 @@ fn battery_view(
             .map(|m| m.as_str().to_string()),
         soc: latest.as_ref().and_then(|s| s.soc).map(|p| p.0),
         bat_power: latest.as_ref().and_then(|s| s.bat_power).map(|w| w.0),
-        intent: intents
-            .iter()
-            .find(|d| &d.device == id)
+        intent: state
+            .commands
+            .intents()
+            .get(id)
             .and_then(|d| serde_json::to_value(d).ok()),
         latest: latest.and_then(|s| serde_json::to_value(s).ok()),
     }
@@ -139,21 +136,31 @@ fn known(state: &ApiState, id: &str) -> Result<DeviceId, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown_battery", format!("unknown battery '{id}'")))
 }
 
-async fn intents(state: &ApiState) -> Vec<crate::domain::DesiredState> {
-    state.store.desired_states().await.unwrap_or_default()
+/// Seeds the in-memory intents from the store on the first read after start-up; later reads
+/// (and `/api/v1/batteries` on every call) answer from memory, kept by the command service and
+/// the reconciler.
+async fn seed_intents(state: &ApiState) {
+    let board = state.commands.intents();
+    if board.is_loaded() {
+        return;
+    }
+    match state.store.desired_states().await {
+        Ok(list) => board.absorb(list),
+        Err(e) => tracing::warn!(error = %e, "intents_not_loaded"),
+    }
 }
 
 /// Every battery.
 #[utoipa::path(get, path = "/api/v1/batteries", tag = "batteries",
     responses((status = 200, body = [BatteryView])))]
 pub async fn list_batteries(State(s): State<ApiState>) -> Json<Vec<BatteryView>> {
-    let intents = intents(&s).await;
+    seed_intents(&s).await;
     Json(
         s.commands
             .fleet()
             .ids()
             .iter()
-            .map(|id| battery_view(&s, id, &intents))
+            .map(|id| battery_view(&s, id))
             .collect(),
     )
 }
@@ -167,8 +174,8 @@ pub async fn get_battery(
     Path(id): Path<String>,
 ) -> Result<Json<BatteryView>, ApiError> {
     let id = known(&s, &id)?;
-    let intents = intents(&s).await;
-    Ok(Json(battery_view(&s, &id, &intents)))
+    seed_intents(&s).await;
+    Ok(Json(battery_view(&s, &id)))
 }
 
 /// The newest sample of one battery.

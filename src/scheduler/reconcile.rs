@@ -223,6 +223,7 @@ impl Reconciler {
             };
             if observed == Some(intent.config.mode()) {
                 self.mark_reached(&intent);
+                self.commands.intents().set(&intent);
                 if let Err(e) = self.store.set_desired(&intent).await {
                     tracing::warn!(device = %intent.device, error = %e, "desired_state_not_saved");
                 }
@@ -324,6 +325,7 @@ impl Reconciler {
     pub async fn refresh(&self) {
         match self.store.desired_states().await {
             Ok(list) => {
+                self.commands.intents().absorb(list.clone());
                 if let Ok(mut m) = self.desired.lock() {
                     *m = list.into_iter().map(|d| (d.device.clone(), d)).collect();
                 }
