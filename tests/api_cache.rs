@@ -51,3 +51,27 @@ async fn the_battery_list_answers_from_memory_while_the_database_is_down() {
     proxy.restore();
     rig.stop().await;
 }
+
+/// A fresh start whose writer has not flushed yet (batches of an hour): the 24 h history still
+/// holds the hour in progress, computed from the newest sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_holds_the_hour_in_progress_before_anything_is_stored() {
+    let rig = Rig::start_with(None, |s| {
+        s.database.batch_interval = std::time::Duration::from_secs(3600);
+        s.database.batch_size = 50_000;
+    })
+    .await;
+    rig.wait_for_samples().await;
+    let (code, hist) = rig.get("/api/v1/batteries/bat-a/history").await;
+    assert_eq!(code, 200, "{hist}");
+    let points = hist["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "only the hour in progress: {hist}");
+    let p = &points[0];
+    assert!(p["n"].as_u64().unwrap() >= 1, "{p}");
+    let soc = p["soc_mean"].as_f64().expect("soc_mean");
+    assert!((45.0..=65.0).contains(&soc), "the simulator's SOC: {p}");
+    let now = chrono::Utc::now();
+    let t: chrono::DateTime<chrono::Utc> = p["t"].as_str().unwrap().parse().unwrap();
+    assert!(t <= now && now - t <= chrono::Duration::hours(1), "{p}");
+    rig.stop().await;
+}

@@ -243,7 +243,10 @@ pub async fn history(
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or(to - history::default_span(bucket));
     let w = history::window(from, to, bucket).map_err(|e| ApiError::invalid("invalid_range", e))?;
-    let buckets = s.store.energy_history(&id, w.from, w.to, w.bucket).await?;
+    let mut buckets = s.store.energy_history(&id, w.from, w.to, w.bucket).await?;
+    if bucket == Bucket::Hour {
+        current_hour(&s, &id, &w, now, &mut buckets).await?;
+    }
     Ok(Json(HistoryView {
         id: id.to_string(),
         from: w.from,
@@ -256,6 +259,35 @@ pub async fn history(
         bucket_seconds: bucket.seconds(),
         points: history::points(&buckets, w.bucket, now),
     }))
+}
+
+/// Replaces the hour in progress (when the window covers it) by the one computed from raw
+/// samples: the stored ones and the newest sample not yet written by the batching writer.
+async fn current_hour(
+    s: &ApiState,
+    id: &DeviceId,
+    w: &history::Window,
+    now: DateTime<Utc>,
+    buckets: &mut Vec<crate::store::EnergyBucket>,
+) -> Result<(), ApiError> {
+    let hour = Bucket::Hour.floor(now);
+    if hour < w.from || hour >= w.to {
+        return Ok(());
+    }
+    let mut raw = s
+        .store
+        .sample_history(id, hour, now + chrono::Duration::seconds(1))
+        .await?;
+    if let Some(latest) = s.live.latest(id)
+        && raw.last().is_none_or(|r| r.at < latest.at)
+    {
+        raw.push(latest);
+    }
+    if let Some(b) = history::hour_from_samples(hour, &raw) {
+        buckets.retain(|x| x.start != hour);
+        buckets.push(b);
+    }
+    Ok(())
 }
 
 /// The result object of a command (the payload of `<dev>/response`).

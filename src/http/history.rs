@@ -1,13 +1,15 @@
 //! Battery history for the API and the page's 24 h chart: the bucket (`hour` or `day`) and
 //! time range of a request, checked (at most [`MAX_HOUR_DAYS`] days of hours, at most
 //! [`MAX_DAY_DAYS`] days of days), and the store's energy buckets (`Store::energy_history`, the
-//! continuous aggregates on TimescaleDB) turned into the points the API answers. Pure: the
-//! buckets come from the store.
+//! continuous aggregates on TimescaleDB) turned into the points the API answers; the hour in
+//! progress is computed here from raw samples (stored, plus the newest one not yet written), so
+//! a fresh start's chart is not empty. Pure: the buckets and samples come from the caller.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::{Percent, Sample, WattHours};
 use crate::store::{Bucket, EnergyBucket};
 
 /// Longest range of hourly buckets one request may cover, days.
@@ -113,6 +115,51 @@ pub fn points(buckets: &[EnergyBucket], bucket: Bucket, now: DateTime<Utc>) -> V
         .collect()
 }
 
+/// The hourly bucket starting at `start` computed from raw `samples` (those outside the hour are
+/// ignored) with the definition of [`EnergyBucket`]: each power part's mean over the samples
+/// that have it, times `span × n / (n − 1)` capped at one hour. None without a sample.
+pub fn hour_from_samples(start: DateTime<Utc>, samples: &[Sample]) -> Option<EnergyBucket> {
+    let end = start + Duration::hours(1);
+    let inside: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= start && s.at < end)
+        .collect();
+    let first = inside.iter().map(|s| s.at).min()?;
+    let last = inside.iter().map(|s| s.at).max()?;
+    let n = inside.len() as f64;
+    let covered_s = if inside.len() > 1 {
+        ((last - first).num_milliseconds() as f64 / 1000.0 * n / (n - 1.0)).min(3600.0)
+    } else {
+        0.0
+    };
+    let energy = |part: fn(i32) -> i32, get: fn(&Sample) -> Option<i32>| {
+        let v: Vec<f64> = inside
+            .iter()
+            .filter_map(|s| get(s))
+            .map(|w| f64::from(part(w)))
+            .collect();
+        if v.is_empty() {
+            return WattHours(0.0);
+        }
+        WattHours(v.iter().sum::<f64>() / v.len() as f64 * covered_s / 3600.0)
+    };
+    let bat = |s: &Sample| s.bat_power.map(|w| w.0);
+    let grid = |s: &Sample| s.grid_power.map(|w| w.0);
+    let socs: Vec<u8> = inside.iter().filter_map(|s| s.soc.map(|p| p.0)).collect();
+    Some(EnergyBucket {
+        start,
+        samples: inside.len() as u64,
+        soc_min: socs.iter().min().map(|v| Percent(*v)),
+        soc_mean: (!socs.is_empty())
+            .then(|| socs.iter().map(|v| f64::from(*v)).sum::<f64>() / socs.len() as f64),
+        soc_max: socs.iter().max().map(|v| Percent(*v)),
+        charged: energy(|w| (-w).max(0), bat),
+        discharged: energy(|w| w.max(0), bat),
+        grid_in: energy(|w| (-w).max(0), grid),
+        grid_out: energy(|w| w.max(0), grid),
+    })
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -163,5 +210,44 @@ mod tests {
         assert_eq!(pts[0].power_mean, -200.0, "a whole hour: net Wh per hour");
         assert_eq!(pts[1].power_mean, 250.0, "half an hour has passed");
         assert_eq!((pts[0].charged_wh, pts[0].grid_in_wh), (300.0, 300.0));
+    }
+
+    #[test]
+    fn the_hour_in_progress_from_raw_samples_follows_the_bucket_definition() {
+        let dev = crate::domain::DeviceId::parse("a").unwrap();
+        let mk = |m: i64, soc: u8, bat: i32| {
+            let mut x = Sample::empty(
+                dev.clone(),
+                at("2026-01-01T10:00:00Z") + Duration::minutes(m),
+            );
+            x.soc = Some(Percent(soc));
+            x.bat_power = Some(crate::domain::Watts(bat));
+            x
+        };
+        let start = at("2026-01-01T10:00:00Z");
+        // Three samples over 20 min cover 30 min: mean charge 600 W → 300 Wh; the 11:00 one
+        // belongs to the next hour.
+        let samples = [
+            mk(0, 40, -600),
+            mk(10, 42, -600),
+            mk(20, 44, -600),
+            mk(60, 90, 0),
+        ];
+        let b = hour_from_samples(start, &samples).unwrap();
+        assert_eq!(b.samples, 3);
+        assert_eq!(
+            (b.soc_min, b.soc_max),
+            (Some(Percent(40)), Some(Percent(44)))
+        );
+        assert_eq!(b.soc_mean, Some(42.0));
+        assert!((b.charged.0 - 300.0).abs() < 1e-9, "{b:?}");
+        assert_eq!((b.discharged.0, b.grid_in.0), (0.0, 0.0));
+        let one = hour_from_samples(start, &samples[..1]).unwrap();
+        assert_eq!(
+            (one.samples, one.charged.0),
+            (1, 0.0),
+            "one sample: a point, no energy"
+        );
+        assert_eq!(hour_from_samples(start, &samples[3..]), None);
     }
 }

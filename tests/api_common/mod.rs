@@ -64,6 +64,12 @@ impl Rig {
         // The 2 s quiet time after each reply is for real firmware; with it a status round of
         // the simulator took ~6 s and the first reply ~12 s (the 60 s test). Loopback needs none.
         settings.polling.quiet_gap = Duration::from_millis(20);
+        // A status round in progress when the bridge stops runs on to its reply timeouts (the
+        // device actor does not stop mid-round), which held the shutdown past its 10 s limit;
+        // loopback answers in milliseconds, so keep those waits short.
+        settings.polling.request_timeout = Duration::from_millis(500);
+        settings.polling.resend_after = Duration::from_millis(200);
+        settings.polling.write_timeout = Duration::from_secs(1);
         settings.database.batch_interval = Duration::from_millis(200);
         settings.bridge.instance_id = Some(base.clone());
         settings.http.listen = Some("127.0.0.1:0".into());

@@ -120,6 +120,8 @@ function renderChart(c) {
   const line = (cls, list) => {
     const el = document.createElementNS(ns, list ? "polyline" : "line");
     el.setAttribute("class", cls);
+    // One point (a fresh start: only the hour in progress) is drawn as a level line to now.
+    if (list && list.length === 1) list = [list[0], "300," + list[0].split(",")[1]];
     if (list) el.setAttribute("points", list.join(" "));
     else { el.setAttribute("x1", 0); el.setAttribute("x2", 300); el.setAttribute("y1", 45); el.setAttribute("y2", 45); }
     svg.appendChild(el);
