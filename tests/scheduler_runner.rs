@@ -291,7 +291,7 @@ async fn late_ten_minutes_is_missed(store: Arc<dyn Store>) {
     );
     let row = store.jobs().await.expect("jobs");
     assert_eq!(row[0].next_run_at, Some(utc("2026-12-01T05:00:00Z")));
-    assert_eq!(row[0].last_status.as_deref(), Some("missed"));
+    assert_eq!(row[0].last_status, Some(RunStatus::Missed));
     // The schedule still says AUTO is in force since 06:00 (the reconciler applies it).
     let h = s.handle();
     let auto = h

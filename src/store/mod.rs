@@ -107,8 +107,8 @@ pub struct JobRecord {
     pub paused: bool,
     /// Scheduled instant of the last run or miss.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// Status of the last run (`completed`, `failed`, `missed`, …).
-    pub last_status: Option<String>,
+    /// Status of the last run or miss.
+    pub last_status: Option<RunStatus>,
 }
 
 /// Status of one job run.

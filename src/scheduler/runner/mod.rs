@@ -53,8 +53,8 @@ pub struct JobView {
     pub next_run_local: Option<String>,
     /// Scheduled instant of the last run or miss (UTC).
     pub last_run_at: Option<DateTime<Utc>>,
-    /// Status of the last run (`completed`, `failed`, `missed`, `skipped`).
-    pub last_status: Option<String>,
+    /// Status of the last run or miss.
+    pub last_status: Option<RunStatus>,
     /// Error of the last run, when it failed or was missed (since this process started).
     pub last_error: Option<String>,
 }
@@ -349,7 +349,7 @@ impl Inner {
                 st.record.next_run_at = out.next_run_at;
                 for t in out.skipped {
                     st.record.last_run_at = Some(t);
-                    st.record.last_status = Some(RunStatus::Skipped.as_str().into());
+                    st.record.last_status = Some(RunStatus::Skipped);
                     skipped.push((id.clone(), t));
                 }
                 if !out.submit.is_empty() {
@@ -422,7 +422,7 @@ impl Inner {
                 let mut jobs = self.jobs.lock().await;
                 if let Some(st) = jobs.get_mut(&job_id) {
                     st.record.last_run_at = Some(run.scheduled_for);
-                    st.record.last_status = Some(run.status.as_str().into());
+                    st.record.last_status = Some(run.status);
                     st.last_error = run.error.clone();
                 }
                 last = Some(run);
@@ -627,7 +627,7 @@ impl Inner {
             next_run_utc: next,
             next_run_local: next.map(|t| t.with_timezone(&self.tz).to_rfc3339()),
             last_run_at: st.record.last_run_at,
-            last_status: st.record.last_status.clone(),
+            last_status: st.record.last_status,
             last_error: st.last_error.clone(),
         }
     }
