@@ -161,6 +161,55 @@ pub struct JobRunRecord {
     pub error: Option<String>,
 }
 
+impl JobRunRecord {
+    /// A run of `job_id` for the instant `scheduled_for`, started by `instance` at `at`.
+    pub fn started(
+        job_id: &str,
+        scheduled_for: DateTime<Utc>,
+        instance: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            scheduled_for,
+            status: RunStatus::Running,
+            instance: instance.to_string(),
+            started_at: Some(at),
+            finished_at: None,
+            result: None,
+            error: None,
+        }
+    }
+
+    /// An instant that was not run (`Missed`, `Skipped`), recorded at `at` with the reason.
+    pub fn not_run(
+        job_id: &str,
+        scheduled_for: DateTime<Utc>,
+        instance: &str,
+        status: RunStatus,
+        at: DateTime<Utc>,
+        why: String,
+    ) -> Self {
+        Self {
+            started_at: None,
+            finished_at: Some(at),
+            status,
+            error: Some(why),
+            ..Self::started(job_id, scheduled_for, instance, at)
+        }
+    }
+
+    /// This run, failed at `at` with `error`.
+    pub fn failed(self, at: DateTime<Utc>, error: String) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            finished_at: Some(at),
+            error: Some(error),
+            ..self
+        }
+    }
+}
+
 /// A Tempo colour as cached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TempoDayRecord {
