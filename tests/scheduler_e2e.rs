@@ -160,16 +160,14 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     );
     assert_eq!(rig.mode(0), Mode::Auto);
     assert_eq!(rig.mode(1), Mode::Auto);
-    let desired = rig.core.core.store.desired_states().await.expect("desired");
+    let desired = rig.store().desired_states().await.expect("desired");
     assert_eq!(desired.len(), 2);
     for d in &desired {
         assert_eq!(d.config, ModeConfig::Auto);
         assert_eq!(d.valid_until, Some(utc("2026-11-30T21:00:00Z")));
     }
     let runs = rig
-        .core
-        .core
-        .store
+        .store()
         .job_runs(Some(JOB_SWITCH_TO_AUTO), 10)
         .await
         .expect("runs");
@@ -192,13 +190,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
         "applying the schedule's intent at start-up is not drift"
     );
     // The audit says who applied it.
-    let audit = rig
-        .core
-        .core
-        .store
-        .recent_commands(10)
-        .await
-        .expect("audit");
+    let audit = rig.store().recent_commands(10).await.expect("audit");
     assert!(
         audit
             .iter()
@@ -303,7 +295,7 @@ async fn night_job_idles_with_a_disabled_slot_or_applies_the_plan() {
         assert_eq!(slot.power, 0);
         assert_eq!((slot.start_min, slot.end_min), (22 * 60, 6 * 60));
     }
-    let desired = rig.core.core.store.desired_states().await.expect("desired");
+    let desired = rig.store().desired_states().await.expect("desired");
     assert!(
         desired
             .iter()
@@ -353,7 +345,7 @@ async fn night_job_idles_with_a_disabled_slot_or_applies_the_plan() {
 async fn fleet_jobs_report_each_battery_and_fail_only_when_all_fail() {
     let now = utc("2026-11-30T09:00:00Z");
     let rig = rig(2, now).await;
-    let mut samples = rig.core.core.samples.subscribe();
+    let mut samples = rig.samples().subscribe();
     let s = rig.scheduler(None).await;
     let h = s.handle();
 
@@ -456,13 +448,7 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     // Past valid_until: no more renewals.
     rig.clock.advance(Duration::from_secs(600));
     assert_eq!(rec.renew_passive().await, 0);
-    let audit = rig
-        .core
-        .core
-        .store
-        .recent_commands(10)
-        .await
-        .expect("audit");
+    let audit = rig.store().recent_commands(10).await.expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].source, "reconciler");
     rig.tasks.token().cancel();
