@@ -224,37 +224,64 @@ pub fn load_from(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigError> {
+    let source = read_source(path)?;
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some((_, text)) = &source {
+        figment = figment.merge(Toml::string(text));
+    }
+    let figment = merge_env(figment, env)?;
+    let settings = extract(&figment, source.as_ref())?;
+    let mut issues = settings.validate();
+    if !issues.is_empty() {
+        if let Some((f, t)) = &source {
+            for i in &mut issues {
+                let path: Vec<String> = i.key.split('.').map(str::to_string).collect();
+                i.location = locate(f, t, &path);
+            }
+        }
+        return Err(ConfigError { issues });
+    }
+    Ok(settings)
+}
+
+/// The configuration file and its text, checked to be TOML: `path`, which must exist, or the
+/// default path when it exists (None when it does not).
+fn read_source(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, ConfigError> {
     let (file, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
-    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-    let source = if file.exists() {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| single("config", format!("cannot read {}: {e}", file.display())))?;
-        if let Err(e) = toml::de::DeTable::parse(&text) {
-            let line = e.span().map(|s| line_of(&text, s.start));
-            return Err(ConfigError {
-                issues: vec![Issue {
-                    key: "(syntax)".into(),
-                    reason: format!("not valid TOML: {}", e.message()),
-                    location: Some(format!("{}:{}", file.display(), line.unwrap_or(1))),
-                }],
-            });
+    if !file.exists() {
+        if explicit {
+            return Err(single(
+                "config",
+                format!("file {} does not exist", file.display()),
+            ));
         }
-        figment = figment.merge(Toml::string(&text));
-        Some((file.clone(), text))
-    } else if explicit {
-        return Err(single(
-            "config",
-            format!("file {} does not exist", file.display()),
-        ));
-    } else {
-        None
-    };
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| single("config", format!("cannot read {}: {e}", file.display())))?;
+    if let Err(e) = toml::de::DeTable::parse(&text) {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        return Err(ConfigError {
+            issues: vec![Issue {
+                key: "(syntax)".into(),
+                reason: format!("not valid TOML: {}", e.message()),
+                location: Some(format!("{}:{}", file.display(), line.unwrap_or(1))),
+            }],
+        });
+    }
+    Ok(Some((file, text)))
+}
 
-    // Environment values are parsed (`8080` becomes a number), except secrets: a password is a
-    // string whatever it looks like, so those are merged as the text they are.
+/// Merges the environment overrides: plain values (parsed: `8080` becomes a number), secrets
+/// as the text they are (a password is a string whatever it looks like), then the `…_FILE`
+/// secret variables of `env`, read from their files.
+fn merge_env(
+    mut figment: Figment,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
     figment = figment.merge(
         Env::prefixed(ENV_PREFIX)
             .filter(|k| env_kind(k.as_str()) == Some(false))
@@ -281,13 +308,18 @@ pub fn load_from(
             value.trim_end_matches(['\n', '\r']),
         ));
     }
+    Ok(figment)
+}
 
-    let settings: Settings = figment.extract().map_err(|errors| ConfigError {
+/// The typed settings, or every key that does not fit, located in the file when it has one
+/// (a secret's value is never repeated in the reason).
+fn extract(figment: &Figment, source: Option<&(PathBuf, String)>) -> Result<Settings, ConfigError> {
+    figment.extract().map_err(|errors| ConfigError {
         issues: errors
             .into_iter()
             .map(|e| {
                 let key = e.path.join(".");
-                let location = source.as_ref().map(|(f, t)| locate(f, t, &e.path));
+                let location = source.map(|(f, t)| locate(f, t, &e.path));
                 let secret = e.path.last().is_some_and(|k| is_secret_key(k));
                 Issue {
                     key: if key.is_empty() { "(root)".into() } else { key },
@@ -300,19 +332,7 @@ pub fn load_from(
                 }
             })
             .collect(),
-    })?;
-
-    let mut issues = settings.validate();
-    if !issues.is_empty() {
-        if let Some((f, t)) = &source {
-            for i in &mut issues {
-                let path: Vec<String> = i.key.split('.').map(str::to_string).collect();
-                i.location = locate(f, t, &path);
-            }
-        }
-        return Err(ConfigError { issues });
-    }
-    Ok(settings)
+    })
 }
 
 /// For an override name without the prefix (`MQTT__PASSWORD`): `None` for a `…_FILE` variable,
@@ -463,86 +483,7 @@ impl Settings {
         section(&mut issues, "tempo", self.tempo.validate());
         section(&mut issues, "alerts", self.alerts.validate());
         section(&mut issues, "regulator", self.regulator.validate());
-        let mut ids = HashSet::new();
-        let mut addresses: HashMap<(String, u16), usize> = HashMap::new();
-        for (n, d) in self.devices.iter().enumerate() {
-            let key = |k: &str| format!("devices.{n}.{k}");
-            if d.host.trim().is_empty() {
-                issues.push(issue(
-                    key("host"),
-                    "is required: the battery's IP address or host name",
-                ));
-            } else if d.host.parse::<std::net::IpAddr>().is_err()
-                && url::Host::parse(&d.host).is_err()
-            {
-                issues.push(issue(
-                    key("host"),
-                    format!("'{}' is neither an IP address nor a host name", d.host),
-                ));
-            }
-            if d.port == 0 {
-                issues.push(issue(
-                    key("port"),
-                    "must be 1 to 65535 (the Open API port set in the Marstek app, default 30000)",
-                ));
-            }
-            if let Some(id) = &d.id {
-                match DeviceId::parse(id) {
-                    Err(e) => issues.push(issue(key("id"), format!("'{id}' {e}"))),
-                    Ok(id) => {
-                        if !ids.insert(id.clone()) {
-                            issues.push(issue(
-                                key("id"),
-                                format!("duplicate device id '{id}': each device needs its own"),
-                            ));
-                        }
-                    }
-                }
-            }
-            if !d.host.trim().is_empty() {
-                let address = (canonical_host(&d.host), d.port);
-                if let Some(first) = addresses.get(&address) {
-                    let other: &DeviceConfig = &self.devices[*first];
-                    issues.push(issue(
-                        key("host"),
-                        format!(
-                            "{}:{} is the same battery as devices.{first} ({}:{}); configure it once",
-                            d.host, d.port, other.host, other.port
-                        ),
-                    ));
-                } else {
-                    addresses.insert(address, n);
-                }
-            }
-            if let Some(p) = &d.profile
-                && !PROFILES.contains(&p.as_str())
-            {
-                issues.push(issue(
-                    key("profile"),
-                    format!("unknown profile '{p}' (allowed: {})", PROFILES.join(", ")),
-                ));
-            }
-            if d.max_soc > 100 {
-                issues.push(issue(key("max_soc"), "must be 0 to 100 %"));
-            }
-            if d.min_soc > d.max_soc {
-                issues.push(issue(
-                    key("min_soc"),
-                    format!("{} % is above max_soc {} %", d.min_soc, d.max_soc),
-                ));
-            }
-            for (k, v) in [
-                ("max_charge_w", d.max_charge_w),
-                ("max_discharge_w", d.max_discharge_w),
-            ] {
-                if v > 10_000 {
-                    issues.push(issue(
-                        key(k),
-                        format!("{v} W is above 10000 W; Venus batteries handle at most 2500 W"),
-                    ));
-                }
-            }
-        }
+        issues.extend(validate_devices(&self.devices));
         issues
     }
 
@@ -576,6 +517,111 @@ impl Settings {
             toml::Value::try_from(self).unwrap_or_else(|_| toml::Value::Table(Default::default()));
         redact(&mut value);
         serde_json::to_value(value).unwrap_or_default()
+    }
+}
+
+/// The `[[devices]]` checks: each entry's own fields, then ids and addresses across entries
+/// (two entries naming the same battery are refused).
+fn validate_devices(devices: &[DeviceConfig]) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut ids = HashSet::new();
+    let mut addresses: HashMap<(String, u16), usize> = HashMap::new();
+    for (n, d) in devices.iter().enumerate() {
+        let key = |k: &str| format!("devices.{n}.{k}");
+        issues.extend(d.validate(n));
+        if let Some(Ok(id)) = d.id.as_deref().map(DeviceId::parse)
+            && !ids.insert(id.clone())
+        {
+            issues.push(issue(
+                key("id"),
+                format!("duplicate device id '{id}': each device needs its own"),
+            ));
+        }
+        if d.host.trim().is_empty() {
+            continue;
+        }
+        let address = (canonical_host(&d.host), d.port);
+        if let Some(first) = addresses.get(&address) {
+            let other = &devices[*first];
+            issues.push(issue(
+                key("host"),
+                format!(
+                    "{}:{} is the same battery as devices.{first} ({}:{}); configure it once",
+                    d.host, d.port, other.host, other.port
+                ),
+            ));
+        } else {
+            addresses.insert(address, n);
+        }
+    }
+    issues
+}
+
+impl DeviceConfig {
+    /// Problems of this entry alone (`devices.<n>.…`): host, port, id, profile, limits.
+    fn validate(&self, n: usize) -> Vec<Issue> {
+        let key = |k: &str| format!("devices.{n}.{k}");
+        let mut issues = Vec::new();
+        if self.host.trim().is_empty() {
+            issues.push(issue(
+                key("host"),
+                "is required: the battery's IP address or host name",
+            ));
+        } else if self.host.parse::<std::net::IpAddr>().is_err()
+            && url::Host::parse(&self.host).is_err()
+        {
+            issues.push(issue(
+                key("host"),
+                format!("'{}' is neither an IP address nor a host name", self.host),
+            ));
+        }
+        if self.port == 0 {
+            issues.push(issue(
+                key("port"),
+                "must be 1 to 65535 (the Open API port set in the Marstek app, default 30000)",
+            ));
+        }
+        if let Some(Err(e)) = self.id.as_deref().map(DeviceId::parse) {
+            let id = self.id.as_deref().unwrap_or_default();
+            issues.push(issue(key("id"), format!("'{id}' {e}")));
+        }
+        if let Some(p) = &self.profile
+            && !PROFILES.contains(&p.as_str())
+        {
+            issues.push(issue(
+                key("profile"),
+                format!("unknown profile '{p}' (allowed: {})", PROFILES.join(", ")),
+            ));
+        }
+        issues.extend(self.validate_limits(n));
+        issues
+    }
+
+    /// Problems of this entry's safety limits.
+    fn validate_limits(&self, n: usize) -> Vec<Issue> {
+        let key = |k: &str| format!("devices.{n}.{k}");
+        let mut issues = Vec::new();
+        if self.max_soc > 100 {
+            issues.push(issue(key("max_soc"), "must be 0 to 100 %"));
+        }
+        if self.min_soc > self.max_soc {
+            issues.push(issue(
+                key("min_soc"),
+                format!("{} % is above max_soc {} %", self.min_soc, self.max_soc),
+            ));
+        }
+        for (k, v) in [
+            ("max_charge_w", self.max_charge_w),
+            ("max_discharge_w", self.max_discharge_w),
+        ] {
+            if v > 10_000 {
+                issues.push(issue(
+                    key(k),
+                    format!("{v} W is above 10000 W; Venus batteries handle at most 2500 W"),
+                ));
+            }
+        }
+        issues
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use marstek_bridge::config::{self, ConfigError, LogFormat, Settings};
@@ -135,7 +136,12 @@ fn main() -> ExitCode {
     if let Some(l) = &cli.log_level {
         settings.logging.level = l.clone();
     }
-    match cli.command {
+    dispatch(cli.command, settings)
+}
+
+/// Runs a command that needs the configuration.
+fn dispatch(command: Command, settings: Settings) -> ExitCode {
+    match command {
         Command::Config(ConfigCommand::Check) => {
             println!("configuration OK ({} device(s))", settings.devices.len());
             ExitCode::SUCCESS
@@ -145,93 +151,87 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run_async(settings, true, |s| app::run(s, shutdown_signal())),
-        Command::Replay(args) => match marstek_bridge::replay::run(&args, &settings.tempo) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Replay(args) => print_outcome(marstek_bridge::replay::run(&args, &settings.tempo)),
         Command::Jobs(JobsCommand::Preview(args)) => {
-            match marstek_bridge::scheduler::preview_command(
+            print_outcome(marstek_bridge::scheduler::preview_command(
                 &args,
                 &settings.scheduler,
                 chrono::Utc::now(),
-            ) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            ))
         }
         Command::Plan(PlanCommand::Preview { json }) => {
-            run_async(settings, false, |s| async move {
-                let body = serde_json::json!({ "dry_run": true });
-                let data = remote::request(
-                    &s.mqtt,
-                    "plan/get",
-                    body,
-                    std::time::Duration::from_secs(20),
-                )
-                .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&data)?);
-                } else {
-                    print!("{}", marstek_bridge::tempo::plan_table(&data));
-                }
-                Ok(())
-            })
+            run_async(settings, false, |s| plan_preview(s, json))
         }
-        Command::Jobs(cmd) => run_async(settings, false, |s| async move {
-            let (action, body, table) = match cmd {
-                JobsCommand::List { json } => ("jobs/list", serde_json::json!({}), !json),
-                JobsCommand::Run { job } => ("jobs/run", serde_json::json!({ "id": job }), false),
-                JobsCommand::Pause { job } => {
-                    ("jobs/pause", serde_json::json!({ "id": job }), false)
-                }
-                JobsCommand::Resume { job } => {
-                    ("jobs/resume", serde_json::json!({ "id": job }), false)
-                }
-                JobsCommand::Update { job, trigger } => (
-                    "jobs/update",
-                    serde_json::json!({ "id": job, "trigger": trigger }),
-                    false,
-                ),
-                JobsCommand::Preview(_) => unreachable!("handled above"),
-            };
-            let data =
-                remote::request(&s.mqtt, action, body, std::time::Duration::from_secs(10)).await?;
-            if table {
-                print!("{}", remote::jobs_table(&data));
-            } else {
-                println!("{}", serde_json::to_string_pretty(&data)?);
-            }
-            Ok(())
-        }),
+        Command::Jobs(cmd) => run_async(settings, false, |s| jobs_request(s, cmd)),
         Command::Demo(args) => run_async(settings, true, |s| {
             marstek_bridge::demo::run(args, s, shutdown_signal())
         }),
         Command::Discover(_) | Command::Probe(_) | Command::Simulate(_) => {
             unreachable!("handled above")
         }
-        Command::Migrate => run_async(settings, false, |s| async move {
-            let backend = store::migrate(&s.database)
-                .await
-                .map_err(|e| anyhow::Error::new(app::StartupError(format!("{e}"))))?;
-            println!(
-                "migrations applied ({backend:?}) on {}",
-                s.database.redacted_url()
-            );
-            Ok(())
-        }),
+        Command::Migrate => run_async(settings, false, migrate),
     }
+}
+
+/// Prints a local tool's text, or its error with exit code 2.
+fn print_outcome(outcome: Result<String, impl std::fmt::Display>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `plan preview`: asks the running bridge for tonight's plan as a dry run.
+async fn plan_preview(s: Settings, json: bool) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "dry_run": true });
+    let data = remote::request(&s.mqtt, "plan/get", body, Duration::from_secs(20)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    } else {
+        print!("{}", marstek_bridge::tempo::plan_table(&data));
+    }
+    Ok(())
+}
+
+/// `jobs list|run|pause|resume|update`: one request to the running bridge.
+async fn jobs_request(s: Settings, cmd: JobsCommand) -> anyhow::Result<()> {
+    let (action, body, table) = match cmd {
+        JobsCommand::List { json } => ("jobs/list", serde_json::json!({}), !json),
+        JobsCommand::Run { job } => ("jobs/run", serde_json::json!({ "id": job }), false),
+        JobsCommand::Pause { job } => ("jobs/pause", serde_json::json!({ "id": job }), false),
+        JobsCommand::Resume { job } => ("jobs/resume", serde_json::json!({ "id": job }), false),
+        JobsCommand::Update { job, trigger } => (
+            "jobs/update",
+            serde_json::json!({ "id": job, "trigger": trigger }),
+            false,
+        ),
+        JobsCommand::Preview(_) => unreachable!("handled locally"),
+    };
+    let data = remote::request(&s.mqtt, action, body, Duration::from_secs(10)).await?;
+    if table {
+        print!("{}", remote::jobs_table(&data));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    }
+    Ok(())
+}
+
+/// `migrate`: applies the migrations of the configured database.
+async fn migrate(s: Settings) -> anyhow::Result<()> {
+    let backend = store::migrate(&s.database)
+        .await
+        .map_err(|e| anyhow::Error::new(app::StartupError(format!("{e}"))))?;
+    println!(
+        "migrations applied ({backend:?}) on {}",
+        s.database.redacted_url()
+    );
+    Ok(())
 }
 
 /// Runs a configuration-free tool, printing what it returns; SIGINT/SIGTERM cancel the token.

@@ -9,20 +9,15 @@ mod fault_common;
 
 use std::time::Duration;
 
-use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, Watcher, broker_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_device_host_does_not_stop_the_other_batteries() {
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("device_resolution");
-    let db = format!("sqlite://{}", dir.path().join("bridge.db").display());
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db);
-    setup.devices = aliases(&sim.addrs());
+    let mut drill = Drill::devices("device_resolution", 1, broker_addr(), None).await;
+    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &mut drill.setup);
     setup.status_interval = "1s".into();
     setup.log_level = "info".into();
     let ghost = format!("{}.example", "b".repeat(64));
@@ -69,5 +64,5 @@ async fn an_unresolvable_device_host_does_not_stop_the_other_batteries() {
     assert!(log.contains("device_unresolved"), "{log}");
     assert!(bridge.try_exit().is_none(), "{log}");
     drop(bridge);
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
 }

@@ -12,29 +12,19 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, Watcher, broker_addr};
 use support::TcpProxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
-    let sim = Simulator::start(SimConfig {
-        devices: 2,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
     let (proxy_addr, proxy) = TcpProxy::start(broker_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("fault_broker");
-    let db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let mut setup = BridgeSetup::new(proxy_addr, &base, &db);
-    setup.devices = aliases(&sim.addrs());
-    setup.status_interval = "60s".into();
-    setup.discovery = "entity".into();
-    let config = setup.write(dir.path());
+    let mut drill = Drill::devices("fault_broker", 2, proxy_addr, None).await;
+    drill.setup.status_interval = "60s".into();
+    drill.setup.discovery = "entity".into();
+    let config = drill.write();
+    let (dir, base) = (&drill.dir, drill.base.clone());
     let disc = format!("{base}_ha");
     let mut w = Watcher::start(
         broker_addr(),
@@ -108,7 +98,7 @@ async fn bridge_recovers_from_five_broker_cuts_with_state_republished() {
         proxy.accepted()
     );
     drop(bridge);
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
 }
 
 /// `(message, retry_in_ms)` of every connection failure in a JSON log.
@@ -136,18 +126,9 @@ async fn wait_failures(log: &Path, n: usize, limit: Duration) -> Vec<(String, u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_backoff_is_capped_by_default_during_a_long_cut() {
-    let sim = Simulator::start(SimConfig {
-        devices: 1,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
     let (proxy_addr, proxy) = TcpProxy::start(broker_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("fault_backoff");
-    let db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let mut setup = BridgeSetup::new(proxy_addr, &base, &db);
-    setup.devices = aliases(&sim.addrs());
+    let mut drill = Drill::devices("fault_backoff", 1, proxy_addr, None).await;
+    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &mut drill.setup);
     setup.status_interval = "60s".into();
     setup.log_level = "warn,marstek_bridge::mqtt=debug".into();
     // The shipped backoff: 200 ms doubling, capped by the default `reconnect_max`.
@@ -210,5 +191,5 @@ async fn reconnect_backoff_is_capped_by_default_during_a_long_cut() {
         state.unwrap().at.duration_since(restored)
     );
     drop(bridge);
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
 }

@@ -10,10 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fault_common::{
-    BridgeProcess, BridgeSetup, aliases, broker_addr, free_addr, metric, unique_base,
-};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, broker_addr, free_addr, metric};
 use sqlx::Connection;
 use support::{TcpProxy, TestPgDb};
 
@@ -78,18 +75,11 @@ async fn database_outage_of_30s_loses_no_sample_within_the_buffer_on_timescale()
 }
 
 async fn outage_drill(db: TestPgDb, backend: &str) {
-    let sim = Simulator::start(SimConfig {
-        devices: DEVICES,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
     let (proxy_addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("fault_db");
+    let url = db.url_via(proxy_addr);
+    let mut drill = Drill::devices("fault_db", DEVICES, broker_addr(), Some(&url)).await;
+    let (dir, setup) = (&drill.dir, &mut drill.setup);
     let http = free_addr();
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db.url_via(proxy_addr));
-    setup.devices = aliases(&sim.addrs());
     setup.status_interval = "1s".into();
     setup.http_listen = Some(http);
     // Warnings as usual, plus the store's start-up line (`store_opened backend=…`).
@@ -145,7 +135,7 @@ async fn outage_drill(db: TestPgDb, backend: &str) {
 
     // Quiesce: silence the devices, wait for the sample counter to settle, then compare.
     for i in 0..DEVICES {
-        sim.set_silent(i, true);
+        drill.sim.set_silent(i, true);
     }
     let mut last = -1.0;
     let mut settled = false;
@@ -179,7 +169,7 @@ async fn outage_drill(db: TestPgDb, backend: &str) {
         status.is_some_and(|s| s.success()),
         "orderly exit: {status:?}"
     );
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
     drop(proxy);
     db.drop_now().await;
 }

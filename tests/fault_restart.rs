@@ -11,11 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use fault_common::{
-    BridgeProcess, BridgeSetup, Run, aliases, assert_instants_apart, broker_addr, unique_base,
-    wait_runs,
-};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, Run, assert_instants_apart, broker_addr, wait_runs};
 use support::TestPgDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
@@ -23,17 +19,9 @@ const JOB: &str = "job_health_check";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_schedule_and_restart_runs_no_instant_twice() {
-    let sim = Simulator::start(SimConfig {
-        devices: 1,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
     let db = TestPgDb::create("fault_restart").await;
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("fault_restart");
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db.url);
-    setup.devices = aliases(&sim.addrs());
+    let mut drill = Drill::devices("fault_restart", 1, broker_addr(), Some(&db.url)).await;
+    let (dir, setup) = (&drill.dir, &mut drill.setup);
     setup.extra = format!(
         "[scheduler]\nmisfire_grace_time = \"1s\"\nleader_ttl = \"3s\"\n\n\
          [scheduler.jobs.{JOB}]\ntrigger = \"interval:2s\"\n"
@@ -119,6 +107,6 @@ async fn sigkill_mid_schedule_and_restart_runs_no_instant_twice() {
     );
     let stale = job.iter().filter(|r| r.2 == "running").count();
     eprintln!("sigkill restart: {stale} row(s) left 'running' by the killed process");
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
     db.drop_now().await;
 }

@@ -1,14 +1,15 @@
 //! Fault drill: one of two simulated batteries loses 30 % of the datagrams and answers with up
 //! to 500 ms of random delay. The bridge (child process, 1 s status interval, 1 s timeouts) must
 //! keep polling it, keep the healthy one unaffected, answer every command with a response (ok or
-//! error) and not panic. Prints the state rate and the command outcomes.
+//! error) and not panic. States are counted as they arrive (no fixed window); prints the state
+//! rate and the command outcomes.
 
 mod fault_common;
 
 use std::time::{Duration, Instant};
 
-use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{SimConfig, SimFaults, Simulator};
+use fault_common::{BridgeProcess, Drill, Watcher, broker_addr};
+use marstek_bridge::simulator::SimFaults;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -16,21 +17,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
-    let sim = Simulator::start(SimConfig {
-        devices: 2,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
     let faults = SimFaults::parse_list("loss=0.3,jitter=500ms").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("fault_udp");
-    let db = format!("sqlite://{}", dir.path().join("u.db").display());
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db);
-    setup.devices = aliases(&sim.addrs());
-    setup.status_interval = "1s".into();
-    setup.request_timeout = "1s".into();
-    let config = setup.write(dir.path());
+    let mut drill = Drill::devices("fault_udp", 2, broker_addr(), None).await;
+    drill.setup.status_interval = "1s".into();
+    drill.setup.request_timeout = "1s".into();
+    let config = drill.write();
+    let (sim, dir, base) = (&drill.sim, &drill.dir, drill.base.clone());
     let mut w = Watcher::start(broker_addr(), &format!("{base}_w"), &[format!("{base}/#")]).await;
     let mut bridge = BridgeProcess::spawn(BIN, &config, dir.path());
 
@@ -46,17 +38,21 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     );
     sim.set_faults(0, faults);
 
-    // 12 s of polling under loss and jitter.
+    // Polling under loss and jitter: states are counted as they arrive until both devices have
+    // given enough (LIMIT only bounds a failure; the rate goes to the log).
+    const LIMIT: Duration = Duration::from_secs(90);
     let start = Instant::now();
     let (mut lossy, mut healthy) = (0u32, 0u32);
     let healthy_state = format!("{base}/d0001/state");
-    while let Some(s) = w
-        .next_matching(
-            Duration::from_secs(12).saturating_sub(start.elapsed()),
-            |s| s.topic.ends_with("/state"),
-        )
-        .await
-    {
+    while lossy < 2 || healthy < 8 {
+        let left = LIMIT.saturating_sub(start.elapsed());
+        let Some(s) = w.next_matching(left, |s| s.topic.ends_with("/state")).await else {
+            panic!(
+                "after {LIMIT:?}: {lossy} states from the lossy device (want 2), {healthy} from \
+                 the healthy one (want 8); log:\n{}",
+                bridge.log_text()
+            );
+        };
         if s.topic == lossy_state {
             lossy += 1;
         } else if s.topic == healthy_state {
@@ -65,18 +61,13 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
     }
     let stats = sim.stats(0).unwrap();
     eprintln!(
-        "udp loss 30 % + jitter 500 ms: {lossy} states from the lossy device, {healthy} from the healthy one in 12 s; simulator received {} dropped {} replied {}",
-        stats.received, stats.dropped, stats.replied
+        "udp loss 30 % + jitter 500 ms: {lossy} states from the lossy device, {healthy} from the healthy one in {:?}; simulator received {} dropped {} replied {}",
+        start.elapsed(),
+        stats.received,
+        stats.dropped,
+        stats.replied
     );
     assert!(stats.dropped > 0, "the loss fault dropped datagrams");
-    assert!(
-        lossy >= 2,
-        "the lossy device is still polled ({lossy} states)"
-    );
-    assert!(
-        healthy >= 8,
-        "the healthy device is unaffected ({healthy} states)"
-    );
 
     // Commands to the lossy device: every one gets a response.
     let resp_topic = format!("{base}/d0000/response");
@@ -121,5 +112,5 @@ async fn lossy_jittery_device_keeps_being_polled_and_commands_get_responses() {
         bridge.log_text()
     );
     drop(bridge);
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
 }

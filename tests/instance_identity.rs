@@ -9,8 +9,7 @@ mod support;
 use std::time::Duration;
 
 use chrono::Utc;
-use fault_common::{BridgeProcess, BridgeSetup, aliases, broker_addr, unique_base, wait_runs};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, broker_addr, wait_runs};
 use support::TestPgDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_marstek-bridge");
@@ -18,12 +17,9 @@ const JOB: &str = "job_health_check";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_restarted_bridge_reclaims_its_own_lease_at_once() {
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let db = TestPgDb::create("restart_identity").await;
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("restart_identity");
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db.url);
-    setup.devices = aliases(&sim.addrs());
+    let mut drill = Drill::devices("restart_identity", 1, broker_addr(), Some(&db.url)).await;
+    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &mut drill.setup);
     setup.extra = format!(
         "[scheduler]\nmisfire_grace_time = \"1s\"\nleader_ttl = \"60s\"\n\n\
          [scheduler.jobs.{JOB}]\ntrigger = \"interval:2s\"\n"
@@ -68,6 +64,6 @@ async fn a_crash_restarted_bridge_reclaims_its_own_lease_at_once() {
     };
     assert_eq!(rerun.4, instance, "a new identity after the restart");
     drop(second);
-    sim.shutdown().await;
+    drill.sim.shutdown().await;
     db.drop_now().await;
 }

@@ -15,8 +15,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use chrono::{Duration as Days, NaiveDate, Utc};
-use fault_common::{BridgeProcess, BridgeSetup, Watcher, aliases, broker_addr, unique_base};
-use marstek_bridge::simulator::{SimConfig, Simulator};
+use fault_common::{BridgeProcess, Drill, Watcher, broker_addr};
+use marstek_bridge::simulator::SimConfig;
 use marstek_bridge::tempo::tempo_date_at;
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -93,18 +93,13 @@ fn reasons(plan: &Value) -> Vec<String> {
 async fn plan_is_published_retained_and_previewed() {
     let today = tempo_date_at(Utc::now());
     let http = tempo_server(today).await;
-    let sim = Simulator::start(SimConfig {
+    let sim = SimConfig {
         devices: 1,
         initial_soc: 30.0,
         ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let base = unique_base("plan_e2e");
-    let db = format!("sqlite://{}", dir.path().join("bridge.db").display());
-    let mut setup = BridgeSetup::new(broker_addr(), &base, &db);
-    setup.devices = aliases(&sim.addrs());
+    };
+    let drill = Drill::start("plan_e2e", sim, broker_addr(), None).await;
+    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &drill.setup);
     let toml = setup.to_toml().replace(
         "[tempo]\nenabled = false\n",
         &format!(
@@ -233,5 +228,5 @@ async fn plan_is_published_retained_and_previewed() {
         answer.text
     );
     drop(bridge);
-    drop(sim);
+    drop(drill);
 }

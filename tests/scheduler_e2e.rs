@@ -2,27 +2,25 @@
 //! in-process simulator on loopback, the command service, and a SQLite store in a temp dir, with
 //! the scheduler on an injected clock.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod support;
+
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use marstek_bridge::control::{CommandService, Fleet};
 use marstek_bridge::domain::{
-    Alert, AlertKind, BatteryRef, DeviceId, DeviceLimits, Mode, ModeConfig, NightPlan,
-    NightPlanner, Percent, PrechargeTarget, Sample, Watts,
+    Alert, AlertKind, DeviceId, Mode, ModeConfig, NightPlan, NightPlanner, Percent,
+    PrechargeTarget, Watts,
 };
-use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
 use marstek_bridge::scheduler::{
     Clock, JOB_HEALTH_CHECK, JOB_MONITOR_BATTERIES, JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT,
     JobDeps, ManualClock, Reconciler, Scheduler, SchedulerHandle, SchedulerSettings, standard_jobs,
 };
-use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
-use marstek_bridge::store::{self, DatabaseSettings, JobRecord, RunStatus, Store};
+use marstek_bridge::simulator::SimConfig;
+use marstek_bridge::store::{JobRecord, RunStatus};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use support::core_rig::{CoreRig, CoreSetup};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,114 +30,52 @@ fn utc(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn fast() -> PollingSettings {
-    PollingSettings {
-        status_interval: Duration::from_secs(3600),
-        request_timeout: Duration::from_millis(300),
-        write_timeout: Duration::from_millis(500),
-        quiet_gap: Duration::ZERO,
-        retries: 1,
-        resend_after: Duration::ZERO,
-        failures_before_unreachable: 1,
-        queue_capacity: 8,
-        extras_every: 1,
-        read_battery: true,
+/// The core (batteries `bat0`…, commands, SQLite store) and the scheduler's injected clock.
+struct Rig {
+    core: CoreRig,
+    clock: Arc<ManualClock>,
+}
+
+impl Deref for Rig {
+    type Target = CoreRig;
+    fn deref(&self) -> &CoreRig {
+        &self.core
     }
 }
 
-struct Rig {
-    sim: SimHandle,
-    store: Arc<dyn Store>,
-    commands: CommandService,
-    alerts_rx: mpsc::UnboundedReceiver<Alert>,
-    alerts: mpsc::UnboundedSender<Alert>,
-    samples: broadcast::Sender<Sample>,
-    clock: Arc<ManualClock>,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
 async fn rig(n: usize, now: DateTime<Utc>) -> Rig {
-    let sim = Simulator::start(SimConfig {
+    let core = CoreRig::start(CoreSetup::new(SimConfig {
         devices: n,
         timezone: chrono_tz::Europe::Paris,
         ..SimConfig::default()
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store::open(&DatabaseSettings {
-        url: format!("sqlite://{}", dir.path().join("bridge.db").display()),
-        ..Default::default()
-    })
-    .await
-    .expect("store");
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let transport = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
-        .await
-        .expect("bind");
-    let (samples, _) = broadcast::channel(64);
-    let batteries: Vec<BatteryRef> = sim
-        .addrs()
-        .into_iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let spec = DeviceSpec {
-                id: DeviceId::parse(&format!("bat{i}")).expect("id"),
-                addr,
-                limits: DeviceLimits::default(),
-            };
-            Arc::new(MarstekBattery::spawn(
-                transport.clone(),
-                spec,
-                fast(),
-                samples.clone(),
-                cancel.clone(),
-                &tracker,
-            )) as BatteryRef
-        })
-        .collect();
-    let (alerts, alerts_rx) = mpsc::unbounded_channel();
-    let commands = CommandService::new(
-        Fleet::new(batteries),
-        Some(store.clone()),
-        Some(alerts.clone()),
-        false,
-    );
+    }))
+    .await;
     Rig {
-        sim,
-        store,
-        commands,
-        alerts_rx,
-        alerts,
-        samples,
+        core,
         clock: Arc::new(ManualClock::new(now)),
-        cancel,
-        _dir: dir,
     }
 }
 
 impl Rig {
     fn deps(&self, planner: Option<Arc<dyn NightPlanner>>) -> JobDeps {
         JobDeps {
-            commands: self.commands.clone(),
-            store: self.store.clone(),
+            commands: self.commands(),
+            store: self.store(),
             settings: SchedulerSettings::default(),
             planner,
             tempo_check: None,
-            samples: self.samples.clone(),
-            alerts: Some(self.alerts.clone()),
+            samples: self.samples(),
+            alerts: Some(self.alerts_tx.clone()),
         }
     }
 
     async fn scheduler(&self, planner: Option<Arc<dyn NightPlanner>>) -> Scheduler {
         Scheduler::init(
             SchedulerSettings::default(),
-            self.store.clone(),
+            self.store(),
             standard_jobs(self.deps(planner)),
             self.clock.clone(),
-            Some(self.alerts.clone()),
+            Some(self.alerts_tx.clone()),
             "inst-e2e",
         )
         .await
@@ -148,10 +84,10 @@ impl Rig {
 
     fn reconciler(&self) -> Reconciler {
         Reconciler::new(
-            self.commands.clone(),
-            self.store.clone(),
+            self.commands(),
+            self.store(),
             SchedulerSettings::default(),
-            Some(self.alerts.clone()),
+            Some(self.alerts_tx.clone()),
             self.clock.clone(),
         )
     }
@@ -161,11 +97,7 @@ impl Rig {
     }
 
     fn drain_alerts(&mut self) -> Vec<Alert> {
-        let mut v = Vec::new();
-        while let Ok(a) = self.alerts_rx.try_recv() {
-            v.push(a);
-        }
-        v
+        self.core.drain_alerts()
     }
 }
 
@@ -185,7 +117,9 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     let mut rig = rig(2, now).await;
     rig.sim.set_mode(0, Mode::Manual);
     rig.sim.set_mode(1, Mode::Passive);
-    rig.store
+    rig.core
+        .core
+        .store
         .upsert_job(&JobRecord {
             id: JOB_SWITCH_TO_AUTO.into(),
             trigger: "cron:0 6 * * *".into(),
@@ -226,14 +160,14 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     );
     assert_eq!(rig.mode(0), Mode::Auto);
     assert_eq!(rig.mode(1), Mode::Auto);
-    let desired = rig.store.desired_states().await.expect("desired");
+    let desired = rig.store().desired_states().await.expect("desired");
     assert_eq!(desired.len(), 2);
     for d in &desired {
         assert_eq!(d.config, ModeConfig::Auto);
         assert_eq!(d.valid_until, Some(utc("2026-11-30T21:00:00Z")));
     }
     let runs = rig
-        .store
+        .store()
         .job_runs(Some(JOB_SWITCH_TO_AUTO), 10)
         .await
         .expect("runs");
@@ -256,7 +190,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
         "applying the schedule's intent at start-up is not drift"
     );
     // The audit says who applied it.
-    let audit = rig.store.recent_commands(10).await.expect("audit");
+    let audit = rig.store().recent_commands(10).await.expect("audit");
     assert!(
         audit
             .iter()
@@ -275,7 +209,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     let rec = rig.reconciler();
     rec.refresh().await;
     let bat = rig
-        .commands
+        .commands()
         .fleet()
         .get(&DeviceId::parse("bat0").expect("id"))
         .expect("bat0")
@@ -299,7 +233,9 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     // the reconciler's cache still holds the AUTO intent.
     rig.clock.advance(Duration::from_secs(120));
     let bat1 = DeviceId::parse("bat1").expect("id");
-    rig.store
+    rig.core
+        .core
+        .store
         .set_desired(&marstek_bridge::domain::DesiredState {
             device: bat1.clone(),
             config: ModeConfig::Passive {
@@ -314,7 +250,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
         .expect("mqtt intent");
     rig.sim.set_mode(1, Mode::Passive);
     let sample = rig
-        .commands
+        .commands()
         .fleet()
         .get(&bat1)
         .expect("bat1")
@@ -324,7 +260,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     assert_eq!(rec.on_sample(&sample).await, None);
     assert_eq!(rig.mode(1), Mode::Passive);
     s.shutdown(Duration::from_secs(5)).await;
-    rig.cancel.cancel();
+    rig.tasks.token().cancel();
 }
 
 struct Plan(Option<NightPlan>);
@@ -359,7 +295,7 @@ async fn night_job_idles_with_a_disabled_slot_or_applies_the_plan() {
         assert_eq!(slot.power, 0);
         assert_eq!((slot.start_min, slot.end_min), (22 * 60, 6 * 60));
     }
-    let desired = rig.store.desired_states().await.expect("desired");
+    let desired = rig.store().desired_states().await.expect("desired");
     assert!(
         desired
             .iter()
@@ -402,14 +338,14 @@ async fn night_job_idles_with_a_disabled_slot_or_applies_the_plan() {
     assert_eq!(result["dry_run"], true);
     assert_eq!(rig.mode(0), Mode::Auto);
     s.shutdown(Duration::from_secs(5)).await;
-    rig.cancel.cancel();
+    rig.tasks.token().cancel();
 }
 
 #[tokio::test]
 async fn fleet_jobs_report_each_battery_and_fail_only_when_all_fail() {
     let now = utc("2026-11-30T09:00:00Z");
     let rig = rig(2, now).await;
-    let mut samples = rig.samples.subscribe();
+    let mut samples = rig.samples().subscribe();
     let s = rig.scheduler(None).await;
     let h = s.handle();
 
@@ -472,7 +408,7 @@ async fn fleet_jobs_report_each_battery_and_fail_only_when_all_fail() {
     );
     s.shutdown(Duration::from_secs(5)).await;
     let _ = rig.clock.now();
-    rig.cancel.cancel();
+    rig.tasks.token().cancel();
 }
 
 #[tokio::test]
@@ -480,7 +416,9 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     let now = utc("2026-11-30T12:00:00Z");
     let rig = rig(1, now).await;
     let dev = DeviceId::parse("bat0").expect("id");
-    rig.store
+    rig.core
+        .core
+        .store
         .set_desired(&marstek_bridge::domain::DesiredState {
             device: dev.clone(),
             config: ModeConfig::Passive {
@@ -510,10 +448,10 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     // Past valid_until: no more renewals.
     rig.clock.advance(Duration::from_secs(600));
     assert_eq!(rec.renew_passive().await, 0);
-    let audit = rig.store.recent_commands(10).await.expect("audit");
+    let audit = rig.store().recent_commands(10).await.expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].source, "reconciler");
-    rig.cancel.cancel();
+    rig.tasks.token().cancel();
 }
 
 #[tokio::test]
@@ -532,12 +470,14 @@ async fn paused_mode_job_derives_no_intent_at_startup() {
         "a paused schedule changes nothing"
     );
     assert!(
-        rig.store
+        rig.core
+            .core
+            .store
             .desired_states()
             .await
             .expect("desired")
             .is_empty()
     );
     s.shutdown(Duration::from_secs(5)).await;
-    rig.cancel.cancel();
+    rig.tasks.token().cancel();
 }

@@ -112,6 +112,26 @@ fn registry(entries: &[(&str, Arc<Probe>)]) -> JobRegistry {
         .collect::<BTreeMap<_, _>>()
 }
 
+/// A scheduler on `store` running `jobs` (id, probe) on `clock`, as instance `instance`.
+async fn scheduler(
+    settings: SchedulerSettings,
+    store: &Arc<dyn Store>,
+    jobs: &[(&str, Arc<Probe>)],
+    clock: &Arc<ManualClock>,
+    instance: &str,
+) -> Scheduler {
+    Scheduler::init(
+        settings,
+        store.clone(),
+        registry(jobs),
+        clock.clone(),
+        None,
+        instance,
+    )
+    .await
+    .expect("scheduler init")
+}
+
 fn job_view<'a>(snapshot: &'a Value, id: &str) -> Option<&'a Value> {
     snapshot["jobs"]
         .as_array()
@@ -174,16 +194,14 @@ async fn late_three_minutes_runs_once(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::new(utc("2026-11-30T05:03:00Z")));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx.clone());
-    let s = Scheduler::init(
+    let s = scheduler(
         SchedulerSettings::default(),
-        store.clone(),
-        registry(&[(JOB_SWITCH_TO_AUTO, probe.clone())]),
-        clock.clone(),
-        None,
+        &store,
+        &[(JOB_SWITCH_TO_AUTO, probe.clone())],
+        &clock,
         "inst-a",
     )
-    .await
-    .expect("init");
+    .await;
     s.start();
     let (job, at) = tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -207,16 +225,14 @@ async fn late_three_minutes_runs_once(store: Arc<dyn Store>) {
     // Crash before the row was advanced: the instant is due again, but its run is claimed
     // already, so a restarted scheduler does not run it twice.
     seed_job(store.as_ref(), JOB_SWITCH_TO_AUTO, "cron:0 6 * * *", six).await;
-    let s = Scheduler::init(
+    let s = scheduler(
         SchedulerSettings::default(),
-        store.clone(),
-        registry(&[(JOB_SWITCH_TO_AUTO, probe.clone())]),
-        clock.clone(),
-        None,
+        &store,
+        &[(JOB_SWITCH_TO_AUTO, probe.clone())],
+        &clock,
         "inst-b",
     )
-    .await
-    .expect("re-init");
+    .await;
     s.start();
     wait_next_after(&s.handle(), JOB_SWITCH_TO_AUTO, six).await;
     s.shutdown(Duration::from_secs(5)).await;
@@ -275,7 +291,7 @@ async fn late_ten_minutes_is_missed(store: Arc<dyn Store>) {
     );
     let row = store.jobs().await.expect("jobs");
     assert_eq!(row[0].next_run_at, Some(utc("2026-12-01T05:00:00Z")));
-    assert_eq!(row[0].last_status.as_deref(), Some("missed"));
+    assert_eq!(row[0].last_status, Some(RunStatus::Missed));
     // The schedule still says AUTO is in force since 06:00 (the reconciler applies it).
     let h = s.handle();
     let auto = h
@@ -334,26 +350,22 @@ async fn two_schedulers_on_one_postgres_run_each_instant_exactly_once() {
     let clock = Arc::new(ManualClock::new(start));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx);
-    let a = Scheduler::init(
+    let a = scheduler(
         one_minute_settings(),
-        store_a.clone(),
-        registry(&[(JOB_HEALTH_CHECK, probe.clone())]),
-        clock.clone(),
-        None,
+        &store_a,
+        &[(JOB_HEALTH_CHECK, probe.clone())],
+        &clock,
         "inst-a",
     )
-    .await
-    .expect("init a");
-    let b = Scheduler::init(
+    .await;
+    let b = scheduler(
         one_minute_settings(),
-        store_b.clone(),
-        registry(&[(JOB_HEALTH_CHECK, probe.clone())]),
-        clock.clone(),
-        None,
+        &store_b,
+        &[(JOB_HEALTH_CHECK, probe.clone())],
+        &clock,
         "inst-b",
     )
-    .await
-    .expect("init b");
+    .await;
     a.start();
     b.start();
     let mut expected = Vec::new();
@@ -400,16 +412,14 @@ async fn leader_hands_over_within_the_bound_on_postgres() {
     let clock = Arc::new(ManualClock::new(utc("2026-11-30T10:00:00Z")));
     let (tx, mut runs_rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx);
-    let sb = Scheduler::init(
+    let sb = scheduler(
         one_minute_settings(),
-        store_b.clone(),
-        registry(&[(JOB_HEALTH_CHECK, probe.clone())]),
-        clock.clone(),
-        None,
+        &store_b,
+        &[(JOB_HEALTH_CHECK, probe.clone())],
+        &clock,
         "inst-b",
     )
-    .await
-    .expect("init b");
+    .await;
     sb.start_with_leadership(lb.receiver());
     assert!(!lb.is_leader(), "only one leader");
     clock.advance(Duration::from_secs(60));
@@ -747,16 +757,14 @@ async fn running_job_is_skipped_and_shutdown_records_interrupted_runs() {
     let clock = Arc::new(ManualClock::new(now));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let blocking = Probe::new(Behaviour::Block, tx);
-    let s = Scheduler::init(
+    let s = scheduler(
         SchedulerSettings::default(),
-        store.clone(),
-        registry(&[(JOB_MONITOR_BATTERIES, blocking.clone())]),
-        clock.clone(),
-        None,
+        &store,
+        &[(JOB_MONITOR_BATTERIES, blocking.clone())],
+        &clock,
         "inst-a",
     )
-    .await
-    .expect("init");
+    .await;
     s.start();
     let h = s.handle();
     tokio::time::timeout(WAIT, rx.recv())
@@ -809,16 +817,14 @@ async fn shutdown_cancels_cooperative_jobs_and_records_them() {
     let clock = Arc::new(ManualClock::new(now));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::UntilCancelled, tx);
-    let s = Scheduler::init(
+    let s = scheduler(
         SchedulerSettings::default(),
-        store.clone(),
-        registry(&[(JOB_MONITOR_BATTERIES, probe)]),
-        clock,
-        None,
+        &store,
+        &[(JOB_MONITOR_BATTERIES, probe)],
+        &clock,
         "inst-a",
     )
-    .await
-    .expect("init");
+    .await;
     s.start();
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -854,19 +860,17 @@ async fn queueing_behind_busy_workers_counts_as_lateness() {
     settings.misfire_grace_time = Duration::from_secs(2);
     // Both due at 10:00; jobs are visited in id order, and the single-threaded test runtime runs
     // them in spawn order, so the health job (blocking) takes the only worker first.
-    let s = Scheduler::init(
+    let s = scheduler(
         settings,
-        store.clone(),
-        registry(&[
+        &store,
+        &[
             (JOB_HEALTH_CHECK, blocking.clone()),
             (JOB_MONITOR_BATTERIES, quick.clone()),
-        ]),
-        clock.clone(),
-        None,
+        ],
+        &clock,
         "inst-a",
     )
-    .await
-    .expect("init");
+    .await;
     let h = s.handle();
     let mut finished = h.subscribe_runs();
     s.start();

@@ -5,62 +5,30 @@
 //! the battery; a running Passive discharge that reaches `min_soc` is stopped (Passive 0 W),
 //! audited with source `safety`, and raises a `soc_limit` alert.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use marstek_bridge::control::{CommandError, CommandService, Fleet, Origin};
+use marstek_bridge::config::DeviceConfig;
+use marstek_bridge::control::{CommandError, Origin};
 use marstek_bridge::domain::{
-    Alert, AlertKind, BatteryRef, Command, CommandSource, DeviceId, DeviceLimits, HhMm, ManualSlot,
-    Mode, ModeConfig, Rejection, Watts, WeekMask,
+    AlertKind, Command, CommandSource, DeviceId, HhMm, ManualSlot, Mode, ModeConfig, Rejection,
+    Watts, WeekMask,
 };
-use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
-use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
-use marstek_bridge::store::{self, DatabaseSettings, Store};
+use marstek_bridge::marstek::PollingSettings;
+use marstek_bridge::simulator::SimConfig;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use support::core_rig::{CoreRig, CoreSetup};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Rig {
-    sim: SimHandle,
-    battery: BatteryRef,
-    commands: CommandService,
-    store: Arc<dyn Store>,
-    alerts: mpsc::UnboundedReceiver<Alert>,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-async fn rig(initial_soc: f64) -> Rig {
-    let sim = Simulator::start(SimConfig {
+/// One battery `venus1` with `min_soc` 30 % and `max_soc` 90 %, at `initial_soc`.
+async fn rig(initial_soc: f64) -> CoreRig {
+    let mut setup = CoreSetup::new(SimConfig {
         initial_soc,
         ..SimConfig::default()
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store::open(&DatabaseSettings {
-        url: format!("sqlite://{}", dir.path().join("bridge.db").display()),
-        ..Default::default()
-    })
-    .await
-    .expect("store");
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let transport = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
-        .await
-        .expect("bind");
-    let (samples, _) = broadcast::channel(64);
-    let polling = PollingSettings {
+    });
+    setup.polling = PollingSettings {
         // Routine polls off: the test polls when it wants a sample.
         status_interval: Duration::from_secs(3600),
         request_timeout: Duration::from_millis(300),
@@ -69,44 +37,13 @@ async fn rig(initial_soc: f64) -> Rig {
         resend_after: Duration::ZERO,
         ..PollingSettings::default()
     };
-    let spec = DeviceSpec {
-        id: DeviceId::parse("venus1").unwrap(),
-        addr: sim.addrs()[0],
-        limits: DeviceLimits {
-            min_soc: 30,
-            max_soc: 90,
-            ..DeviceLimits::default()
-        },
+    setup.device = |_| DeviceConfig {
+        id: Some("venus1".into()),
+        min_soc: 30,
+        max_soc: 90,
+        ..DeviceConfig::default()
     };
-    let battery: BatteryRef = Arc::new(MarstekBattery::spawn(
-        transport,
-        spec,
-        polling,
-        samples.clone(),
-        cancel.clone(),
-        &tracker,
-    ));
-    let (alerts_tx, alerts) = mpsc::unbounded_channel();
-    let commands = CommandService::new(
-        Fleet::new([battery.clone()]),
-        Some(store.clone()),
-        Some(alerts_tx),
-        false,
-    );
-    tokio::spawn(
-        commands
-            .clone()
-            .guard_soc(samples.subscribe(), cancel.clone()),
-    );
-    Rig {
-        sim,
-        battery,
-        commands,
-        store,
-        alerts,
-        cancel,
-        _dir: dir,
-    }
+    CoreRig::start(setup).await
 }
 
 fn passive(power: i32, cd_time: u32) -> Command {
@@ -116,14 +53,13 @@ fn passive(power: i32, cd_time: u32) -> Command {
     })
 }
 
-impl Rig {
-    async fn submit(&self, command: &Command) -> Result<(), CommandError> {
-        let origin = Origin::new(CommandSource::Mqtt, json!({ "test": true }));
-        self.commands
-            .submit_one(&DeviceId::parse("venus1").unwrap(), command, origin)
-            .await
-            .map(drop)
-    }
+async fn submit(rig: &CoreRig, command: &Command) -> Result<(), CommandError> {
+    let origin = Origin::new(CommandSource::Mqtt, json!({ "test": true }));
+    rig.core
+        .commands
+        .submit_one(&DeviceId::parse("venus1").unwrap(), command, origin)
+        .await
+        .map(drop)
 }
 
 fn is_soc_refusal(r: &Result<(), CommandError>) -> bool {
@@ -133,11 +69,11 @@ fn is_soc_refusal(r: &Result<(), CommandError>) -> bool {
 #[tokio::test]
 async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
     let rig = rig(20.0).await;
-    rig.battery.poll().await.expect("first sample");
+    rig.battery(0).poll().await.expect("first sample");
     let before = rig.sim.state(0).unwrap();
 
     // The finding's reproductions: discharge at 20 % with min_soc 30, a Manual discharge slot.
-    let r = rig.submit(&passive(500, 600)).await;
+    let r = submit(&rig, &passive(500, 600)).await;
     assert!(is_soc_refusal(&r), "{r:?}");
     let slot = ManualSlot {
         slot: 0,
@@ -147,9 +83,7 @@ async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
         power: Watts(500),
         enable: true,
     };
-    let r = rig
-        .submit(&Command::SetMode(ModeConfig::Manual { slot }))
-        .await;
+    let r = submit(&rig, &Command::SetMode(ModeConfig::Manual { slot })).await;
     assert!(is_soc_refusal(&r), "{r:?}");
     let after = rig.sim.state(0).unwrap();
     assert_eq!(
@@ -159,15 +93,15 @@ async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
     assert_eq!(after.slots, before.slots);
 
     // Charging is what the battery needs at 20 %: accepted.
-    rig.submit(&passive(-500, 600)).await.expect("charge");
+    submit(&rig, &passive(-500, 600)).await.expect("charge");
     assert_eq!(rig.sim.state(0).unwrap().passive_power, -500);
 
     // Charging at 95 % with max_soc 90 is refused.
     rig.sim.set_soc(0, 95.0);
-    rig.battery.poll().await.expect("sample at 95 %");
+    rig.battery(0).poll().await.expect("sample at 95 %");
     // (The running charge itself may already be stopped by the envelope at 95 %, so the refused
     // command asks for another power and the check is that this one never reached the battery.)
-    let r = rig.submit(&passive(-800, 600)).await;
+    let r = submit(&rig, &passive(-800, 600)).await;
     assert!(is_soc_refusal(&r), "{r:?}");
     assert_ne!(
         rig.sim.state(0).unwrap().passive_power,
@@ -176,7 +110,7 @@ async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
     );
 
     // Refusals are audited like every other command.
-    let audit = rig.store.recent_commands(10).await.unwrap();
+    let audit = rig.core.store.recent_commands(10).await.unwrap();
     let refused = audit
         .iter()
         .filter(|c| c.status == "error" && c.error.as_deref().unwrap_or("").contains("SOC"))
@@ -187,8 +121,8 @@ async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
 #[tokio::test]
 async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
     let mut rig = rig(45.0).await;
-    rig.battery.poll().await.expect("first sample");
-    rig.submit(&passive(800, 3600))
+    rig.battery(0).poll().await.expect("first sample");
+    submit(&rig, &passive(800, 3600))
         .await
         .expect("discharge at 45 %");
     let state = rig.sim.state(0).unwrap();
@@ -196,7 +130,7 @@ async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
 
     // The discharge has brought the battery down to min_soc; the next sample shows it.
     rig.sim.set_soc(0, 30.0);
-    rig.battery.poll().await.expect("sample at min_soc");
+    rig.battery(0).poll().await.expect("sample at min_soc");
     let alert = tokio::time::timeout(WAIT, rig.alerts.recv())
         .await
         .expect("a soc_limit alert in time")
@@ -215,7 +149,7 @@ async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
     let left = (until - chrono::Utc::now()).num_seconds();
     assert!((3000..=3600).contains(&left), "{left} s");
 
-    let audit = rig.store.recent_commands(10).await.unwrap();
+    let audit = rig.core.store.recent_commands(10).await.unwrap();
     let stop = audit
         .iter()
         .find(|c| c.source == "safety")
@@ -223,10 +157,11 @@ async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
     assert_eq!(stop.status, "ok");
 
     // Discharging again at min_soc is refused; the stop is not repeated at the next sample.
-    let r = rig.submit(&passive(800, 600)).await;
+    let r = submit(&rig, &passive(800, 600)).await;
     assert!(is_soc_refusal(&r), "{r:?}");
-    rig.battery.poll().await.expect("another sample");
+    rig.battery(0).poll().await.expect("another sample");
     let safety_rows = rig
+        .core
         .store
         .recent_commands(20)
         .await

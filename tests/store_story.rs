@@ -242,7 +242,7 @@ async fn story(store: &dyn Store) {
     job.paused = true;
     job.next_run_at = None;
     job.last_run_at = Some(t0());
-    job.last_status = Some("completed".into());
+    job.last_status = Some(RunStatus::Completed);
     store.upsert_job(&job).await.unwrap();
     assert_eq!(store.jobs().await.unwrap(), vec![job.clone()]);
 

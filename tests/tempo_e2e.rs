@@ -5,7 +5,8 @@
 //! reached the target → the real 06:00 job's `morning_check` is quiet; without the precharge it
 //! alerts.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +14,23 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
-use marstek_bridge::control::{CommandService, Fleet};
-use marstek_bridge::domain::{
-    AlertKind, BatteryRef, DeviceId, DeviceLimits, JobAction, JobContext, NightPlanner,
-};
-use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+use marstek_bridge::config::DeviceConfig;
+use marstek_bridge::control::CommandService;
+use marstek_bridge::domain::{AlertKind, DeviceId, JobAction, JobContext, NightPlanner};
+use marstek_bridge::marstek::PollingSettings;
 use marstek_bridge::scheduler::{
     JobDeps, JobRegistry, Reconciler, SchedulerSettings, standard_jobs,
 };
-use marstek_bridge::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
+use marstek_bridge::simulator::{SimConfig, SimProfile};
 use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store, TempoDayRecord};
 use marstek_bridge::tempo::{
     Clock, DECISION_DOC, ManualClock, SourceChain, TEMPO_TZ, TempoService, TempoSettings,
     red_possible,
 };
 use serde_json::json;
+use support::core_rig::{CoreRig, CoreSetup, on_demand_polling};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// api-couleur-tempo.fr answering `code` for `red_day`, unknown (0) for every other date.
 async fn colour_server(red_day: NaiveDate, code: i64) -> String {
@@ -66,84 +66,29 @@ fn future_eve() -> NaiveDate {
     d
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-    sim: SimHandle,
-    fleet: Fleet,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        self.tracker.close();
-    }
-}
-
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("e2e.db").display());
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::connect(&DatabaseSettings {
-            url,
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-    );
-    let sim = Simulator::start(SimConfig {
+/// One Venus E v3 `bat1` at 40 %, on the simulator's injected clock in Paris time.
+async fn rig() -> CoreRig {
+    let mut setup = CoreSetup::new(SimConfig {
         profile: SimProfile::VenusE3,
         initial_soc: 40.0,
         timezone: TEMPO_TZ,
         ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let transport = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
-        .await
-        .unwrap();
-    let (tx, _rx) = broadcast::channel(64);
-    let polling = PollingSettings {
-        status_interval: Duration::from_secs(3600),
+    });
+    setup.polling = PollingSettings {
         request_timeout: Duration::from_millis(500),
-        write_timeout: Duration::from_millis(500),
-        quiet_gap: Duration::ZERO,
         retries: 2,
-        resend_after: Duration::ZERO,
         failures_before_unreachable: 3,
-        queue_capacity: 8,
-        extras_every: 1,
-        read_battery: true,
+        ..on_demand_polling()
     };
-    let battery = MarstekBattery::spawn(
-        transport,
-        DeviceSpec {
-            id: DeviceId::parse("bat1").unwrap(),
-            addr: sim.addrs()[0],
-            limits: DeviceLimits::default(),
-        },
-        polling,
-        tx,
-        cancel.clone(),
-        &tracker,
-    );
-    let fleet = Fleet::new([Arc::new(battery) as BatteryRef]);
-    Rig {
-        _dir: dir,
-        store,
-        sim,
-        fleet,
-        cancel,
-        tracker,
-    }
+    setup.device = |_| DeviceConfig {
+        id: Some("bat1".into()),
+        ..DeviceConfig::default()
+    };
+    CoreRig::start(setup).await
 }
 
 fn service(
-    rig: &Rig,
+    rig: &CoreRig,
     base: &str,
     clock: Arc<ManualClock>,
 ) -> (
@@ -154,7 +99,7 @@ fn service(
 }
 
 fn service_with(
-    rig: &Rig,
+    rig: &CoreRig,
     base: &str,
     clock: Arc<ManualClock>,
     planner: bool,
@@ -172,14 +117,7 @@ fn service_with(
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let chain = SourceChain::from_settings(&settings).unwrap();
-    let svc = TempoService::with_parts(
-        settings,
-        chain,
-        rig.store.clone(),
-        rig.fleet.clone(),
-        Some(tx),
-        clock,
-    );
+    let svc = TempoService::with_parts(settings, chain, rig.store(), rig.fleet(), Some(tx), clock);
     (svc, rx)
 }
 
@@ -194,14 +132,14 @@ fn ctx(at: DateTime<Utc>) -> JobContext {
 
 /// The scheduler's standard jobs wired to the Tempo service (planner and 11:30 check).
 fn jobs(
-    rig: &Rig,
+    rig: &CoreRig,
     svc: &Arc<TempoService>,
     alerts: tokio::sync::mpsc::UnboundedSender<marstek_bridge::domain::Alert>,
 ) -> JobRegistry {
     let (samples, _) = broadcast::channel(16);
     standard_jobs(JobDeps {
-        commands: CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false),
-        store: rig.store.clone(),
+        commands: CommandService::new(rig.fleet(), Some(rig.store()), None, false),
+        store: rig.store(),
         settings: SchedulerSettings::default(),
         planner: Some(svc.clone() as Arc<dyn NightPlanner>),
         tempo_check: Some(svc.clone() as Arc<dyn JobAction>),
@@ -244,7 +182,13 @@ async fn red_tomorrow_precharges_to_target_by_six() {
     // 11:30, the scheduler's job: tomorrow is red → decision and plan stored and published.
     let out = run_job(&reg, "job_check_tempo_tomorrow", at).await;
     assert_eq!(out["precharge"], json!(true));
-    let decision = rig.store.document(DECISION_DOC).await.unwrap().unwrap();
+    let decision = rig
+        .core
+        .store
+        .document(DECISION_DOC)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(decision["precharge"], json!(true));
     assert_eq!(decision["colour"], json!("red"));
     let early = &decision["plan"]["targets"][0];
@@ -374,7 +318,7 @@ async fn blue_tomorrow_no_plan_and_unknown_falls_back_to_fail_safe_with_alert() 
         settings.clone(),
         SourceChain::from_settings(&settings).unwrap(),
         store.clone(),
-        rig.fleet.clone(),
+        rig.fleet(),
         Some(tx),
         clock.clone(),
     );
@@ -422,10 +366,10 @@ async fn precharge_stops_at_the_target_instead_of_charging_to_full() {
     );
 
     // The bridge's reconciler, as wired in the app: with the Tempo service as planner.
-    let commands = CommandService::new(rig.fleet.clone(), Some(rig.store.clone()), None, false);
+    let commands = CommandService::new(rig.fleet(), Some(rig.store()), None, false);
     let reconciler = Reconciler::new(
         commands,
-        rig.store.clone(),
+        rig.store(),
         SchedulerSettings::default(),
         None,
         clock.clone(),
@@ -433,11 +377,12 @@ async fn precharge_stops_at_the_target_instead_of_charging_to_full() {
     .with_planner(svc.clone());
     reconciler.refresh().await;
     let battery = rig
+        .core
         .fleet
         .get(&DeviceId::parse("bat1").unwrap())
         .unwrap()
         .clone();
-    let enabled = |rig: &Rig| {
+    let enabled = |rig: &CoreRig| {
         let s = rig.sim.state(0).unwrap();
         s.slots.iter().flatten().any(|s| s.enable && s.power < 0)
     };
@@ -465,7 +410,7 @@ async fn precharge_stops_at_the_target_instead_of_charging_to_full() {
         rig.sim.state(0).unwrap().mode,
         marstek_bridge::domain::Mode::Manual
     );
-    let desired = rig.store.desired_states().await.unwrap();
+    let desired = rig.core.store.desired_states().await.unwrap();
     assert_eq!(desired[0].set_by, "precharge_target_reached", "{desired:?}");
     // Later samples leave it alone.
     let sample = battery.poll().await.unwrap();
@@ -549,7 +494,8 @@ async fn planner_on_holds_a_full_battery_through_a_blue_day_before_a_red_one() {
     rig.sim.clock().set(six);
     assert!(rig.sim.set_soc(0, 100.0));
     // Today is a published blue day; tomorrow's red comes from the source.
-    rig.store
+    rig.core
+        .store
         .upsert_tempo_day(&TempoDayRecord {
             date: eve,
             colour: "blue".into(),

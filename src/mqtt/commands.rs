@@ -257,9 +257,19 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
         ));
     }
     let received = value.clone();
-    let p: SetPayload = serde_json::from_value(value)
-        .map_err(|e| Refusal::new(id.clone(), format!("invalid command: {e}")))?;
-    let fail = |e: String| Refusal::new(id.clone(), e);
+    let commands = serde_json::from_value(value)
+        .map_err(|e| format!("invalid command: {e}"))
+        .and_then(set_commands)
+        .map_err(|e| Refusal::new(id.clone(), e))?;
+    Ok(Parsed {
+        id,
+        received,
+        action: Action::Submit(commands),
+    })
+}
+
+/// The commands of a well-formed `/set` object: exactly one of mode, dod, led, ble_adv.
+fn set_commands(p: SetPayload) -> Result<Vec<Command>, String> {
     let chosen = [
         p.mode.is_some(),
         p.dod.is_some(),
@@ -270,83 +280,74 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
     .filter(|b| **b)
     .count();
     if chosen != 1 {
-        return Err(fail(
-            "give exactly one of mode, dod, led, ble_adv".to_string(),
-        ));
+        return Err("give exactly one of mode, dod, led, ble_adv".to_string());
     }
     if p.mode.is_none() && (p.power.is_some() || p.duration.is_some() || p.slots.is_some()) {
-        return Err(fail(
-            "power, duration and slots only go with mode".to_string(),
+        return Err("power, duration and slots only go with mode".to_string());
+    }
+    if let Some(m) = &p.mode {
+        let mode = Mode::parse(m).map_err(|e| format!("mode: {e}"))?;
+        mode_commands(mode, p)
+    } else if let Some(d) = p.dod {
+        Ok(vec![Command::SetDod { value: dod(d)? }])
+    } else if let Some(on) = p.led {
+        Ok(vec![Command::SetLed { on }])
+    } else if let Some(on) = p.ble_adv {
+        Ok(vec![Command::SetBleAdv { on }])
+    } else {
+        Err("nothing to do".into())
+    }
+}
+
+/// The commands of `{"mode": …}`, with the power, duration or slots that mode takes.
+fn mode_commands(mode: Mode, p: SetPayload) -> Result<Vec<Command>, String> {
+    if mode != Mode::Passive && (p.power.is_some() || p.duration.is_some()) {
+        return Err(format!(
+            "power and duration only go with mode passive, not {mode}"
         ));
     }
-    let commands = if let Some(m) = &p.mode {
-        let mode = Mode::parse(m).map_err(|e| fail(format!("mode: {e}")))?;
-        if mode != Mode::Passive && (p.power.is_some() || p.duration.is_some()) {
-            return Err(fail(format!(
-                "power and duration only go with mode passive, not {mode}"
-            )));
+    if mode != Mode::Manual && p.slots.is_some() {
+        return Err(format!("slots only go with mode manual, not {mode}"));
+    }
+    Ok(match mode {
+        Mode::Auto => vec![Command::SetMode(ModeConfig::Auto)],
+        Mode::Ai => vec![Command::SetMode(ModeConfig::Ai)],
+        Mode::Ups => vec![Command::SetMode(ModeConfig::Ups)],
+        Mode::Passive => {
+            let pw = p
+                .power
+                .ok_or("mode passive needs power (W, negative = charge)")?;
+            let power = power("power", pw)?;
+            let cd_time = match p.duration {
+                Some(d) => duration(d)?,
+                None => DEFAULT_PASSIVE_SECONDS,
+            };
+            vec![Command::SetMode(ModeConfig::Passive { power, cd_time })]
         }
-        if mode != Mode::Manual && p.slots.is_some() {
-            return Err(fail(format!("slots only go with mode manual, not {mode}")));
-        }
-        match mode {
-            Mode::Auto => vec![Command::SetMode(ModeConfig::Auto)],
-            Mode::Ai => vec![Command::SetMode(ModeConfig::Ai)],
-            Mode::Ups => vec![Command::SetMode(ModeConfig::Ups)],
-            Mode::Passive => {
-                let pw = p.power.ok_or_else(|| {
-                    fail("mode passive needs power (W, negative = charge)".into())
-                })?;
-                let power = power("power", pw).map_err(&fail)?;
-                let cd_time = match p.duration {
-                    Some(d) => duration(d).map_err(&fail)?,
-                    None => DEFAULT_PASSIVE_SECONDS,
-                };
-                vec![Command::SetMode(ModeConfig::Passive { power, cd_time })]
-            }
-            Mode::Manual => match p.slots {
-                None => vec![Command::SetMode(ModeConfig::Manual {
-                    slot: placeholder_slot(),
-                })],
-                Some(slots) => {
-                    if slots.is_empty() || slots.len() > MAX_SLOT as usize + 1 {
-                        return Err(fail(format!(
-                            "slots: give 1 to {} slots",
-                            MAX_SLOT as usize + 1
-                        )));
-                    }
-                    let mut seen = [false; MAX_SLOT as usize + 1];
-                    let mut out = Vec::new();
-                    for (i, s) in slots.into_iter().enumerate() {
-                        let s = slot(i, s).map_err(&fail)?;
-                        if std::mem::replace(&mut seen[s.slot as usize], true) {
-                            return Err(fail(format!(
-                                "slots[{i}].slot: slot {} is given twice",
-                                s.slot
-                            )));
-                        }
-                        out.push(Command::SetMode(ModeConfig::Manual { slot: s }));
-                    }
-                    out
-                }
-            },
-        }
-    } else if let Some(d) = p.dod {
-        vec![Command::SetDod {
-            value: dod(d).map_err(&fail)?,
-        }]
-    } else if let Some(on) = p.led {
-        vec![Command::SetLed { on }]
-    } else if let Some(on) = p.ble_adv {
-        vec![Command::SetBleAdv { on }]
-    } else {
-        return Err(fail("nothing to do".into()));
-    };
-    Ok(Parsed {
-        id,
-        received,
-        action: Action::Submit(commands),
+        Mode::Manual => match p.slots {
+            None => vec![Command::SetMode(ModeConfig::Manual {
+                slot: placeholder_slot(),
+            })],
+            Some(slots) => manual_slots(slots)?,
+        },
     })
+}
+
+/// One Manual command per slot: 1 to 10 slots, each slot number at most once.
+fn manual_slots(slots: Vec<SlotPayload>) -> Result<Vec<Command>, String> {
+    if slots.is_empty() || slots.len() > MAX_SLOT as usize + 1 {
+        return Err(format!("slots: give 1 to {} slots", MAX_SLOT as usize + 1));
+    }
+    let mut seen = [false; MAX_SLOT as usize + 1];
+    let mut out = Vec::new();
+    for (i, s) in slots.into_iter().enumerate() {
+        let s = slot(i, s)?;
+        if std::mem::replace(&mut seen[s.slot as usize], true) {
+            return Err(format!("slots[{i}].slot: slot {} is given twice", s.slot));
+        }
+        out.push(Command::SetMode(ModeConfig::Manual { slot: s }));
+    }
+    Ok(out)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

@@ -107,8 +107,8 @@ pub struct JobRecord {
     pub paused: bool,
     /// Scheduled instant of the last run or miss.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// Status of the last run (`completed`, `failed`, `missed`, …).
-    pub last_status: Option<String>,
+    /// Status of the last run or miss.
+    pub last_status: Option<RunStatus>,
 }
 
 /// Status of one job run.
@@ -159,6 +159,55 @@ pub struct JobRunRecord {
     pub result: Option<serde_json::Value>,
     /// Error text with cause chain, when failed.
     pub error: Option<String>,
+}
+
+impl JobRunRecord {
+    /// A run of `job_id` for the instant `scheduled_for`, started by `instance` at `at`.
+    pub fn started(
+        job_id: &str,
+        scheduled_for: DateTime<Utc>,
+        instance: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            scheduled_for,
+            status: RunStatus::Running,
+            instance: instance.to_string(),
+            started_at: Some(at),
+            finished_at: None,
+            result: None,
+            error: None,
+        }
+    }
+
+    /// An instant that was not run (`Missed`, `Skipped`), recorded at `at` with the reason.
+    pub fn not_run(
+        job_id: &str,
+        scheduled_for: DateTime<Utc>,
+        instance: &str,
+        status: RunStatus,
+        at: DateTime<Utc>,
+        why: String,
+    ) -> Self {
+        Self {
+            started_at: None,
+            finished_at: Some(at),
+            status,
+            error: Some(why),
+            ..Self::started(job_id, scheduled_for, instance, at)
+        }
+    }
+
+    /// This run, failed at `at` with `error`.
+    pub fn failed(self, at: DateTime<Utc>, error: String) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            finished_at: Some(at),
+            error: Some(error),
+            ..self
+        }
+    }
 }
 
 /// A Tempo colour as cached.

@@ -13,8 +13,8 @@ use super::history::{self, Bucket, EnergyBucket};
 use super::rows::pg::{job_run_from_row, sample_from_row};
 use super::{
     Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
-    Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name, migration_error,
-    parse_enum,
+    RunStatus, Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name,
+    migration_error, parse_enum, parse_run_status,
 };
 use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sample};
 
@@ -440,7 +440,11 @@ impl Store for PgStore {
                     next_run_at: r.try_get("next_run_at")?,
                     paused: r.try_get("paused")?,
                     last_run_at: r.try_get("last_run_at")?,
-                    last_status: r.try_get("last_status")?,
+                    last_status: r
+                        .try_get::<Option<String>, _>("last_status")?
+                        .as_deref()
+                        .map(parse_run_status)
+                        .transpose()?,
                 })
             })
             .collect()
@@ -461,7 +465,7 @@ impl Store for PgStore {
         .bind(job.next_run_at)
         .bind(job.paused)
         .bind(job.last_run_at)
-        .bind(&job.last_status)
+        .bind(job.last_status.map(RunStatus::as_str))
         .execute(&self.pool)
         .await?;
         Ok(())

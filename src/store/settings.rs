@@ -103,29 +103,29 @@ impl DatabaseSettings {
     /// Every problem with these settings as (key relative to `[database]`, reason).
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        let mut bad = |k: &str, why: String| errs.push((k.to_string(), why));
-        match url_kind(&self.url) {
-            Err(e) => bad("url", e),
-            // The same parsers the store opens the URL with, so `config check` catches what
-            // `run` would refuse (a port like `notaport`, an unknown `sslmode`, …).
-            Ok(kind) => {
-                use std::str::FromStr;
-                let parsed = match kind {
-                    UrlKind::Postgres => {
-                        sqlx::postgres::PgConnectOptions::from_str(&self.url).map(drop)
-                    }
-                    UrlKind::Sqlite => {
-                        sqlx::sqlite::SqliteConnectOptions::from_str(&self.url).map(drop)
-                    }
-                };
-                if let Err(e) = parsed {
-                    bad(
-                        "url",
-                        format!("'{}' is not a usable URL: {e}", redact_url(&self.url)),
-                    );
-                }
-            }
+        if let Err(why) = self.check_url() {
+            errs.push(("url".to_string(), why));
         }
+        errs.extend(self.check_pool_and_retention());
+        errs.extend(self.check_writer());
+        errs
+    }
+
+    /// The URL, through the same parsers the store opens it with, so `config check` catches
+    /// what `run` would refuse (a port like `notaport`, an unknown `sslmode`, …).
+    fn check_url(&self) -> Result<(), String> {
+        use std::str::FromStr;
+        let parsed = match url_kind(&self.url)? {
+            UrlKind::Postgres => sqlx::postgres::PgConnectOptions::from_str(&self.url).map(drop),
+            UrlKind::Sqlite => sqlx::sqlite::SqliteConnectOptions::from_str(&self.url).map(drop),
+        };
+        parsed.map_err(|e| format!("'{}' is not a usable URL: {e}", redact_url(&self.url)))
+    }
+
+    /// The connection pool and the retention keys.
+    fn check_pool_and_retention(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut bad = |k: &str, why: String| errs.push((k.to_string(), why));
         if !(1..=100).contains(&self.max_connections) {
             bad(
                 "max_connections",
@@ -164,6 +164,13 @@ impl DatabaseSettings {
         if self.compress_after_days == 0 {
             bad("compress_after_days", "must be at least 1 day".to_string());
         }
+        errs
+    }
+
+    /// The telemetry writer's batching, buffering, retry and timeout keys.
+    fn check_writer(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut bad = |k: &str, why: String| errs.push((k.to_string(), why));
         if !(1..=50_000).contains(&self.batch_size) {
             bad(
                 "batch_size",

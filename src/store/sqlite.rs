@@ -17,8 +17,8 @@ use super::rows::sqlite::{
 };
 use super::{
     Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
-    Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name, from_micros,
-    migration_error, parse_enum, to_micros,
+    RunStatus, Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name,
+    from_micros, migration_error, parse_enum, parse_run_status, to_micros,
 };
 use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sample};
 
@@ -399,7 +399,11 @@ impl Store for SqliteStore {
                     next_run_at: opt_time(r.try_get("next_run_at")?)?,
                     paused: r.try_get("paused")?,
                     last_run_at: opt_time(r.try_get("last_run_at")?)?,
-                    last_status: r.try_get("last_status")?,
+                    last_status: r
+                        .try_get::<Option<String>, _>("last_status")?
+                        .as_deref()
+                        .map(parse_run_status)
+                        .transpose()?,
                 })
             })
             .collect()
@@ -420,7 +424,7 @@ impl Store for SqliteStore {
         .bind(job.next_run_at.map(to_micros))
         .bind(job.paused)
         .bind(job.last_run_at.map(to_micros))
-        .bind(&job.last_status)
+        .bind(job.last_status.map(RunStatus::as_str))
         .execute(&self.pool)
         .await?;
         Ok(())

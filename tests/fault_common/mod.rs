@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sqlx::Connection;
 use tokio::sync::mpsc;
@@ -133,6 +134,62 @@ enabled = false
         let path = dir.join("bridge.toml");
         std::fs::write(&path, self.to_toml()).expect("write bridge config");
         path
+    }
+}
+
+/// A drill's simulated batteries and scratch space: a temp dir (configuration, log, SQLite
+/// file), a topic root unique to the call and a [`BridgeSetup`] for those batteries.
+pub struct Drill {
+    /// The simulated batteries (aliases `d0000`, `d0001`…).
+    pub sim: SimHandle,
+    /// Where the configuration, the log and the SQLite file go.
+    pub dir: tempfile::TempDir,
+    /// The topic root (also the client id and instance id).
+    pub base: String,
+    /// The configuration, to adjust before [`BridgeSetup::write`].
+    pub setup: BridgeSetup,
+}
+
+impl Drill {
+    /// Starts `sim` and configures a bridge for it on `broker`, storing into `database_url`
+    /// (None = a SQLite file in the drill's temp dir); `tag` prefixes the topic root.
+    pub async fn start(
+        tag: &str,
+        sim: SimConfig,
+        broker: SocketAddr,
+        database_url: Option<&str>,
+    ) -> Drill {
+        let sim = Simulator::start(sim).await.expect("simulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = unique_base(tag);
+        let sqlite = format!("sqlite://{}", dir.path().join("bridge.db").display());
+        let mut setup = BridgeSetup::new(broker, &base, database_url.unwrap_or(&sqlite));
+        setup.devices = aliases(&sim.addrs());
+        Drill {
+            sim,
+            dir,
+            base,
+            setup,
+        }
+    }
+
+    /// [`Drill::start`] with `n` default simulated batteries.
+    pub async fn devices(
+        tag: &str,
+        n: usize,
+        broker: SocketAddr,
+        database_url: Option<&str>,
+    ) -> Drill {
+        let sim = SimConfig {
+            devices: n,
+            ..SimConfig::default()
+        };
+        Self::start(tag, sim, broker, database_url).await
+    }
+
+    /// Writes the configuration into the drill's temp dir; returns its path.
+    pub fn write(&self) -> PathBuf {
+        self.setup.write(self.dir.path())
     }
 }
 

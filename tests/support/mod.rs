@@ -1,8 +1,11 @@
 //! Shared helpers for integration tests: a cuttable TCP proxy (to stage broker and database
 //! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
-//! loopback port. Include with `mod support;`. Touches only loopback sockets, the databases it
-//! creates and the brokers it starts.
+//! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries. Include
+//! with `mod support;`. Touches only loopback sockets, the databases it creates and the brokers it
+//! starts.
 #![allow(dead_code)]
+
+pub mod core_rig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

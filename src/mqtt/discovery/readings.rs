@@ -38,10 +38,10 @@ enum Kind {
 /// One detail entity: (state key, name, kind, diagnostic, enabled by default).
 type Row = (&'static str, &'static str, Kind, bool, bool);
 
-/// The detail entities a battery with this reading set gets.
-fn rows(set: &ReadingSet) -> Vec<Row> {
+/// The detail entities of every battery.
+const EVERY_BATTERY: [Row; 10] = {
     use Kind::*;
-    let mut rows: Vec<Row> = vec![
+    [
         (
             "charge_allowed",
             "Charging allowed",
@@ -70,7 +70,41 @@ fn rows(set: &ReadingSet) -> Vec<Row> {
         ("poll_failures", "Poll failures", Count, true, true),
         ("last_error", "Last error", Text, true, false),
         ("readings_dropped", "Readings dropped", Count, true, true),
-    ];
+    ]
+};
+
+/// The entities of each solar input: (key, name) of power, voltage, current, working.
+const PV: [[(&str, &str); 4]; 4] = [
+    [
+        ("pv1_power", "Solar 1 power"),
+        ("pv1_voltage", "Solar 1 voltage"),
+        ("pv1_current", "Solar 1 current"),
+        ("pv1_working", "Solar 1 working"),
+    ],
+    [
+        ("pv2_power", "Solar 2 power"),
+        ("pv2_voltage", "Solar 2 voltage"),
+        ("pv2_current", "Solar 2 current"),
+        ("pv2_working", "Solar 2 working"),
+    ],
+    [
+        ("pv3_power", "Solar 3 power"),
+        ("pv3_voltage", "Solar 3 voltage"),
+        ("pv3_current", "Solar 3 current"),
+        ("pv3_working", "Solar 3 working"),
+    ],
+    [
+        ("pv4_power", "Solar 4 power"),
+        ("pv4_voltage", "Solar 4 voltage"),
+        ("pv4_current", "Solar 4 current"),
+        ("pv4_working", "Solar 4 working"),
+    ],
+];
+
+/// The detail entities a battery with this reading set gets.
+fn rows(set: &ReadingSet) -> Vec<Row> {
+    use Kind::*;
+    let mut rows: Vec<Row> = EVERY_BATTERY.to_vec();
     if set.ct_phases {
         rows.extend([
             ("ct_a_power", "CT phase A power", Power, false, true),
@@ -96,32 +130,6 @@ fn rows(set: &ReadingSet) -> Vec<Row> {
             ),
         ]);
     }
-    const PV: [[(&str, &str); 4]; 4] = [
-        [
-            ("pv1_power", "Solar 1 power"),
-            ("pv1_voltage", "Solar 1 voltage"),
-            ("pv1_current", "Solar 1 current"),
-            ("pv1_working", "Solar 1 working"),
-        ],
-        [
-            ("pv2_power", "Solar 2 power"),
-            ("pv2_voltage", "Solar 2 voltage"),
-            ("pv2_current", "Solar 2 current"),
-            ("pv2_working", "Solar 2 working"),
-        ],
-        [
-            ("pv3_power", "Solar 3 power"),
-            ("pv3_voltage", "Solar 3 voltage"),
-            ("pv3_current", "Solar 3 current"),
-            ("pv3_working", "Solar 3 working"),
-        ],
-        [
-            ("pv4_power", "Solar 4 power"),
-            ("pv4_voltage", "Solar 4 voltage"),
-            ("pv4_current", "Solar 4 current"),
-            ("pv4_working", "Solar 4 working"),
-        ],
-    ];
     for [p, v, c, w] in PV.iter().take(usize::from(set.pv_strings.min(4))) {
         rows.extend([
             (p.0, p.1, Power, false, true),

@@ -53,8 +53,8 @@ pub struct JobView {
     pub next_run_local: Option<String>,
     /// Scheduled instant of the last run or miss (UTC).
     pub last_run_at: Option<DateTime<Utc>>,
-    /// Status of the last run (`completed`, `failed`, `missed`, `skipped`).
-    pub last_status: Option<String>,
+    /// Status of the last run or miss.
+    pub last_status: Option<RunStatus>,
     /// Error of the last run, when it failed or was missed (since this process started).
     pub last_error: Option<String>,
 }
@@ -66,6 +66,74 @@ struct JobState {
     enabled: bool,
     running: bool,
     last_error: Option<String>,
+}
+
+/// Writes what the job's task ended with into `run` (completed with its result, or failed with
+/// its error or panic message) and logs it once.
+fn record_outcome(
+    run: &mut JobRunRecord,
+    joined: Result<anyhow::Result<serde_json::Value>, tokio::task::JoinError>,
+    duration_ms: u64,
+) {
+    let (job_id, t) = (run.job_id.as_str(), run.scheduled_for);
+    let err = match joined {
+        Ok(Ok(value)) => {
+            tracing::info!(job_id, scheduled_for = %t, duration_ms, "scheduled_job_completed");
+            run.status = RunStatus::Completed;
+            run.result = Some(value);
+            return;
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(join) if join.is_panic() => {
+            let p = join.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("job panicked: {msg}")
+        }
+        Err(_) => "job task cancelled".to_string(),
+    };
+    tracing::error!(job_id, scheduled_for = %t, duration_ms, error = %err, "scheduled_job_failed");
+    run.status = RunStatus::Failed;
+    run.error = Some(err);
+}
+
+/// The state of job `id` at start-up: its configured trigger, and its row as stored (reconciled
+/// with the configuration) or a new one first firing after `now`.
+fn load_job(
+    id: &str,
+    settings: &SchedulerSettings,
+    stored: Option<&JobRecord>,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<JobState, SchedulerError> {
+    let config_trigger = match settings.trigger(id) {
+        Some(t) => t?,
+        None => return Err(SchedulerError::UnknownJob(id.to_string())),
+    };
+    let record = match stored {
+        Some(row) => reconcile_row(row, &config_trigger, tz, now),
+        None => JobRecord {
+            id: id.to_string(),
+            trigger: config_trigger.to_string(),
+            trigger_overridden: false,
+            next_run_at: first_fire(&config_trigger, now),
+            paused: false,
+            last_run_at: None,
+            last_status: None,
+        },
+    };
+    let trigger = Trigger::parse(&record.trigger, tz).unwrap_or(config_trigger.clone());
+    Ok(JobState {
+        record,
+        trigger,
+        config_trigger,
+        enabled: settings.job_enabled(id),
+        running: false,
+        last_error: None,
+    })
 }
 
 /// (job id, scheduled instant) of a run.
@@ -129,45 +197,18 @@ impl Scheduler {
             .collect();
         let mut jobs = BTreeMap::new();
         for id in actions.keys() {
-            let config_trigger = match settings.trigger(id) {
-                Some(t) => t?,
-                None => return Err(SchedulerError::UnknownJob(id.clone())),
-            };
-            let enabled = settings.job_enabled(id);
-            let record = match stored.get(id) {
-                Some(row) => reconcile_row(row, &config_trigger, tz, now),
-                None => JobRecord {
-                    id: id.clone(),
-                    trigger: config_trigger.to_string(),
-                    trigger_overridden: false,
-                    next_run_at: first_fire(&config_trigger, now),
-                    paused: false,
-                    last_run_at: None,
-                    last_status: None,
-                },
-            };
-            let trigger = Trigger::parse(&record.trigger, tz).unwrap_or(config_trigger.clone());
-            if stored.get(id) != Some(&record) {
-                store.upsert_job(&record).await?;
+            let state = load_job(id, &settings, stored.get(id), tz, now)?;
+            if stored.get(id) != Some(&state.record) {
+                store.upsert_job(&state.record).await?;
             }
             tracing::info!(
                 job_id = %id,
-                trigger = %record.trigger,
-                next_run_at = ?record.next_run_at,
-                enabled,
+                trigger = %state.record.trigger,
+                next_run_at = ?state.record.next_run_at,
+                enabled = state.enabled,
                 "scheduled_job_loaded"
             );
-            jobs.insert(
-                id.clone(),
-                JobState {
-                    record,
-                    trigger,
-                    config_trigger,
-                    enabled,
-                    running: false,
-                    last_error: None,
-                },
-            );
+            jobs.insert(id.clone(), state);
         }
         let workers = Arc::new(Semaphore::new(settings.max_workers.max(1)));
         let (snapshot, _) = watch::channel(serde_json::Value::Null);
@@ -249,16 +290,8 @@ impl Scheduler {
             .unwrap_or_default();
         for ((job_id, scheduled_for), started_at) in &left {
             tracing::warn!(job_id = %job_id, scheduled_for = %scheduled_for, "scheduled_job_interrupted");
-            let run = JobRunRecord {
-                job_id: job_id.clone(),
-                scheduled_for: *scheduled_for,
-                status: RunStatus::Failed,
-                instance: inner.instance.clone(),
-                started_at: Some(*started_at),
-                finished_at: Some(inner.clock.now()),
-                result: None,
-                error: Some("interrupted by shutdown".into()),
-            };
+            let run = JobRunRecord::started(job_id, *scheduled_for, &inner.instance, *started_at)
+                .failed(inner.clock.now(), "interrupted by shutdown".into());
             if let Err(e) = inner.store.finish_run(&run).await {
                 tracing::warn!(job_id = %job_id, error = %e, "job_run_not_saved");
             }
@@ -349,7 +382,7 @@ impl Inner {
                 st.record.next_run_at = out.next_run_at;
                 for t in out.skipped {
                     st.record.last_run_at = Some(t);
-                    st.record.last_status = Some(RunStatus::Skipped.as_str().into());
+                    st.record.last_status = Some(RunStatus::Skipped);
                     skipped.push((id.clone(), t));
                 }
                 if !out.submit.is_empty() {
@@ -361,16 +394,14 @@ impl Inner {
         }
         for (id, t) in skipped {
             tracing::warn!(job_id = %id, scheduled_for = %t, "scheduled_job_skipped");
-            let run = JobRunRecord {
-                job_id: id.clone(),
-                scheduled_for: t,
-                status: RunStatus::Skipped,
-                instance: self.instance.clone(),
-                started_at: None,
-                finished_at: Some(now),
-                result: None,
-                error: Some("previous run still going (max_instances 1)".into()),
-            };
+            let run = JobRunRecord::not_run(
+                &id,
+                t,
+                &self.instance,
+                RunStatus::Skipped,
+                now,
+                "previous run still going (max_instances 1)".into(),
+            );
             if let Err(e) = self.store.claim_run(&run).await {
                 tracing::warn!(job_id = %id, error = %e, "job_run_not_saved");
             }
@@ -422,7 +453,7 @@ impl Inner {
                 let mut jobs = self.jobs.lock().await;
                 if let Some(st) = jobs.get_mut(&job_id) {
                     st.record.last_run_at = Some(run.scheduled_for);
-                    st.record.last_status = Some(run.status.as_str().into());
+                    st.record.last_status = Some(run.status);
                     st.last_error = run.error.clone();
                 }
                 last = Some(run);
@@ -453,20 +484,12 @@ impl Inner {
         late: Duration,
     ) -> Option<JobRunRecord> {
         let now = self.clock.now();
-        let run = JobRunRecord {
-            job_id: job_id.to_string(),
-            scheduled_for: t,
-            status: RunStatus::Missed,
-            instance: self.instance.clone(),
-            started_at: None,
-            finished_at: Some(now),
-            result: None,
-            error: Some(format!(
-                "missed by {} (misfire_grace_time {})",
-                humantime::format_duration(Duration::from_secs(late.as_secs())),
-                humantime::format_duration(self.settings.misfire_grace_time)
-            )),
-        };
+        let why = format!(
+            "missed by {} (misfire_grace_time {})",
+            humantime::format_duration(Duration::from_secs(late.as_secs())),
+            humantime::format_duration(self.settings.misfire_grace_time)
+        );
+        let run = JobRunRecord::not_run(job_id, t, &self.instance, RunStatus::Missed, now, why);
         match self.store.claim_run(&run).await {
             Ok(true) => {}
             Ok(false) => {
@@ -497,38 +520,11 @@ impl Inner {
         manual: bool,
     ) -> Option<JobRunRecord> {
         let action = self.actions.get(job_id).cloned()?;
-        let mut run = JobRunRecord {
-            job_id: job_id.to_string(),
-            scheduled_for: t,
-            status: RunStatus::Running,
-            instance: self.instance.clone(),
-            started_at: Some(started),
-            finished_at: None,
-            result: None,
-            error: None,
-        };
-        let mut claimed = self.store.claim_run(&run).await;
-        // A run-now instant is not a schedule slot: on a clash (two requests in the same
-        // millisecond, or a frozen test clock) take the next free millisecond.
-        let mut tries = 0;
-        while manual && matches!(claimed, Ok(false)) && tries < 1000 {
-            tries += 1;
-            run.scheduled_for += chrono::TimeDelta::milliseconds(1);
-            claimed = self.store.claim_run(&run).await;
+        let mut run = JobRunRecord::started(job_id, t, &self.instance, started);
+        if !self.claim(&mut run, manual).await {
+            return None;
         }
         let t = run.scheduled_for;
-        match claimed {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(job_id, scheduled_for = %t, "scheduled_job_already_claimed");
-                return None;
-            }
-            Err(e) => {
-                // Without a claim the instant could run twice; the reconciler covers modes.
-                tracing::warn!(job_id, scheduled_for = %t, error = %e, "scheduled_job_claim_failed");
-                return None;
-            }
-        }
         tracing::info!(job_id, scheduled_for = %t, "scheduled_job_started");
         if let Ok(mut m) = self.in_flight.lock() {
             m.insert((job_id.to_string(), t), started);
@@ -548,35 +544,7 @@ impl Inner {
             .map(|mut m| m.remove(&(job_id.to_string(), t)).is_some())
             .unwrap_or(true);
         run.finished_at = Some(self.clock.now());
-        match joined {
-            Ok(Ok(value)) => {
-                tracing::info!(job_id, scheduled_for = %t, duration_ms, "scheduled_job_completed");
-                run.status = RunStatus::Completed;
-                run.result = Some(value);
-            }
-            Ok(Err(e)) => {
-                let err = format!("{e:#}");
-                tracing::error!(job_id, scheduled_for = %t, duration_ms, error = %err, "scheduled_job_failed");
-                run.status = RunStatus::Failed;
-                run.error = Some(err);
-            }
-            Err(join) => {
-                let err = if join.is_panic() {
-                    let p = join.into_panic();
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    format!("job panicked: {msg}")
-                } else {
-                    "job task cancelled".to_string()
-                };
-                tracing::error!(job_id, scheduled_for = %t, duration_ms, error = %err, "scheduled_job_failed");
-                run.status = RunStatus::Failed;
-                run.error = Some(err);
-            }
-        }
+        record_outcome(&mut run, joined, duration_ms);
         if run.status == RunStatus::Failed {
             self.alert(
                 AlertKind::JobFailed,
@@ -594,6 +562,33 @@ impl Inner {
             tracing::warn!(job_id, error = %e, "job_run_not_saved");
         }
         Some(run)
+    }
+
+    /// Claims `run`'s instant in the store (a run-now takes the next free millisecond on a
+    /// clash); false when another run holds it or the claim could not be made.
+    async fn claim(&self, run: &mut JobRunRecord, manual: bool) -> bool {
+        let mut claimed = self.store.claim_run(run).await;
+        // A run-now instant is not a schedule slot: on a clash (two requests in the same
+        // millisecond, or a frozen test clock) take the next free millisecond.
+        let mut tries = 0;
+        while manual && matches!(claimed, Ok(false)) && tries < 1000 {
+            tries += 1;
+            run.scheduled_for += chrono::TimeDelta::milliseconds(1);
+            claimed = self.store.claim_run(run).await;
+        }
+        let (job_id, t) = (run.job_id.as_str(), run.scheduled_for);
+        match claimed {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(job_id, scheduled_for = %t, "scheduled_job_already_claimed");
+                false
+            }
+            Err(e) => {
+                // Without a claim the instant could run twice; the reconciler covers modes.
+                tracing::warn!(job_id, scheduled_for = %t, error = %e, "scheduled_job_claim_failed");
+                false
+            }
+        }
     }
 
     fn alert(&self, kind: AlertKind, message: String) {
@@ -627,7 +622,7 @@ impl Inner {
             next_run_utc: next,
             next_run_local: next.map(|t| t.with_timezone(&self.tz).to_rfc3339()),
             last_run_at: st.record.last_run_at,
-            last_status: st.record.last_status.clone(),
+            last_status: st.record.last_status,
             last_error: st.last_error.clone(),
         }
     }
