@@ -46,6 +46,12 @@ pub async fn spawn(
         deps.tempo.map(|t| t.subscribe()),
         token.clone(),
     ));
+    tasks.spawn(
+        http_deps
+            .live
+            .clone()
+            .follow_dry_run(core.commands.dry_run().subscribe(), token.clone()),
+    );
     let info = BridgeInfo {
         tempo: Some(deps.tempo.is_some()),
         token_configured: Some(bearer.is_some()),

@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod commands;
+mod dry_run_api;
 mod error;
 mod history;
 mod live;
@@ -144,6 +145,16 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
         ),
         (Method::GET, "/api/v1/plan", get(tempo_api::get_plan)),
         (Method::GET, "/api/v1/ledger", get(tempo_api::ledger)),
+        (
+            Method::GET,
+            "/api/v1/dry-run",
+            get(dry_run_api::get_dry_run),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/dry-run",
+            put(dry_run_api::put_dry_run),
+        ),
         (Method::GET, "/api/v1/alerts", get(api::alerts)),
         (Method::GET, "/api/v1/bridge", get(api::bridge)),
         (Method::GET, "/api/v1/events", get(events)),

@@ -2,7 +2,8 @@
 // broker, three simulated batteries, SQLite in a temporary folder), opens the printed page URL in
 // Debian's Chromium driven by playwright-core, and checks what a user sees: three batteries with
 // numbers from the simulator, the 24 h chart drawn, a mode changed through the page's own control
-// arriving back by live update. Saves a screenshot. Usage:
+// arriving back by live update, the dry-run toggle
+// answered with its result object. Saves a screenshot. Usage:
 //   node tests/browser/status_page.mjs <marstek-bridge binary> <screenshot.png>
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -77,6 +78,19 @@ try {
   await page.waitForFunction((id) =>
     document.querySelector(`article.battery[data-id="${id}"] .mode`).textContent === "Passive", target.id, { timeout: 20000 });
   console.log(`mode of ${target.id} changed to Passive through the page and came back by live update`);
+  // Dry run through the page's toggle: answered with the result object, the banner shows, and
+  // turning it off again is answered the same way.
+  if (await page.locator("#bridge-dryrun").isChecked()) fail("dry run is on at the start");
+  await page.locator("#bridge-dryrun").check();
+  await page.waitForFunction(() => {
+    const t = document.querySelector("#result").textContent;
+    return /PUT \/dry-run → 200/.test(t) && /"dry_run": true/.test(t) && /"previous": false/.test(t);
+  }, null, { timeout: 20000 });
+  if (await page.locator("#dryrun-pill").isHidden()) fail("the dry-run banner is not shown");
+  await page.locator("#bridge-dryrun").uncheck();
+  await page.waitForFunction(() => /"dry_run": false/.test(document.querySelector("#result").textContent)
+    && document.querySelector("#dryrun-pill").hidden, null, { timeout: 20000 });
+  console.log("dry run toggled on and off through the page, each answer shown");
   const external = requests.filter((u) => !u.startsWith(`http://127.0.0.1:${httpPort}/`));
   if (external.length) fail("the page fetched from elsewhere: " + external.join(", "));
   await page.screenshot({ path: shot, fullPage: true });

@@ -159,6 +159,18 @@ function renderJobs(jobs) {
   }
 }
 
+function renderDryRun(d) {
+  $("#bridge-dryrun").checked = !!d.dry_run;
+  $("#dryrun-pill").hidden = !d.dry_run;
+}
+
+async function toggleDryRun(e) {
+  const want = e.target.checked;
+  const r = await send("PUT", "/dry-run", { dry_run: want });
+  if (r.ok) renderDryRun(r.body);
+  else e.target.checked = !want;
+}
+
 function renderTempo(t) {
   const el = $("#tempo");
   el.classList.remove("muted");
@@ -220,6 +232,7 @@ function dispatch(block) {
   if (kind === "sample") onSample(v);
   else if (kind === "schedule" && v.jobs) renderJobs(v.jobs);
   else if (kind === "tempo") renderTempo(v);
+  else if (kind === "dry_run") renderDryRun(v);
   else if (kind === "alert") loadAlerts().catch(() => {});
   else if (kind === "command") {
     showResult("command on " + v.device + " (" + v.source + ")", v.result);
@@ -231,6 +244,8 @@ async function start() {
   $("#token").value = token();
   $("#savetoken").onclick = () => { localStorage.setItem("mb-token", $("#token").value.trim()); showResult("token saved", {}); };
   $("#refresh").onclick = () => send("POST", "/tempo/refresh", { dry_run: $("#dryrun").checked }).then((r) => r.ok && renderTempo(r.body));
+  $("#bridge-dryrun").onchange = (e) => toggleDryRun(e).catch((err) => showResult("dry run not changed", { error: String(err) }));
+  get("/dry-run").then(renderDryRun).catch(() => {});
   const info = await get("/bridge");
   text($("#version"), "v" + info.version + (info.read_only ? " · read-only" : ""));
   const list = await get("/batteries");
