@@ -44,6 +44,7 @@ pub async fn spawn(
         core.samples.subscribe(),
         Some(http_deps.jobs.subscribe()),
         deps.tempo.map(|t| t.subscribe()),
+        deps.tempo.map(|t| t.live().subscribe()),
         token.clone(),
     ));
     tasks.spawn(

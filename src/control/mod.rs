@@ -8,7 +8,9 @@
 //! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
 //! they do not take, answered `not_holding` with what was observed when they still do not, and
 //! a `command_not_holding` alert raised, cleared by the next write that holds. Each intent a
-//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
+//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;

@@ -11,6 +11,7 @@ mod dry_run_api;
 mod error;
 mod history;
 mod live;
+mod next_actions;
 mod openapi;
 mod page;
 mod settings;
@@ -121,6 +122,11 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
         (Method::GET, "/api/v1/commands", get(api::audit)),
         (Method::GET, "/api/v1/jobs", get(api::list_jobs)),
         (Method::GET, "/api/v1/jobs/preview", get(api::preview)),
+        (
+            Method::GET,
+            "/api/v1/next-actions",
+            get(next_actions::next_actions),
+        ),
         (Method::POST, "/api/v1/jobs/{id}/run", post(api::run_job)),
         (
             Method::POST,

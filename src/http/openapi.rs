@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::history::HistoryPoint;
-use super::{api, dry_run_api, tempo_api};
+use super::{api, dry_run_api, next_actions, tempo_api};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use super::{api, dry_run_api, tempo_api};
         api::list_batteries, api::get_battery, api::latest_sample, api::history,
         api::post_command, api::audit,
         api::list_jobs, api::run_job, api::pause_job, api::resume_job, api::update_trigger,
-        api::preview,
+        api::preview, next_actions::next_actions,
         tempo_api::get_tempo, tempo_api::refresh_tempo, tempo_api::get_plan, tempo_api::ledger,
         dry_run_api::get_dry_run, dry_run_api::put_dry_run,
         api::alerts, api::bridge,
@@ -30,7 +30,8 @@ use super::{api, dry_run_api, tempo_api};
     ),
     components(schemas(ErrorBody, ErrorDetail, HistoryPoint, api::BatteryView, api::HistoryView,
         api::CommandResult, api::TriggerBody, tempo_api::RefreshBody, tempo_api::LedgerView,
-        api::AlertsView, dry_run_api::DryRunView, dry_run_api::DryRunBody)),
+        api::AlertsView, dry_run_api::DryRunView, dry_run_api::DryRunBody,
+        next_actions::NextAction, next_actions::NextActionsView)),
     modifiers(&Bearer),
     tags((name = "batteries"), (name = "commands"), (name = "jobs"), (name = "tempo"),
         (name = "alerts"), (name = "bridge"))
