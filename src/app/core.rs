@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use super::devices::{register_devices, spawn_batteries};
 use super::tasks::{StartupError, Tasks};
 use crate::config::{Derived, Settings};
-use crate::control::{CommandService, Fleet, Presence};
+use crate::control::{CommandService, DryRun, Fleet, Presence};
 use crate::domain::{AlertSender, Sample};
 use crate::marstek::Transport;
 use crate::store::{self, Store, WriterHandle};
@@ -110,7 +110,8 @@ async fn spawn_commands(
         Some(alerts),
         settings.bridge.read_only,
     )
-    .with_verify(settings.marstek.verify.clone());
+    .with_verify(settings.marstek.verify.clone())
+    .with_dry_run(DryRun::load(store.as_ref(), settings.tempo.dry_run).await);
     // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
     // command can race the restore.
     commands.controls().restore(store.as_ref()).await;

@@ -162,6 +162,10 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         let mqtt = mqtt.clone();
         move |v| mqtt.publish_schedule(v)
     });
+    fan_out::spawn_watch_publisher(tasks, core.commands.dry_run().subscribe(), {
+        let mqtt = mqtt.clone();
+        move |v| mqtt.publish_dry_run(v)
+    });
     if let Some(t) = &tempo {
         fan_out::spawn_tempo_documents(t, &mqtt, tasks).await;
     }
@@ -199,6 +203,7 @@ fn spawn_tempo(
         core.fleet.clone(),
         Some(alerts.clone()),
     )
-    .map_err(|e| StartupError(e.to_string()))?;
+    .map_err(|e| StartupError(e.to_string()))?
+    .with_dry_run(core.commands.dry_run().clone());
     Ok(Some(Arc::new(service)))
 }

@@ -8,10 +8,13 @@
 //! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
 //! they do not take, answered `not_holding` with what was observed when they still do not, and
 //! a `command_not_holding` alert raised, cleared by the next write that holds. Each intent a
-//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
+//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
+mod dry_run;
 mod intents;
 mod presence;
 mod soc_guard;
@@ -27,6 +30,7 @@ use serde_json::{Value, json};
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
+pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
 pub use self::verify::{NotHolding, Observed, VerifySettings};
@@ -91,6 +95,9 @@ pub enum CommandError {
     /// The battery acknowledged the write but did not carry it out within every window.
     #[error(transparent)]
     NotHolding(Box<NotHolding>),
+    /// Dry run is on: a command of the bridge's own loops was computed, not sent.
+    #[error("dry run: {0} from {1} not sent")]
+    DryRun(&'static str, &'static str),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -244,6 +251,8 @@ pub struct CommandService {
     not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
     /// Every battery's intent in memory (for readers that must not query the store).
     intents: IntentBoard,
+    /// The dry-run switch: while on, the bridge's own loops send nothing.
+    dry_run: DryRun,
 }
 
 impl CommandService {
@@ -270,7 +279,19 @@ impl CommandService {
             writing: WritingSet::default(),
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
+            dry_run: DryRun::default(),
         }
+    }
+
+    /// Holds back the bridge's own commands while `dry_run` is on.
+    pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The dry-run switch.
+    pub fn dry_run(&self) -> &DryRun {
+        &self.dry_run
     }
 
     /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
@@ -403,6 +424,10 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        if self.dry_run.holds_back(origin.source) {
+            tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
+            return Err(CommandError::DryRun(command.name(), source));
+        }
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
         {

@@ -89,6 +89,10 @@ impl Topics {
     pub fn bridge_ledger(&self) -> String {
         self.bridge("ledger")
     }
+    /// `<base>/bridge/dry_run`: retained JSON, the bridge's dry-run switch.
+    pub fn bridge_dry_run(&self) -> String {
+        self.bridge("dry_run")
+    }
     /// `<base>/bridge/alert`: bridge-level alert events.
     pub fn bridge_alert(&self) -> String {
         self.bridge("alert")
