@@ -110,7 +110,8 @@ async fn spawn_commands(
         Some(alerts),
         settings.bridge.read_only,
     )
-    .with_verify(settings.marstek.verify.clone());
+    .with_verify(settings.marstek.verify.clone())
+    .with_shutdown(tasks.token().clone());
     // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
     // command can race the restore.
     commands.controls().restore(store.as_ref()).await;
