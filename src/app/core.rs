@@ -111,7 +111,8 @@ async fn spawn_commands(
         settings.bridge.read_only,
     )
     .with_verify(settings.marstek.verify.clone())
-    .with_dry_run(DryRun::load(store.as_ref(), settings.tempo.dry_run).await);
+    .with_dry_run(DryRun::load(store.as_ref(), settings.tempo.dry_run).await)
+    .with_shutdown(tasks.token().clone());
     // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
     // command can race the restore.
     commands.controls().restore(store.as_ref()).await;

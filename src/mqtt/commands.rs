@@ -12,7 +12,7 @@ use crate::domain::{
 };
 
 pub use crate::control::DEFAULT_PASSIVE_SECONDS;
-use crate::control::{CommandError, Outcome};
+use crate::control::{CommandError, Outcome, Verdict};
 
 /// A refused payload: the id to echo (if one could be read) and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +70,13 @@ pub struct CommandResponse {
     pub applied: Option<Value>,
     /// Whether the battery showed the change's effect (mode read back and, for Passive, power).
     pub verified: bool,
-    /// What the battery showed when a write did not hold (`error: "not_holding"`), else absent.
+    /// What the battery showed: in a verdict, and when a write did not hold, else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Value>,
+    /// Effect verification: `pending` in the answer when a verdict follows on the same topic
+    /// with the same id (`verified`, `not_holding` or `superseded`), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 impl CommandResponse {
@@ -85,6 +89,7 @@ impl CommandResponse {
             applied: None,
             verified: false,
             observed: None,
+            verification: None,
         }
     }
 
@@ -97,7 +102,24 @@ impl CommandResponse {
             applied: Some(applied),
             verified,
             observed: None,
+            verification: None,
         }
+    }
+
+    /// The verdict message of a verification that followed an answer: `ok` and `verified`
+    /// when the battery showed the effect, `error: "not_holding"` when it never did, `ok` and
+    /// not verified when a newer command superseded it; `observed` says what it showed.
+    pub fn from_verdict(id: Option<Value>, verdict: &Verdict) -> Self {
+        let mut r = match verdict {
+            Verdict::NotHolding(_) => Self::error(id, "not_holding"),
+            Verdict::Stopped => Self::error(id, "stopped"),
+            Verdict::Verified { .. } | Verdict::Superseded => Self::ok(id, Value::Null, false),
+        };
+        r.applied = None;
+        r.verified = matches!(verdict, Verdict::Verified { .. });
+        r.observed = verdict.observed_json();
+        r.verification = Some(verdict.name().to_string());
+        r
     }
 }
 
@@ -441,6 +463,15 @@ impl CommandResponse {
     /// (Manual slots) one report per command in `applied`, errors named `slots[i]`, and
     /// `status: error` with the first error when any failed. `verified` only when all were.
     pub fn from_outcome(id: Option<Value>, outcome: Outcome) -> Self {
+        let pending = outcome.pending.is_some().then(|| "pending".to_string());
+        let mut r = Self::from_results(id, outcome);
+        if r.status == "ok" {
+            r.verification = pending;
+        }
+        r
+    }
+
+    fn from_results(id: Option<Value>, outcome: Outcome) -> Self {
         let verified = outcome.verified();
         let many = outcome.results.len() > 1;
         let mut first_error: Option<String> = None;
@@ -649,6 +680,7 @@ mod tests {
     fn one_command_answers_with_its_report_and_several_with_one_each() {
         let one = Outcome {
             results: vec![report(serde_json::json!({ "led": 1 }), true)],
+            pending: None,
         };
         let r = CommandResponse::from_outcome(Some(Value::from(7)), one);
         assert_eq!((r.status.as_str(), r.verified), ("ok", true));
@@ -657,6 +689,7 @@ mod tests {
         let failed = Err(CommandError::UnknownDevice("x".into()));
         let two = Outcome {
             results: vec![report(Value::Null, true), failed],
+            pending: None,
         };
         let r = CommandResponse::from_outcome(None, two);
         assert_eq!(r.status, "error");

@@ -20,7 +20,7 @@ use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
 use super::refusals;
 use super::{MAX_CORRELATION_DATA, Shared};
-use crate::control::{CommandError, CommandService, Origin, Remember};
+use crate::control::{CommandError, CommandService, Origin, Pending, Remember, Verdict};
 use crate::domain::{CommandSource, DeviceId};
 use crate::mqtt::client::IncomingPublish;
 use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
@@ -184,7 +184,7 @@ async fn republish_after_birth(s: Arc<Shared>) {
 
 /// Handles one command or bridge request and answers it.
 async fn handle(
-    s: &Shared,
+    s: &Arc<Shared>,
     router: &RequestRouter,
     kind: Incoming,
     payload: &[u8],
@@ -215,8 +215,10 @@ async fn handle(
 
 /// Answers a parsed command message: parse, apply through the command service, format; the
 /// records follow the answer (refusals before the envelope are recorded too, within limits).
+/// When the effect of a mode write is still being verified, the answer says `"verification":
+/// "pending"` and the verdict follows on the same topics with the same id.
 async fn handle_command(
-    s: &Shared,
+    s: &Arc<Shared>,
     dev_level: &str,
     parsed: Result<Parsed, Refusal>,
     payload: &[u8],
@@ -254,15 +256,45 @@ async fn handle_command(
         // The service records nothing for a device it does not know.
         refusals::record_refusal(s, dev_level, payload, &e.to_string());
     }
+    let pending = outcome.pending.clone().filter(|_| outcome.is_ok());
     s.respond(
         dev_level,
-        &CommandResponse::from_outcome(id, outcome),
+        &CommandResponse::from_outcome(id.clone(), outcome),
         reply,
     );
+    if let Some(pending) = pending {
+        tokio::spawn(publish_verdict(
+            s.clone(),
+            dev.clone(),
+            id,
+            pending,
+            reply.cloned(),
+        ));
+    }
     // The answer does not wait on the database; the records follow it, in order.
     if s.records.send(bookkeeping).await.is_err() {
         tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
     }
+}
+
+/// Publishes the verdict of a background verification as a second answer (nothing when the
+/// bridge stops first).
+async fn publish_verdict(
+    s: Arc<Shared>,
+    dev: DeviceId,
+    id: Option<Value>,
+    pending: Pending,
+    reply: Option<ReplyTo>,
+) {
+    let verdict = tokio::select! {
+        _ = s.cancel.cancelled() => return,
+        v = pending.verdict() => v,
+    };
+    if verdict == Verdict::Stopped {
+        return;
+    }
+    let resp = CommandResponse::from_verdict(id, &verdict);
+    s.respond(dev.as_str(), &resp, reply.as_ref());
 }
 
 /// Remembers a value without sending it; the answer names what was remembered.
