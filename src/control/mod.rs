@@ -14,6 +14,7 @@
 mod controls;
 mod intents;
 mod presence;
+mod regulated;
 mod soc_guard;
 pub mod verify;
 
@@ -29,6 +30,7 @@ pub use self::controls::{
 };
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
+pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
@@ -244,6 +246,8 @@ pub struct CommandService {
     not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
     /// Every battery's intent in memory (for readers that must not query the store).
     intents: IntentBoard,
+    /// The batteries in `regulate` mode.
+    regulated: Regulated,
 }
 
 impl CommandService {
@@ -270,6 +274,7 @@ impl CommandService {
             writing: WritingSet::default(),
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
+            regulated: Regulated::default(),
         }
     }
 
@@ -370,6 +375,12 @@ impl CommandService {
             }
         };
         books._writing = Some(self.writing.start(device));
+        if leaves_regulation(origin.source)
+            && commands.iter().any(|c| matches!(c, Command::SetMode(_)))
+        {
+            // Another mode chosen by a person or a job ends `regulate` for this battery.
+            self.regulated.leave(device);
+        }
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
             let result = self.run_one(battery, command, &origin, &mut books).await;

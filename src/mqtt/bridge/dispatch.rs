@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
 use super::refusals;
-use super::{MAX_CORRELATION_DATA, Shared};
-use crate::control::{CommandError, CommandService, Origin, Remember};
+use super::{MAX_CORRELATION_DATA, Shared, Tap};
+use crate::control::{Bookkeeping, CommandError, CommandService, Origin, Remember};
 use crate::domain::{CommandSource, DeviceId};
 use crate::mqtt::client::IncomingPublish;
 use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
@@ -88,6 +88,10 @@ impl Dispatcher {
     /// Handles one incoming publish; false when shutting down.
     async fn dispatch(&self, p: IncomingPublish) -> bool {
         let shared = &self.shared;
+        if let Some(tap) = shared.taps.iter().find(|t| t.topic == p.topic) {
+            forward(shared, tap, &p);
+            return true;
+        }
         let kind = shared.topics.classify(&p.topic);
         match kind {
             Incoming::HaStatus => {
@@ -131,6 +135,18 @@ impl Dispatcher {
             Incoming::Other => {}
         }
         true
+    }
+}
+
+/// Forwards a tapped payload; a retained one (a replay of an old value) is skipped, and one the
+/// reader cannot take now is dropped and counted.
+fn forward(shared: &Shared, tap: &Tap, p: &IncomingPublish) {
+    if p.retain {
+        tracing::debug!(topic = %p.topic, "tapped_retained_payload_skipped");
+        return;
+    }
+    if tap.tx.try_send(p.payload.to_vec()).is_err() {
+        shared.count_drop(true);
     }
 }
 
@@ -215,6 +231,7 @@ async fn handle(
 
 /// Answers a parsed command message: parse, apply through the command service, format; the
 /// records follow the answer (refusals before the envelope are recorded too, within limits).
+/// The device level `fleet` applies the message to every battery (see `fleet`).
 async fn handle_command(
     s: &Shared,
     dev_level: &str,
@@ -230,39 +247,78 @@ async fn handle_command(
             return s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
         }
     };
-    let (id, service) = (parsed.id, &s.commands);
+    let battery_named =
+        |d: &str| DeviceId::parse(d).is_ok_and(|d| s.commands.fleet().get(&d).is_some());
+    if dev_level == crate::mqtt::topics::FLEET && !battery_named(dev_level) {
+        return super::fleet::handle_fleet(s, parsed, reply).await;
+    }
+    let id = parsed.id.clone();
     let Ok(dev) = DeviceId::parse(dev_level) else {
         let error = CommandError::UnknownDevice(dev_level.to_string()).to_string();
         refusals::record_refusal(s, dev_level, payload, &error);
         return s.respond(dev_level, &CommandResponse::error(id, error), reply);
     };
-    let commands = match parsed.action {
-        Action::Submit(commands) => commands,
-        Action::ApplyPassive => vec![service.controls().get(&dev).passive()],
-        Action::RememberPassivePower(p) => {
-            let resp = remember(service, &dev, id, Remember::PassivePower(p));
-            return s.respond(dev_level, &resp, reply);
-        }
-        Action::RememberPassiveDuration(d) => {
-            let resp = remember(service, &dev, id, Remember::PassiveDuration(d));
-            return s.respond(dev_level, &resp, reply);
-        }
-    };
-    let origin = Origin::new(CommandSource::Mqtt, parsed.received);
-    let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
-    if let [Err(e @ CommandError::UnknownDevice(_))] = outcome.results.as_slice() {
+    let (resp, books, unknown) = run_action(s, &dev, parsed).await;
+    if unknown {
         // The service records nothing for a device it does not know.
-        refusals::record_refusal(s, dev_level, payload, &e.to_string());
+        let error = resp.error.clone().unwrap_or_default();
+        refusals::record_refusal(s, dev_level, payload, &error);
     }
-    s.respond(
-        dev_level,
-        &CommandResponse::from_outcome(id, outcome),
-        reply,
-    );
+    s.respond(dev_level, &resp, reply);
     // The answer does not wait on the database; the records follow it, in order.
-    if s.records.send(bookkeeping).await.is_err() {
+    if let Some(books) = books
+        && s.records.send(books).await.is_err()
+    {
         tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
     }
+}
+
+/// Runs one parsed action on `dev`: its answer, its records (none for a remembered value),
+/// and whether the device is unknown.
+pub(super) async fn run_action(
+    s: &Shared,
+    dev: &DeviceId,
+    parsed: Parsed,
+) -> (CommandResponse, Option<Bookkeeping>, bool) {
+    let (id, service) = (parsed.id, &s.commands);
+    let origin = Origin::new(CommandSource::Mqtt, parsed.received);
+    let commands = match parsed.action {
+        Action::Submit(commands) => commands,
+        Action::ApplyPassive => vec![service.controls().get(dev).passive()],
+        Action::RememberPassivePower(p) => {
+            return (
+                remember(service, dev, id, Remember::PassivePower(p)),
+                None,
+                false,
+            );
+        }
+        Action::RememberPassiveDuration(d) => {
+            return (
+                remember(service, dev, id, Remember::PassiveDuration(d)),
+                None,
+                false,
+            );
+        }
+        Action::Regulate => {
+            let (result, books) = service.regulate(dev, &origin);
+            let unknown = matches!(result, Err(CommandError::UnknownDevice(_)));
+            let resp = match result {
+                Ok(applied) => CommandResponse::ok(id, applied, true),
+                Err(e) => CommandResponse::error(id, e.to_string()),
+            };
+            return (resp, Some(books), unknown);
+        }
+    };
+    let (outcome, books) = service.apply(dev, &commands, origin).await;
+    let unknown = matches!(
+        outcome.results.as_slice(),
+        [Err(CommandError::UnknownDevice(_))]
+    );
+    (
+        CommandResponse::from_outcome(id, outcome),
+        Some(books),
+        unknown,
+    )
 }
 
 /// Remembers a value without sending it; the answer names what was remembered.
