@@ -19,6 +19,7 @@ mod controls;
 mod dry_run;
 mod intents;
 mod presence;
+mod regulated;
 mod soc_guard;
 mod verdict;
 pub mod verify;
@@ -37,6 +38,7 @@ pub use self::controls::{
 pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
+pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
@@ -265,6 +267,8 @@ pub struct CommandService {
     verifying: Arc<Mutex<BTreeMap<DeviceId, (u64, CancellationToken)>>>,
     /// Cancelled at shutdown: background verifications stop.
     shutdown: CancellationToken,
+    /// The batteries in `regulate` mode.
+    regulated: Regulated,
 }
 
 impl CommandService {
@@ -295,6 +299,7 @@ impl CommandService {
             dry_run: DryRun::default(),
             verifying: Arc::default(),
             shutdown: CancellationToken::new(),
+            regulated: Regulated::default(),
         }
     }
 
@@ -303,7 +308,6 @@ impl CommandService {
         self.shutdown = token;
         self
     }
-
 
     /// Holds back the bridge's own commands while `dry_run` is on.
     pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
@@ -414,6 +418,12 @@ impl CommandService {
             }
         };
         books._writing = Some(self.writing.start(device));
+        if leaves_regulation(origin.source)
+            && commands.iter().any(|c| matches!(c, Command::SetMode(_)))
+        {
+            // Another mode chosen by a person or a job ends `regulate` for this battery.
+            self.regulated.leave(device);
+        }
         let mut results = Vec::with_capacity(commands.len());
         let mut pending = None;
         for command in commands {
