@@ -1620,12 +1620,7 @@ async fn refused_commands_are_audited_and_a_flood_is_bounded() {
 #[tokio::test]
 async fn an_id_with_u0000_is_refused_and_audited_on_postgres() {
     let db = support::TestPgDb::create("mbnul").await;
-    let store = store::open(&DatabaseSettings {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .expect("postgres store opens");
+    let store = db.open_store().await;
     let base = unique("nul");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;
