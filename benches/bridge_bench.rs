@@ -391,7 +391,8 @@ const FINDINGS_MARKER: &str = "<!-- findings: written by hand, kept by scripts/b
 /// A summary row: the target, the figure it is judged on, whether it is met.
 type Row = (&'static str, String, bool);
 
-/// One line per DESIGN §11 target: the figure it is judged on and whether it is met.
+/// One line per performance target (the README's Performance table): the figure it is judged on
+/// and whether it is met.
 fn summary(runs: &[FleetRun], pg: f64) -> String {
     let mut rows: Vec<Row> = Vec::new();
     if let Some(r) = runs
@@ -424,7 +425,7 @@ fn summary(runs: &[FleetRun], pg: f64) -> String {
         ));
     }
     let mut s =
-        String::from("## Against DESIGN §11\n\n| target | measured | met |\n|---|---|---|\n");
+        String::from("## Against the targets\n\n| target | measured | met |\n|---|---|---|\n");
     for (target, measured, met) in rows {
         s.push_str(&format!(
             "| {target} | {measured} | {} |\n",

@@ -91,16 +91,9 @@ fn alert(
     state: AlertState,
     at: DateTime<Utc>,
 ) -> Alert {
-    Alert {
-        kind,
-        severity,
-        device: Some(device.clone()),
-        message,
-        value,
-        threshold,
-        state,
-        at,
-    }
+    Alert::raised(kind, severity, Some(device.clone()), message, at)
+        .with_values(value, threshold)
+        .in_state(state)
 }
 
 impl AlertEngine {
@@ -319,16 +312,13 @@ mod tests {
             e.on_health(&d, &h(0), Utc::now())[0].state,
             AlertState::Cleared
         );
-        let drift = Alert {
-            kind: AlertKind::ModeDrift,
-            severity: Severity::Warning,
-            device: Some(d.clone()),
-            message: "x".into(),
-            value: None,
-            threshold: None,
-            state: AlertState::Raised,
-            at: Utc::now(),
-        };
+        let drift = Alert::raised(
+            AlertKind::ModeDrift,
+            Severity::Warning,
+            Some(d.clone()),
+            "x",
+            Utc::now(),
+        );
         assert_eq!(e.on_event(drift.clone()).len(), 1);
         assert!(e.on_event(drift.clone()).is_empty());
         let failed = Alert {

@@ -45,14 +45,12 @@ async fn command_story(rig: &Rig) {
     assert_eq!(events.status(), 200);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     assert_ne!(rig.sim.state(0).unwrap().mode, Mode::Passive);
-    let (code, result) = rig
-        .post(
-            "/api/v1/batteries/bat-a/commands",
+    let result = rig
+        .command_ok(
+            "bat-a",
             r#"{"mode":"passive","power":-800,"duration":600,"id":"h1"}"#,
         )
         .await;
-    assert_eq!(code, 200, "{result}");
-    assert_eq!(result["status"], "ok");
     assert_eq!(result["id"], "h1");
     assert_eq!(result["error"], Value::Null);
     assert!(result["applied"].is_object(), "{result}");

@@ -22,14 +22,11 @@ async fn the_battery_list_answers_from_memory_while_the_database_is_down() {
     })
     .await;
     rig.wait_for_samples().await;
-    let (code, result) = rig
-        .post(
-            "/api/v1/batteries/bat-b/commands",
-            r#"{"mode":"passive","power":-600,"duration":600,"id":"c1"}"#,
-        )
-        .await;
-    assert_eq!(code, 200, "{result}");
-    assert_eq!(result["status"], "ok", "{result}");
+    rig.command_ok(
+        "bat-b",
+        r#"{"mode":"passive","power":-600,"duration":600,"id":"c1"}"#,
+    )
+    .await;
 
     proxy.cut();
     let (code, audit) = rig.get("/api/v1/commands").await;

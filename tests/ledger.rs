@@ -11,9 +11,7 @@ mod support;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use marstek_bridge::domain::{DeviceId, Mode, Sample, WattHours, Watts};
 use marstek_bridge::simulator::model::{ModelState, SimProfile};
-use marstek_bridge::store::{
-    self, Backend, Bucket, DatabaseSettings, EnergyBucket, SqliteStore, Store,
-};
+use marstek_bridge::store::{Backend, Bucket, DatabaseSettings, EnergyBucket, SqliteStore, Store};
 use marstek_bridge::tempo::{
     TEMPO_TZ, Tariff, TempoColour, day_ledger, paris_instant, tempo_day_span,
 };
@@ -153,12 +151,7 @@ async fn simulated_red_day_to_the_cent_on_sqlite() {
 #[tokio::test]
 async fn simulated_red_day_to_the_cent_on_postgres() {
     let db = TestPgDb::create("ledger_pg").await;
-    let store = store::open(&DatabaseSettings {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = db.open_store().await;
     assert_eq!(store.backend(), Backend::Postgres);
     ledger_story(store.as_ref(), false).await;
 }
@@ -168,12 +161,7 @@ async fn simulated_red_day_to_the_cent_on_timescale() {
     let Some(db) = TestPgDb::create_timescale("ledger_ts").await else {
         return;
     };
-    let store = store::open(&DatabaseSettings {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = db.open_store().await;
     assert_eq!(store.backend(), Backend::Timescale);
     ledger_story(store.as_ref(), false).await;
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use marstek_bridge::control::{CommandService, Fleet, Presence};
 use marstek_bridge::domain::{
-    Alert, AlertKind, AlertState, BatteryRef, DeviceId, DeviceLimits, Mode, Sample, Severity,
+    Alert, AlertKind, AlertState, BatteryRef, CommandSource, CommandStatus, DeviceId, DeviceLimits,
+    Mode, Sample, Severity,
 };
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
 use marstek_bridge::mqtt::{
@@ -1511,9 +1512,9 @@ async fn remembered_controls_survive_a_restart() {
     let audit = store.recent_commands(10).await.unwrap();
     let row = audit
         .iter()
-        .find(|c| c.source == "mqtt" && c.payload["received"] == "Passive")
+        .find(|c| c.source == CommandSource::Mqtt && c.payload["received"] == "Passive")
         .unwrap_or_else(|| panic!("no audit row for set/mode Passive: {audit:?}"));
-    assert_eq!(row.status, "ok");
+    assert_eq!(row.status, CommandStatus::Ok);
     assert_eq!(row.device, "dev1");
     let desired = store.desired_states().await.unwrap();
     let d = desired
@@ -1531,7 +1532,7 @@ async fn remembered_controls_survive_a_restart() {
 async fn refused_rows(store: &dyn Store) -> Vec<marstek_bridge::store::CommandRecord> {
     let rows = store.recent_commands(1000).await.expect("audit readable");
     rows.into_iter()
-        .filter(|r| r.source == "mqtt" && r.status == "error")
+        .filter(|r| r.source == CommandSource::Mqtt && r.status == CommandStatus::Error)
         .collect()
 }
 
@@ -1619,12 +1620,7 @@ async fn refused_commands_are_audited_and_a_flood_is_bounded() {
 #[tokio::test]
 async fn an_id_with_u0000_is_refused_and_audited_on_postgres() {
     let db = support::TestPgDb::create("mbnul").await;
-    let store = store::open(&DatabaseSettings {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .expect("postgres store opens");
+    let store = db.open_store().await;
     let base = unique("nul");
     let prefix = format!("{base}-ha");
     let rig = Rig::start(&["dev1"], Duration::from_secs(3600)).await;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marstek_bridge::control::{CommandService, Fleet};
-use marstek_bridge::domain::{BatteryRef, DeviceId, DeviceLimits, Mode};
+use marstek_bridge::domain::{BatteryRef, CommandSource, DeviceId, DeviceLimits, Mode};
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
 use marstek_bridge::regulator::run::{Inputs, run};
 use marstek_bridge::regulator::{MeterPreset, Phase, RegulatorSettings, Status};
@@ -245,7 +245,10 @@ async fn a_step_load_is_covered_by_both_batteries_and_a_bridge_stop_hands_back_t
 
     let audit = rig.store.recent_commands(50).await.unwrap();
     assert!(!audit.is_empty());
-    assert!(audit.iter().all(|c| c.source == "regulator"), "{audit:?}");
+    assert!(
+        audit.iter().all(|c| c.source == CommandSource::Regulator),
+        "{audit:?}"
+    );
     assert!(audit.iter().any(|c| c.device == "bat1") && audit.iter().any(|c| c.device == "bat2"));
 
     rig.stop.cancel();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use marstek_bridge::domain::{
-    Alert, AlertKind, DeviceId, Mode, ModeConfig, NightPlan, NightPlanner, Percent,
-    PrechargeTarget, Watts,
+    Alert, AlertKind, CommandSource, CommandStatus, DeviceId, Mode, ModeConfig, NightPlan,
+    NightPlanner, Percent, PrechargeTarget, Watts,
 };
 use marstek_bridge::scheduler::{
     Clock, JOB_HEALTH_CHECK, JOB_MONITOR_BATTERIES, JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT,
@@ -194,7 +194,7 @@ async fn missed_six_am_is_recorded_and_reconciliation_still_puts_batteries_in_au
     assert!(
         audit
             .iter()
-            .all(|c| c.source == "reconciler" && c.status == "ok")
+            .all(|c| c.source == CommandSource::Reconciler && c.status == CommandStatus::Ok)
     );
 
     // A second start-up finds everything in sync: no command, no alert.
@@ -450,7 +450,7 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     assert_eq!(rec.renew_passive().await, 0);
     let audit = rig.store().recent_commands(10).await.expect("audit");
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0].source, "reconciler");
+    assert_eq!(audit[0].source, CommandSource::Reconciler);
     rig.tasks.token().cancel();
 }
 

@@ -97,12 +97,7 @@ async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
 }
 
 async fn pg_store(db: &TestPgDb) -> Arc<dyn Store> {
-    store::open(&DatabaseSettings {
-        url: db.url.clone(),
-        ..Default::default()
-    })
-    .await
-    .expect("postgres store")
+    db.open_store().await
 }
 
 fn registry(entries: &[(&str, Arc<Probe>)]) -> JobRegistry {

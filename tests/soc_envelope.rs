@@ -12,8 +12,8 @@ use std::time::Duration;
 use marstek_bridge::config::DeviceConfig;
 use marstek_bridge::control::{CommandError, Origin};
 use marstek_bridge::domain::{
-    AlertKind, Command, CommandSource, DeviceId, HhMm, ManualSlot, Mode, ModeConfig, Rejection,
-    Watts, WeekMask,
+    AlertKind, Command, CommandSource, CommandStatus, DeviceId, HhMm, ManualSlot, Mode, ModeConfig,
+    Rejection, Watts, WeekMask,
 };
 use marstek_bridge::marstek::PollingSettings;
 use marstek_bridge::simulator::SimConfig;
@@ -113,7 +113,9 @@ async fn commands_outside_the_soc_window_are_refused_before_the_battery() {
     let audit = rig.core.store.recent_commands(10).await.unwrap();
     let refused = audit
         .iter()
-        .filter(|c| c.status == "error" && c.error.as_deref().unwrap_or("").contains("SOC"))
+        .filter(|c| {
+            c.status == CommandStatus::Error && c.error.as_deref().unwrap_or("").contains("SOC")
+        })
         .count();
     assert_eq!(refused, 3, "{audit:?}");
 }
@@ -152,9 +154,9 @@ async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
     let audit = rig.core.store.recent_commands(10).await.unwrap();
     let stop = audit
         .iter()
-        .find(|c| c.source == "safety")
+        .find(|c| c.source == CommandSource::Safety)
         .unwrap_or_else(|| panic!("no safety row in {audit:?}"));
-    assert_eq!(stop.status, "ok");
+    assert_eq!(stop.status, CommandStatus::Ok);
 
     // Discharging again at min_soc is refused; the stop is not repeated at the next sample.
     let r = submit(&rig, &passive(800, 600)).await;
@@ -168,7 +170,7 @@ async fn a_passive_discharge_reaching_min_soc_is_stopped_with_an_alert() {
         .unwrap()
         .iter()
         // a command's row, not the verdict of its effect verification (`payload.verification`)
-        .filter(|c| c.source == "safety" && c.payload.get("verification").is_none())
+        .filter(|c| c.source == CommandSource::Safety && c.payload.get("verification").is_none())
         .count();
     assert_eq!(safety_rows, 1);
 }

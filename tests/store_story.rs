@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use marstek_bridge::domain::{
-    Alert, AlertKind, AlertState, Amperes, Celsius, DesiredState, DeviceId, DeviceInfo, Mode,
-    ModeConfig, Percent, Readings, Sample, Severity, Volts, WattHours, Watts,
+    Alert, AlertKind, AlertState, Amperes, Celsius, CommandSource, CommandStatus, DesiredState,
+    DeviceId, DeviceInfo, Mode, ModeConfig, Percent, Readings, Sample, Severity, Volts, WattHours,
+    Watts,
 };
 use marstek_bridge::store::{
     self, Backend, CommandRecord, DatabaseSettings, JobRecord, JobRunRecord, RunStatus, Store,
@@ -206,14 +207,18 @@ async fn story(store: &dyn Store) {
         store
             .record_command(&CommandRecord {
                 at: t0() + chrono::Duration::seconds(i),
-                source: "mqtt".into(),
+                source: CommandSource::Mqtt,
                 device: if i == 2 {
                     "unknown-dev".into()
                 } else {
                     a.0.clone()
                 },
                 payload: serde_json::json!({"mode": "Auto", "i": i}),
-                status: if i == 2 { "error".into() } else { "ok".into() },
+                status: if i == 2 {
+                    CommandStatus::Error
+                } else {
+                    CommandStatus::Ok
+                },
                 error: (i == 2).then(|| "unknown device".to_string()),
                 latency_ms: Some(12.5),
             })
@@ -224,6 +229,16 @@ async fn story(store: &dyn Store) {
     assert_eq!(cmds.len(), 2);
     assert_eq!(cmds[0].payload["i"], 2);
     assert_eq!(cmds[0].error.as_deref(), Some("unknown device"));
+    assert_eq!(
+        (cmds[0].source, cmds[0].status, cmds[1].status),
+        (CommandSource::Mqtt, CommandStatus::Error, CommandStatus::Ok)
+    );
+    // The API shows them by their stored names.
+    let shown = serde_json::to_value(&cmds[0]).unwrap();
+    assert_eq!(
+        (&shown["source"], &shown["status"]),
+        (&serde_json::json!("mqtt"), &serde_json::json!("error"))
+    );
     assert_eq!(cmds[1].payload["i"], 1);
 
     // Jobs: insert then replace.

@@ -41,8 +41,9 @@ pub use self::presence::{Availability, Presence};
 pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
-    Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
-    DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command, check_soc,
+    Alert, AlertKind, AlertSender, BatteryRef, Command, CommandReport, CommandSource,
+    CommandStatus, DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity,
+    check_command, check_soc,
 };
 use crate::store::{CommandRecord, Store};
 
@@ -501,25 +502,22 @@ impl CommandService {
                 tracing::warn!(device = %device, source, command = command.name(), error = %e, "command_failed");
                 if let (Some(tx), CommandError::Driver(_)) = (&self.alerts, e) {
                     let message = format!("{} from {source} failed: {e}", command.name());
-                    let _ = tx.send(Alert {
-                        kind: AlertKind::CommandFailed,
-                        severity: Severity::Warning,
-                        device: Some(device.clone()),
+                    let _ = tx.send(Alert::raised(
+                        AlertKind::CommandFailed,
+                        Severity::Warning,
+                        Some(device.clone()),
                         message,
-                        value: None,
-                        threshold: None,
-                        state: AlertState::Raised,
-                        at: Utc::now(),
-                    });
+                        Utc::now(),
+                    ));
                 }
             }
         }
         books.records.push(CommandRecord {
             at: Utc::now(),
-            source: source.to_string(),
+            source: origin.source,
             device: device.to_string(),
             payload: json!({ "received": origin.received, "command": command }),
-            status: if result.is_ok() { "ok" } else { "error" }.to_string(),
+            status: CommandStatus::of(&result),
             error: result.as_ref().err().map(|e| e.to_string()),
             latency_ms: Some(latency_ms),
         });
@@ -618,7 +616,7 @@ mod tests {
             .apply(&dev, &[Command::SetDod { value: Percent(40) }], http)
             .await;
         assert!(outcome.is_ok(), "{outcome:?}");
-        assert_eq!(books.records[0].source, "http");
+        assert_eq!(books.records[0].source, CommandSource::Http);
         assert_eq!(books.records[0].payload["received"], json!({ "dod": 40 }));
         assert_eq!(
             s.controls().get(&dev).dod,
@@ -632,7 +630,7 @@ mod tests {
             .apply(&dev, &[Command::SetDod { value: Percent(50) }], job)
             .await;
         assert!(outcome.is_ok());
-        assert_eq!(books.records[0].source, "scheduler");
+        assert_eq!(books.records[0].source, CommandSource::Scheduler);
         assert_eq!(
             s.controls().get(&dev).dod,
             Some(40),
@@ -680,7 +678,7 @@ mod tests {
         assert!(outcome.results[1].is_ok());
         assert!(!outcome.is_ok() && !outcome.verified());
         assert_eq!(books.records.len(), 2);
-        assert_eq!(books.records[0].status, "error");
+        assert_eq!(books.records[0].status, CommandStatus::Error);
         assert!(books.intents.is_empty(), "a failed batch keeps no intent");
 
         let auto = Command::SetMode(ModeConfig::Auto);

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Bookkeeping, CommandError, CommandService, Origin};
-use crate::domain::{CommandSource, DeviceId, Rejection};
+use crate::domain::{CommandSource, CommandStatus, DeviceId, Rejection};
 use crate::store::{CommandRecord, Store};
 
 /// Store document key of the members: `{"members": ["<dev>", …]}`.
@@ -202,10 +202,14 @@ impl CommandService {
             Err(CommandError::UnknownDevice(_)) => Vec::new(),
             _ => vec![CommandRecord {
                 at: chrono::Utc::now(),
-                source: source.to_string(),
+                source: origin.source,
                 device: device.to_string(),
                 payload: json!({ "received": origin.received, "command": "regulate" }),
-                status: if result.is_ok() { "ok" } else { "error" }.to_string(),
+                status: if result.is_ok() {
+                    CommandStatus::Ok
+                } else {
+                    CommandStatus::Error
+                },
                 error: result.as_ref().err().map(|e| e.to_string()),
                 latency_ms: Some(0.0),
             }],

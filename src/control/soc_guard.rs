@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CommandService, Origin};
 use crate::domain::{
-    Alert, AlertKind, AlertState, Command, CommandSource, DeviceId, Mode, ModeConfig, Sample,
-    Severity, Watts, soc_breach,
+    Alert, AlertKind, Command, CommandSource, DeviceId, Mode, ModeConfig, Sample, Severity, Watts,
+    soc_breach,
 };
 
 /// Countdown of the Passive 0 W set-point that stops a breach when the running set-point's own
@@ -110,16 +110,13 @@ impl CommandService {
         };
         tracing::warn!(device = %device, reason = %why, outcome = %outcome, "soc_limit_reached");
         if let Some(tx) = &self.alerts {
-            let _ = tx.send(Alert {
-                kind: AlertKind::SocLimit,
-                severity: Severity::Warning,
-                device: Some(device.clone()),
-                message: format!("{why}; {outcome}"),
-                value: None,
-                threshold: None,
-                state: AlertState::Raised,
-                at: Utc::now(),
-            });
+            let _ = tx.send(Alert::raised(
+                AlertKind::SocLimit,
+                Severity::Warning,
+                Some(device.clone()),
+                format!("{why}; {outcome}"),
+                Utc::now(),
+            ));
         }
     }
 }

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::verify::{self, FollowUp};
 use super::{CommandError, CommandService, NotHolding, Origin, Pending, Verdict};
 use crate::domain::{
-    Alert, AlertKind, AlertState, BatteryRef, Command, CommandReport, CommandSource, DeviceId,
-    Mode, ModeConfig, Severity,
+    Alert, AlertKind, AlertState, BatteryRef, Command, CommandReport, CommandSource, CommandStatus,
+    DeviceId, Mode, ModeConfig, Severity,
 };
 use crate::store::CommandRecord;
 
@@ -155,7 +155,7 @@ impl CommandService {
         let failed = matches!(verdict, Verdict::NotHolding(_));
         let record = CommandRecord {
             at: Utc::now(),
-            source: source_name.to_string(),
+            source,
             device: device.to_string(),
             payload: json!({
                 "received": received,
@@ -163,7 +163,11 @@ impl CommandService {
                 "verification": verdict.name(),
                 "observed": verdict.observed_json(),
             }),
-            status: if failed { "error" } else { "ok" }.to_string(),
+            status: if failed {
+                CommandStatus::Error
+            } else {
+                CommandStatus::Ok
+            },
             error: failed.then(|| "not_holding".to_string()),
             latency_ms: Some(latency_ms),
         };
@@ -198,15 +202,15 @@ impl CommandService {
                 return; // already raised, or nothing to clear
             }
         }
-        let _ = tx.send(Alert {
-            kind: AlertKind::CommandNotHolding,
-            severity,
-            device: Some(device.clone()),
-            message,
-            value: None,
-            threshold: None,
-            state,
-            at: Utc::now(),
-        });
+        let _ = tx.send(
+            Alert::raised(
+                AlertKind::CommandNotHolding,
+                severity,
+                Some(device.clone()),
+                message,
+                Utc::now(),
+            )
+            .in_state(state),
+        );
     }
 }

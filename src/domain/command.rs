@@ -247,6 +247,35 @@ impl CommandSource {
     }
 }
 
+/// How a command ended: the `status` of the `<dev>/response` payload and of the command audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    /// Done (the battery confirmed it, or the bridge applied it).
+    Ok,
+    /// Refused or failed; the record says why.
+    Error,
+}
+
+impl CommandStatus {
+    /// Lowercase name, as stored and published.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Ok => "ok",
+            CommandStatus::Error => "error",
+        }
+    }
+
+    /// `Ok` for a success, `Error` for a failure.
+    pub fn of<T, E>(result: &Result<T, E>) -> Self {
+        if result.is_ok() {
+            CommandStatus::Ok
+        } else {
+            CommandStatus::Error
+        }
+    }
+}
+
 /// What the driver did with an accepted command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandReport {

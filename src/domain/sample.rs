@@ -401,3 +401,39 @@ pub struct Alert {
     /// When it happened (UTC).
     pub at: DateTime<Utc>,
 }
+
+impl Alert {
+    /// A raised alert of `kind` at `at`, with no observed value or threshold; `device` None for
+    /// a bridge-level alert.
+    pub fn raised(
+        kind: AlertKind,
+        severity: Severity,
+        device: Option<DeviceId>,
+        message: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            severity,
+            device,
+            message: message.into(),
+            value: None,
+            threshold: None,
+            state: AlertState::Raised,
+            at,
+        }
+    }
+
+    /// The same alert with the observed value and the threshold it crossed.
+    pub fn with_values(mut self, value: Option<f64>, threshold: Option<f64>) -> Self {
+        self.value = value;
+        self.threshold = threshold;
+        self
+    }
+
+    /// The same alert in `state` (a cleared alert carries the kind and device it clears).
+    pub fn in_state(mut self, state: AlertState) -> Self {
+        self.state = state;
+        self
+    }
+}

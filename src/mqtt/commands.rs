@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{
-    Command, DOD_RANGE, HhMm, MAX_PASSIVE_SECONDS, MAX_SLOT, ManualSlot, Mode, ModeConfig, Percent,
-    Watts, WeekMask,
+    Command, CommandStatus, DOD_RANGE, HhMm, MAX_PASSIVE_SECONDS, MAX_SLOT, ManualSlot, Mode,
+    ModeConfig, Percent, Watts, WeekMask,
 };
 
 pub use crate::control::DEFAULT_PASSIVE_SECONDS;
@@ -72,7 +72,7 @@ pub struct CommandResponse {
     /// The request's `id`, or null.
     pub id: Option<Value>,
     /// `ok` or `error`.
-    pub status: String,
+    pub status: CommandStatus,
     /// Why it failed, or null.
     pub error: Option<String>,
     /// What was sent to the device (driver report), or null.
@@ -93,7 +93,7 @@ impl CommandResponse {
     pub fn error(id: Option<Value>, error: impl Into<String>) -> Self {
         Self {
             id,
-            status: "error".into(),
+            status: CommandStatus::Error,
             error: Some(error.into()),
             applied: None,
             verified: false,
@@ -106,7 +106,7 @@ impl CommandResponse {
     pub fn ok(id: Option<Value>, applied: Value, verified: bool) -> Self {
         Self {
             id,
-            status: "ok".into(),
+            status: CommandStatus::Ok,
             error: None,
             applied: Some(applied),
             verified,
@@ -492,7 +492,7 @@ impl CommandResponse {
     pub fn from_outcome(id: Option<Value>, outcome: Outcome) -> Self {
         let pending = outcome.pending.is_some().then(|| "pending".to_string());
         let mut r = Self::from_results(id, outcome);
-        if r.status == "ok" {
+        if r.status == CommandStatus::Ok {
             r.verification = pending;
         }
         r
@@ -722,7 +722,7 @@ mod tests {
             pending: None,
         };
         let r = CommandResponse::from_outcome(Some(Value::from(7)), one);
-        assert_eq!((r.status.as_str(), r.verified), ("ok", true));
+        assert_eq!((r.status, r.verified), (CommandStatus::Ok, true));
         assert_eq!(r.applied, Some(serde_json::json!({ "led": 1 })));
 
         let failed = Err(CommandError::UnknownDevice("x".into()));
@@ -731,7 +731,7 @@ mod tests {
             pending: None,
         };
         let r = CommandResponse::from_outcome(None, two);
-        assert_eq!(r.status, "error");
+        assert_eq!(r.status, CommandStatus::Error);
         assert_eq!(r.error.as_deref(), Some("slots[1]: unknown device 'x'"));
         let applied = r.applied.unwrap();
         assert_eq!(applied[0]["status"], "ok");

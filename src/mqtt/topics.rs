@@ -17,6 +17,57 @@ pub struct Topics {
     prefix: String,
 }
 
+/// A Home Assistant discovery config topic, in parts (the one place that spells its shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryConfig<'a> {
+    /// `<prefix>/<component>/<node>/<object>/config`: one entity (entity-style discovery).
+    Entity {
+        /// HA component (`sensor`, `select`, …).
+        component: &'a str,
+        /// HA node: the device id.
+        node: &'a str,
+        /// Object id of the entity.
+        object: &'a str,
+    },
+    /// `<prefix>/device/<node>/config`: a whole device (device-style discovery).
+    Device {
+        /// HA node: the device id.
+        node: &'a str,
+    },
+}
+
+impl<'a> DiscoveryConfig<'a> {
+    /// The topic under the discovery prefix `prefix`.
+    pub fn topic(&self, prefix: &str) -> String {
+        match self {
+            DiscoveryConfig::Entity {
+                component,
+                node,
+                object,
+            } => format!("{prefix}/{component}/{node}/{object}/config"),
+            DiscoveryConfig::Device { node } => format!("{prefix}/device/{node}/config"),
+        }
+    }
+
+    /// Splits a config topic under `prefix`; None when it has neither shape (or no node).
+    pub fn parse(prefix: &str, topic: &'a str) -> Option<Self> {
+        let rest = topic
+            .strip_prefix(prefix)?
+            .strip_prefix('/')?
+            .strip_suffix("/config")?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["device", node] if !node.is_empty() => Some(DiscoveryConfig::Device { node }),
+            [component, node, object] if !node.is_empty() => Some(DiscoveryConfig::Entity {
+                component,
+                node,
+                object,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What an incoming message is, according to its topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -158,11 +209,16 @@ impl Topics {
     }
     /// `<prefix>/<component>/<node>/<object>/config` (entity-style discovery).
     pub fn discovery_entity(&self, component: &str, node: &str, object: &str) -> String {
-        format!("{}/{component}/{node}/{object}/config", self.prefix)
+        DiscoveryConfig::Entity {
+            component,
+            node,
+            object,
+        }
+        .topic(&self.prefix)
     }
     /// `<prefix>/device/<id>/config` (device-style discovery).
     pub fn discovery_device(&self, id: &str) -> String {
-        format!("{}/device/{id}/config", self.prefix)
+        DiscoveryConfig::Device { node: id }.topic(&self.prefix)
     }
 
     /// Subscriptions the bridge holds (commands, requests, HA status).
@@ -237,6 +293,34 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_config_topics_split_back_into_their_parts() {
+        let t = Topics::new("mb", "ha/x");
+        let entity = t.discovery_entity("sensor", "mb_d1", "soc");
+        assert_eq!(entity, "ha/x/sensor/mb_d1/soc/config");
+        assert_eq!(
+            DiscoveryConfig::parse("ha/x", &entity),
+            Some(DiscoveryConfig::Entity {
+                component: "sensor",
+                node: "mb_d1",
+                object: "soc"
+            })
+        );
+        let device = t.discovery_device("mb_d1");
+        assert_eq!(
+            DiscoveryConfig::parse("ha/x", &device),
+            Some(DiscoveryConfig::Device { node: "mb_d1" })
+        );
+        for junk in [
+            "ha/x/device//config",
+            "ha/x/sensor/mb_d1/soc",
+            "other/sensor/mb_d1/soc/config",
+            "ha/x/a/b/c/d/config",
+        ] {
+            assert_eq!(DiscoveryConfig::parse("ha/x", junk), None, "{junk}");
+        }
+    }
 
     #[test]
     fn response_topics_are_checked() {

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Alert, DesiredState, DeviceId, DeviceInfo, Sample};
+use crate::domain::{
+    Alert, CommandSource, CommandStatus, DesiredState, DeviceId, DeviceInfo, Sample,
+};
 
 pub use history::{Bucket, EnergyBucket};
 pub use pg::PgStore;
@@ -79,14 +81,14 @@ pub struct DeviceRecord {
 pub struct CommandRecord {
     /// When the command arrived.
     pub at: DateTime<Utc>,
-    /// `mqtt`, `scheduler`, `reconciler`, `cli`.
-    pub source: String,
+    /// Who issued it (stored as its lowercase name: `mqtt`, `http`, `scheduler`, …).
+    pub source: CommandSource,
     /// Battery addressed (as given, even when unknown).
     pub device: String,
     /// The payload as received or built.
     pub payload: serde_json::Value,
-    /// `ok` or `error`.
-    pub status: String,
+    /// How it ended (stored as `ok` or `error`).
+    pub status: CommandStatus,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// Time from receipt to result, ms.

@@ -282,10 +282,10 @@ impl Store for PgStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(record.at)
-        .bind(&record.source)
+        .bind(record.source.as_str())
         .bind(&record.device)
         .bind(&record.payload)
-        .bind(&record.status)
+        .bind(record.status.as_str())
         .bind(&record.error)
         .bind(record.latency_ms)
         .execute(&self.pool)
@@ -305,10 +305,10 @@ impl Store for PgStore {
             .map(|r| {
                 Ok(CommandRecord {
                     at: r.try_get("at")?,
-                    source: r.try_get("source")?,
+                    source: parse_enum("command source", r.try_get("source")?)?,
                     device: r.try_get("device")?,
                     payload: r.try_get("payload")?,
-                    status: r.try_get("status")?,
+                    status: parse_enum("command status", r.try_get("status")?)?,
                     error: r.try_get("error")?,
                     latency_ms: r.try_get("latency_ms")?,
                 })

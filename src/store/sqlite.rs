@@ -348,10 +348,10 @@ impl Store for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(to_micros(record.at))
-        .bind(&record.source)
+        .bind(record.source.as_str())
         .bind(&record.device)
         .bind(json_to_text("command payload", &record.payload)?)
-        .bind(&record.status)
+        .bind(record.status.as_str())
         .bind(&record.error)
         .bind(record.latency_ms)
         .execute(&self.pool)
@@ -371,11 +371,11 @@ impl Store for SqliteStore {
             .map(|r| {
                 Ok(CommandRecord {
                     at: from_micros(r.try_get("at")?)?,
-                    source: r.try_get("source")?,
+                    source: parse_enum("command source", r.try_get("source")?)?,
                     device: r.try_get("device")?,
                     payload: json_from_text("command payload", r.try_get("payload")?)?
                         .unwrap_or_default(),
-                    status: r.try_get("status")?,
+                    status: parse_enum("command status", r.try_get("status")?)?,
                     error: r.try_get("error")?,
                     latency_ms: r.try_get("latency_ms")?,
                 })

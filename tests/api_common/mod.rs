@@ -145,6 +145,17 @@ impl Rig {
             .await
     }
 
+    /// Posts `body` to `/api/v1/batteries/<dev>/commands` and asserts the battery took it (200,
+    /// `status: ok`); returns the answer.
+    pub async fn command_ok(&self, dev: &str, body: &str) -> Value {
+        let (code, result) = self
+            .post(&format!("/api/v1/batteries/{dev}/commands"), body)
+            .await;
+        assert_eq!(code, 200, "{result}");
+        assert_eq!(result["status"], "ok", "{result}");
+        result
+    }
+
     /// Waits until every battery has a sample with a SOC (the bridge's first polls).
     pub async fn wait_for_samples(&self) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -241,6 +241,17 @@ impl TestPgDb {
             .expect("loopback address")
     }
 
+    /// The bridge's store on this database, opened with default settings (migrations and, on the
+    /// TimescaleDB server, its step applied).
+    pub async fn open_store(&self) -> Arc<dyn marstek_bridge::store::Store> {
+        marstek_bridge::store::open(&marstek_bridge::store::DatabaseSettings {
+            url: self.url.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("store opens on the test database")
+    }
+
     /// Drops the database now (also done on drop).
     pub async fn drop_now(mut self) {
         self.dropped = true;

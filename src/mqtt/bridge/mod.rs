@@ -344,7 +344,7 @@ mod tests {
 
     use super::*;
     use crate::control::Fleet;
-    use crate::domain::{Alert, AlertState, Percent, Severity};
+    use crate::domain::{Alert, Percent, Severity};
 
     fn offline_bridge(queue: usize) -> (MqttHandle, CancellationToken) {
         // Port 1 on loopback refuses connections: the bridge never connects, so the outbox
@@ -398,16 +398,13 @@ mod tests {
             h.publish_sample(s);
         }
         for i in 0..5 {
-            h.publish_alert(&Alert {
-                kind: AlertKind::JobFailed,
-                severity: Severity::Warning,
-                device: None,
-                message: format!("a{i}"),
-                value: None,
-                threshold: None,
-                state: AlertState::Raised,
-                at: Utc::now(),
-            });
+            h.publish_alert(&Alert::raised(
+                AlertKind::JobFailed,
+                Severity::Warning,
+                None,
+                format!("a{i}"),
+                Utc::now(),
+            ));
         }
         assert_eq!(h.dropped(), 2);
         let work = take_work(h.shared());

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Shared, lock};
 use crate::control::Bookkeeping;
-use crate::domain::CommandSource;
+use crate::domain::{CommandSource, CommandStatus};
 use crate::store::CommandRecord;
 
 /// Refused commands recorded per minute at most; the others are only counted.
@@ -111,7 +111,6 @@ pub(super) fn record_refusal(shared: &Shared, device: &str, payload: &[u8], erro
         }
         Admit::Record { dropped_before } => dropped_before,
     };
-    let source = CommandSource::Mqtt.as_str().to_string();
     let mut records = Vec::with_capacity(2);
     if dropped_before > 0 {
         tracing::warn!(
@@ -121,10 +120,10 @@ pub(super) fn record_refusal(shared: &Shared, device: &str, payload: &[u8], erro
         );
         records.push(CommandRecord {
             at: Utc::now(),
-            source: source.clone(),
+            source: CommandSource::Mqtt,
             device: String::new(),
             payload: json!({ "not_recorded": dropped_before, "per_minute": PER_MINUTE }),
-            status: "error".into(),
+            status: CommandStatus::Error,
             error: Some(format!(
                 "{dropped_before} refused commands not recorded (at most {PER_MINUTE} a minute)"
             )),
@@ -133,10 +132,10 @@ pub(super) fn record_refusal(shared: &Shared, device: &str, payload: &[u8], erro
     }
     records.push(CommandRecord {
         at: Utc::now(),
-        source,
+        source: CommandSource::Mqtt,
         device: printable(device, 128).0,
         payload: received_summary(payload),
-        status: "error".into(),
+        status: CommandStatus::Error,
         error: Some(printable(error, 1024).0),
         latency_ms: None,
     });

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use crate::mqtt::topics::DiscoveryConfig;
+
 /// The config topics this bridge has published, per HA node (device id), as kept in the retained
 /// `<base>/bridge/discovery` document. Serialised compactly — nodes with the same entity set share
 /// one group — so a fleet of thousands stays a few kilobytes (a flat topic list of 1,000 batteries
@@ -19,17 +21,13 @@ pub struct PublishedConfigs {
 /// Splits a config topic under `prefix` into its node and entity part (`sensor/soc`, or
 /// `device` for device style); None when it does not have our shape.
 fn split_config_topic(prefix: &str, topic: &str) -> Option<(String, String)> {
-    let rest = topic
-        .strip_prefix(prefix)?
-        .strip_prefix('/')?
-        .strip_suffix("/config")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        ["device", n] if !n.is_empty() => Some(((*n).to_string(), "device".into())),
-        [component, n, key] if !n.is_empty() => {
-            Some(((*n).to_string(), format!("{component}/{key}")))
-        }
-        _ => None,
+    match DiscoveryConfig::parse(prefix, topic)? {
+        DiscoveryConfig::Device { node } => Some((node.to_string(), "device".into())),
+        DiscoveryConfig::Entity {
+            component,
+            node,
+            object,
+        } => Some((node.to_string(), format!("{component}/{object}"))),
     }
 }
 
@@ -40,14 +38,20 @@ fn entry_of(prefix: &str, node: &str, topic: &str) -> Option<String> {
         .map(|(_, entry)| entry)
 }
 
+/// The config topic of `node`'s entry (`device`, or `component/object`) under `prefix`.
 fn topic_of(prefix: &str, node: &str, entry: &str) -> Option<String> {
-    match entry.split_once('/') {
-        None if entry == "device" => Some(format!("{prefix}/device/{node}/config")),
-        Some((component, key)) if !component.is_empty() && !key.is_empty() => {
-            Some(format!("{prefix}/{component}/{node}/{key}/config"))
+    let config = match entry.split_once('/') {
+        None if entry == "device" => DiscoveryConfig::Device { node },
+        Some((component, object)) if !component.is_empty() && !object.is_empty() => {
+            DiscoveryConfig::Entity {
+                component,
+                node,
+                object,
+            }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(config.topic(prefix))
 }
 
 impl PublishedConfigs {

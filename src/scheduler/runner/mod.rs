@@ -24,7 +24,7 @@ use super::jobs::JobRegistry;
 use super::settings::SchedulerSettings;
 use super::trigger::{Trigger, parse_zone};
 use super::{JOB_IDS, SchedulerError};
-use crate::domain::{Alert, AlertKind, AlertSender, AlertState, JobAction, JobContext, Severity};
+use crate::domain::{Alert, AlertKind, AlertSender, JobAction, JobContext, Severity};
 use crate::store::{JobRecord, JobRunRecord, RunStatus, Store};
 
 mod handle;
@@ -593,16 +593,13 @@ impl Inner {
 
     fn alert(&self, kind: AlertKind, message: String) {
         if let Some(tx) = &self.alerts {
-            let _ = tx.send(Alert {
+            let _ = tx.send(Alert::raised(
                 kind,
-                severity: Severity::Warning,
-                device: None,
+                Severity::Warning,
+                None,
                 message,
-                value: None,
-                threshold: None,
-                state: AlertState::Raised,
-                at: self.clock.now(),
-            });
+                self.clock.now(),
+            ));
         }
     }
 
