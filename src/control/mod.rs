@@ -430,12 +430,13 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        let mut follow = None;
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
         {
             Ok(()) => match command {
                 Command::SetMode(config) if self.verify.enabled => {
-                    self.verify_mode_write(battery, command, config, origin, pending)
+                    self.verify_mode_write(battery, command, config, &mut follow)
                         .await
                 }
                 Command::SetMode(_) => {
@@ -459,6 +460,10 @@ impl CommandService {
                 {
                     self.intents.set(&intent);
                     books.intents.push(intent);
+                }
+                // once the intent is in memory, so that the samples its polls bring show it
+                if let Some(f) = follow {
+                    *pending = Some(self.spawn_follow_up(battery, command, f, origin));
                 }
             }
             Err(e) => {
