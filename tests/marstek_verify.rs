@@ -125,7 +125,7 @@ async fn story_with(
             }
         }
     });
-    for t in ["response", "alert", "state"] {
+    for t in ["response", "alert", "state", "intent"] {
         client
             .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
             .await
@@ -443,6 +443,17 @@ async fn a_battery_that_falls_back_to_auto_is_put_back_by_the_reconciler() {
         .unwrap_or_else(|| panic!("no reconciler row: {audit:?}"));
     assert_eq!(reapply["status"], json!("ok"), "{reapply}");
     assert_eq!(reapply["payload"]["received"]["intent"], json!("mqtt"));
+    // the retained intent document tells the story: one revert, re-applied, holding again
+    let doc = st
+        .next("intent", |d| {
+            d["reverts"] == json!(1) && d["holding"] == json!(true)
+        })
+        .await;
+    assert_eq!(doc["intended"]["mode"], json!("Passive"), "{doc}");
+    assert_eq!(doc["intended"]["power"], json!(-1000), "{doc}");
+    assert_eq!(doc["intended"]["set_by"], json!("mqtt"), "{doc}");
+    assert_eq!(doc["observed"]["mode"], json!("Passive"), "{doc}");
+    assert_eq!(doc["last_reapply"]["result"], json!("applied"), "{doc}");
     st.finish().await;
 }
 

@@ -14,6 +14,7 @@
 //! alert channel; nothing else.
 
 mod controls;
+pub mod holding;
 mod intents;
 mod presence;
 mod soc_guard;

@@ -22,7 +22,6 @@
 
 pub mod clock;
 pub mod decision;
-pub mod holding;
 pub mod jobs;
 pub mod leader;
 pub mod preview;

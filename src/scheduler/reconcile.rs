@@ -26,12 +26,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
-use super::holding::Holding;
 use super::jobs::idle_night_slot;
 use super::runner::SchedulerHandle;
 use super::settings::SchedulerSettings;
 use super::trigger::Trigger;
 use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
+use crate::control::holding::Holding;
 use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
@@ -100,8 +100,6 @@ pub struct Reconciler {
     last_applied: Mutex<HashMap<DeviceId, DateTime<Utc>>>,
     /// The intent each battery was last seen holding (its mode reported, or a verified apply).
     reached: Mutex<HashMap<DeviceId, ModeConfig>>,
-    /// Each battery's record of holding its intent (reverts, re-applies, backoff).
-    holding: Mutex<HashMap<DeviceId, Holding>>,
     /// Least time between two re-applications to one device.
     min_gap: Duration,
     /// Tonight's precharge targets (Tempo), to stop a battery's charge at its target.
@@ -138,7 +136,6 @@ impl Reconciler {
             desired: Mutex::new(HashMap::new()),
             last_applied: Mutex::new(HashMap::new()),
             reached: Mutex::new(HashMap::new()),
-            holding: Mutex::new(HashMap::new()),
             min_gap: Duration::from_secs(60),
             planner: None,
         }
@@ -363,9 +360,11 @@ impl Reconciler {
         }
     }
 
-    /// Checks a sample against the intent; re-applies (at most once a minute per device) and
-    /// raises `mode_drift` when the device reports another mode.
+    /// Checks a sample against the intent (noting what it shows on the holding record);
+    /// re-applies when the device reports another mode (at most once a minute per device, with
+    /// the backoff and budget of `control::holding`) and raises `mode_drift` when it had held.
     pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
+        self.with_holding(&sample.device, |h| h.observe(sample));
         if let Some(stopped) = self.precharge_reached(sample).await {
             return Some(stopped);
         }
@@ -442,15 +441,9 @@ impl Reconciler {
             .filter(|b| b.set_at > intent.set_at)
     }
 
-    /// Runs `f` on `device`'s holding record.
+    /// Runs `f` on `device`'s holding record (kept on the command service's intent board).
     fn with_holding<T>(&self, device: &DeviceId, f: impl FnOnce(&mut Holding) -> T) -> T {
-        let mut m = self.holding.lock().unwrap_or_else(|p| p.into_inner());
-        f(m.entry(device.clone()).or_default())
-    }
-
-    /// `device`'s record of holding its intent (reverts, last re-apply and its result).
-    pub fn holding(&self, device: &DeviceId) -> Holding {
-        self.with_holding(device, |h| h.clone())
+        self.commands.intents().update_holding(device, f)
     }
 
     /// Whether something was applied to `device` less than `min_gap` before `now`.

@@ -3,14 +3,17 @@
 //! made, a backoff between consecutive re-applies (doubling from [`REAPPLY_BASE`] up to
 //! [`REAPPLY_MAX`] while the intent does not stay held) and an hourly budget
 //! ([`REAPPLY_BUDGET`]), so that a battery that refuses is never written in a tight loop. It is
-//! also what the intent document reports (holding since, reverts, last re-apply and its
-//! result). Pure: the reconciler gives it the times; no I/O.
+//! also what the `<dev>/intent` document reports (observed mode and power, holding since,
+//! reverts, last re-apply and its result). Kept per battery on the `IntentBoard`, written by
+//! the reconciler. Pure: the reconciler gives it the times and samples; no I/O.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+
+use crate::domain::{Mode, Sample};
 
 /// Pause before the second consecutive re-apply, doubled for each further one.
 pub const REAPPLY_BASE: Duration = Duration::from_secs(60);
@@ -31,6 +34,10 @@ pub enum Wait {
 /// One battery's record of holding its intent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Holding {
+    /// The mode the battery reported last.
+    pub observed_mode: Option<Mode>,
+    /// The battery power it reported last, W (+ discharge, − charge).
+    pub observed_power_w: Option<i32>,
     /// Since when the battery has been seen in its intent's mode (None: not holding now).
     pub holding_since: Option<DateTime<Utc>>,
     /// Times the battery left its intent after holding it.
@@ -52,6 +59,12 @@ fn delta(d: Duration) -> TimeDelta {
 }
 
 impl Holding {
+    /// Notes what a sample shows.
+    pub fn observe(&mut self, sample: &Sample) {
+        self.observed_mode = sample.mode.or(self.observed_mode);
+        self.observed_power_w = sample.bat_power.map(|w| w.0).or(self.observed_power_w);
+    }
+
     /// The battery was seen in its intent's mode at `now`. It counts as having stayed held
     /// (which ends the backoff) once seen at least [`REAPPLY_BASE`] after the last re-apply.
     pub fn held(&mut self, now: DateTime<Utc>) {
