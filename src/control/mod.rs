@@ -10,13 +10,17 @@
 //! not take, ending in a verdict (`not_holding` with what was observed when they never do, and a
 //! `command_not_holding` alert, cleared by the next write that holds) that the caller gets
 //! through [`Outcome::pending`]. Each intent a
-//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
+//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
+mod dry_run;
 pub mod holding;
 mod intents;
 mod presence;
+mod regulated;
 mod soc_guard;
 mod verdict;
 pub mod verify;
@@ -32,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
+pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
+pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
@@ -96,6 +102,9 @@ pub enum CommandError {
     /// The battery acknowledged the write but did not carry it out within every window.
     #[error(transparent)]
     NotHolding(Box<NotHolding>),
+    /// Dry run is on: a command of the bridge's own loops was computed, not sent.
+    #[error("dry run: {0} from {1} not sent")]
+    DryRun(&'static str, &'static str),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -252,11 +261,15 @@ pub struct CommandService {
     not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
     /// Every battery's intent in memory (for readers that must not query the store).
     intents: IntentBoard,
+    /// The dry-run switch: while on, the bridge's own loops send nothing.
+    dry_run: DryRun,
     /// The verification running in the background per device (one at most: a newer mode
     /// command supersedes it), with its number.
     verifying: Arc<Mutex<BTreeMap<DeviceId, (u64, CancellationToken)>>>,
     /// Cancelled at shutdown: background verifications stop.
     shutdown: CancellationToken,
+    /// The batteries in `regulate` mode.
+    regulated: Regulated,
 }
 
 impl CommandService {
@@ -284,8 +297,10 @@ impl CommandService {
             writing: WritingSet::default(),
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
+            dry_run: DryRun::default(),
             verifying: Arc::default(),
             shutdown: CancellationToken::new(),
+            regulated: Regulated::default(),
         }
     }
 
@@ -293,6 +308,17 @@ impl CommandService {
     pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
         self
+    }
+
+    /// Holds back the bridge's own commands while `dry_run` is on.
+    pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The dry-run switch.
+    pub fn dry_run(&self) -> &DryRun {
+        &self.dry_run
     }
 
     /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
@@ -393,6 +419,12 @@ impl CommandService {
             }
         };
         books._writing = Some(self.writing.start(device));
+        if leaves_regulation(origin.source)
+            && commands.iter().any(|c| matches!(c, Command::SetMode(_)))
+        {
+            // Another mode chosen by a person or a job ends `regulate` for this battery.
+            self.regulated.leave(device);
+        }
         let mut results = Vec::with_capacity(commands.len());
         let mut pending = None;
         for command in commands {
@@ -431,6 +463,10 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        if self.dry_run.holds_back(origin.source) {
+            tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
+            return Err(CommandError::DryRun(command.name(), source));
+        }
         let mut follow = None;
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))

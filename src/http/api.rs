@@ -80,6 +80,9 @@ pub struct BatteryView {
     pub model: Option<String>,
     /// Firmware version (`ver`), once it answered.
     pub firmware: Option<u32>,
+    /// The firmware catalogue's note on this model and firmware (known quirks, corrections the
+    /// driver applies); null while the driver exposes no catalogue.
+    pub firmware_note: Option<String>,
     /// BLE MAC, once it answered.
     pub ble_mac: Option<String>,
     /// Configured limits (W, %).
@@ -110,6 +113,8 @@ fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
         last_seen: health.last_seen,
         model: info.as_ref().map(|i| i.model.clone()),
         firmware: info.as_ref().map(|i| i.firmware),
+        // The driver has no firmware catalogue yet: the field stays, empty, for the page.
+        firmware_note: None,
         ble_mac: info.as_ref().map(|i| i.ble_mac.clone()),
         limits: battery
             .map(|b| serde_json::to_value(b.limits()).unwrap_or_default())

@@ -97,6 +97,8 @@ pub async fn submit(
         CommandError::Driver(_) => {
             ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "device_error", message)
         }
+        // HTTP is a person's source: never held back, kept for completeness.
+        CommandError::DryRun(..) => ApiError::invalid("dry_run", message),
     };
     Err(api.with_result(to_value(&result)))
 }

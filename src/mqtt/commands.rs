@@ -43,6 +43,15 @@ pub enum Action {
     RememberPassiveDuration(u32),
     /// Apply Passive with the remembered power and duration.
     ApplyPassive,
+    /// Put the battery in `regulate` mode (the regulator drives it on the grid meter).
+    Regulate,
+}
+
+/// The bridge's own mode name (not a device mode): the regulator drives the battery.
+pub const REGULATE: &str = "regulate";
+
+fn is_regulate(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case(REGULATE)
 }
 
 /// A parsed message: optional correlation id plus the action.
@@ -279,6 +288,23 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
         ));
     }
     let received = value.clone();
+    if map
+        .get("mode")
+        .and_then(Value::as_str)
+        .is_some_and(is_regulate)
+    {
+        if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "id" | "mode")) {
+            return Err(Refusal::new(
+                id,
+                format!("{k}: mode regulate takes no other field (the regulator sets the power)"),
+            ));
+        }
+        return Ok(Parsed {
+            id,
+            received,
+            action: Action::Regulate,
+        });
+    }
     let commands = serde_json::from_value(value)
         .map_err(|e| format!("invalid command: {e}"))
         .and_then(set_commands)
@@ -412,6 +438,7 @@ pub fn parse_field(field: &str, payload: &[u8], max: usize) -> Result<Parsed, Re
     let text = decode_text(payload, max).map_err(|e| Refusal::new(None, e))?;
     let fail = |e: String| Refusal::new(None, e);
     let action = match field {
+        "mode" if is_regulate(text) => Action::Regulate,
         "mode" => match Mode::parse(text).map_err(|e| fail(format!("mode: {e}")))? {
             Mode::Auto => Action::Submit(vec![Command::SetMode(ModeConfig::Auto)]),
             Mode::Ai => Action::Submit(vec![Command::SetMode(ModeConfig::Ai)]),
@@ -529,6 +556,18 @@ mod tests {
 
     fn set(s: &str) -> Result<Parsed, Refusal> {
         parse_set(s.as_bytes(), 4096)
+    }
+
+    #[test]
+    fn regulate_is_a_mode_of_the_bridge_taking_no_other_field() {
+        let p = set(r#"{"mode":"Regulate","id":7}"#).unwrap();
+        assert_eq!((p.action, p.id), (Action::Regulate, Some(Value::from(7))));
+        let r = set(r#"{"mode":"regulate","power":500,"id":"x"}"#).unwrap_err();
+        assert!(r.error.starts_with("power:"), "{}", r.error);
+        assert_eq!(r.id, Some(Value::from("x")));
+        let f = parse_field("mode", b" regulate ", 64).unwrap();
+        assert_eq!(f.action, Action::Regulate);
+        assert!(parse_field("passive_power", b"regulate", 64).is_err());
     }
 
     #[test]

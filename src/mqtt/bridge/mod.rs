@@ -9,6 +9,7 @@
 //! - `mirror` — publishes availability (`control::Presence`), remembered controls
 //!   (`control::RememberedControls`) and intents (`control::IntentBoard`) as retained
 //!   documents when they change;
+//! - `fleet` — a command on `<base>/fleet/set…` applied to every battery, one answer;
 //! - `recorder` — persists applied commands (audit row, desired state) after their answers;
 //! - `refusals` — audit rows of refused commands, bounded in rate and size.
 //!
@@ -20,6 +21,7 @@
 mod connection;
 mod discovery_pass;
 mod dispatch;
+mod fleet;
 mod handle;
 mod mirror;
 mod outbox;
@@ -75,6 +77,16 @@ impl From<ClientError> for MqttError {
     }
 }
 
+/// A topic outside the bridge's own whose raw payloads go to a channel (the grid meter for the
+/// regulator): subscribed on the bridge's connection, no second client.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// The exact topic (no wildcards).
+    pub topic: String,
+    /// Where its payloads go; a full channel drops the payload (counted as dropped).
+    pub tx: mpsc::Sender<Vec<u8>>,
+}
+
 /// Largest MQTT 5 Correlation Data echoed back, bytes; a larger one is ignored with its topic.
 const MAX_CORRELATION_DATA: usize = 1024;
 
@@ -105,6 +117,8 @@ struct Shared {
     session: AtomicU64,
     dropped: AtomicU64,
     cancel: CancellationToken,
+    /// Topics whose payloads go to a channel as they are.
+    taps: Vec<Tap>,
 }
 
 /// Locks a mutex; a panic while holding it cannot leave these plain structs inconsistent, so a
@@ -247,6 +261,18 @@ impl MqttBridge {
         router: RequestRouter,
         cancel: CancellationToken,
     ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
+        Self::start_with_taps(settings, commands, presence, router, Vec::new(), cancel)
+    }
+
+    /// [`start`](Self::start), also subscribing to the `taps` and forwarding their payloads.
+    pub fn start_with_taps(
+        settings: MqttSettings,
+        commands: CommandService,
+        presence: &Presence,
+        router: RequestRouter,
+        taps: Vec<Tap>,
+        cancel: CancellationToken,
+    ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
         let problems = settings.validate();
         if !problems.is_empty() {
             return Err(MqttError::Settings(
@@ -278,6 +304,7 @@ impl MqttBridge {
             session: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             cancel: cancel.clone(),
+            taps,
         });
         let handle = MqttHandle::new(shared.clone());
         handle.publish_initial_documents();
