@@ -48,6 +48,17 @@ struct Story {
 const TOKEN: &str = "verify-token-0123456789";
 
 async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify: bool) -> Story {
+    story_with(profile, firmware, faults, verify, |_| {}).await
+}
+
+/// [`story`] with settings changed by `tweak` before the bridge starts.
+async fn story_with(
+    profile: SimProfile,
+    firmware: Option<i64>,
+    faults: &str,
+    verify: bool,
+    tweak: impl FnOnce(&mut Settings),
+) -> Story {
     if std::env::var("STORY_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
     }
@@ -89,6 +100,7 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
         id: Some("venus1".into()),
         ..DeviceConfig::default()
     }];
+    tweak(&mut s);
     assert!(s.validate().is_empty(), "{:?}", s.validate());
 
     let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
@@ -113,7 +125,7 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
             }
         }
     });
-    for t in ["response", "alert", "state"] {
+    for t in ["response", "alert", "state", "intent"] {
         client
             .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
             .await
@@ -260,11 +272,10 @@ async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds()
         json!(3),
         "the write and two re-sends"
     );
-    assert_eq!(
-        st.sim.stats(0).unwrap().mode_writes,
-        3,
-        "re-sends are bounded"
-    );
+    // re-sends are bounded: the three writes, and at most one re-apply of the intent by the
+    // reconciler since (the next one waits its backoff, and it re-sends nothing itself)
+    let writes = st.sim.stats(0).unwrap().mode_writes;
+    assert!((3..=4).contains(&writes), "{writes} writes");
     st.alert("raised").await;
     // the verdict is in the audit, next to the command it judges
     let audit = st.audit().await;
@@ -396,6 +407,53 @@ async fn a_newer_command_supersedes_a_verification_in_progress() {
     assert_eq!(r["error"], json!("not_holding"), "{r}");
     assert_eq!(r["observed"]["expected"]["bat_power"], json!(-600), "{r}");
     assert_eq!(r["observed"]["attempts"], json!(3), "{r}");
+    st.finish().await;
+}
+
+/// A battery that falls back to Auto on its own (`revert-after`) is put back in the user's
+/// Passive by the reconciler: `mode_drift` raised, the re-apply in the audit with source
+/// `reconciler`, the battery in Passive again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_battery_that_falls_back_to_auto_is_put_back_by_the_reconciler() {
+    let mut st = story_with(SimProfile::VenusE3, None, "revert-after=60s", true, |s| {
+        s.polling.status_interval = Duration::from_millis(500);
+    })
+    .await;
+    let r = st.send_verdict("r1", passive(-1000)).await;
+    assert_eq!(r["verified"], json!(true), "{r}");
+    // a status round sees the intent held
+    st.next("state", |s| s["mode"] == json!("Passive")).await;
+    // a minute later (simulated) the battery drops back to Auto by itself
+    let later = chrono::Utc::now() + chrono::Duration::seconds(90);
+    st.sim.clock().set(later);
+    let drift = st.next("alert", |a| a["kind"] == json!("mode_drift")).await;
+    assert!(
+        drift["message"]
+            .as_str()
+            .unwrap()
+            .contains("re-applied: ok"),
+        "{drift}"
+    );
+    let state = st.sim.state(0).unwrap();
+    assert_eq!((state.mode, state.passive_power), (Mode::Passive, -1000));
+    let audit = st.audit().await;
+    let reapply = audit
+        .iter()
+        .find(|row| row["source"] == json!("reconciler"))
+        .unwrap_or_else(|| panic!("no reconciler row: {audit:?}"));
+    assert_eq!(reapply["status"], json!("ok"), "{reapply}");
+    assert_eq!(reapply["payload"]["received"]["intent"], json!("mqtt"));
+    // the retained intent document tells the story: one revert, re-applied, holding again
+    let doc = st
+        .next("intent", |d| {
+            d["reverts"] == json!(1) && d["holding"] == json!(true)
+        })
+        .await;
+    assert_eq!(doc["intended"]["mode"], json!("Passive"), "{doc}");
+    assert_eq!(doc["intended"]["power"], json!(-1000), "{doc}");
+    assert_eq!(doc["intended"]["set_by"], json!("mqtt"), "{doc}");
+    assert_eq!(doc["observed"]["mode"], json!("Passive"), "{doc}");
+    assert_eq!(doc["last_reapply"]["result"], json!("applied"), "{doc}");
     st.finish().await;
 }
 

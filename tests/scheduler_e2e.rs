@@ -449,8 +449,57 @@ async fn passive_intent_is_renewed_before_its_countdown_ends_while_valid() {
     rig.clock.advance(Duration::from_secs(600));
     assert_eq!(rec.renew_passive().await, 0);
     let audit = rig.store().recent_commands(10).await.expect("audit");
-    assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0].source, CommandSource::Reconciler);
+    // the command rows (a verdict of the write's effect verification may follow each)
+    let commands: Vec<_> = audit
+        .iter()
+        .filter(|c| c.payload.get("verification").is_none())
+        .collect();
+    assert_eq!(commands.len(), 1, "{audit:?}");
+    assert_eq!(commands[0].source, CommandSource::Reconciler);
+    rig.tasks.token().cancel();
+}
+
+/// When the store cannot be read, the reconciler keeps to the intent a command left in memory:
+/// it never brings back the older one it had cached.
+#[tokio::test]
+async fn an_unreadable_store_does_not_bring_back_an_older_intent() {
+    let now = utc("2026-11-30T12:00:00Z");
+    let rig = rig(1, now).await;
+    let dev = DeviceId::parse("bat0").expect("id");
+    rig.store()
+        .set_desired(&marstek_bridge::domain::DesiredState {
+            device: dev.clone(),
+            config: ModeConfig::Passive {
+                power: Watts(-500),
+                cd_time: 600,
+            },
+            set_by: "job".into(),
+            set_at: now - chrono::TimeDelta::hours(1),
+            valid_until: Some(now + chrono::TimeDelta::hours(10)),
+        })
+        .await
+        .expect("intent");
+    let rec = rig.reconciler();
+    rec.refresh().await;
+    // a user puts the battery in Auto: a newer intent, in memory and in the store
+    let origin = marstek_bridge::control::Origin::new(CommandSource::Mqtt, Value::Null);
+    let auto = marstek_bridge::domain::Command::SetMode(ModeConfig::Auto);
+    rig.commands()
+        .submit_one(&dev, &auto, origin)
+        .await
+        .expect("auto");
+    // then the store's desired states cannot be read any more
+    let url = format!("sqlite://{}", rig.db_path().display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+    sqlx::query("ALTER TABLE desired_state RENAME TO desired_state_gone")
+        .execute(&db)
+        .await
+        .expect("rename");
+    assert!(rig.store().desired_states().await.is_err());
+    let sample = rig.battery(0).poll().await.expect("sample");
+    assert_eq!(sample.mode, Some(Mode::Auto));
+    assert_eq!(rec.on_sample(&sample).await, None, "nothing re-applied");
+    assert_eq!(rig.mode(0), Mode::Auto);
     rig.tasks.token().cancel();
 }
 

@@ -17,6 +17,7 @@
 
 mod controls;
 mod dry_run;
+pub mod holding;
 mod intents;
 mod presence;
 mod regulated;
@@ -467,12 +468,13 @@ impl CommandService {
             tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
             return Err(CommandError::DryRun(command.name(), source));
         }
+        let mut follow = None;
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
         {
             Ok(()) => match command {
                 Command::SetMode(config) if self.verify.enabled => {
-                    self.verify_mode_write(battery, command, config, origin, pending)
+                    self.verify_mode_write(battery, command, config, &mut follow)
                         .await
                 }
                 Command::SetMode(_) => {
@@ -496,6 +498,10 @@ impl CommandService {
                 {
                     self.intents.set(&intent);
                     books.intents.push(intent);
+                }
+                // once the intent is in memory, so that the samples its polls bring show it
+                if let Some(f) = follow {
+                    *pending = Some(self.spawn_follow_up(battery, command, f, origin));
                 }
             }
             Err(e) => {

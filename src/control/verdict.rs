@@ -44,22 +44,22 @@ impl Verdict {
 
 impl CommandService {
     /// A mode write checked by its effect: the first write (re-sent while the battery is busy)
-    /// answers; when its effect is still to be seen, its verification goes on in the background
-    /// and is left in `pending`. Any verification still running on the device is superseded.
+    /// answers; when its effect is still to be seen, `follow` says what to watch for, and the
+    /// caller starts it in the background ([`spawn_follow_up`](Self::spawn_follow_up)). Any
+    /// verification still running on the device is superseded.
     pub(super) async fn verify_mode_write(
         &self,
         battery: &BatteryRef,
         command: &Command,
         config: &ModeConfig,
-        origin: &Origin,
-        pending: &mut Option<Pending>,
+        follow: &mut Option<FollowUp>,
     ) -> Result<CommandReport, CommandError> {
         let device = battery.id();
         self.supersede(device);
-        let (report, follow) = verify::first_write(battery, command, config, &self.verify).await?;
-        match follow {
+        let (report, next) = verify::first_write(battery, command, config, &self.verify).await?;
+        match next {
             None => self.note_holding(device, config.mode(), None),
-            Some(follow) => *pending = Some(self.spawn_follow_up(battery, command, follow, origin)),
+            Some(next) => *follow = Some(next),
         }
         Ok(report)
     }
@@ -75,8 +75,9 @@ impl CommandService {
         }
     }
 
-    /// Starts the follow-up of an acknowledged write in a task of its own.
-    fn spawn_follow_up(
+    /// Starts the follow-up of an acknowledged write in a task of its own (without re-sends for
+    /// the reconciler's own re-applies).
+    pub(super) fn spawn_follow_up(
         &self,
         battery: &BatteryRef,
         command: &Command,
@@ -96,10 +97,16 @@ impl CommandService {
         let battery = battery.clone();
         let command = command.clone();
         let (source, received) = (origin.source, origin.received.clone());
+        // the reconciler re-applies on its own schedule (with its backoff): no re-sends here
+        let resends = match source {
+            CommandSource::Reconciler => 0,
+            _ => self.verify.resends,
+        };
         let started = Instant::now();
         tokio::spawn(async move {
             let mut verdict =
-                verify::follow_up(&battery, &command, follow, &service.verify, &token).await;
+                verify::follow_up(&battery, &command, follow, &service.verify, resends, &token)
+                    .await;
             if verdict == Verdict::Stopped
                 && token.is_cancelled()
                 && !service.shutdown.is_cancelled()

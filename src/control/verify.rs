@@ -321,8 +321,8 @@ impl Pending {
 }
 
 /// Watches the battery after an acknowledged write until it shows the effect, re-sending the
-/// write after a growing pause while it does not (bounded by `resends`, counting the writes
-/// [`first_write`] sent). Ends [`Verdict::Stopped`] as soon as `cancel` fires (the caller tells
+/// write after a growing pause while it does not (at most `resends` re-sends, counting those
+/// [`first_write`] made). Ends [`Verdict::Stopped`] as soon as `cancel` fires (the caller tells
 /// a superseded verification from a shutdown) or the device actor has stopped. A re-send the
 /// battery refuses or does not answer is watched like any other.
 pub(super) async fn follow_up(
@@ -330,6 +330,7 @@ pub(super) async fn follow_up(
     command: &Command,
     follow: FollowUp,
     settings: &VerifySettings,
+    resends: u32,
     cancel: &CancellationToken,
 ) -> Verdict {
     let FollowUp { want, mut attempts } = follow;
@@ -342,7 +343,7 @@ pub(super) async fn follow_up(
             Ok(observed) => return Verdict::Verified { observed, attempts },
             Err(last) => last,
         };
-        if attempts > settings.resends {
+        if attempts > resends {
             return Verdict::NotHolding(NotHolding {
                 expected_mode: want.mode,
                 expected_power_w: want.power_w,

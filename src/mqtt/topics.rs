@@ -191,6 +191,11 @@ impl Topics {
     pub fn controls(&self, dev: &DeviceId) -> String {
         self.dev(dev.as_str(), "controls")
     }
+    /// `<base>/<dev>/intent`: retained intent document (intended and observed mode and power,
+    /// holding, reverts, last re-apply).
+    pub fn intent(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "intent")
+    }
     /// `<base>/<dev>/set` (device level as written in the incoming topic).
     pub fn set(&self, dev: &str) -> String {
         self.dev(dev, "set")

@@ -7,6 +7,11 @@
 //! battery leaves an intent it had reached — and Passive intents are kept alive
 //! by renewing `cd_time` before it runs out while `valid_until` lasts; a battery charging under
 //! tonight's Tempo precharge slot is switched to the idle slot once it reaches its target SOC.
+//! A battery that leaves its intent on its own is re-applied with a backoff and an hourly budget
+//! (`holding`), every re-apply in the audit with source `reconciler`. The intent is read from the
+//! command service's in-memory `IntentBoard` (its owner) and the store, the newer winning, so a
+//! store that cannot be read never brings back a stale intent, and start-up never overwrites an
+//! intent a command set meanwhile.
 //! Touches the store (desired state), the fleet through `CommandService::submit`, the night
 //! planner (read only) and the alert channel.
 
@@ -26,6 +31,7 @@ use super::runner::SchedulerHandle;
 use super::settings::SchedulerSettings;
 use super::trigger::Trigger;
 use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
+use crate::control::holding::Holding;
 use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
@@ -98,6 +104,14 @@ pub struct Reconciler {
     min_gap: Duration,
     /// Tonight's precharge targets (Tempo), to stop a battery's charge at its target.
     planner: Option<Arc<dyn NightPlanner>>,
+}
+
+/// The later set of two intents (either when the other is None; `a` on a tie).
+fn newer(a: Option<DesiredState>, b: Option<DesiredState>) -> Option<DesiredState> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.set_at > a.set_at { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 fn valid_at(d: &DesiredState, now: DateTime<Utc>) -> bool {
@@ -221,6 +235,16 @@ impl Reconciler {
                 Some(b) => b.poll().await.ok().and_then(|s| s.mode),
                 None => None,
             };
+            // A command set a newer intent while this one was worked out: it stands.
+            if let Some(newer) = self.newer_in_memory(&intent) {
+                if let Ok(mut m) = self.desired.lock() {
+                    m.insert(newer.device.clone(), newer.clone());
+                }
+                outcomes.push(
+                    json!({ "device": intent.device, "status": "superseded", "by": newer.set_by }),
+                );
+                continue;
+            }
             if observed == Some(intent.config.mode()) {
                 self.mark_reached(&intent);
                 self.commands.intents().set(&intent);
@@ -311,14 +335,16 @@ impl Reconciler {
             .unwrap_or(false)
     }
 
-    /// The cached intent of a device, if still valid.
+    /// The intent of a device, if still valid: the newer of the cached one and the one the
+    /// command service keeps in memory (a command's intent is there before any reload).
     pub fn intent(&self, device: &DeviceId) -> Option<DesiredState> {
         let now = self.clock.now();
-        self.desired
+        let cached = self
+            .desired
             .lock()
             .ok()
-            .and_then(|m| m.get(device).cloned())
-            .filter(|d| valid_at(d, now))
+            .and_then(|m| m.get(device).cloned());
+        newer(cached, self.commands.intents().get(device)).filter(|d| valid_at(d, now))
     }
 
     /// Reloads the intents from the store (after commands from other sources).
@@ -334,16 +360,20 @@ impl Reconciler {
         }
     }
 
-    /// Checks a sample against the intent; re-applies (at most once a minute per device) and
-    /// raises `mode_drift` when the device reports another mode.
+    /// Checks a sample against the intent (noting what it shows on the holding record);
+    /// re-applies when the device reports another mode (at most once a minute per device, with
+    /// the backoff and budget of `control::holding`) and raises `mode_drift` when it had held.
     pub async fn on_sample(&self, sample: &Sample) -> Option<Value> {
+        self.with_holding(&sample.device, |h| h.observe(sample));
         if let Some(stopped) = self.precharge_reached(sample).await {
             return Some(stopped);
         }
         let observed = sample.mode?;
         let cached = self.intent(&sample.device)?;
+        let now = self.clock.now();
         if cached.config.mode() == observed {
             self.mark_reached(&cached);
+            self.with_holding(&sample.device, |h| h.held(now));
             return None;
         }
         // A command is being applied (and verified) right now: the mode seen may be the one it
@@ -353,30 +383,67 @@ impl Reconciler {
         }
         // Suspected drift: re-read the intent first, since another source (an MQTT command)
         // may have replaced it since the cache was filled.
-        let now = self.clock.now();
-        let intent = match self.store.desired_states().await {
-            Ok(list) => {
-                let fresh = list.into_iter().find(|d| d.device == sample.device);
-                if let Ok(mut m) = self.desired.lock() {
-                    match &fresh {
-                        Some(d) => m.insert(d.device.clone(), d.clone()),
-                        None => m.remove(&sample.device),
-                    };
-                }
-                fresh.filter(|d| valid_at(d, now))?
-            }
-            Err(e) => {
-                tracing::warn!(device = %sample.device, error = %e, "desired_state_not_loaded");
-                cached
-            }
-        };
+        let intent = self.current_intent(&sample.device).await;
+        if let Ok(mut m) = self.desired.lock() {
+            match &intent {
+                Some(d) => m.insert(d.device.clone(), d.clone()),
+                None => m.remove(&sample.device),
+            };
+        }
+        let intent = intent.filter(|d| valid_at(d, now))?;
         if intent.config.mode() == observed {
+            self.mark_reached(&intent);
+            self.with_holding(&sample.device, |h| h.held(now));
             return None;
         }
+        let wait = self.with_holding(&sample.device, |h| {
+            h.left();
+            h.wait(now)
+        });
         if self.applied_recently(&sample.device, now) {
             return None;
         }
-        Some(self.apply(&intent, Some(observed)).await)
+        if let Some(why) = wait {
+            tracing::debug!(device = %sample.device, wait = ?why, "reapply_deferred");
+            return None;
+        }
+        let out = self.apply(&intent, Some(observed)).await;
+        let result = match out.get("status").and_then(Value::as_str) {
+            Some("applied") => "applied".to_string(),
+            _ => format!(
+                "error: {}",
+                out.get("error").and_then(Value::as_str).unwrap_or("?")
+            ),
+        };
+        self.with_holding(&sample.device, |h| h.reapplied(now, result));
+        Some(out)
+    }
+
+    /// The newer of the intent in memory (the command service's board, set as commands succeed)
+    /// and the stored one (which another instance may have written); the board alone when the
+    /// store cannot be read.
+    async fn current_intent(&self, device: &DeviceId) -> Option<DesiredState> {
+        let board = self.commands.intents().get(device);
+        match self.store.desired_states().await {
+            Ok(list) => newer(list.into_iter().find(|d| d.device == *device), board),
+            Err(e) => {
+                tracing::warn!(device = %device, error = %e, "desired_state_not_loaded");
+                board
+            }
+        }
+    }
+
+    /// The intent a command kept in memory for `intent`'s battery when it is newer.
+    fn newer_in_memory(&self, intent: &DesiredState) -> Option<DesiredState> {
+        self.commands
+            .intents()
+            .get(&intent.device)
+            .filter(|b| b.set_at > intent.set_at)
+    }
+
+    /// Runs `f` on `device`'s holding record (kept on the command service's intent board).
+    fn with_holding<T>(&self, device: &DeviceId, f: impl FnOnce(&mut Holding) -> T) -> T {
+        self.commands.intents().update_holding(device, f)
     }
 
     /// Whether something was applied to `device` less than `min_gap` before `now`.

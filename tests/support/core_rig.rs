@@ -110,6 +110,12 @@ impl CoreRig {
         }
     }
 
+    /// The SQLite file of the store (for a test that damages it).
+    #[allow(dead_code)]
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("bridge.db")
+    }
+
     /// The store.
     pub fn store(&self) -> Arc<dyn Store> {
         self.core.store.clone()

@@ -6,8 +6,9 @@
 //!   `discovery_pass::DiscoveryPass`;
 //! - `dispatch` — classifies incoming publishes and runs command/request handlers (one task
 //!   each, at most 32 at once, plus a delayed republish after an HA birth);
-//! - `mirror` — publishes availability (`control::Presence`) and remembered controls
-//!   (`control::RememberedControls`) as retained documents when they change;
+//! - `mirror` — publishes availability (`control::Presence`), remembered controls
+//!   (`control::RememberedControls`) and intents (`control::IntentBoard`) as retained
+//!   documents when they change;
 //! - `fleet` — a command on `<base>/fleet/set…` applied to every battery, one answer;
 //! - `recorder` — persists applied commands (audit row, desired state) after their answers;
 //! - `refusals` — audit rows of refused commands, bounded in rate and size.
@@ -308,9 +309,11 @@ impl MqttBridge {
         let handle = MqttHandle::new(shared.clone());
         handle.publish_initial_documents();
         let controls = shared.commands.controls().subscribe();
-        let mut mirror = Mirror::new(shared.clone(), presence.subscribe(), controls);
+        let intents = shared.commands.intents().clone();
+        let mut mirror = Mirror::new(shared.clone(), presence.subscribe(), controls, intents);
         mirror.sync_presence();
         mirror.sync_controls();
+        mirror.sync_intents();
         shared.discovery(DiscoveryEvent::All);
 
         let (in_tx, in_rx) = mpsc::channel::<IncomingPublish>(1024);

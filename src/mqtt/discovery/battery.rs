@@ -1,7 +1,8 @@
 //! The Home Assistant device of one battery: its sensors (from `<dev>/state`), the detail
 //! readings of [`super::readings`], the controls (mode select, passive power and duration, DOD,
-//! LED and BLE switches, from `<dev>/controls`, writing `<dev>/set/<field>`) and one problem
-//! binary sensor per alert kind (from `<dev>/alerts`). Pure: builds [`HaDevice`] values.
+//! LED and BLE switches, from `<dev>/controls`, writing `<dev>/set/<field>`), the "control
+//! holding" binary sensor and the "intent" sensor (from `<dev>/intent`) and one problem binary
+//! sensor per alert kind (from `<dev>/alerts`). Pure: builds [`HaDevice`] values.
 
 use super::{
     Component, DeviceBlock, Entity, EntityCategory, EntityConfig, HaDevice, StateClass,
@@ -103,6 +104,7 @@ pub fn battery_device(
     b.passive(limits);
     b.dod();
     b.switches();
+    b.holding();
     b.problems();
     HaDevice {
         device: device_block(topics, dev, &b.node, info),
@@ -293,6 +295,27 @@ impl Builder<'_> {
             c.entity_category = Some(EntityCategory::Config);
             self.push(Component::Switch, key, c);
         }
+    }
+
+    /// "Control holding" (the battery shows its intent's mode) and "Intent" (the intended
+    /// mode, or `none`), from `<dev>/intent`.
+    fn holding(&mut self) {
+        let intent = self.topics.intent(self.dev);
+        let mut c = self.config(
+            Component::BinarySensor,
+            "control_holding",
+            "Control holding",
+        );
+        c.state_topic = Some(intent.clone());
+        c.value_template = Some("{{ 'ON' if value_json.holding else 'OFF' }}".into());
+        c.icon = Some("mdi:shield-check");
+        self.push(Component::BinarySensor, "control_holding", c);
+        let mut c = self.config(Component::Sensor, "intent", "Intent");
+        c.state_topic = Some(intent.clone());
+        c.value_template =
+            Some("{{ value_json.intended.mode if value_json.intended else 'none' }}".into());
+        c.icon = Some("mdi:target");
+        self.push(Component::Sensor, "intent", c);
     }
 
     fn problems(&mut self) {
