@@ -5,9 +5,11 @@
 //! raises `command_failed`. [`RememberedControls`] and [`Presence`] (device availability, one
 //! owner) live here too, so that every adapter sees the same values. The envelope includes the
 //! SOC window, checked against the battery's latest SOC, and kept while a Passive set-point runs
-//! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
-//! they do not take, answered `not_holding` with what was observed when they still do not, and
-//! a `command_not_holding` alert raised, cleared by the next write that holds. Each intent a
+//! (`soc_guard`). Mode writes are checked by their effect (`verify`): answered once acknowledged
+//! and read back, then followed in the background (`verdict`): re-sent with backoff when they do
+//! not take, ending in a verdict (`not_holding` with what was observed when they never do, and a
+//! `command_not_holding` alert, cleared by the next write that holds) that the caller gets
+//! through [`Outcome::pending`]. Each intent a
 //! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
 //! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
 //! regulator are refused before the driver (`CommandError::DryRun`, no audit row). The day
@@ -20,7 +22,9 @@ mod dry_run;
 mod floors;
 mod intents;
 mod presence;
+mod regulated;
 mod soc_guard;
+mod verdict;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -29,6 +33,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
@@ -37,7 +42,8 @@ pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::floors::{Floor, Floors};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
-pub use self::verify::{NotHolding, Observed, VerifySettings};
+pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
+pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
     DesiredState, DeviceId, DriverError, ModeConfig, Percent, Rejection, Severity, check_command,
@@ -142,6 +148,9 @@ pub enum Intent {
 pub struct Outcome {
     /// What each command gave.
     pub results: Vec<Result<CommandReport, CommandError>>,
+    /// The verification still running for the batch's last mode write whose effect was not yet
+    /// seen when it was answered (its report says `verified: false`); None when nothing is.
+    pub pending: Option<Pending>,
 }
 
 impl Outcome {
@@ -260,11 +269,19 @@ pub struct CommandService {
     dry_run: DryRun,
     /// The day plan's SOC floors in force.
     floors: Floors,
+    /// The verification running in the background per device (one at most: a newer mode
+    /// command supersedes it), with its number.
+    verifying: Arc<Mutex<BTreeMap<DeviceId, (u64, CancellationToken)>>>,
+    /// Cancelled at shutdown: background verifications stop.
+    shutdown: CancellationToken,
+    /// The batteries in `regulate` mode.
+    regulated: Regulated,
 }
 
 impl CommandService {
     /// Builds the service; `store` and `alerts` are optional so tools and tests can go without.
-    /// Mode writes are trusted on their read-back until [`with_verify`](Self::with_verify).
+    /// Mode writes are trusted on their read-back until [`with_verify`](Self::with_verify);
+    /// background verifications stop at [`with_shutdown`](Self::with_shutdown)'s token.
     pub fn new(
         fleet: Fleet,
         store: Option<Arc<dyn Store>>,
@@ -288,12 +305,21 @@ impl CommandService {
             intents: IntentBoard::default(),
             dry_run: DryRun::default(),
             floors: Floors::default(),
+            verifying: Arc::default(),
+            shutdown: CancellationToken::new(),
+            regulated: Regulated::default(),
         }
     }
 
     /// The day plan's SOC floors in force (set by the 06:00 job, kept by the running check).
     pub fn floors(&self) -> &Floors {
         &self.floors
+    }
+
+    /// Stops background verifications when `token` is cancelled (the bridge's shutdown).
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
     }
 
     /// Holds back the bridge's own commands while `dry_run` is on.
@@ -399,17 +425,27 @@ impl CommandService {
             Err(e) => {
                 let outcome = Outcome {
                     results: vec![Err(e)],
+                    pending: None,
                 };
                 return (outcome, books);
             }
         };
         books._writing = Some(self.writing.start(device));
+        if leaves_regulation(origin.source)
+            && commands.iter().any(|c| matches!(c, Command::SetMode(_)))
+        {
+            // Another mode chosen by a person or a job ends `regulate` for this battery.
+            self.regulated.leave(device);
+        }
         let mut results = Vec::with_capacity(commands.len());
+        let mut pending = None;
         for command in commands {
-            let result = self.run_one(battery, command, &origin, &mut books).await;
+            let result = self
+                .run_one(battery, command, &origin, &mut books, &mut pending)
+                .await;
             results.push(result);
         }
-        let outcome = Outcome { results };
+        let outcome = Outcome { results, pending };
         if let Intent::Keep(intent) = origin.intent
             && outcome.is_ok()
         {
@@ -425,13 +461,15 @@ impl CommandService {
             .ok_or_else(|| CommandError::UnknownDevice(device.to_string()))
     }
 
-    /// One command: envelope, driver, log, alert, remembered values, records.
+    /// One command: envelope, driver, log, alert, remembered values, records; a mode write
+    /// whose effect is still to be seen leaves its background verification in `pending`.
     async fn run_one(
         &self,
         battery: &BatteryRef,
         command: &Command,
         origin: &Origin,
         books: &mut Bookkeeping,
+        pending: &mut Option<Pending>,
     ) -> Result<CommandReport, CommandError> {
         let device = battery.id();
         let source = origin.source.as_str();
@@ -447,13 +485,17 @@ impl CommandService {
         {
             Ok(()) => match command {
                 Command::SetMode(config) if self.verify.enabled => {
-                    verify::execute_verified(battery, command, config, &self.verify).await
+                    self.verify_mode_write(battery, command, config, origin, pending)
+                        .await
+                }
+                Command::SetMode(_) => {
+                    self.supersede(device);
+                    battery.execute(command).await.map_err(CommandError::from)
                 }
                 _ => battery.execute(command).await.map_err(CommandError::from),
             },
             Err(e) => Err(e.into()),
         };
-        self.note_holding(device, command, &result);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(report) => {
@@ -519,56 +561,6 @@ impl CommandService {
             Some((_, why)) => Err(Rejection::SocLimit(why)),
             None => Ok(()),
         }
-    }
-
-    /// Raises `command_not_holding` for a mode write that did not take, clears it when one holds.
-    fn note_holding(
-        &self,
-        device: &DeviceId,
-        command: &Command,
-        result: &Result<CommandReport, CommandError>,
-    ) {
-        let (Some(tx), Command::SetMode(config)) = (&self.alerts, command) else {
-            return;
-        };
-        let (state, severity, message) = match result {
-            Err(CommandError::NotHolding(n)) => (
-                AlertState::Raised,
-                Severity::Warning,
-                format!(
-                    "{} was acknowledged but does not hold after {} write(s): {}",
-                    config.mode(),
-                    n.attempts,
-                    n.to_json()
-                ),
-            ),
-            Ok(r) if r.verified => (
-                AlertState::Cleared,
-                Severity::Info,
-                format!("{} holds", config.mode()),
-            ),
-            _ => return,
-        };
-        {
-            let mut raised = self.not_holding.lock().unwrap_or_else(|p| p.into_inner());
-            let changed = match state {
-                AlertState::Raised => raised.insert(device.clone()),
-                AlertState::Cleared => raised.remove(device),
-            };
-            if !changed {
-                return; // already raised, or nothing to clear
-            }
-        }
-        let _ = tx.send(Alert {
-            kind: AlertKind::CommandNotHolding,
-            severity,
-            device: Some(device.clone()),
-            message,
-            value: None,
-            threshold: None,
-            state,
-            at: Utc::now(),
-        });
     }
 }
 

@@ -7,6 +7,9 @@ use crate::domain::DeviceId;
 /// Longest MQTT 5 Response Topic the bridge answers on, bytes.
 pub const MAX_RESPONSE_TOPIC: usize = 256;
 
+/// The device level that addresses every battery at once (`<base>/fleet/set…`).
+pub const FLEET: &str = "fleet";
+
 /// Topic builder for one bridge instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -92,6 +95,10 @@ impl Topics {
     /// `<base>/bridge/dry_run`: retained JSON, the bridge's dry-run switch.
     pub fn bridge_dry_run(&self) -> String {
         self.bridge("dry_run")
+    }
+    /// `<base>/bridge/regulator`: retained JSON, the regulator's status.
+    pub fn bridge_regulator(&self) -> String {
+        self.bridge("regulator")
     }
     /// `<base>/bridge/alert`: bridge-level alert events.
     pub fn bridge_alert(&self) -> String {
