@@ -12,11 +12,14 @@
 //! through [`Outcome::pending`]. Each intent a
 //! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
 //! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
-//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). The day
+//! plan's SOC floors ([`Floors`]) are part of the envelope: a discharge set-point at or below
+//! one is refused, and a battery discharging down to one is stopped (`soc_guard`). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
 mod dry_run;
+mod floors;
 pub mod holding;
 mod intents;
 mod presence;
@@ -37,14 +40,15 @@ pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
 pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
+pub use self::floors::{Floor, Floors};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
 pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, BatteryRef, Command, CommandReport, CommandSource,
-    CommandStatus, DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity,
-    check_command, check_soc,
+    CommandStatus, DesiredState, DeviceId, DriverError, ModeConfig, Percent, Rejection, Severity,
+    check_command, check_soc, requested_power,
 };
 use crate::store::{CommandRecord, Store};
 
@@ -264,6 +268,8 @@ pub struct CommandService {
     intents: IntentBoard,
     /// The dry-run switch: while on, the bridge's own loops send nothing.
     dry_run: DryRun,
+    /// The day plan's SOC floors in force.
+    floors: Floors,
     /// The verification running in the background per device (one at most: a newer mode
     /// command supersedes it), with its number.
     verifying: Arc<Mutex<BTreeMap<DeviceId, (u64, CancellationToken)>>>,
@@ -299,10 +305,16 @@ impl CommandService {
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
             dry_run: DryRun::default(),
+            floors: Floors::default(),
             verifying: Arc::default(),
             shutdown: CancellationToken::new(),
             regulated: Regulated::default(),
         }
+    }
+
+    /// The day plan's SOC floors in force (set by the 06:00 job, kept by the running check).
+    pub fn floors(&self) -> &Floors {
+        &self.floors
     }
 
     /// Stops background verifications when `token` is cancelled (the bridge's shutdown).
@@ -471,6 +483,7 @@ impl CommandService {
         let mut follow = None;
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
+            .and_then(|()| self.check_floor(device, command, battery.soc(), origin.source))
         {
             Ok(()) => match command {
                 Command::SetMode(config) if self.verify.enabled => {
@@ -528,6 +541,29 @@ impl CommandService {
             latency_ms: Some(latency_ms),
         });
         result
+    }
+}
+
+impl CommandService {
+    /// Refuses a discharge set-point at or below `device`'s floor in force (the SOC envelope's
+    /// own stops pass: they never discharge).
+    fn check_floor(
+        &self,
+        device: &DeviceId,
+        command: &Command,
+        soc: Option<Percent>,
+        source: CommandSource,
+    ) -> Result<(), Rejection> {
+        let (Some(power), Some(soc)) = (requested_power(command), soc) else {
+            return Ok(());
+        };
+        if source == CommandSource::Safety {
+            return Ok(());
+        }
+        match self.floors.breach(device, power.0, soc, Utc::now()) {
+            Some((_, why)) => Err(Rejection::SocLimit(why)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -598,6 +634,93 @@ mod tests {
         );
         let fleet = Fleet::new([Arc::new(b) as BatteryRef]);
         (CommandService::new(fleet, None, None, false), id, sim)
+    }
+
+    #[tokio::test]
+    async fn the_plans_floor_refuses_a_discharge_and_stops_a_battery_that_reaches_it() {
+        let cancel = CancellationToken::new();
+        let sim = Simulator::start(SimConfig::default()).await.unwrap();
+        let t = Transport::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0), &cancel)
+            .await
+            .unwrap();
+        let (samples, _) = tokio::sync::broadcast::channel(16);
+        let id = DeviceId::parse("bat1").unwrap();
+        let polling = PollingSettings {
+            status_interval: Duration::from_secs(3600),
+            quiet_gap: Duration::ZERO,
+            ..Default::default()
+        };
+        let spec = DeviceSpec {
+            id: id.clone(),
+            addr: sim.addrs()[0],
+            limits: Default::default(),
+        };
+        let b = MarstekBattery::spawn(
+            t,
+            spec,
+            polling,
+            samples.clone(),
+            cancel.clone(),
+            &TaskTracker::new(),
+        );
+        let battery = Arc::new(b) as BatteryRef;
+        let (alerts, mut alerts_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = CommandService::new(Fleet::new([battery.clone()]), None, Some(alerts), false);
+        tokio::spawn(s.clone().guard_soc(samples.subscribe(), cancel.clone()));
+        sim.set_soc(0, 60.0);
+        battery.poll().await.unwrap();
+        s.floors()
+            .set(&id, Percent(50), Utc::now() + ChronoDuration::hours(2));
+        let discharge = |power| {
+            Command::SetMode(ModeConfig::Passive {
+                power: Watts(power),
+                cd_time: 3600,
+            })
+        };
+        let job = || Origin::new(CommandSource::Scheduler, json!({ "job": "j" }));
+        s.submit_one(&id, &discharge(800), job())
+            .await
+            .expect("above the floor: accepted");
+        assert_eq!(sim.state(0).unwrap().passive_power, 800);
+
+        // The battery reaches the floor while discharging: the running check stops it.
+        sim.set_soc(0, 50.0);
+        battery.poll().await.unwrap();
+        let alert = tokio::time::timeout(Duration::from_secs(10), alerts_rx.recv())
+            .await
+            .expect("a soc_limit alert in time")
+            .expect("alert channel open");
+        assert_eq!(alert.kind, AlertKind::SocLimit);
+        assert!(
+            alert.message.contains("the plan's floor 50 %"),
+            "{}",
+            alert.message
+        );
+        let st = sim.state(0).unwrap();
+        assert_eq!(
+            (st.mode, st.passive_power),
+            (crate::domain::Mode::Passive, 0)
+        );
+
+        // Below it: a discharge is refused whatever its source and changes nothing; a charge passes.
+        battery.poll().await.unwrap();
+        let http = Origin::new(CommandSource::Http, Value::Null);
+        let refused = s.submit_one(&id, &discharge(500), http.clone()).await;
+        assert!(
+            matches!(&refused, Err(CommandError::Rejected(Rejection::SocLimit(why))) if why.contains("floor 50 %")),
+            "{refused:?}"
+        );
+        assert_eq!(sim.state(0).unwrap().passive_power, 0, "nothing sent");
+        s.submit_one(&id, &discharge(-500), http)
+            .await
+            .expect("charging is fine below the floor");
+        assert_eq!(sim.state(0).unwrap().passive_power, -500);
+        // Once the floor is cleared the discharge goes through again.
+        s.floors().clear(&id);
+        s.submit_one(&id, &discharge(300), job())
+            .await
+            .expect("no floor");
+        cancel.cancel();
     }
 
     #[tokio::test]

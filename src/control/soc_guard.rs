@@ -1,6 +1,7 @@
 //! The running half of the SOC window: [`CommandService::guard_soc`] watches every sample and
 //! stops a Passive set-point that has reached `min_soc` (discharging) or `max_soc` (charging),
-//! by setting Passive 0 W for the rest of its countdown (source `safety`, audited, the desired
+//! and a battery discharging in any mode at or below the day plan's floor in force (until the
+//! floor's end), by setting Passive 0 W for the rest of its countdown (source `safety`, audited, the desired
 //! state for that countdown) and raising a `soc_limit` alert. It remembers the Passive
 //! set-point the bridge last applied per battery. Touches the command service and the alert
 //! channel.
@@ -72,7 +73,9 @@ impl CommandService {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if let Some((seconds, why)) = self.breach(&sample) {
+            if let Some((seconds, why)) =
+                self.breach(&sample).or_else(|| self.floor_breach(&sample))
+            {
                 self.stop_set_point(&sample.device, seconds, why).await;
             }
         }
@@ -96,6 +99,22 @@ impl CommandService {
             _ => (sample.bat_power?, STOP_SECONDS),
         };
         soc_breach(&limits, power, soc).map(|why| (seconds, why))
+    }
+
+    /// The floor's window left and the reason when the sample shows a battery discharging (in
+    /// any mode) at or below the day plan's floor: the Passive set-point the bridge applied
+    /// when one runs (so a 0 W stop is not stopped again), else the measured `bat_power`.
+    fn floor_breach(&self, sample: &Sample) -> Option<(u32, String)> {
+        let soc = sample.soc?;
+        let now = Instant::now();
+        let power = match self.soc_state().passive.get(&sample.device) {
+            Some((power, until)) if *until > now && sample.mode == Some(Mode::Passive) => *power,
+            _ => sample.bat_power?,
+        };
+        let utc = Utc::now();
+        let (floor, why) = self.floors.breach(&sample.device, power.0, soc, utc)?;
+        let left = (floor.until - utc).num_seconds().clamp(1, 86_400);
+        Some((u32::try_from(left).unwrap_or(STOP_SECONDS), why))
     }
 
     async fn stop_set_point(&self, device: &DeviceId, seconds: u32, why: String) {

@@ -60,6 +60,10 @@ pub struct DayPlan {
     pub reason: String,
     /// Compute and publish only: every battery gets the seed's AUTO.
     pub dry_run: bool,
+    /// Per battery in AUTO, the SOC its discharge stops at through the peak hours (the plan's
+    /// `floor_soc`), %; enforced by the command service until the end of the AUTO window.
+    #[serde(default)]
+    pub floors: std::collections::BTreeMap<DeviceId, Percent>,
 }
 
 /// Source of tonight's plan, consulted by the 22:00 job, and the 06:00 verification.

@@ -204,8 +204,8 @@ async fn apply_mode(
 }
 
 /// 06:00: every battery → AUTO (intent valid until `auto_mode_end_hour`), except those the
-/// planner's day plan holds (idle MANUAL until then), then the planner's morning check, whose
-/// alerts go to the alert channel.
+/// planner's day plan holds (idle MANUAL until then), with the plan's discharge floors put in
+/// force until then; then the planner's morning check, whose alerts go to the alert channel.
 pub struct SwitchToAuto {
     commands: CommandService,
     settings: SchedulerSettings,
@@ -230,6 +230,7 @@ impl JobAction for SwitchToAuto {
             .ids()
             .into_iter()
             .partition(|id| hold.contains(id));
+        let floors = self.set_floors(day.as_ref(), &auto, until);
         let mut outcomes = apply_mode(
             &self.commands,
             &ctx.job_id,
@@ -274,12 +275,42 @@ impl JobAction for SwitchToAuto {
             &ctx.job_id,
             outcomes,
             json!({ "mode": "Auto", "valid_until": until, "morning_check": morning,
-                    "hold": held, "day_plan": day }),
+                    "hold": held, "floors": floors, "day_plan": day }),
         )
     }
 }
 
 impl SwitchToAuto {
+    /// Puts the day plan's discharge floors in force for the batteries going to AUTO, until
+    /// `until` (the others' floors are cleared); none without a plan, in dry run, or without an
+    /// end. Returns the floors set.
+    fn set_floors(
+        &self,
+        day: Option<&DayPlan>,
+        auto: &[crate::domain::DeviceId],
+        until: Option<DateTime<Utc>>,
+    ) -> BTreeMap<crate::domain::DeviceId, crate::domain::Percent> {
+        let floors = self.commands.floors();
+        let mut set = BTreeMap::new();
+        for id in self.commands.fleet().ids() {
+            let floor = day
+                .filter(|d| !d.dry_run && auto.contains(&id))
+                .and_then(|d| d.floors.get(&id).copied())
+                .zip(until);
+            match floor {
+                Some((soc, end)) => {
+                    floors.set(&id, soc, end);
+                    set.insert(id, soc);
+                }
+                None => floors.clear(&id),
+            }
+        }
+        if !set.is_empty() {
+            tracing::info!(floors = ?set, until = ?until, "discharge_floors_set");
+        }
+        set
+    }
+
     /// The planner's day plan, None without a planner or when it fails (then AUTO for all).
     async fn day_plan(&self, now: DateTime<Utc>) -> Option<DayPlan> {
         let planner = self.planner.as_ref()?;

@@ -283,6 +283,7 @@ impl LivePlanner {
             return None;
         }
         let mut hold = Vec::new();
+        let mut floors = std::collections::BTreeMap::new();
         let mut reasons = Vec::new();
         for (id, r) in &outcomes {
             let slot = r.as_ref().ok().and_then(|p| {
@@ -295,8 +296,12 @@ impl LivePlanner {
                 (Ok(_), None) => reasons.push(format!("{id}: no peak hours in the plan")),
                 (Ok(_), Some(s)) => {
                     reasons.push(format!("{id}: {}", s.reason));
-                    if s.action == SlotAction::Hold {
-                        hold.push(id.clone());
+                    match s.action {
+                        SlotAction::Hold => hold.push(id.clone()),
+                        SlotAction::Discharge { floor_soc } => {
+                            floors.insert(id.clone(), Percent(floor_soc));
+                        }
+                        SlotAction::Charge { .. } => {}
                     }
                 }
             }
@@ -305,6 +310,7 @@ impl LivePlanner {
             hold,
             reason: format!("planner: {}", reasons.join("; ")),
             dry_run: dry_run || self.dry_run.get(),
+            floors,
         })
     }
 }
