@@ -8,6 +8,7 @@
 
 mod history;
 mod pg;
+mod pg_samples;
 mod rows;
 mod settings;
 mod sqlite;
