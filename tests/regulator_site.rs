@@ -438,3 +438,109 @@ async fn membership_survives_a_restart_and_another_mode_leaves_it() {
         .await;
     st.stop_bridge().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_charge_from_the_planner_port_work_and_are_answered() {
+    let mut st = story().await;
+    // evcc's numbers: 2 = hold.
+    let r = st.command("bat1/set/battery_mode", "2", "").await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let s = st.sim.state(0).unwrap();
+    assert_eq!((s.mode, s.passive_power), (Mode::Passive, 0), "hold: {r}");
+    let r = st
+        .command(
+            "bat1/set/battery_mode",
+            r#"{"mode":"charge","power":1200}"#,
+            "",
+        )
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(st.sim.state(0).unwrap().passive_power, -1200);
+    let bad = st
+        .command(
+            "bat1/set/battery_mode",
+            r#"{"mode":"charge","power":9000}"#,
+            "",
+        )
+        .await;
+    assert_eq!(bad["status"], "error", "beyond the envelope: {bad}");
+    assert_eq!(st.sim.state(0).unwrap().passive_power, -1200, "unchanged");
+
+    // batcontrol: the charge rate is remembered, force_charge uses it.
+    let r = st
+        .command("bat2/batcontrol/command/charge_rate", "800.0", "")
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let r = st
+        .command("bat2/batcontrol/command/mode", "force_charge", "")
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let s = st.sim.state(1).unwrap();
+    assert_eq!((s.mode, s.passive_power), (Mode::Passive, -800));
+    let r = st
+        .command("bat2/batcontrol/command/mode", "avoid_discharge", "")
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(st.sim.state(1).unwrap().passive_power, 0);
+
+    // normal for the fleet: back to the regulator.
+    let r = st.command("fleet/set/battery_mode", "normal", "").await;
+    assert_eq!(r["status"], "ok", "{r}");
+    st.next("bridge/regulator", |s| {
+        s["members"] == json!(["bat1", "bat2"])
+    })
+    .await;
+    st.stop_bridge().await;
+}
+
+/// Every `marstek/…` topic of an example file (after `topic:` or `base_topic:`).
+fn example_topics(file: &str) -> Vec<(String, String)> {
+    let path = format!("{}/docs/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("example file");
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let v = v.split('#').next()?.trim();
+            v.starts_with("marstek/")
+                .then(|| (k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_evcc_and_batcontrol_examples_use_the_bridges_topics() {
+    use marstek_bridge::domain::DeviceId;
+    use marstek_bridge::mqtt::Topics;
+    use marstek_bridge::mqtt::commands::FIELDS;
+    use marstek_bridge::mqtt::topics::Incoming;
+    let t = Topics::new("marstek", "homeassistant");
+    let dev = DeviceId::parse("venus1").unwrap();
+    let evcc = example_topics("evcc.yaml");
+    assert!(evcc.iter().any(|(_, v)| *v == t.state(&dev)), "{evcc:?}");
+    let setter = evcc
+        .iter()
+        .map(|(_, v)| t.classify(v))
+        .find(|c| matches!(c, Incoming::SetField(..)))
+        .expect("a battery_mode setter");
+    assert_eq!(
+        setter,
+        Incoming::SetField("venus1".into(), "battery_mode".into())
+    );
+    let bc = example_topics("batcontrol.yaml");
+    let (_, base) = bc
+        .iter()
+        .find(|(k, _)| k == "base_topic")
+        .expect("base_topic");
+    for (leaf, field) in [
+        ("mode", "batcontrol_mode"),
+        ("charge_rate", "batcontrol_charge_rate"),
+    ] {
+        let c = t.classify(&format!("{base}/command/{leaf}"));
+        assert_eq!(c, Incoming::SetField("venus1".into(), field.into()));
+        assert!(FIELDS.contains(&field));
+    }
+    assert_eq!(
+        format!("{base}/status/soc"),
+        t.batcontrol_status(&dev, "soc")
+    );
+}

@@ -1,5 +1,5 @@
 //! Fan-out from the core to the adapters: every sample to the metrics, the alert rules and MQTT;
-//! every alert (rules, commands, jobs, Tempo) through the hysteresis to MQTT, the HTTP live feed
+//! (and, when asked, batcontrol's inverter status topics); every alert (rules, commands, jobs, Tempo) through the hysteresis to MQTT, the HTTP live feed
 //! and the store; and every new retained document (schedule, Tempo, plan, ledger) to MQTT.
 
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub struct Sinks<'a> {
     pub mqtt: &'a MqttHandle,
     /// The HTTP live feed.
     pub live: &'a http::Live,
+    /// Publish batcontrol's inverter status topics from the samples.
+    pub batcontrol: bool,
 }
 
 /// Spawns the sample and alert fan-out; `alerts` receives the events of every other part.
@@ -41,6 +43,7 @@ pub fn spawn(
     let live = sinks.live.clone();
     let store = core.store.clone();
     let fleet = core.fleet.clone();
+    let batcontrol = sinks.batcontrol;
     let cancel = tasks.token().clone();
     tasks.spawn(async move {
         let mut health_tick = tokio::time::interval(HEALTH_CHECK_EVERY);
@@ -53,6 +56,9 @@ pub fn spawn(
                         metrics::counter!("marstek_samples_total").increment(1);
                         crate::sample_metrics::record(&sample);
                         let alerts = engine.on_sample(&sample);
+                        if batcontrol && let Some(b) = fleet.get(&sample.device) {
+                            mqtt.publish_batcontrol_status(&sample, &b.limits());
+                        }
                         mqtt.publish_sample(sample);
                         alerts
                     }

@@ -164,6 +164,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let sinks = fan_out::Sinks {
         mqtt: &mqtt,
         live: &live,
+        batcontrol: settings.regulator.batcontrol_status,
     };
     fan_out::spawn(&core, sinks, &derived.alerts, alerts_rx, tasks);
     fan_out::spawn_watch_publisher(tasks, jobs.subscribe(), {

@@ -13,6 +13,7 @@ use crate::domain::{
 
 pub use crate::control::DEFAULT_PASSIVE_SECONDS;
 use crate::control::{CommandError, Outcome, Verdict};
+use crate::mqtt::planner::{self, PlannerMode};
 
 /// A refused payload: the id to echo (if one could be read) and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +46,8 @@ pub enum Action {
     ApplyPassive,
     /// Put the battery in `regulate` mode (the regulator drives it on the grid meter).
     Regulate,
+    /// An external planner's mode (evcc, batcontrol), resolved against the battery's limits.
+    Planner(PlannerMode),
 }
 
 /// The bridge's own mode name (not a device mode): the regulator drives the battery.
@@ -419,9 +422,13 @@ fn parse_int(field: &str, s: &str) -> Result<i64, String> {
     }
 }
 
-/// Fields accepted on `<dev>/set/<field>`.
-pub const FIELDS: [&str; 7] = [
+/// Fields accepted on `<dev>/set/<field>` (batcontrol's commands arrive as `batcontrol_mode`
+/// and `batcontrol_charge_rate`, from `<dev>/batcontrol/command/…`).
+pub const FIELDS: [&str; 10] = [
     "mode",
+    "battery_mode",
+    "batcontrol_mode",
+    "batcontrol_charge_rate",
     "passive_power",
     "passive_duration",
     "apply_passive",
@@ -457,6 +464,13 @@ pub fn parse_field(field: &str, payload: &[u8], max: usize) -> Result<Parsed, Re
             Action::RememberPassiveDuration(duration(v).map_err(&fail)?)
         }
         "apply_passive" => Action::ApplyPassive,
+        "battery_mode" => Action::Planner(planner::parse_battery_mode(text).map_err(&fail)?),
+        "batcontrol_mode" => Action::Planner(planner::parse_batcontrol_mode(text).map_err(&fail)?),
+        "batcontrol_charge_rate" => {
+            let w = planner::parse_charge_rate(text).map_err(&fail)?;
+            // Remembered as the (negative) Passive power `force_charge` then uses.
+            Action::RememberPassivePower(-(w.min(100_000) as i32))
+        }
         "dod" => {
             let v = parse_int("dod", text).map_err(&fail)?;
             Action::Submit(vec![Command::SetDod {

@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod client;
 pub mod commands;
 pub mod discovery;
+pub mod planner;
 pub mod requests;
 pub mod settings;
 pub mod topics;

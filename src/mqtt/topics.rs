@@ -208,6 +208,11 @@ impl Topics {
     pub fn response(&self, dev: &str) -> String {
         self.dev(dev, "response")
     }
+    /// `<base>/<dev>/batcontrol/status/<leaf>`: what batcontrol's MQTT inverter reads
+    /// (retained `capacity`, `min_soc`, `max_soc`, `max_charge_rate`; `soc`).
+    pub fn batcontrol_status(&self, dev: &DeviceId, leaf: &str) -> String {
+        format!("{}/{dev}/batcontrol/status/{leaf}", self.base)
+    }
     /// `<prefix>/status`: HA birth and last will.
     pub fn ha_status(&self) -> String {
         format!("{}/status", self.prefix)
@@ -232,6 +237,7 @@ impl Topics {
             format!("{}/+/set", self.base),
             format!("{}/+/set/+", self.base),
             format!("{}/bridge/request/#", self.base),
+            format!("{}/+/batcontrol/command/+", self.base),
             self.ha_status(),
         ]
     }
@@ -290,6 +296,9 @@ impl Topics {
         match parts.as_slice() {
             [dev, "set"] => Incoming::Set(dev.to_string()),
             [dev, "set", field] => Incoming::SetField(dev.to_string(), field.to_string()),
+            [dev, "batcontrol", "command", field] => {
+                Incoming::SetField(dev.to_string(), format!("batcontrol_{field}"))
+            }
             _ => Incoming::Other,
         }
     }
@@ -367,6 +376,10 @@ mod tests {
             Incoming::Request("jobs/list".into())
         );
         assert_eq!(t.classify("ha/status"), Incoming::HaStatus);
+        assert_eq!(
+            t.classify("mb/x/dev1/batcontrol/command/mode"),
+            Incoming::SetField("dev1".into(), "batcontrol_mode".into())
+        );
         assert_eq!(t.classify("mb/x/dev1/state"), Incoming::Other);
         assert_eq!(t.classify("mb/xy/dev1/set"), Incoming::Other);
         assert_eq!(t.classify("mb/x/bridge/discovery"), Incoming::DiscoveryList);

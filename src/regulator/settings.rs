@@ -182,6 +182,10 @@ pub struct RegulatorSettings {
     /// Shortest time between two writes to one battery, keepalive included (default 10s).
     #[serde(with = "humantime_serde")]
     pub min_write_interval: Duration,
+    /// Publish batcontrol's MQTT inverter status topics for each battery under
+    /// `<base>/<dev>/batcontrol/status/` (default false; batcontrol's commands on
+    /// `<base>/<dev>/batcontrol/command/` are always accepted).
+    pub batcontrol_status: bool,
     /// The grid meter.
     pub meter: MeterSettings,
 }
@@ -201,6 +205,7 @@ impl Default for RegulatorSettings {
             rotation_margin: 5,
             countdown: Duration::from_secs(30),
             min_write_interval: Duration::from_secs(10),
+            batcontrol_status: false,
             meter: MeterSettings::default(),
         }
     }
@@ -449,6 +454,7 @@ mod tests {
                 ..Default::default()
             },
             enabled: false,
+            batcontrol_status: false,
         };
         assert_eq!(
             keys(&s),

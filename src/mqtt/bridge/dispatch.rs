@@ -23,10 +23,11 @@ use super::{MAX_CORRELATION_DATA, Shared, Tap};
 use crate::control::{
     Bookkeeping, CommandError, CommandService, Origin, Pending, Remember, Verdict,
 };
-use crate::domain::{CommandSource, DeviceId};
+use crate::domain::{Command, CommandSource, DeviceId, DeviceLimits, ModeConfig, Watts};
 use crate::mqtt::client::IncomingPublish;
 use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
 use crate::mqtt::discovery::PublishedConfigs;
+use crate::mqtt::planner::{PLANNER_SECONDS, PlannerMode};
 use crate::mqtt::requests::RequestRouter;
 use crate::mqtt::settings::MqttProtocol;
 use crate::mqtt::topics::Incoming;
@@ -346,15 +347,11 @@ pub(super) async fn run_action(s: &Shared, dev: &DeviceId, parsed: Parsed) -> Ra
             let resp = remember(service, dev, id, Remember::PassiveDuration(d));
             return Ran::answer(resp, None, false);
         }
-        Action::Regulate => {
-            let (result, books) = service.regulate(dev, &origin);
-            let unknown = matches!(result, Err(CommandError::UnknownDevice(_)));
-            let resp = match result {
-                Ok(applied) => CommandResponse::ok(id, applied, true),
-                Err(e) => CommandResponse::error(id, e.to_string()),
-            };
-            return Ran::answer(resp, Some(books), unknown);
-        }
+        Action::Planner(mode) => match planner_commands(service, dev, mode) {
+            Some(commands) => commands,
+            None => return regulate(service, dev, id, &origin),
+        },
+        Action::Regulate => return regulate(service, dev, id, &origin),
     };
     let (outcome, books) = service.apply(dev, &commands, origin).await;
     let unknown = matches!(
@@ -368,6 +365,52 @@ pub(super) async fn run_action(s: &Shared, dev: &DeviceId, parsed: Parsed) -> Ra
         unknown,
         pending,
     }
+}
+
+/// The commands a planner's mode stands for on `dev`; None = `regulate` (normal, with the
+/// regulator running). Powers default to the battery's limits (an unknown device gets 0 W and
+/// is refused by the service).
+fn planner_commands(
+    service: &CommandService,
+    dev: &DeviceId,
+    mode: PlannerMode,
+) -> Option<Vec<Command>> {
+    let limits = service.fleet().get(dev).map(|b| b.limits());
+    let max = |f: fn(&DeviceLimits) -> u32| limits.as_ref().map_or(0, f);
+    let passive = |w: i64| {
+        Command::SetMode(ModeConfig::Passive {
+            power: Watts(w.clamp(-100_000, 100_000) as i32),
+            cd_time: PLANNER_SECONDS,
+        })
+    };
+    Some(vec![match mode {
+        PlannerMode::Normal if service.regulated().enabled() => return None,
+        PlannerMode::Normal => Command::SetMode(ModeConfig::Auto),
+        PlannerMode::Hold => passive(0),
+        PlannerMode::Charge(Some(w)) => passive(-i64::from(w)),
+        PlannerMode::Charge(None) => {
+            let remembered = service.controls().get(dev).passive_power;
+            if remembered < 0 {
+                passive(i64::from(remembered))
+            } else {
+                passive(-i64::from(max(|l| l.max_charge_w)))
+            }
+        }
+        PlannerMode::Discharge(w) => {
+            passive(i64::from(w.unwrap_or_else(|| max(|l| l.max_discharge_w))))
+        }
+    }])
+}
+
+/// Puts `dev` in `regulate` mode and answers.
+fn regulate(service: &CommandService, dev: &DeviceId, id: Option<Value>, origin: &Origin) -> Ran {
+    let (result, books) = service.regulate(dev, origin);
+    let unknown = matches!(result, Err(CommandError::UnknownDevice(_)));
+    let resp = match result {
+        Ok(applied) => CommandResponse::ok(id, applied, true),
+        Err(e) => CommandResponse::error(id, e.to_string()),
+    };
+    Ran::answer(resp, Some(books), unknown)
 }
 
 /// Remembers a value without sending it; the answer names what was remembered.

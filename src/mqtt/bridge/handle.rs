@@ -113,6 +113,27 @@ impl MqttHandle {
         self.retained_json(self.shared.topics.bridge_dry_run(), &state);
     }
 
+    /// Publishes what batcontrol's MQTT inverter reads of a battery (retained, under
+    /// `<base>/<dev>/batcontrol/status/`): `soc` (%), `capacity` (Wh), `min_soc`, `max_soc`
+    /// (%), `max_charge_rate` (W); a value the sample lacks is left as it was.
+    pub fn publish_batcontrol_status(&self, sample: &Sample, limits: &crate::domain::DeviceLimits) {
+        let t = &self.shared.topics;
+        let dev = &sample.device;
+        let put = |leaf: &str, v: String| {
+            self.shared
+                .set_retained(t.batcontrol_status(dev, leaf), v.into_bytes());
+        };
+        if let Some(soc) = sample.soc {
+            put("soc", soc.0.to_string());
+        }
+        if let Some(c) = sample.rated_capacity {
+            put("capacity", format!("{}", c.0));
+        }
+        put("min_soc", limits.min_soc.to_string());
+        put("max_soc", limits.max_soc.to_string());
+        put("max_charge_rate", limits.max_charge_w.to_string());
+    }
+
     /// Publishes the retained regulator status (`<base>/bridge/regulator`).
     pub fn publish_regulator(&self, status: Value) {
         self.retained_json(self.shared.topics.bridge_regulator(), &status);
