@@ -60,6 +60,9 @@ pub struct BridgeSettings {
     /// Name of this instance (leader election, job runs); default: the host name and a digest of
     /// the configuration, stable across restarts (see [`Settings::instance`]).
     pub instance_id: Option<String>,
+    /// Site this bridge serves (letters, digits, `_`, `-`): in every stored row, the `site`
+    /// label of every metric and every log line; default the slug of the host name.
+    pub site_id: Option<String>,
     /// Longest time an orderly shutdown may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -70,6 +73,7 @@ impl Default for BridgeSettings {
         Self {
             read_only: false,
             instance_id: None,
+            site_id: None,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -230,7 +234,8 @@ pub fn load_from(
         figment = figment.merge(Toml::string(text));
     }
     let figment = merge_env(figment, env)?;
-    let settings = extract(&figment, source.as_ref())?;
+    let mut settings = extract(&figment, source.as_ref())?;
+    settings.database.site_id = settings.site_id();
     let mut issues = settings.validate();
     if !issues.is_empty() {
         if let Some((f, t)) = &source {
@@ -433,6 +438,14 @@ impl Settings {
         self.derived_instance(&host_name())
     }
 
+    /// This bridge's site: `bridge.site_id` when set, else [`crate::sites::host_site`].
+    pub fn site_id(&self) -> String {
+        self.bridge
+            .site_id
+            .clone()
+            .unwrap_or_else(crate::sites::host_site)
+    }
+
     fn derived_instance(&self, host: &str) -> String {
         use sha2::Digest;
         let identity = format!(
@@ -467,6 +480,9 @@ impl Settings {
                 "bridge.instance_id",
                 "may only contain letters, digits, '_' and '-' (1 to 64)",
             ));
+        }
+        if let Some(Err(e)) = self.bridge.site_id.as_deref().map(crate::sites::validate) {
+            issues.push(issue("bridge.site_id", e));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             issues.push(issue(

@@ -28,6 +28,8 @@ const LEASE: &str = "bridge";
 pub struct PgStore {
     pool: PgPool,
     backend: Backend,
+    /// Site written into every new row (`bridge.site_id`).
+    site: String,
 }
 
 impl PgStore {
@@ -48,7 +50,13 @@ impl PgStore {
             .await
             .map_err(|e| migration_error(&MIGRATOR, "migrations/postgres", e))?;
         let backend = super::timescale::enable(&pool, settings).await?;
-        Ok(Self { pool, backend })
+        let site = settings.site_id.clone();
+        super::site::pg_backfill(&pool, &site).await?;
+        Ok(Self {
+            pool,
+            backend,
+            site,
+        })
     }
 
     /// The underlying pool (tests and benches).
@@ -119,7 +127,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO devices (id, model, firmware, ble_mac, wifi_mac, address, first_seen_at, \
-             last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             last_seen_at, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, \
              firmware = EXCLUDED.firmware, ble_mac = EXCLUDED.ble_mac, \
              wifi_mac = EXCLUDED.wifi_mac, address = EXCLUDED.address, \
@@ -132,6 +140,7 @@ impl Store for PgStore {
         .bind(&info.wifi_mac)
         .bind(&info.address)
         .bind(seen_at)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -226,11 +235,11 @@ impl Store for PgStore {
             readings.push(s.readings.to_stored_json());
         }
         let sql = format!(
-            "INSERT INTO battery_status ({SAMPLE_COLUMNS}) \
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
+            "INSERT INTO battery_status ({SAMPLE_COLUMNS}, site_id) \
+             SELECT u.*, $22::text FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
              $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], \
              $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], \
-             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) \
+             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) AS u \
              ON CONFLICT (device_id, time) DO NOTHING"
         );
         let r = sqlx::query(AssertSqlSafe(sql))
@@ -255,6 +264,7 @@ impl Store for PgStore {
             .bind(dis)
             .bind(rssi)
             .bind(readings)
+            .bind(&self.site)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
@@ -328,7 +338,7 @@ impl Store for PgStore {
             AlertState::Raised => {
                 sqlx::query(
                     "INSERT INTO alerts (kind, device_id, severity, message, value, threshold, \
-                     raised_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     raised_at, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (kind, device_id) WHERE cleared_at IS NULL DO UPDATE SET \
                      severity = EXCLUDED.severity, message = EXCLUDED.message, \
                      value = EXCLUDED.value, threshold = EXCLUDED.threshold",
@@ -340,6 +350,7 @@ impl Store for PgStore {
                 .bind(alert.value)
                 .bind(alert.threshold)
                 .bind(alert.at)
+                .bind(&self.site)
                 .execute(&self.pool)
                 .await?;
             }
@@ -386,8 +397,8 @@ impl Store for PgStore {
 
     async fn record_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms, \
+             site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(record.at)
         .bind(&record.source)
@@ -396,6 +407,7 @@ impl Store for PgStore {
         .bind(&record.status)
         .bind(&record.error)
         .bind(record.latency_ms)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -474,7 +486,7 @@ impl Store for PgStore {
     async fn claim_run(&self, run: &JobRunRecord) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO job_runs (job_id, scheduled_for, status, instance, started_at, \
-             finished_at, result, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             finished_at, result, error, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (job_id, scheduled_for) DO NOTHING",
         )
         .bind(&run.job_id)
@@ -485,6 +497,7 @@ impl Store for PgStore {
         .bind(run.finished_at)
         .bind(&run.result)
         .bind(&run.error)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
