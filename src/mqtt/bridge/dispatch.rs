@@ -88,7 +88,7 @@ impl Dispatcher {
     /// Handles one incoming publish; false when shutting down.
     async fn dispatch(&self, p: IncomingPublish) -> bool {
         let shared = &self.shared;
-        let kind = shared.topics.classify(&p.topic);
+        let (kind, central) = shared.topics.classify_origin(&p.topic);
         match kind {
             Incoming::HaStatus => {
                 if p.payload.as_ref() == b"online" {
@@ -124,7 +124,7 @@ impl Dispatcher {
                 let s = shared.clone();
                 let r = self.router.clone();
                 self.tasks.spawn(async move {
-                    handle(&s, &r, kind, &p.payload, reply.as_ref()).await;
+                    handle(&s, &r, (kind, central), &p.payload, reply.as_ref()).await;
                     drop(permit);
                 });
             }
@@ -182,15 +182,20 @@ async fn republish_after_birth(s: Arc<Shared>) {
     s.republish_all();
 }
 
-/// Handles one command or bridge request and answers it.
+/// Handles one command or bridge request (`central`: from the central broker) and answers it.
 async fn handle(
     s: &Shared,
     router: &RequestRouter,
-    kind: Incoming,
+    (kind, central): (Incoming, bool),
     payload: &[u8],
     reply: Option<&ReplyTo>,
 ) {
     let max = s.settings.max_payload;
+    let source = if central {
+        CommandSource::Central
+    } else {
+        CommandSource::Mqtt
+    };
     match kind {
         Incoming::Request(action) => {
             let text = commands::decode_text(payload, max);
@@ -203,11 +208,11 @@ async fn handle(
         }
         Incoming::Set(dev) => {
             let parsed = commands::parse_set(payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, (&dev, source), parsed, payload, reply).await;
         }
         Incoming::SetField(dev, field) => {
             let parsed = commands::parse_field(&field, payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, (&dev, source), parsed, payload, reply).await;
         }
         _ => {}
     }
@@ -217,7 +222,7 @@ async fn handle(
 /// records follow the answer (refusals before the envelope are recorded too, within limits).
 async fn handle_command(
     s: &Shared,
-    dev_level: &str,
+    (dev_level, source): (&str, CommandSource),
     parsed: Result<Parsed, Refusal>,
     payload: &[u8],
     reply: Option<&ReplyTo>,
@@ -248,7 +253,7 @@ async fn handle_command(
             return s.respond(dev_level, &resp, reply);
         }
     };
-    let origin = Origin::new(CommandSource::Mqtt, parsed.received);
+    let origin = Origin::new(source, parsed.received);
     let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
     if let [Err(e @ CommandError::UnknownDevice(_))] = outcome.results.as_slice() {
         // The service records nothing for a device it does not know.
