@@ -10,6 +10,7 @@
 
 mod history;
 mod pg;
+mod pg_samples;
 mod rows;
 mod settings;
 mod site;

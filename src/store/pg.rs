@@ -1,16 +1,18 @@
 //! PostgreSQL backend of `Store` (with TimescaleDB when the server offers it: `timescale.rs`).
-//! Runtime queries with bound parameters only; samples go in as one `UNNEST` insert per batch;
-//! energy history comes from `history.rs`. Touches only the database it was opened on.
+//! Runtime queries with bound parameters only; telemetry rows are read and written by
+//! `pg_samples.rs` (one `UNNEST` insert per batch); energy history comes from `history.rs`.
+//! Touches only the database it was opened on.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{AssertSqlSafe, Row};
 
 use super::history::{self, Bucket, EnergyBucket};
-use super::rows::pg::{job_run_from_row, sample_from_row};
+use super::pg_samples;
+use super::rows::pg::job_run_from_row;
 use super::{
     Backend, CommandRecord, DatabaseSettings, DeviceRecord, Document, JobRecord, JobRunRecord,
     RunStatus, Store, StoreError, TempoDayRecord, connect_error, decode_err, enum_name,
@@ -104,11 +106,6 @@ fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
     }
 }
 
-const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
-    pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
-    total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
-    ct_power, charge_allowed, discharge_allowed, rssi, readings";
-
 #[async_trait::async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -186,107 +183,11 @@ impl Store for PgStore {
     }
 
     async fn insert_samples(&self, samples: &[Sample]) -> Result<u64, StoreError> {
-        if samples.is_empty() {
-            return Ok(0);
-        }
-        let n = samples.len();
-        let mut device = Vec::with_capacity(n);
-        let mut time = Vec::with_capacity(n);
-        let mut soc = Vec::with_capacity(n);
-        let mut bat = Vec::with_capacity(n);
-        let mut grid = Vec::with_capacity(n);
-        let mut offgrid = Vec::with_capacity(n);
-        let mut pv = Vec::with_capacity(n);
-        let mut temp = Vec::with_capacity(n);
-        let mut remaining = Vec::with_capacity(n);
-        let mut rated = Vec::with_capacity(n);
-        let mut tpv = Vec::with_capacity(n);
-        let mut tout = Vec::with_capacity(n);
-        let mut tin = Vec::with_capacity(n);
-        let mut tload = Vec::with_capacity(n);
-        let mut mode = Vec::with_capacity(n);
-        let mut ct_conn = Vec::with_capacity(n);
-        let mut ct_pow = Vec::with_capacity(n);
-        let mut chg = Vec::with_capacity(n);
-        let mut dis = Vec::with_capacity(n);
-        let mut rssi = Vec::with_capacity(n);
-        let mut readings = Vec::with_capacity(n);
-        for s in samples {
-            device.push(s.device.as_str());
-            time.push(s.at);
-            soc.push(s.soc.map(|p| i16::from(p.0)));
-            bat.push(s.bat_power.map(|w| w.0));
-            grid.push(s.grid_power.map(|w| w.0));
-            offgrid.push(s.offgrid_power.map(|w| w.0));
-            pv.push(s.pv_power.map(|w| w.0));
-            temp.push(s.temperature.map(|c| c.0));
-            remaining.push(s.remaining_capacity.map(|e| e.0));
-            rated.push(s.rated_capacity.map(|e| e.0));
-            tpv.push(s.total_pv_energy.map(|e| e.0));
-            tout.push(s.total_grid_output_energy.map(|e| e.0));
-            tin.push(s.total_grid_input_energy.map(|e| e.0));
-            tload.push(s.total_load_energy.map(|e| e.0));
-            mode.push(s.mode.map(|m| m.as_str()));
-            ct_conn.push(s.ct_connected);
-            ct_pow.push(s.ct_power.map(|w| w.0));
-            chg.push(s.charge_allowed);
-            dis.push(s.discharge_allowed);
-            rssi.push(s.rssi);
-            readings.push(s.readings.to_stored_json());
-        }
-        let sql = format!(
-            "INSERT INTO battery_status ({SAMPLE_COLUMNS}, site_id) \
-             SELECT u.*, $22::text FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
-             $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], \
-             $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], \
-             $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) AS u \
-             ON CONFLICT (device_id, time) DO NOTHING"
-        );
-        let r = sqlx::query(AssertSqlSafe(sql))
-            .bind(device)
-            .bind(time)
-            .bind(soc)
-            .bind(bat)
-            .bind(grid)
-            .bind(offgrid)
-            .bind(pv)
-            .bind(temp)
-            .bind(remaining)
-            .bind(rated)
-            .bind(tpv)
-            .bind(tout)
-            .bind(tin)
-            .bind(tload)
-            .bind(mode)
-            .bind(ct_conn)
-            .bind(ct_pow)
-            .bind(chg)
-            .bind(dis)
-            .bind(rssi)
-            .bind(readings)
-            .bind(&self.site)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        pg_samples::insert(&self.pool, samples, &self.site).await
     }
 
     async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError> {
-        // Skip scan over the primary key: a few index probes per device, never a full scan.
-        let sql = format!(
-            "WITH RECURSIVE d AS ( \
-               (SELECT device_id FROM battery_status ORDER BY device_id LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT b.device_id FROM battery_status b \
-                       WHERE b.device_id > d.device_id ORDER BY b.device_id LIMIT 1) \
-               FROM d WHERE d.device_id IS NOT NULL) \
-             SELECT s.* FROM d CROSS JOIN LATERAL (SELECT {SAMPLE_COLUMNS} FROM battery_status b \
-             WHERE b.device_id = d.device_id ORDER BY b.time DESC LIMIT 1) s \
-             ORDER BY s.device_id"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(sample_from_row).collect()
+        pg_samples::latest(&self.pool).await
     }
 
     async fn sample_history(
@@ -295,17 +196,7 @@ impl Store for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<Sample>, StoreError> {
-        let sql = format!(
-            "SELECT {SAMPLE_COLUMNS} FROM battery_status \
-             WHERE device_id = $1 AND time >= $2 AND time < $3 ORDER BY time"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(device.as_str())
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(sample_from_row).collect()
+        pg_samples::history(&self.pool, device, from, to).await
     }
 
     async fn prune_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
