@@ -2,7 +2,7 @@
 //! `RUST_LOG` when set, else from the configuration. Noisy dependencies are turned down. A JSON
 //! line has exactly one key per name: `timestamp`, `level`, `site` (`bridge.site_id`),
 //! `message` (the event name), `target`, then the event's fields; a pretty line starts with
-//! `site=<id>` after the level; a field whose name is already taken (e.g. an alert's `message` text)
+//! `site=<id>`; a field whose name is already taken (e.g. an alert's `message` text)
 //! is written as `<name>_2`, `<name>_3`, … Touches only the global subscriber (stderr).
 
 use std::fmt;
@@ -160,6 +160,23 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_pretty_line_names_the_site() {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(SitePrefixed(
+                tracing_subscriber::fmt::format().with_target(false),
+            ))
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "hello"));
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let site = format!("site={} ", crate::sites::process_site());
+        assert!(line.starts_with(&site), "{line}");
+        assert!(line.contains("hello"), "{line}");
     }
 
     #[test]

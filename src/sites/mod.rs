@@ -116,6 +116,21 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_carries_the_site_label() {
+        let handle = crate::http::metrics_handle();
+        metrics::counter!("marstek_site_label_check_total", "k" => "v").increment(1);
+        let text = handle.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("marstek_site_label_check_total{"))
+            .unwrap_or_else(|| panic!("no series: {text}"));
+        assert!(
+            line.contains(&format!("site=\"{}\"", process_site())),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn bad_site_ids_are_refused() {
         assert!(validate("site-a_1").is_ok());
         for bad in ["", "a b", "a/b", "a+b", "#", "é", &"x".repeat(65)] {
