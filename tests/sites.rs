@@ -189,15 +189,23 @@ async fn two_sites_are_seen_and_commanded_centrally() {
         edges.push(Edge::start(dir.path(), site, broker.port).await);
     }
 
-    // Every battery of both sites, centrally, with a SOC.
+    // Every battery of both sites, centrally, with a SOC, and each link's notification "1".
     let mut want: HashSet<String> = SITES
         .iter()
         .flat_map(|s| (0..BATTERIES).map(move |n| format!("sites/{s}/marstek/bat{n}/state")))
         .collect();
+    let links: Vec<String> = SITES
+        .iter()
+        .map(|s| format!("sites/{s}/connection"))
+        .collect();
+    want.extend(links.iter().cloned());
     let mut soc: HashMap<String, u64> = HashMap::new();
     while !want.is_empty() {
         let seen = central
             .next(Duration::from_secs(30), |topic, payload| {
+                if links.iter().any(|l| l == topic) {
+                    return (payload == b"1").then(|| (topic.to_string(), 1));
+                }
                 let v: Value = serde_json::from_slice(payload).ok()?;
                 let soc = v["soc"].as_u64()?;
                 want.contains(topic).then(|| (topic.to_string(), soc))
@@ -209,7 +217,7 @@ async fn two_sites_are_seen_and_commanded_centrally() {
         want.remove(&topic);
         soc.insert(topic, s);
     }
-    assert_eq!(soc.len(), SITES.len() * BATTERIES);
+    assert_eq!(soc.len(), SITES.len() * (BATTERIES + 1));
 
     // A command from the centre to site B's bat1: the answer comes back centrally. The site
     // broker's subscription on the central broker may not be in place the moment the
