@@ -23,5 +23,6 @@ pub mod replay;
 pub mod sample_metrics;
 pub mod scheduler;
 pub mod simulator;
+pub mod sites;
 pub mod store;
 pub mod tempo;

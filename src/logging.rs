@@ -1,7 +1,8 @@
 //! tracing set-up: human-readable lines on a terminal or one JSON object per line, level from
 //! `RUST_LOG` when set, else from the configuration. Noisy dependencies are turned down. A JSON
-//! line has exactly one key per name: `timestamp`, `level`, `message` (the event name), `target`,
-//! then the event's fields; a field whose name is already taken (e.g. an alert's `message` text)
+//! line has exactly one key per name: `timestamp`, `level`, `site` (`bridge.site_id`),
+//! `message` (the event name), `target`, then the event's fields; a pretty line starts with
+//! `site=<id>`; a field whose name is already taken (e.g. an alert's `message` text)
 //! is written as `<name>_2`, `<name>_3`, … Touches only the global subscriber (stderr).
 
 use std::fmt;
@@ -32,9 +33,34 @@ pub fn init(settings: &LoggingSettings) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match settings.format {
-        LogFormat::Pretty => builder.with_target(false).try_init(),
+        LogFormat::Pretty => builder
+            .event_format(SitePrefixed(
+                tracing_subscriber::fmt::format().with_target(false),
+            ))
+            .try_init(),
         LogFormat::Json => builder.event_format(JsonLine).try_init(),
     };
+}
+
+/// The default line format with `site=<id>` (see [`crate::sites::process_site`]) before it.
+#[derive(Debug, Clone)]
+pub struct SitePrefixed<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for SitePrefixed<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "site={} ", crate::sites::process_site())?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Formats an event as one JSON object with unique keys (see the module documentation).
@@ -59,6 +85,7 @@ where
             Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         );
         fields.insert("level", Value::String(meta.level().to_string()));
+        fields.insert("site", Value::String(crate::sites::process_site().into()));
         // The event name (`message`) is recorded before the other fields by tracing's macros.
         event.record(&mut fields);
         fields.insert("target", Value::String(meta.target().to_string()));
@@ -136,6 +163,23 @@ mod tests {
     }
 
     #[test]
+    fn a_pretty_line_names_the_site() {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(SitePrefixed(
+                tracing_subscriber::fmt::format().with_target(false),
+            ))
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "hello"));
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let site = format!("site={} ", crate::sites::process_site());
+        assert!(line.starts_with(&site), "{line}");
+        assert!(line.contains("hello"), "{line}");
+    }
+
+    #[test]
     fn an_alert_line_has_one_key_per_name() {
         let text = "SOC 9 % is below 15 %";
         let line = capture(|| {
@@ -149,6 +193,7 @@ mod tests {
         assert_eq!(v["message"], "alert");
         assert_eq!(v["message_2"], text);
         assert_eq!(v["level"], "WARN");
+        assert_eq!(v["site"], crate::sites::process_site());
         assert_eq!(v["level_2"], 3);
         assert_eq!(v["kind"], "low_soc");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));

@@ -271,6 +271,7 @@ where
     F: FnOnce(Settings) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    marstek_bridge::sites::set_process_site(&settings.site_id());
     logging::init(&settings.logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

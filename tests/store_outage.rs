@@ -70,6 +70,7 @@ fn writer_settings(url: String, capacity: usize) -> DatabaseSettings {
         retention_days: 36_500,
         aggregate_retention_days: 36_500,
         compress_after_days: 36_500,
+        ..DatabaseSettings::default()
     }
 }
 

@@ -44,7 +44,9 @@ pub async fn spawn(
     tasks: &Tasks,
     alerts: AlertSender,
 ) -> anyhow::Result<Core> {
-    let store = store::open(&settings.database)
+    let mut database = settings.database.clone();
+    database.site_id = settings.site_id();
+    let store = store::open(&database)
         .await
         .map_err(|e| StartupError(format!("cannot open the database ({e})")))?;
     let capacity = (settings.devices.len() * 16).clamp(256, 65_536);

@@ -143,6 +143,7 @@ impl Running {
 
 /// Builds and starts every subsystem under `tasks` (the builder `run` and the tests share).
 pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running> {
+    crate::sites::set_process_site(&settings.site_id());
     let derived = settings.derive();
     let (alerts, alerts_rx) = mpsc::unbounded_channel();
     let core = core::spawn(settings, &derived, tasks, alerts.clone()).await?;

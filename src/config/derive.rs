@@ -15,6 +15,14 @@ fn host_name() -> String {
 }
 
 impl Settings {
+    /// This bridge's site: `bridge.site_id` when set, else [`crate::sites::host_site`].
+    pub fn site_id(&self) -> String {
+        self.bridge
+            .site_id
+            .clone()
+            .unwrap_or_else(crate::sites::host_site)
+    }
+
     /// This instance's name in leader election and job runs: `bridge.instance_id` when set, else
     /// `<host>-<digest>`, where the digest (8 hex digits of SHA-256) covers the host name, the
     /// broker address, the MQTT client id and base topic and the database URL. It does not change

@@ -27,7 +27,8 @@ pub fn load_from(
         figment = figment.merge(Toml::string(text));
     }
     let figment = merge_env(figment, env)?;
-    let settings = extract(&figment, source.as_ref())?;
+    let mut settings = extract(&figment, source.as_ref())?;
+    settings.database.site_id = settings.site_id();
     let mut issues = settings.validate();
     if !issues.is_empty() {
         if let Some((f, t)) = &source {

@@ -65,6 +65,9 @@ pub struct BridgeSettings {
     /// Name of this instance (leader election, job runs); default: the host name and a digest of
     /// the configuration, stable across restarts (see [`Settings::instance`]).
     pub instance_id: Option<String>,
+    /// Site this bridge serves (letters, digits, `_`, `-`): in every stored row, the `site`
+    /// label of every metric and every log line; default the slug of the host name.
+    pub site_id: Option<String>,
     /// Longest time an orderly shutdown may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -75,6 +78,7 @@ impl Default for BridgeSettings {
         Self {
             read_only: false,
             instance_id: None,
+            site_id: None,
             shutdown_timeout: Duration::from_secs(10),
         }
     }

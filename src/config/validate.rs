@@ -44,6 +44,9 @@ impl Settings {
                 "may only contain letters, digits, '_' and '-' (1 to 64)",
             ));
         }
+        if let Some(Err(e)) = self.bridge.site_id.as_deref().map(crate::sites::validate) {
+            issues.push(issue("bridge.site_id", e));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             issues.push(issue(
                 "logging.level",

@@ -221,6 +221,9 @@ pub enum CommandSource {
     Cli,
     /// The bridge's own SOC envelope, stopping a set-point that reached `min_soc` / `max_soc`.
     Safety,
+    /// An MQTT `/set` from the central broker of many sites, delivered by the site broker's
+    /// bridge under `central/<base>/…` (see `mosquitto/site-bridge.conf`).
+    Central,
 }
 
 impl CommandSource {
@@ -234,6 +237,7 @@ impl CommandSource {
             CommandSource::Regulator => "regulator",
             CommandSource::Cli => "cli",
             CommandSource::Safety => "safety",
+            CommandSource::Central => "central",
         }
     }
 
@@ -242,7 +246,7 @@ impl CommandSource {
     pub fn is_user(self) -> bool {
         matches!(
             self,
-            CommandSource::Mqtt | CommandSource::Http | CommandSource::Cli
+            CommandSource::Mqtt | CommandSource::Http | CommandSource::Cli | CommandSource::Central
         )
     }
 }

@@ -78,7 +78,8 @@ struct Probes {
     metrics: PrometheusHandle,
 }
 
-/// Installs the global metrics recorder once and returns its handle (a second call reuses it).
+/// Installs the global metrics recorder once and returns its handle (a second call reuses it);
+/// every series carries the constant label `site` ([`crate::sites::process_site`]).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
@@ -88,6 +89,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .expect("static non-empty buckets")
+                .add_global_label("site", crate::sites::process_site())
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {

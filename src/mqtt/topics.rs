@@ -4,6 +4,10 @@
 
 use crate::domain::DeviceId;
 
+/// Local topic prefix under which a site broker's bridge delivers the commands and requests of
+/// the central broker: `central/<base>/<dev>/set` is `sites/<site>/<base>/<dev>/set` centrally.
+pub const CENTRAL_PREFIX: &str = "central";
+
 /// Longest MQTT 5 Response Topic the bridge answers on, bytes.
 pub const MAX_RESPONSE_TOPIC: usize = 256;
 
@@ -231,15 +235,42 @@ impl Topics {
         DiscoveryConfig::Device { node: id }.topic(&self.prefix)
     }
 
-    /// Subscriptions the bridge holds (commands, requests, HA status).
+    /// Subscriptions the bridge holds (commands, requests, HA status; commands and requests
+    /// from the central broker under [`CENTRAL_PREFIX`]).
     pub fn subscriptions(&self) -> Vec<String> {
+        let b = &self.base;
         vec![
-            format!("{}/+/set", self.base),
-            format!("{}/+/set/+", self.base),
-            format!("{}/bridge/request/#", self.base),
-            format!("{}/+/batcontrol/command/+", self.base),
+            format!("{b}/+/set"),
+            format!("{b}/+/set/+"),
+            format!("{b}/bridge/request/#"),
+            format!("{b}/+/batcontrol/command/+"),
             self.ha_status(),
+            format!("{CENTRAL_PREFIX}/{b}/+/set"),
+            format!("{CENTRAL_PREFIX}/{b}/+/set/+"),
+            format!("{CENTRAL_PREFIX}/{b}/bridge/request/#"),
         ]
+    }
+
+    /// The topic without its [`CENTRAL_PREFIX`] when it is a command or request of the central
+    /// broker (`central/<base>/…`), else None.
+    pub fn central_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic
+            .strip_prefix(CENTRAL_PREFIX)
+            .and_then(|r| r.strip_prefix('/'))?;
+        let after = rest.strip_prefix(self.base.as_str())?;
+        after.starts_with('/').then_some(rest)
+    }
+
+    /// Classifies an incoming topic and says whether it came from the central broker (only a
+    /// command or request can: anything else under `central/` is [`Incoming::Other`]).
+    pub fn classify_origin(&self, topic: &str) -> (Incoming, bool) {
+        match self.central_topic(topic) {
+            None => (self.classify(topic), false),
+            Some(local) => match self.classify(local) {
+                k @ (Incoming::Set(_) | Incoming::SetField(..) | Incoming::Request(_)) => (k, true),
+                _ => (Incoming::Other, false),
+            },
+        }
     }
 
     /// Checks an MQTT 5 Response Topic a requester asked the answer to be copied to: 1 to
@@ -383,5 +414,43 @@ mod tests {
         assert_eq!(t.classify("mb/x/dev1/state"), Incoming::Other);
         assert_eq!(t.classify("mb/xy/dev1/set"), Incoming::Other);
         assert_eq!(t.classify("mb/x/bridge/discovery"), Incoming::DiscoveryList);
+    }
+
+    #[test]
+    fn central_commands_are_told_apart() {
+        let t = Topics::new("mb/x", "ha");
+        assert_eq!(
+            t.classify_origin("central/mb/x/dev1/set"),
+            (Incoming::Set("dev1".into()), true)
+        );
+        assert_eq!(
+            t.classify_origin("central/mb/x/dev1/set/mode"),
+            (Incoming::SetField("dev1".into(), "mode".into()), true)
+        );
+        assert_eq!(
+            t.classify_origin("central/mb/x/bridge/request/jobs/list"),
+            (Incoming::Request("jobs/list".into()), true)
+        );
+        assert_eq!(
+            t.classify_origin("mb/x/dev1/set"),
+            (Incoming::Set("dev1".into()), false)
+        );
+        for other in [
+            "central/mb/x/dev1/state",
+            "central/mb/x/bridge/discovery",
+            "central/mb/xy/dev1/set",
+            "central/ha/status",
+            "centralmb/x/dev1/set",
+        ] {
+            assert_eq!(
+                t.classify_origin(other),
+                (Incoming::Other, false),
+                "{other}"
+            );
+        }
+        assert!(
+            t.subscriptions()
+                .contains(&"central/mb/x/+/set".to_string())
+        );
     }
 }

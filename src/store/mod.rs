@@ -4,13 +4,16 @@
 //! and the leader lease. Only this module talks SQL; callers see domain types and records.
 //! `open` picks the backend and applies the embedded migrations (then `timescale` sets up the
 //! hypertable, continuous aggregates and policies); `history` answers the hourly/daily energy
-//! history on every backend; `writer` batches telemetry and survives database outages. Touches only the database named by `DatabaseSettings::url`.
+//! history on every backend; `writer` batches telemetry and survives database outages; `site`
+//! gives rows from before migration 0008 the local site. Every new row of devices, telemetry,
+//! alerts, the command audit and job runs carries `DatabaseSettings::site_id`. Touches only the database named by `DatabaseSettings::url`.
 
 mod history;
 mod pg;
 mod pg_samples;
 mod rows;
 mod settings;
+mod site;
 mod sqlite;
 mod timescale;
 pub mod writer;

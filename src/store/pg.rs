@@ -30,6 +30,8 @@ const LEASE: &str = "bridge";
 pub struct PgStore {
     pool: PgPool,
     backend: Backend,
+    /// Site written into every new row (`bridge.site_id`).
+    site: String,
 }
 
 impl PgStore {
@@ -50,7 +52,13 @@ impl PgStore {
             .await
             .map_err(|e| migration_error(&MIGRATOR, "migrations/postgres", e))?;
         let backend = super::timescale::enable(&pool, settings).await?;
-        Ok(Self { pool, backend })
+        let site = settings.site_id.clone();
+        super::site::pg_backfill(&pool, &site).await?;
+        Ok(Self {
+            pool,
+            backend,
+            site,
+        })
     }
 
     /// The underlying pool (tests and benches).
@@ -116,7 +124,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO devices (id, model, firmware, ble_mac, wifi_mac, address, first_seen_at, \
-             last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             last_seen_at, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, \
              firmware = EXCLUDED.firmware, ble_mac = EXCLUDED.ble_mac, \
              wifi_mac = EXCLUDED.wifi_mac, address = EXCLUDED.address, \
@@ -129,6 +137,7 @@ impl Store for PgStore {
         .bind(&info.wifi_mac)
         .bind(&info.address)
         .bind(seen_at)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -174,7 +183,7 @@ impl Store for PgStore {
     }
 
     async fn insert_samples(&self, samples: &[Sample]) -> Result<u64, StoreError> {
-        pg_samples::insert(&self.pool, samples).await
+        pg_samples::insert(&self.pool, samples, &self.site).await
     }
 
     async fn latest_samples(&self) -> Result<Vec<Sample>, StoreError> {
@@ -220,7 +229,7 @@ impl Store for PgStore {
             AlertState::Raised => {
                 sqlx::query(
                     "INSERT INTO alerts (kind, device_id, severity, message, value, threshold, \
-                     raised_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     raised_at, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (kind, device_id) WHERE cleared_at IS NULL DO UPDATE SET \
                      severity = EXCLUDED.severity, message = EXCLUDED.message, \
                      value = EXCLUDED.value, threshold = EXCLUDED.threshold",
@@ -232,6 +241,7 @@ impl Store for PgStore {
                 .bind(alert.value)
                 .bind(alert.threshold)
                 .bind(alert.at)
+                .bind(&self.site)
                 .execute(&self.pool)
                 .await?;
             }
@@ -278,8 +288,8 @@ impl Store for PgStore {
 
     async fn record_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms, \
+             site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(record.at)
         .bind(record.source.as_str())
@@ -288,6 +298,7 @@ impl Store for PgStore {
         .bind(record.status.as_str())
         .bind(&record.error)
         .bind(record.latency_ms)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -366,7 +377,7 @@ impl Store for PgStore {
     async fn claim_run(&self, run: &JobRunRecord) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO job_runs (job_id, scheduled_for, status, instance, started_at, \
-             finished_at, result, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             finished_at, result, error, site_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (job_id, scheduled_for) DO NOTHING",
         )
         .bind(&run.job_id)
@@ -377,6 +388,7 @@ impl Store for PgStore {
         .bind(run.finished_at)
         .bind(&run.result)
         .bind(&run.error)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

@@ -16,22 +16,30 @@ const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgr
     total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
     ct_power, charge_allowed, discharge_allowed, rssi, readings";
 
-/// Inserts a batch in one statement (a row already stored for the same device and time is
-/// kept); returns how many rows were added.
-pub(super) async fn insert(pool: &PgPool, samples: &[Sample]) -> Result<u64, StoreError> {
+/// Inserts a batch in one statement, every row of `site` (a row already stored for the same
+/// device and time is kept); returns how many rows were added.
+pub(super) async fn insert(
+    pool: &PgPool,
+    samples: &[Sample],
+    site: &str,
+) -> Result<u64, StoreError> {
     if samples.is_empty() {
         return Ok(0);
     }
     let sql = format!(
-        "INSERT INTO battery_status ({SAMPLE_COLUMNS}) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
+        "INSERT INTO battery_status ({SAMPLE_COLUMNS}, site_id) \
+         SELECT u.*, $22::text FROM UNNEST($1::text[], $2::timestamptz[], $3::smallint[], $4::int[], \
          $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], $10::float8[], \
          $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[], \
-         $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) \
+         $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], $21::jsonb[]) AS u \
          ON CONFLICT (device_id, time) DO NOTHING"
     );
     let query = sqlx::query(AssertSqlSafe(sql));
-    let r = Columns::of(samples).bind(query).execute(pool).await?;
+    let r = Columns::of(samples)
+        .bind(query)
+        .bind(site)
+        .execute(pool)
+        .await?;
     Ok(r.rows_affected())
 }
 

@@ -45,6 +45,10 @@ pub struct DatabaseSettings {
     /// At shutdown, how long the writer may spend flushing what it still holds.
     #[serde(with = "humantime_serde")]
     pub shutdown_flush_timeout: Duration,
+    /// Site written into every new row: `bridge.site_id`, copied here at start-up (not a key
+    /// of `[database]`); default the slug of the host name.
+    #[serde(skip)]
+    pub site_id: String,
 }
 
 impl Default for DatabaseSettings {
@@ -63,6 +67,7 @@ impl Default for DatabaseSettings {
             retry_max: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             shutdown_flush_timeout: Duration::from_secs(5),
+            site_id: crate::sites::host_site(),
         }
     }
 }

@@ -30,7 +30,7 @@ const LEASE: &str = "bridge";
 /// The database clock in microseconds since the Unix epoch (millisecond resolution).
 const NOW_US: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
 
-/// Rows per INSERT statement (20 parameters each, well under SQLite's 32766 limit).
+/// Rows per INSERT statement (22 parameters each, well under SQLite's 32766 limit).
 const ROWS_PER_INSERT: usize = 500;
 
 const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
@@ -42,6 +42,8 @@ const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgr
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Site written into every new row (`bridge.site_id`).
+    site: String,
 }
 
 impl SqliteStore {
@@ -79,7 +81,9 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| migration_error(&MIGRATOR, "migrations/sqlite", e))?;
-        Ok(Self { pool })
+        let site = settings.site_id.clone();
+        super::site::sqlite_backfill(&pool, &site).await?;
+        Ok(Self { pool, site })
     }
 
     /// The underlying pool (tests and benches).
@@ -89,12 +93,12 @@ impl SqliteStore {
 }
 
 fn insert_sql(rows: usize) -> String {
-    let mut sql = format!("INSERT INTO battery_status ({SAMPLE_COLUMNS}) VALUES ");
+    let mut sql = format!("INSERT INTO battery_status ({SAMPLE_COLUMNS}, site_id) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql.push_str(" ON CONFLICT (device_id, time) DO NOTHING");
     sql
@@ -118,7 +122,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO devices (id, model, firmware, ble_mac, wifi_mac, address, first_seen_at, \
-             last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             last_seen_at, site_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8) \
              ON CONFLICT (id) DO UPDATE SET model = excluded.model, \
              firmware = excluded.firmware, ble_mac = excluded.ble_mac, \
              wifi_mac = excluded.wifi_mac, address = excluded.address, \
@@ -131,6 +135,7 @@ impl Store for SqliteStore {
         .bind(&info.wifi_mac)
         .bind(&info.address)
         .bind(to_micros(seen_at))
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -211,7 +216,8 @@ impl Store for SqliteStore {
                     .bind(s.charge_allowed)
                     .bind(s.discharge_allowed)
                     .bind(s.rssi)
-                    .bind(s.readings.to_stored_json().map(|v| v.to_string()));
+                    .bind(s.readings.to_stored_json().map(|v| v.to_string()))
+                    .bind(&self.site);
             }
             inserted += q.execute(&mut *tx).await?.rows_affected();
         }
@@ -286,7 +292,7 @@ impl Store for SqliteStore {
             AlertState::Raised => {
                 sqlx::query(
                     "INSERT INTO alerts (kind, device_id, severity, message, value, threshold, \
-                     raised_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     raised_at, site_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                      ON CONFLICT (kind, device_id) WHERE cleared_at IS NULL DO UPDATE SET \
                      severity = excluded.severity, message = excluded.message, \
                      value = excluded.value, threshold = excluded.threshold",
@@ -298,6 +304,7 @@ impl Store for SqliteStore {
                 .bind(alert.value)
                 .bind(alert.threshold)
                 .bind(to_micros(alert.at))
+                .bind(&self.site)
                 .execute(&self.pool)
                 .await?;
             }
@@ -344,8 +351,8 @@ impl Store for SqliteStore {
 
     async fn record_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO commands (at, source, device, payload, status, error, latency_ms, \
+             site_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(to_micros(record.at))
         .bind(record.source.as_str())
@@ -354,6 +361,7 @@ impl Store for SqliteStore {
         .bind(record.status.as_str())
         .bind(&record.error)
         .bind(record.latency_ms)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -438,7 +446,7 @@ impl Store for SqliteStore {
             .transpose()?;
         let r = sqlx::query(
             "INSERT INTO job_runs (job_id, scheduled_for, status, instance, started_at, \
-             finished_at, result, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             finished_at, result, error, site_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (job_id, scheduled_for) DO NOTHING",
         )
         .bind(&run.job_id)
@@ -449,6 +457,7 @@ impl Store for SqliteStore {
         .bind(run.finished_at.map(to_micros))
         .bind(result)
         .bind(&run.error)
+        .bind(&self.site)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

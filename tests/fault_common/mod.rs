@@ -465,7 +465,8 @@ pub fn free_addr() -> SocketAddr {
         .expect("free port")
 }
 
-/// Value of an unlabelled metric from the bridge's `/metrics`, or None when unreachable/absent.
+/// Value of a metric from the bridge's `/metrics` that has no label but the constant `site`, or
+/// None when unreachable/absent.
 pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{http}/metrics"))
         .await
@@ -475,7 +476,10 @@ pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
         .ok()?;
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (k, v) = l.split_once(' ')?;
-        (k == name).then(|| v.trim().parse().ok()).flatten()
+        let labels = k.strip_prefix(name)?;
+        let only_site = labels.is_empty()
+            || (labels.starts_with("{site=\"") && labels.ends_with("\"}") && !labels.contains(','));
+        only_site.then(|| v.trim().parse().ok()).flatten()
     })
 }
 

@@ -95,7 +95,7 @@ impl Dispatcher {
             forward(shared, tap, &p);
             return true;
         }
-        let kind = shared.topics.classify(&p.topic);
+        let (kind, central) = shared.topics.classify_origin(&p.topic);
         match kind {
             Incoming::HaStatus => {
                 if p.payload.as_ref() == b"online" {
@@ -131,7 +131,7 @@ impl Dispatcher {
                 let s = shared.clone();
                 let r = self.router.clone();
                 self.tasks.spawn(async move {
-                    handle(&s, &r, kind, &p.payload, reply.as_ref()).await;
+                    handle(&s, &r, (kind, central), &p.payload, reply.as_ref()).await;
                     drop(permit);
                 });
             }
@@ -201,15 +201,20 @@ async fn republish_after_birth(s: Arc<Shared>) {
     s.republish_all();
 }
 
-/// Handles one command or bridge request and answers it.
+/// Handles one command or bridge request (`central`: from the central broker) and answers it.
 async fn handle(
     s: &Arc<Shared>,
     router: &RequestRouter,
-    kind: Incoming,
+    (kind, central): (Incoming, bool),
     payload: &[u8],
     reply: Option<&ReplyTo>,
 ) {
     let max = s.settings.max_payload;
+    let source = if central {
+        CommandSource::Central
+    } else {
+        CommandSource::Mqtt
+    };
     match kind {
         Incoming::Request(action) => {
             let text = commands::decode_text(payload, max);
@@ -222,11 +227,11 @@ async fn handle(
         }
         Incoming::Set(dev) => {
             let parsed = commands::parse_set(payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, (&dev, source), parsed, payload, reply).await;
         }
         Incoming::SetField(dev, field) => {
             let parsed = commands::parse_field(&field, payload, max);
-            handle_command(s, &dev, parsed, payload, reply).await;
+            handle_command(s, (&dev, source), parsed, payload, reply).await;
         }
         _ => {}
     }
@@ -239,7 +244,7 @@ async fn handle(
 /// The device level `fleet` applies the message to every battery (see `fleet`).
 async fn handle_command(
     s: &Arc<Shared>,
-    dev_level: &str,
+    (dev_level, source): (&str, CommandSource),
     parsed: Result<Parsed, Refusal>,
     payload: &[u8],
     reply: Option<&ReplyTo>,
@@ -255,7 +260,7 @@ async fn handle_command(
     let battery_named =
         |d: &str| DeviceId::parse(d).is_ok_and(|d| s.commands.fleet().get(&d).is_some());
     if dev_level == crate::mqtt::topics::FLEET && !battery_named(dev_level) {
-        return super::fleet::handle_fleet(s, parsed, reply).await;
+        return super::fleet::handle_fleet(s, parsed, source, reply).await;
     }
     let id = parsed.id.clone();
     let Ok(dev) = DeviceId::parse(dev_level) else {
@@ -268,7 +273,7 @@ async fn handle_command(
         books,
         unknown,
         pending,
-    } = run_action(s, &dev, parsed).await;
+    } = run_action(s, &dev, parsed, source).await;
     if unknown {
         // The service records nothing for a device it does not know.
         let error = resp.error.clone().unwrap_or_default();
@@ -332,10 +337,15 @@ impl Ran {
     }
 }
 
-/// Runs one parsed action on `dev`.
-pub(super) async fn run_action(s: &Shared, dev: &DeviceId, parsed: Parsed) -> Ran {
+/// Runs one parsed action on `dev`, sent by `source` (MQTT, or the central broker).
+pub(super) async fn run_action(
+    s: &Shared,
+    dev: &DeviceId,
+    parsed: Parsed,
+    source: CommandSource,
+) -> Ran {
     let (id, service) = (parsed.id, &s.commands);
-    let origin = Origin::new(CommandSource::Mqtt, parsed.received);
+    let origin = Origin::new(source, parsed.received);
     let commands = match parsed.action {
         Action::Submit(commands) => commands,
         Action::ApplyPassive => vec![service.controls().get(dev).passive()],

@@ -9,16 +9,22 @@ use serde_json::{Map, Value};
 use super::Shared;
 use super::dispatch::run_action;
 use super::outbox::ReplyTo;
+use crate::domain::CommandSource;
 use crate::mqtt::commands::{CommandResponse, Parsed};
 use crate::mqtt::topics::FLEET;
 
 /// Runs `parsed` on every battery and answers on the fleet's response topic.
-pub(super) async fn handle_fleet(s: &Shared, parsed: Parsed, reply: Option<&ReplyTo>) {
+pub(super) async fn handle_fleet(
+    s: &Shared,
+    parsed: Parsed,
+    source: CommandSource,
+    reply: Option<&ReplyTo>,
+) {
     let id = parsed.id.clone();
     let ids = s.commands.fleet().ids();
     let runs = ids.iter().map(|dev| {
         let parsed = parsed.clone();
-        async move { (dev, run_action(s, dev, parsed).await) }
+        async move { (dev, run_action(s, dev, parsed, source).await) }
     });
     let done = futures::future::join_all(runs).await;
     let mut each = Map::new();
