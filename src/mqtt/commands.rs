@@ -573,18 +573,6 @@ mod tests {
     }
 
     #[test]
-    fn regulate_is_a_mode_of_the_bridge_taking_no_other_field() {
-        let p = set(r#"{"mode":"Regulate","id":7}"#).unwrap();
-        assert_eq!((p.action, p.id), (Action::Regulate, Some(Value::from(7))));
-        let r = set(r#"{"mode":"regulate","power":500,"id":"x"}"#).unwrap_err();
-        assert!(r.error.starts_with("power:"), "{}", r.error);
-        assert_eq!(r.id, Some(Value::from("x")));
-        let f = parse_field("mode", b" regulate ", 64).unwrap();
-        assert_eq!(f.action, Action::Regulate);
-        assert!(parse_field("passive_power", b"regulate", 64).is_err());
-    }
-
-    #[test]
     fn valid_set_payloads() {
         assert_eq!(
             set(r#"{"mode":"auto"}"#).unwrap().action,

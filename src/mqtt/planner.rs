@@ -98,6 +98,20 @@ pub fn parse_charge_rate(text: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::commands::{Action, parse_field, parse_set};
+    use serde_json::Value;
+
+    #[test]
+    fn regulate_is_a_mode_of_the_bridge_taking_no_other_field() {
+        let p = parse_set(br#"{"mode":"Regulate","id":7}"#, 4096).unwrap();
+        assert_eq!((p.action, p.id), (Action::Regulate, Some(Value::from(7))));
+        let r = parse_set(br#"{"mode":"regulate","power":500,"id":"x"}"#, 4096).unwrap_err();
+        assert!(r.error.starts_with("power:"), "{}", r.error);
+        assert_eq!(r.id, Some(Value::from("x")));
+        let f = parse_field("mode", b" regulate ", 64).unwrap();
+        assert_eq!(f.action, Action::Regulate);
+        assert!(parse_field("passive_power", b"regulate", 64).is_err());
+    }
 
     #[test]
     fn evcc_words_numbers_and_json() {

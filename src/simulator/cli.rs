@@ -1,5 +1,6 @@
 //! The `simulate` command: simulated batteries on UDP until Ctrl-C (or a cancellation), in
-//! either addressing shape. Touches only the sockets the simulator binds.
+//! either addressing shape, optionally with a `--site` (a house and its grid meter on MQTT).
+//! Touches only the sockets the simulator binds and, with `--site`, the broker.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -47,6 +48,13 @@ pub struct SimulateArgs {
     /// Initial state of charge, %.
     #[arg(long, default_value_t = 50.0)]
     pub soc: f64,
+    /// Also simulate a site: a house evening (300 W, a kettle, an oven) behind one grid meter
+    /// publishing like a Shelly Pro 3EM on this topic, fed back by the batteries.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Broker of the site's meter, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub site_broker: String,
 }
 
 impl SimulateArgs {
@@ -111,10 +119,49 @@ pub async fn simulate(args: &SimulateArgs, shutdown: CancellationToken) -> anyho
         ),
         _ => println!("no devices"),
     }
+    let handle = std::sync::Arc::new(handle);
+    let _site = match &args.site {
+        Some(topic) => Some(start_site(topic, &args.site_broker, &handle)?),
+        None => None,
+    };
     tokio::select! {
         _ = shutdown.cancelled() => {}
         r = tokio::signal::ctrl_c() => r?,
     }
-    handle.shutdown().await;
+    drop(_site);
+    if let Ok(handle) = std::sync::Arc::try_unwrap(handle) {
+        handle.shutdown().await;
+    }
     Ok(())
+}
+
+/// Starts the `--site` meter on `topic` at `broker` (HOST:PORT).
+fn start_site(
+    topic: &str,
+    broker: &str,
+    sim: &std::sync::Arc<super::server::SimHandle>,
+) -> anyhow::Result<super::site::SiteHandle> {
+    let (host, port) = broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--site-broker '{broker}' is not HOST:PORT"))?;
+    let options = crate::mqtt::ClientOptions {
+        protocol: crate::mqtt::MqttProtocol::V311,
+        client_id: format!("marstek-site-{}", std::process::id()),
+        host,
+        port,
+        keep_alive: std::time::Duration::from_secs(30),
+        clean_session: true,
+        credentials: None,
+        tls: None,
+        last_will: None,
+    };
+    let cfg = super::site::SiteConfig {
+        topic: topic.to_string(),
+        ..super::site::SiteConfig::evening()
+    };
+    println!(
+        "site meter on {topic} at {broker}: 300 W, a 2 kW kettle at 2 min, a 1.5 kW oven at 8 min"
+    );
+    Ok(super::site::start_site(cfg, sim.clone(), &options)?)
 }
