@@ -100,6 +100,8 @@ fn rounds(times: &[Instant]) -> Vec<(usize, Duration)> {
     out
 }
 
+/// One fleet size end to end: start-up, steady state over `window`, then `commands` sequential
+/// commands; the bridge publishing at `qos` with `discovery`.
 async fn fleet_run(
     n: usize,
     discovery: &str,
@@ -132,125 +134,16 @@ async fn fleet_run(
     .await;
     let mut bridge = BridgeProcess::spawn(BIN, &config, dir.path());
 
-    // Start-up: spawn → first state publish, then → every device published once.
-    // A battery's state: `<base>/<dev>/state`, not the bridge's own `<base>/bridge/state`.
-    let state_of = |s: &common::Seen| -> Option<String> {
-        let rest = s.topic.strip_prefix(&base)?.strip_prefix('/')?;
-        rest.strip_suffix("/state")
-            .filter(|d| *d != "bridge")
-            .map(str::to_string)
-    };
-    let first = w
-        .next_matching(Duration::from_secs(60), |s| state_of(s).is_some())
-        .await
-        .ok_or_else(|| anyhow::anyhow!("no state in 60 s; log:\n{}", bridge.log_text()))?;
-    let startup = first.at.duration_since(bridge.started);
-    let mut seen: HashSet<String> = state_of(&first).into_iter().collect();
-    // Every device once, or as many as managed within 45 s (the shortfall is reported).
-    let limit = Instant::now() + Duration::from_secs(45);
-    while seen.len() < n {
-        let left = limit.saturating_duration_since(Instant::now());
-        let Some(s) = w.next_matching(left, |s| state_of(s).is_some()).await else {
-            eprintln!("only {} of {n} devices published within 45 s", seen.len());
-            break;
-        };
-        if let Some(d) = state_of(&s) {
-            seen.insert(d);
-        }
-    }
-    let all_states = Instant::now().duration_since(bridge.started);
-
-    // Steady state: CPU and state arrivals over the window.
-    let cpu0 = bridge.cpu_seconds().unwrap_or(0.0);
-    let t0 = Instant::now();
-    let mut times = Vec::new();
-    while let Some(s) = w
-        .next_matching(window.saturating_sub(t0.elapsed()), |s| {
-            state_of(s).is_some()
-        })
-        .await
-    {
-        times.push(s.at);
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = bridge.cpu_seconds().unwrap_or(cpu0);
-    let cpu_frac = (cpu1 - cpu0) / elapsed;
-    let all_rounds = rounds(&times);
-    // Full rounds only: the first and last cluster may be cut by the window.
-    let mut full: Vec<f64> = all_rounds
+    let start = startup(&mut w, &bridge, &base, n).await?;
+    let steady = steady_state(&mut w, &bridge, &base, window, start.seen.len()).await;
+    // Only devices that published: one that never registered would only time out.
+    let live: Vec<&str> = setup
+        .devices
         .iter()
-        .filter(|(c, _)| *c >= seen.len().max(1))
-        .map(|(_, d)| ms(*d))
+        .map(|d| d.0.as_str())
+        .filter(|d| start.seen.contains(*d))
         .collect();
-    full.sort_by(|a, b| a.total_cmp(b));
-
-    // Command latency: sequential /set → /response, alternating modes so each one writes.
-    let latency = if commands > 0 {
-        let mut lat = Vec::with_capacity(commands);
-        let (mut ok, mut errors, mut timeouts) = (0, 0, 0);
-        // Only devices that published: one that never registered would only time out.
-        let live: Vec<&String> = setup
-            .devices
-            .iter()
-            .map(|d| &d.0)
-            .filter(|d| seen.contains(*d))
-            .collect();
-        for i in 0..commands {
-            let Some(dev) = live.get(i % live.len().max(1)) else {
-                break;
-            };
-            let mode = if (i / live.len().max(1)).is_multiple_of(2) {
-                "ups"
-            } else {
-                "auto"
-            };
-            let id = format!("c{i}");
-            let payload = json!({"mode": mode, "id": id}).to_string();
-            let topic = format!("{base}/{dev}/set");
-            let resp_topic = format!("{base}/{dev}/response");
-            let t = Instant::now();
-            // QoS 0: with QoS 1 the broker's PUBACK to this client and mosquitto's default
-            // `set_tcp_nodelay false` (Nagle + delayed ACK) add ~40 ms that is not the bridge's.
-            w.client
-                .publish(topic, QoS::AtMostOnce, false, payload)
-                .await?;
-            let got = w
-                .next_matching(Duration::from_secs(5), |s| {
-                    s.topic == resp_topic
-                        && serde_json::from_str::<Value>(&s.text)
-                            .is_ok_and(|v| v["id"] == json!(id))
-                })
-                .await;
-            match got {
-                Some(s) => {
-                    lat.push(ms(s.at.duration_since(t)));
-                    let v: Value = serde_json::from_str(&s.text).unwrap_or(Value::Null);
-                    if v["status"] == "ok" {
-                        ok += 1;
-                    } else {
-                        errors += 1;
-                        if errors <= 3 {
-                            eprintln!("command error: {}", s.text);
-                        }
-                    }
-                }
-                None => timeouts += 1,
-            }
-        }
-        lat.sort_by(|a, b| a.total_cmp(b));
-        Some(Latency {
-            commands,
-            ok,
-            errors,
-            timeouts,
-            p50_ms: percentile(&lat, 50.0),
-            p95_ms: percentile(&lat, 95.0),
-            p99_ms: percentile(&lat, 99.0),
-            max_ms: lat.last().copied().unwrap_or(f64::NAN),
-        })
-    } else {
-        None
-    };
+    let latency = command_latency(&mut w, &base, &live, commands).await?;
     let peak_rss_mb = bridge.peak_rss_kb().unwrap_or(0) as f64 / 1024.0;
     let rss_anon_mb = bridge.rss_anon_kb().unwrap_or(0) as f64 / 1024.0;
     let rss_file_mb = bridge.rss_file_kb().unwrap_or(0) as f64 / 1024.0;
@@ -265,21 +158,184 @@ async fn fleet_run(
         mqtt_qos: qos,
         discovery: discovery.to_string(),
         status_interval_s: 5,
-        startup_to_first_state_ms: ms(startup),
-        startup_to_all_states_ms: ms(all_states),
-        devices_publishing: seen.len(),
-        window_s: elapsed,
-        state_publishes_in_window: times.len(),
-        full_rounds: full.len(),
-        round_ms_median: percentile(&full, 50.0),
-        round_ms_max: full.last().copied().unwrap_or(f64::NAN),
-        cpu_s_per_min: cpu_frac * 60.0,
-        cpu_pct_of_one_core: cpu_frac * 100.0,
+        startup_to_first_state_ms: ms(start.first),
+        startup_to_all_states_ms: ms(start.all),
+        devices_publishing: start.seen.len(),
+        window_s: steady.elapsed,
+        state_publishes_in_window: steady.publishes,
+        full_rounds: steady.full.len(),
+        round_ms_median: percentile(&steady.full, 50.0),
+        round_ms_max: steady.full.last().copied().unwrap_or(f64::NAN),
+        cpu_s_per_min: steady.cpu_frac * 60.0,
+        cpu_pct_of_one_core: steady.cpu_frac * 100.0,
         peak_rss_mb,
         rss_anon_mb,
         rss_file_mb,
         command_latency: latency,
     })
+}
+
+/// The device alias of a battery's state publish: `<base>/<dev>/state`, not the bridge's own
+/// `<base>/bridge/state`.
+fn state_of(base: &str, s: &common::Seen) -> Option<String> {
+    let rest = s.topic.strip_prefix(base)?.strip_prefix('/')?;
+    rest.strip_suffix("/state")
+        .filter(|d| *d != "bridge")
+        .map(str::to_string)
+}
+
+/// Start-up figures: spawn → first state publish, spawn → every device published once.
+struct Startup {
+    first: Duration,
+    all: Duration,
+    /// Devices that published.
+    seen: HashSet<String>,
+}
+
+/// Waits for the first state publish, then for every one of the `n` devices once (or as many
+/// as manage within 45 s; the shortfall is reported).
+async fn startup(
+    w: &mut Watcher,
+    bridge: &BridgeProcess,
+    base: &str,
+    n: usize,
+) -> anyhow::Result<Startup> {
+    let first = w
+        .next_matching(Duration::from_secs(60), |s| state_of(base, s).is_some())
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no state in 60 s; log:\n{}", bridge.log_text()))?;
+    let first_at = first.at.duration_since(bridge.started);
+    let mut seen: HashSet<String> = state_of(base, &first).into_iter().collect();
+    let limit = Instant::now() + Duration::from_secs(45);
+    while seen.len() < n {
+        let left = limit.saturating_duration_since(Instant::now());
+        let Some(s) = w.next_matching(left, |s| state_of(base, s).is_some()).await else {
+            eprintln!("only {} of {n} devices published within 45 s", seen.len());
+            break;
+        };
+        if let Some(d) = state_of(base, &s) {
+            seen.insert(d);
+        }
+    }
+    Ok(Startup {
+        first: first_at,
+        all: Instant::now().duration_since(bridge.started),
+        seen,
+    })
+}
+
+/// Steady-state figures over the window.
+struct Steady {
+    /// Length of the window, s.
+    elapsed: f64,
+    /// CPU time of the bridge per second of the window.
+    cpu_frac: f64,
+    /// State publishes in the window.
+    publishes: usize,
+    /// Durations of the full poll rounds, ms, sorted.
+    full: Vec<f64>,
+}
+
+/// CPU and state arrivals over `window`; a round is full when `devices` published in it.
+async fn steady_state(
+    w: &mut Watcher,
+    bridge: &BridgeProcess,
+    base: &str,
+    window: Duration,
+    devices: usize,
+) -> Steady {
+    let cpu0 = bridge.cpu_seconds().unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut times = Vec::new();
+    while let Some(s) = w
+        .next_matching(window.saturating_sub(t0.elapsed()), |s| {
+            state_of(base, s).is_some()
+        })
+        .await
+    {
+        times.push(s.at);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = bridge.cpu_seconds().unwrap_or(cpu0);
+    // Full rounds only: the first and last cluster may be cut by the window.
+    let mut full: Vec<f64> = rounds(&times)
+        .iter()
+        .filter(|(c, _)| *c >= devices.max(1))
+        .map(|(_, d)| ms(*d))
+        .collect();
+    full.sort_by(|a, b| a.total_cmp(b));
+    Steady {
+        elapsed,
+        cpu_frac: (cpu1 - cpu0) / elapsed,
+        publishes: times.len(),
+        full,
+    }
+}
+
+/// Sequential `/set` → `/response` over the `live` devices, alternating modes so each one
+/// writes; None when no command is asked for.
+async fn command_latency(
+    w: &mut Watcher,
+    base: &str,
+    live: &[&str],
+    commands: usize,
+) -> anyhow::Result<Option<Latency>> {
+    if commands == 0 {
+        return Ok(None);
+    }
+    let mut lat = Vec::with_capacity(commands);
+    let (mut ok, mut errors, mut timeouts) = (0, 0, 0);
+    for i in 0..commands {
+        let Some(dev) = live.get(i % live.len().max(1)) else {
+            break;
+        };
+        let mode = if (i / live.len().max(1)).is_multiple_of(2) {
+            "ups"
+        } else {
+            "auto"
+        };
+        let id = format!("c{i}");
+        let payload = json!({"mode": mode, "id": id}).to_string();
+        let topic = format!("{base}/{dev}/set");
+        let resp_topic = format!("{base}/{dev}/response");
+        let t = Instant::now();
+        // QoS 0: with QoS 1 the broker's PUBACK to this client and mosquitto's default
+        // `set_tcp_nodelay false` (Nagle + delayed ACK) add ~40 ms that is not the bridge's.
+        w.client
+            .publish(topic, QoS::AtMostOnce, false, payload)
+            .await?;
+        let got = w
+            .next_matching(Duration::from_secs(5), |s| {
+                s.topic == resp_topic
+                    && serde_json::from_str::<Value>(&s.text).is_ok_and(|v| v["id"] == json!(id))
+            })
+            .await;
+        let Some(s) = got else {
+            timeouts += 1;
+            continue;
+        };
+        lat.push(ms(s.at.duration_since(t)));
+        let v: Value = serde_json::from_str(&s.text).unwrap_or(Value::Null);
+        if v["status"] == "ok" {
+            ok += 1;
+        } else {
+            errors += 1;
+            if errors <= 3 {
+                eprintln!("command error: {}", s.text);
+            }
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(Some(Latency {
+        commands,
+        ok,
+        errors,
+        timeouts,
+        p50_ms: percentile(&lat, 50.0),
+        p95_ms: percentile(&lat, 95.0),
+        p99_ms: percentile(&lat, 99.0),
+        max_ms: lat.last().copied().unwrap_or(f64::NAN),
+    }))
 }
 
 /// Samples/s inserted through `Store::insert_samples` in batches of `batch` for about `secs`.
@@ -332,62 +388,24 @@ fn fmt(v: f64, digits: usize) -> String {
 /// Marks the start of the hand-written findings in `docs/benchmarks.md`, kept across runs.
 const FINDINGS_MARKER: &str = "<!-- findings: written by hand, kept by scripts/bench.sh -->";
 
+/// A summary row: the target, the figure it is judged on, whether it is met.
+type Row = (&'static str, String, bool);
+
 /// One line per DESIGN §11 target: the figure it is judged on and whether it is met.
 fn summary(runs: &[FleetRun], pg: f64) -> String {
-    let pick = |n: usize, disc: &str, qos: u8| {
-        runs.iter()
-            .find(|r| r.devices == n && r.discovery == disc && r.mqtt_qos == qos)
-    };
-    let worst = |n: usize, f: fn(&FleetRun) -> f64| {
-        runs.iter()
-            .filter(|r| r.devices == n)
-            .map(f)
-            .fold(f64::NAN, f64::max)
-    };
-    let mut rows: Vec<(&str, String, bool)> = Vec::new();
-    if let Some(r) = pick(10, "entity", 1) {
+    let mut rows: Vec<Row> = Vec::new();
+    if let Some(r) = runs
+        .iter()
+        .find(|r| r.devices == 10 && r.discovery == "entity" && r.mqtt_qos == 1)
+    {
         rows.push((
             "RSS ≤ 15 MB, 10 batteries",
             format!("{} MB peak", fmt(r.peak_rss_mb, 1)),
             r.peak_rss_mb <= 15.0,
         ));
     }
-    // Latency is judged on the worst run (every fleet size, both QoS levels).
-    let lat: Vec<&Latency> = runs
-        .iter()
-        .filter_map(|r| r.command_latency.as_ref())
-        .collect();
-    if !lat.is_empty() {
-        let p50 = lat.iter().map(|l| l.p50_ms).fold(f64::NAN, f64::max);
-        let p99 = lat.iter().map(|l| l.p99_ms).fold(f64::NAN, f64::max);
-        let n: usize = lat.iter().map(|l| l.commands).sum();
-        let ok: usize = lat.iter().map(|l| l.ok).sum();
-        rows.push((
-            "command p50 ≤ 2 ms, p99 ≤ 10 ms",
-            format!(
-                "worst run: p50 {} ms, p99 {} ms ({n} commands, {ok} ok)",
-                fmt(p50, 2),
-                fmt(p99, 2)
-            ),
-            p50 <= 2.0 && p99 <= 10.0 && ok == n,
-        ));
-    }
-    let rss = worst(1000, |r| r.peak_rss_mb);
-    if rss.is_finite() {
-        rows.push((
-            "RSS ≤ 60 MB, 1,000 batteries",
-            format!("{} MB peak (worst run)", fmt(rss, 1)),
-            rss <= 60.0,
-        ));
-    }
-    let cpu = worst(1000, |r| r.cpu_pct_of_one_core);
-    if cpu.is_finite() {
-        rows.push((
-            "CPU ≤ 10 % of a core, 1,000 batteries at 5 s",
-            format!("{} % (worst run)", fmt(cpu, 2)),
-            cpu <= 10.0,
-        ));
-    }
+    rows.extend(latency_row(runs));
+    rows.extend(large_fleet_rows(runs));
     rows.push((
         "PostgreSQL ≥ 50,000 samples/s",
         format!("{} samples/s", fmt(pg, 0)),
@@ -415,6 +433,58 @@ fn summary(runs: &[FleetRun], pg: f64) -> String {
     }
     s.push('\n');
     s
+}
+
+/// Command latency, judged on the worst run (every fleet size, both QoS levels).
+fn latency_row(runs: &[FleetRun]) -> Option<Row> {
+    let lat: Vec<&Latency> = runs
+        .iter()
+        .filter_map(|r| r.command_latency.as_ref())
+        .collect();
+    if lat.is_empty() {
+        return None;
+    }
+    let p50 = lat.iter().map(|l| l.p50_ms).fold(f64::NAN, f64::max);
+    let p99 = lat.iter().map(|l| l.p99_ms).fold(f64::NAN, f64::max);
+    let n: usize = lat.iter().map(|l| l.commands).sum();
+    let ok: usize = lat.iter().map(|l| l.ok).sum();
+    Some((
+        "command p50 ≤ 2 ms, p99 ≤ 10 ms",
+        format!(
+            "worst run: p50 {} ms, p99 {} ms ({n} commands, {ok} ok)",
+            fmt(p50, 2),
+            fmt(p99, 2)
+        ),
+        p50 <= 2.0 && p99 <= 10.0 && ok == n,
+    ))
+}
+
+/// RSS and CPU of 1,000 batteries, judged on the worst run.
+fn large_fleet_rows(runs: &[FleetRun]) -> Vec<Row> {
+    let worst = |f: fn(&FleetRun) -> f64| {
+        runs.iter()
+            .filter(|r| r.devices == 1000)
+            .map(f)
+            .fold(f64::NAN, f64::max)
+    };
+    let mut rows = Vec::new();
+    let rss = worst(|r| r.peak_rss_mb);
+    if rss.is_finite() {
+        rows.push((
+            "RSS ≤ 60 MB, 1,000 batteries",
+            format!("{} MB peak (worst run)", fmt(rss, 1)),
+            rss <= 60.0,
+        ));
+    }
+    let cpu = worst(|r| r.cpu_pct_of_one_core);
+    if cpu.is_finite() {
+        rows.push((
+            "CPU ≤ 10 % of a core, 1,000 batteries at 5 s",
+            format!("{} % (worst run)", fmt(cpu, 2)),
+            cpu <= 10.0,
+        ));
+    }
+    rows
 }
 
 fn markdown(report: &Value, runs: &[FleetRun], pg: f64, lite: f64) -> String {
@@ -512,46 +582,8 @@ fn main() -> anyhow::Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(21),
         );
-        let mut runs = Vec::new();
-        for &n in &sizes {
-            let commands = match n {
-                10 => 1000,
-                1000 => 0,
-                _ => 200,
-            };
-            let r = fleet_run(n, "entity", window, commands, 1).await?;
-            eprintln!("{}", serde_json::to_string(&r)?);
-            runs.push(r);
-            if n == 10 {
-                // The bridge publishing at QoS 0: no PUBACK from mosquitto, so its Nagle
-                // (`set_tcp_nodelay false` by default) cannot hold the next `/set`.
-                let r = fleet_run(n, "entity", Duration::from_secs(6), 1000, 0).await?;
-                eprintln!("{}", serde_json::to_string(&r)?);
-                runs.push(r);
-            }
-            if n == 1000 {
-                let r = fleet_run(n, "off", window, 0, 1).await?;
-                eprintln!("{}", serde_json::to_string(&r)?);
-                runs.push(r);
-            }
-        }
-
-        let db = support::TestPgDb::create("bench_ingest").await;
-        let pg = store::open(&DatabaseSettings {
-            url: db.url.clone(),
-            ..Default::default()
-        })
-        .await?;
-        let pg_rate = ingest(pg.clone(), 5_000, 5.0).await?;
-        drop(pg);
-        db.drop_now().await;
-        let dir = tempfile::tempdir()?;
-        let lite = store::open(&DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-            ..Default::default()
-        })
-        .await?;
-        let lite_rate = ingest(lite, 5_000, 5.0).await?;
+        let runs = fleet_runs(&sizes, window).await?;
+        let (pg_rate, lite_rate) = ingest_rates().await?;
         eprintln!("ingest samples/s: postgres {pg_rate:.0}, sqlite {lite_rate:.0}");
 
         let report = json!({
@@ -572,19 +604,76 @@ fn main() -> anyhow::Result<()> {
         let md = markdown(&report, &runs, pg_rate, lite_rate);
         println!("{md}");
         if std::env::var_os("BENCH_NO_WRITE").is_none() {
-            let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-            std::fs::create_dir_all(&docs)?;
-            std::fs::write(
-                docs.join("benchmarks.json"),
-                serde_json::to_string_pretty(&report)? + "\n",
-            )?;
-            // The hand-written findings after the marker survive a new run.
-            let findings = std::fs::read_to_string(docs.join("benchmarks.md"))
-                .ok()
-                .and_then(|old| old.find(FINDINGS_MARKER).map(|i| old[i..].to_string()))
-                .unwrap_or_else(|| format!("{FINDINGS_MARKER}\n"));
-            std::fs::write(docs.join("benchmarks.md"), format!("{md}\n{findings}"))?;
+            write_docs(&report, &md)?;
         }
         Ok(())
     })
+}
+
+/// Every fleet run: each size with discovery on at QoS 1, plus 10 batteries at QoS 0 and 1,000
+/// with discovery off.
+async fn fleet_runs(sizes: &[usize], window: Duration) -> anyhow::Result<Vec<FleetRun>> {
+    let mut runs = Vec::new();
+    for &n in sizes {
+        let commands = match n {
+            10 => 1000,
+            1000 => 0,
+            _ => 200,
+        };
+        let r = fleet_run(n, "entity", window, commands, 1).await?;
+        eprintln!("{}", serde_json::to_string(&r)?);
+        runs.push(r);
+        if n == 10 {
+            // The bridge publishing at QoS 0: no PUBACK from mosquitto, so its Nagle
+            // (`set_tcp_nodelay false` by default) cannot hold the next `/set`.
+            let r = fleet_run(n, "entity", Duration::from_secs(6), 1000, 0).await?;
+            eprintln!("{}", serde_json::to_string(&r)?);
+            runs.push(r);
+        }
+        if n == 1000 {
+            let r = fleet_run(n, "off", window, 0, 1).await?;
+            eprintln!("{}", serde_json::to_string(&r)?);
+            runs.push(r);
+        }
+    }
+    Ok(runs)
+}
+
+/// Telemetry insert rates, samples/s: (PostgreSQL on a throw-away database, SQLite in a
+/// temporary file).
+async fn ingest_rates() -> anyhow::Result<(f64, f64)> {
+    let db = support::TestPgDb::create("bench_ingest").await;
+    let pg = store::open(&DatabaseSettings {
+        url: db.url.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let pg_rate = ingest(pg.clone(), 5_000, 5.0).await?;
+    drop(pg);
+    db.drop_now().await;
+    let dir = tempfile::tempdir()?;
+    let lite = store::open(&DatabaseSettings {
+        url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ..Default::default()
+    })
+    .await?;
+    let lite_rate = ingest(lite, 5_000, 5.0).await?;
+    Ok((pg_rate, lite_rate))
+}
+
+/// Writes `docs/benchmarks.json` and `docs/benchmarks.md`, keeping the hand-written findings
+/// after the marker.
+fn write_docs(report: &Value, md: &str) -> anyhow::Result<()> {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&docs)?;
+    std::fs::write(
+        docs.join("benchmarks.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    let findings = std::fs::read_to_string(docs.join("benchmarks.md"))
+        .ok()
+        .and_then(|old| old.find(FINDINGS_MARKER).map(|i| old[i..].to_string()))
+        .unwrap_or_else(|| format!("{FINDINGS_MARKER}\n"));
+    std::fs::write(docs.join("benchmarks.md"), format!("{md}\n{findings}"))?;
+    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::app::{self, Running};
 use crate::broker;
 use crate::config::{DeviceConfig, Settings};
 use crate::mqtt::MqttProtocol;
-use crate::simulator::{SimConfig, SimProfile, Simulator};
+use crate::simulator::{SimConfig, SimHandle, SimProfile, Simulator};
 
 /// `demo`: run simulated batteries, a broker if needed, and the bridge.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,21 +51,52 @@ pub async fn run(
     base: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let default_broker = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
-    let (broker_addr, embedded) = match args.embedded_broker_port {
-        Some(port) => (
-            broker::start(port).map_err(|e| app::StartupError(e.to_string()))?,
-            true,
-        ),
-        None if broker::answers(default_broker) => (default_broker, false),
-        None => (
-            broker::start(1883).map_err(|e| app::StartupError(e.to_string()))?,
-            true,
-        ),
-    };
-
-    let mut simulators = Vec::new();
+    let (broker_addr, embedded) = start_broker(args.embedded_broker_port)?;
     let mut settings = base;
+    let simulators = start_fleet(&mut settings).await?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    demo_settings(&mut settings, &args, broker_addr)?;
+
+    let base_topic = settings.mqtt.base_topic.clone();
+    let page_token = settings.http.resolve_token().ok().flatten();
+    let result = app::run_with(settings, shutdown, |running: &Running| {
+        let banner = Banner {
+            broker: broker_addr,
+            embedded,
+            base_topic: &base_topic,
+            page_token: page_token.as_deref(),
+            data_dir: &args.data_dir,
+        };
+        // One write, and no panic when whoever reads stdout has gone (a closed pipe).
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.text(running).as_bytes());
+    })
+    .await;
+    for sim in simulators {
+        sim.shutdown().await;
+    }
+    result
+}
+
+/// The broker to use and whether it is the embedded one: the embedded broker on `port` when
+/// asked, else the one on 127.0.0.1:1883 when it answers, else the embedded one on 1883.
+fn start_broker(port: Option<u16>) -> anyhow::Result<(SocketAddr, bool)> {
+    let default_broker = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
+    let embedded = |port| {
+        broker::start(port)
+            .map(|addr| (addr, true))
+            .map_err(|e| app::StartupError(e.to_string()).into())
+    };
+    match port {
+        Some(port) => embedded(port),
+        None if broker::answers(default_broker) => Ok((default_broker, false)),
+        None => embedded(1883),
+    }
+}
+
+/// Starts one simulated battery per [`FLEET`] entry and makes them the configured devices.
+async fn start_fleet(settings: &mut Settings) -> anyhow::Result<Vec<SimHandle>> {
+    let mut simulators = Vec::new();
     settings.devices.clear();
     for (n, (alias, profile)) in FLEET.into_iter().enumerate() {
         let sim = Simulator::start(SimConfig {
@@ -86,8 +117,16 @@ pub async fn run(
         });
         simulators.push(sim);
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    Ok(simulators)
+}
+
+/// The demo's own settings over the configured ones (database, broker, MQTT 3.1.1, polling,
+/// status page and its token, instance name), validated.
+fn demo_settings(
+    settings: &mut Settings,
+    args: &DemoArgs,
+    broker_addr: SocketAddr,
+) -> anyhow::Result<()> {
     settings.database.url = format!("sqlite://{}/demo.db", args.data_dir.display());
     settings.mqtt.host = broker_addr.ip().to_string();
     settings.mqtt.port = broker_addr.port();
@@ -117,16 +156,28 @@ pub async fn run(
             p.key, p.reason
         )));
     }
+    Ok(())
+}
 
-    let base_topic = settings.mqtt.base_topic.clone();
-    let page_token = settings.http.resolve_token().ok().flatten();
-    let host = broker_addr.ip();
-    let port = broker_addr.port();
-    let result = app::run_with(settings, shutdown, |running: &Running| {
+/// What the demo prints once it runs: where everything is and commands to paste.
+struct Banner<'a> {
+    broker: SocketAddr,
+    embedded: bool,
+    base_topic: &'a str,
+    page_token: Option<&'a str>,
+    data_dir: &'a std::path::Path,
+}
+
+impl Banner<'_> {
+    /// The text, ending in an empty line.
+    fn text(&self, running: &Running) -> String {
+        let host = self.broker.ip();
+        let port = self.broker.port();
+        let base_topic = self.base_topic;
         let http = running
             .http
             .map(|a| {
-                let token = page_token.as_deref().unwrap_or("");
+                let token = self.page_token.unwrap_or("");
                 format!(
                     "\n  status page:       http://{a}/#token={token}\
                      \n  REST API:          curl -s http://{a}/api/v1/batteries ; curl -s http://{a}/api/v1/openapi.json\
@@ -134,23 +185,29 @@ pub async fn run(
                 )
             })
             .unwrap_or_default();
-        println!(
+        format!(
             "\nmarstek-bridge demo is running: {n} simulated batteries ({ids}), SQLite in {dir}, \
              {kind} MQTT broker on {host}:{port}.\n\
              \n  watch everything:  mosquitto_sub -h {host} -p {port} -t '{base_topic}/#' -t 'homeassistant/#' -v\
              \n  change a mode:     mosquitto_pub -h {host} -p {port} -t '{base_topic}/venus-e/set' -m '{{\"mode\":\"passive\",\"power\":-800,\"duration\":600,\"id\":\"demo-1\"}}'\
              \n  see the answer:    mosquitto_sub -h {host} -p {port} -t '{base_topic}/venus-e/response' -v\
              \n  list the jobs:     mosquitto_pub -h {host} -p {port} -t '{base_topic}/bridge/request/jobs/list' -m '{{}}'\
-             \n{http}\nCtrl-C stops the demo.\n",
+             \n{http}\nCtrl-C stops the demo.\n\n",
             n = running.core.fleet.len(),
-            ids = running.core.fleet.ids().iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
-            dir = args.data_dir.display(),
-            kind = if embedded { "embedded" } else { "existing" },
-        );
-    })
-    .await;
-    for sim in simulators {
-        sim.shutdown().await;
+            ids = running
+                .core
+                .fleet
+                .ids()
+                .iter()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir = self.data_dir.display(),
+            kind = if self.embedded {
+                "embedded"
+            } else {
+                "existing"
+            },
+        )
     }
-    result
 }

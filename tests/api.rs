@@ -196,6 +196,38 @@ async fn jobs_and_the_rest(rig: &Rig) {
     let (code, v) = rig.post("/api/v1/jobs/job_health_check/run", "{}").await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["job_id"], "job_health_check", "{v}");
+    // The next actions: every job that will run, soonest first, each with what and why.
+    let (code, v) = rig.get("/api/v1/next-actions?count=50").await;
+    assert_eq!(code, 200, "{v}");
+    let rows = v["actions"].as_array().expect("actions");
+    let at: Vec<&str> = rows.iter().map(|r| r["at"].as_str().unwrap()).collect();
+    assert!(
+        at.windows(2).all(|w| w[0] <= w[1]),
+        "not in time order: {v}"
+    );
+    for job in [
+        "job_switch_to_auto",
+        "job_switch_to_manual_night",
+        "job_health_check",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["job"] == job)
+            .unwrap_or_else(|| panic!("{job} missing: {v}"));
+        assert_eq!(row["source"], "schedule", "{row}");
+        assert!(
+            row["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{row}"
+        );
+    }
+    assert!(v["tonight"].is_null(), "Tempo is off: {v}");
+    assert_eq!(v["dry_run"], false, "{v}");
+    assert_eq!(v["timezone"], "Europe/Paris", "{v}");
+    let (code, v) = rig.get("/api/v1/next-actions?count=0").await;
+    assert_eq!(
+        error_code(code, &v, StatusCode::UNPROCESSABLE_ENTITY),
+        "invalid_count"
+    );
     let (code, v) = rig.post("/api/v1/jobs/no_such_job/run", "{}").await;
     assert_eq!(error_code(code, &v, StatusCode::NOT_FOUND), "unknown_job");
     let (code, v) = rig.get("/api/v1/alerts").await;

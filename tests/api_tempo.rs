@@ -19,7 +19,7 @@ use marstek_bridge::domain::{DeviceId, Sample, Watts};
 use marstek_bridge::store::{DatabaseSettings, SqliteStore, Store, TempoDayRecord};
 use marstek_bridge::tempo::{TempoColour, paris_instant, tempo_date_at};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn jour(State(today): State<NaiveDate>, Path(date): Path<String>) -> String {
     let code = if date == today.to_string() {
@@ -141,6 +141,39 @@ async fn tempo_plan_and_ledger_routes_answer_from_the_running_bridge() {
         assert!(
             slots.is_some_and(|s| !s.is_empty() && s.iter().all(|x| x["reason"].is_string())),
             "{id}: {plan}"
+        );
+    }
+
+    // The next actions: the night job's reason is tonight's decision (taken and stored now; a
+    // refresh touches no battery), the plan's slots come with the plan's own reasons.
+    let (code, tempo) = rig.post("/api/v1/tempo/refresh", "{}").await;
+    assert_eq!(code, 200, "{tempo}");
+    assert!(
+        tempo["reason"].as_str().is_some_and(|r| r.contains("red")),
+        "{tempo}"
+    );
+    let (code, next) = rig.get("/api/v1/next-actions?count=50").await;
+    assert_eq!(code, 200, "{next}");
+    assert_eq!(next["tonight"]["tomorrow"], "red", "{next}");
+    assert_eq!(next["tonight"]["reason"], tempo["reason"], "{next}");
+    let rows = next["actions"].as_array().unwrap();
+    let night = rows
+        .iter()
+        .find(|r| r["job"] == "job_switch_to_manual_night")
+        .unwrap_or_else(|| panic!("no night job: {next}"));
+    assert_eq!(night["reason"], tempo["reason"], "{night}");
+    for id in IDS {
+        let reasons: Vec<&Value> = plan["batteries"][id]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["reason"])
+            .collect();
+        let mine: Vec<&Value> = rows.iter().filter(|r| r["device"] == id).collect();
+        assert!(!mine.is_empty(), "{id}: no plan rows in {next}");
+        assert!(
+            mine.iter().all(|r| reasons.contains(&&r["reason"])),
+            "{id}: a plan row's reason is not the plan's: {next}"
         );
     }
 

@@ -114,6 +114,7 @@ async fn demo_with_embedded_broker_serves_three_batteries_and_takes_commands() {
     let mut discovered = HashSet::new();
     let mut published = false;
     let mut answered = None;
+    let mut pending = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while answered.is_none() {
         assert!(
@@ -138,6 +139,10 @@ async fn demo_with_embedded_broker_serves_three_batteries_and_takes_commands() {
             {
                 discovered.insert(node.to_string());
             }
+            // the answer comes first (its effect still being verified), then the verdict
+            _ if p.topic == response_topic && text.contains(r#""verification":"pending""#) => {
+                pending = Some(text)
+            }
             _ if p.topic == response_topic => answered = Some(text),
             _ => {}
         }
@@ -149,7 +154,15 @@ async fn demo_with_embedded_broker_serves_three_batteries_and_takes_commands() {
             published = true;
         }
     }
+    let first: serde_json::Value =
+        serde_json::from_str(pending.as_deref().expect("an answer before the verdict")).unwrap();
+    assert_eq!(
+        (&first["status"], &first["verified"]),
+        (&serde_json::json!("ok"), &serde_json::json!(false)),
+        "{first}"
+    );
     let response: serde_json::Value = serde_json::from_str(answered.as_deref().unwrap()).unwrap();
+    assert_eq!(response["verification"], "verified", "{response}");
     assert_eq!(response["status"], "ok", "{response}");
     assert_eq!(response["verified"], true, "{response}");
     assert_eq!(response["id"], "demo-1");

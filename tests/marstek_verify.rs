@@ -1,11 +1,13 @@
 //! Verification by effect, told as stories against the simulator's behavioural faults: the
-//! whole bridge (`app::run`) with the real driver on loopback UDP, the real mosquitto and a
-//! SQLite store; a command sent on `<base>/<dev>/set` is answered on `<base>/<dev>/response`.
-//! The user-visible outcome is either "it holds" (`verified: true`, after re-sending where the
-//! battery was busy) or an honest `status: "error"`, `error: "not_holding"` with what was
-//! observed and a `command_not_holding` alert — never `verified: true` for a command that did
-//! not take. Each story also runs with `[marstek.verify] enabled = false` and shows the
-//! outcome it guards against.
+//! whole bridge (`app::run_with`) with the real driver on loopback UDP, the real mosquitto, a
+//! SQLite store and the HTTP API; a command sent on `<base>/<dev>/set` is answered at once on
+//! `<base>/<dev>/response` (`"verification": "pending"` while its effect is being checked),
+//! and its verdict follows there with the same id. The user-visible outcome is either "it
+//! holds" (`verified: true`, after re-sending where the battery was busy) or an honest
+//! `status: "error"`, `error: "not_holding"` with what was observed, an audit row and a
+//! `command_not_holding` alert — never `verified: true` for a command that did not take. Every
+//! not-holding story waits for a verdict that never comes when verification is switched off;
+//! the last story shows what users saw then.
 
 use std::time::Duration;
 
@@ -37,9 +39,13 @@ struct Story {
     backlog: Vec<(String, Value)>,
     stop: Option<oneshot::Sender<()>>,
     bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The HTTP API's address.
+    http: std::net::SocketAddr,
     _probe: JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
+
+const TOKEN: &str = "verify-token-0123456789";
 
 async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify: bool) -> Story {
     if std::env::var("STORY_LOG").is_ok() {
@@ -66,6 +72,8 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
     s.database.url = format!("sqlite://{}/b.db", dir.path().display());
     s.marstek.bind_device_port = false;
     s.tempo.enabled = false;
+    s.http.listen = Some("127.0.0.1:0".into());
+    s.http.token = Some(TOKEN.into());
     s.polling.status_interval = Duration::from_secs(3600);
     s.polling.quiet_gap = Duration::ZERO;
     s.polling.request_timeout = Duration::from_millis(300);
@@ -113,10 +121,19 @@ async fn story(profile: SimProfile, firmware: Option<i64>, faults: &str, verify:
         tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let bridge = tokio::spawn(marstek_bridge::app::run(s, async move {
-        let _ = stop_rx.await;
-    }));
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let bridge = tokio::spawn(marstek_bridge::app::run_with(
+        s,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |running| {
+            let _ = addr_tx.send(running.http.expect("http enabled"));
+        },
+    ));
+    let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
     let mut st = Story {
+        http,
         sim,
         base,
         client,
@@ -148,7 +165,7 @@ impl Story {
         }
     }
 
-    /// Sends a command on `<dev>/set` and returns its response.
+    /// Sends a command on `<dev>/set` and returns its first answer.
     async fn send(&mut self, id: &str, mut command: Value) -> Value {
         command["id"] = json!(id);
         self.client
@@ -161,6 +178,51 @@ impl Story {
             .await
             .unwrap();
         self.next("response", |r| r["id"] == json!(id)).await
+    }
+
+    /// Sends a command whose answer must say its verification is pending; returns its verdict.
+    async fn send_verdict(&mut self, id: &str, command: Value) -> Value {
+        let first = self.send(id, command).await;
+        assert_eq!(
+            (&first["status"], &first["verified"], &first["verification"]),
+            (&json!("ok"), &json!(false), &json!("pending")),
+            "answered at once, its verification pending: {first}"
+        );
+        self.verdict(id).await
+    }
+
+    /// The verdict message that follows an answer with this id.
+    async fn verdict(&mut self, id: &str) -> Value {
+        self.next("response", |r| {
+            r["id"] == json!(id) && r["verification"] != json!("pending")
+        })
+        .await
+    }
+
+    /// POSTs a command to the HTTP API; (status, body).
+    async fn post(&self, query: &str, command: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/batteries/venus1/commands{query}",
+                self.http
+            ))
+            .bearer_auth(TOKEN)
+            .json(&command)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// The audit rows, newest first.
+    async fn audit(&self) -> Vec<Value> {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/api/v1/commands?limit=100", self.http))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap().as_array().unwrap().clone()
     }
 
     async fn alert(&mut self, state: &str) -> Value {
@@ -186,9 +248,10 @@ fn passive(power: i32) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds() {
     let mut st = story(SimProfile::VenusE3, None, "ignore-writes", true).await;
-    let r = st.send("c1", passive(-1500)).await;
+    let r = st.send_verdict("c1", passive(-1500)).await;
     assert_eq!(r["status"], json!("error"), "{r}");
     assert_eq!(r["error"], json!("not_holding"), "{r}");
+    assert_eq!(r["verification"], json!("not_holding"), "{r}");
     assert_eq!(r["verified"], json!(false));
     assert_eq!(r["observed"]["mode"], json!("Auto"), "{r}");
     assert_eq!(r["observed"]["expected"]["bat_power"], json!(-1500), "{r}");
@@ -203,15 +266,28 @@ async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds()
         "re-sends are bounded"
     );
     st.alert("raised").await;
+    // the verdict is in the audit, next to the command it judges
+    let audit = st.audit().await;
+    let verdict = audit
+        .iter()
+        .find(|row| row["payload"]["verification"] == json!("not_holding"))
+        .unwrap_or_else(|| panic!("no not_holding audit row: {audit:?}"));
+    assert_eq!(
+        (&verdict["source"], &verdict["status"], &verdict["error"]),
+        (&json!("mqtt"), &json!("error"), &json!("not_holding")),
+        "{verdict}"
+    );
+    assert_eq!(verdict["payload"]["observed"]["attempts"], json!(3));
 
     // the battery obeys again: the next write holds and clears the alert
     st.sim.update_faults(0, |f| f.ignore_writes = false);
-    let r = st.send("c2", passive(-1500)).await;
+    let r = st.send_verdict("c2", passive(-1500)).await;
     assert_eq!(
-        (r["status"].clone(), r["verified"].clone()),
-        (json!("ok"), json!(true)),
+        (&r["status"], &r["verified"], &r["verification"]),
+        (&json!("ok"), &json!(true), &json!("verified")),
         "{r}"
     );
+    assert_eq!(r["observed"]["mode"], json!("Passive"), "{r}");
     st.alert("cleared").await;
     st.finish().await;
 }
@@ -220,7 +296,7 @@ async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds()
 async fn a_reset_under_getmode_is_never_reported_verified() {
     // fw 148: the read-back shows Passive, and that very read puts the battery back in Auto
     let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", true).await;
-    let r = st.send("g1", passive(-800)).await;
+    let r = st.send_verdict("g1", passive(-800)).await;
     assert_eq!(r["error"], json!("not_holding"), "{r}");
     assert_ne!(r["observed"]["bat_power"], json!(-800), "{r}");
     assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
@@ -231,13 +307,13 @@ async fn a_reset_under_getmode_is_never_reported_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_battery_is_written_again_after_a_pause_and_then_holds() {
     let mut st = story(SimProfile::VenusA, Some(148), "busy=1s", true).await;
-    let r = st.send("b1", passive(-500)).await;
+    let r = st.send_verdict("b1", passive(-500)).await;
     assert_eq!(r["verified"], json!(true), "{r}");
     // refused while busy (set_result false), accepted on the re-send after the pause
-    let r = st.send("b2", passive(400)).await;
+    let r = st.send_verdict("b2", passive(400)).await;
     assert_eq!(
-        (r["status"].clone(), r["verified"].clone()),
-        (json!("ok"), json!(true)),
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(true)),
         "{r}"
     );
     let state = st.sim.state(0).unwrap();
@@ -249,10 +325,10 @@ async fn a_busy_battery_is_written_again_after_a_pause_and_then_holds() {
 #[ignore = "the first state does not arrive yet with getmode-id1-only; the instance fallback is unfinished"]
 async fn getmode_on_instance_1_only_is_read_there_with_its_integer_mode() {
     let mut st = story(SimProfile::VenusE3, None, "getmode-id1-only", true).await;
-    let r = st.send("i1", passive(-600)).await;
+    let r = st.send_verdict("i1", passive(-600)).await;
     assert_eq!(
-        (r["status"].clone(), r["verified"].clone()),
-        (json!("ok"), json!(true)),
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(true)),
         "{r}"
     );
     // the state published after the write carries the mode read on instance 1 (code 3)
@@ -271,14 +347,14 @@ async fn venus_a_148_without_bat_power_is_verified_by_its_inferred_power() {
         .and_utc()
         + chrono::Duration::days(1);
     st.sim.clock().set(night);
-    let r = st.send("n1", passive(-700)).await;
+    let r = st.send_verdict("n1", passive(-700)).await;
     assert_eq!(
-        (r["status"].clone(), r["verified"].clone()),
-        (json!("ok"), json!(true)),
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(true)),
         "{r}"
     );
     st.sim.update_faults(0, |f| f.ignore_writes = true);
-    let r = st.send("n2", passive(700)).await;
+    let r = st.send_verdict("n2", passive(700)).await;
     assert_eq!(r["error"], json!("not_holding"), "{r}");
     st.finish().await;
 }
@@ -292,27 +368,87 @@ async fn venus_mini_300_refusing_passive_is_an_error_after_the_re_sends() {
         true,
     )
     .await;
+    // this firmware refuses the write outright (set_result false): nothing to verify, so the
+    // refusal is the answer, after the re-sends
     let r = st.send("m1", passive(-800)).await;
     assert_eq!(r["status"], json!("error"), "{r}");
     assert_eq!(r["verified"], json!(false));
+    assert_eq!(r["verification"], Value::Null, "{r}");
     assert_eq!(st.sim.stats(0).unwrap().mode_writes, 3, "{r}");
     st.finish().await;
 }
 
+/// A newer command to the same battery ends the verification of the one before: its verdict
+/// says so, and only the newer one is re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_command_supersedes_a_verification_in_progress() {
+    let mut st = story(SimProfile::VenusE3, None, "ignore-writes", true).await;
+    st.send("s1", passive(-1000)).await;
+    let first = st.send("s2", passive(-600)).await;
+    assert_eq!(first["verification"], json!("pending"), "{first}");
+    let r = st.verdict("s1").await;
+    assert_eq!(
+        (&r["status"], &r["verified"], &r["verification"]),
+        (&json!("ok"), &json!(false), &json!("superseded")),
+        "{r}"
+    );
+    let r = st.verdict("s2").await;
+    assert_eq!(r["error"], json!("not_holding"), "{r}");
+    assert_eq!(r["observed"]["expected"]["bat_power"], json!(-600), "{r}");
+    assert_eq!(r["observed"]["attempts"], json!(3), "{r}");
+    st.finish().await;
+}
+
+/// Over HTTP the answer is immediate too, unless `?wait=verified` asks for the verdict: 502
+/// `not_holding` with the verdict attached when the write did not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_waits_for_the_verdict_only_when_asked() {
+    let mut st = story(SimProfile::VenusE3, None, "ignore-writes", true).await;
+    let (code, r) = st.post("", passive(-900)).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (&r["verified"], &r["verification"]),
+        (&json!(false), &json!("pending")),
+        "{r}"
+    );
+    let (code, body) = st.post("?wait=verified", passive(-900)).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["error"]["code"], json!("not_holding"), "{body}");
+    assert_eq!(body["result"]["verification"], json!("not_holding"));
+    assert_eq!(body["result"]["observed"]["mode"], json!("Auto"), "{body}");
+    st.alert("raised").await;
+
+    let (code, body) = st.post("?wait=soon", passive(-900)).await;
+    assert_eq!(code, 400, "an unknown wait is refused: {body}");
+
+    st.sim.update_faults(0, |f| f.ignore_writes = false);
+    let (code, r) = st.post("?wait=verified", passive(-900)).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (&r["status"], &r["verified"], &r["verification"]),
+        (&json!("ok"), &json!(true), &json!("verified")),
+        "{r}"
+    );
+    assert_eq!(r["observed"]["bat_power"], json!(-900), "{r}");
+    st.finish().await;
+}
+
 /// With verification switched off the same stories end as the reports describe: a write the
-/// battery ignored or undid answered `ok`, the busy battery's refusal final.
+/// battery ignored or undid answered `ok` with no verdict to follow, the busy battery's
+/// refusal final.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_verification_the_stories_end_as_users_reported() {
     let mut st = story(SimProfile::VenusE3, None, "ignore-writes", false).await;
     let r = st.send("o1", passive(-1500)).await;
     assert_eq!(r["status"], json!("ok"), "an ignored write looks fine: {r}");
+    assert_eq!(r["verification"], Value::Null, "no verdict follows: {r}");
     st.finish().await;
 
     let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", false).await;
     let r = st.send("o2", passive(-800)).await;
     assert_eq!(
-        (r["status"].clone(), r["verified"].clone()),
-        (json!("ok"), json!(true)),
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(true)),
         "the echo claims a mode the battery already left: {r}"
     );
     assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);

@@ -1,7 +1,8 @@
 //! The regulator end to end on the real command path: two simulated batteries behind the real
 //! Marstek driver (UDP on loopback), the command service with a SQLite store, and the
 //! regulator task fed Shelly Pro 3EM payloads computed from a house model (grid = load − what
-//! the batteries deliver, read from the simulator). Counted in control cycles, not time: a
+//! the batteries deliver, read from the simulator). Counted in control cycles, not time (each
+//! meter reading is awaited until the cycle that used it has reported, its writes answered): a
 //! 1.5 kW step load is covered within a bounded number of cycles and shared by both batteries,
 //! which never run in opposite directions; a silent meter hands both back to Auto within a
 //! bounded number of cycles; an inverted meter stops the regulator; a bridge stop hands back;
@@ -188,6 +189,20 @@ impl Rig {
         self.status.borrow_and_update().clone().expect("status")
     }
 
+    /// Waits for the cycle that regulated on the reading `grid_w` (published just before): its
+    /// writes were answered by the batteries before its status was sent. Cycles that ran on an
+    /// older reading (a loaded machine delays the payload) are skipped; a cycle that used no
+    /// reading (stopped, fallback) is returned as it is.
+    async fn cycle_on(&mut self, grid_w: f64) -> Status {
+        loop {
+            let status = self.next_cycle().await;
+            // No grid in the status: the cycle regulated on nothing (stopped, fallback).
+            if status.grid_w.is_none_or(|g| (g - grid_w).abs() < 0.06) {
+                return status;
+            }
+        }
+    }
+
     /// Runs cycles against the house with `load` W, publishing the grid before each; asserts
     /// the directions every cycle; returns the first cycle from which the grid stayed within
     /// the deadband + 30 W of the target.
@@ -195,8 +210,9 @@ impl Rig {
         let mut within = None;
         for n in 1..=cycles {
             let grid = self.grid(load);
-            self.publish(if invert { -grid } else { grid }).await;
-            let status = self.next_cycle().await;
+            let shown = if invert { -grid } else { grid };
+            self.publish(shown).await;
+            let status = self.cycle_on(shown).await;
             let out = self.outputs();
             assert!(
                 !(out.iter().any(|w| *w > 0) && out.iter().any(|w| *w < 0)),

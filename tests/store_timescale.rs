@@ -1,6 +1,7 @@
 //! TimescaleDB specifics and upgrades. On TimescaleDB (`TEST_TIMESCALE_URL`, set by `.ci/run`):
 //! the hypertable, its compression settings (segment by device) and every policy carry the
-//! configured intervals, and a changed setting replaces its policy. On all three backends: a
+//! configured intervals, a changed setting replaces its policy, and the aggregate refresh
+//! policies neither run at start-up nor are replaced by a restart. On all three backends: a
 //! database made by the previous release (migration 0001 only, plus that release's TimescaleDB
 //! step with compressed chunks) is upgraded without losing a row, its whole history appears in
 //! the energy history, and that history outlives the raw rows (dropped chunks / pruning).
@@ -27,8 +28,25 @@ async fn policies(url: &str) -> Vec<(String, String, String)> {
     .unwrap()
 }
 
+/// (job id, whether its next run is at least 10 minutes away) of each aggregate refresh policy.
+async fn refresh_jobs(url: &str) -> Vec<(i32, bool)> {
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_as(
+        "SELECT job_id, coalesce(next_start > now() + INTERVAL '10 minutes', false) \
+         FROM timescaledb_information.jobs \
+         WHERE proc_name = 'policy_refresh_continuous_aggregate' ORDER BY hypertable_name",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
 /// (column, segment-by index, order-by index, order-by ascending).
 type CompressionColumn = (String, Option<i16>, Option<i16>, Option<bool>);
+
+fn job_ids(jobs: &[(i32, bool)]) -> Vec<i32> {
+    jobs.iter().map(|(id, _)| *id).collect()
+}
 
 fn row(p: &str, r: &str, i: &str) -> (String, String, String) {
     (p.to_string(), r.to_string(), i.to_string())
@@ -106,6 +124,14 @@ async fn timescale_hypertable_compression_and_policies_follow_the_settings() {
         policies(&db.url).await,
         expected("30 days", "3 days", "400 days")
     );
+    // The refresh policies do not run at once (the step has just filled the aggregates, and a
+    // policy refreshing meanwhile makes any other refresh fail with 55P03) ...
+    let first = refresh_jobs(&db.url).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        first.iter().all(|(_, later)| *later),
+        "first runs a period after start: {first:?}"
+    );
 
     // Changed settings replace the policies at the next start (one of each, new intervals).
     settings.retention_days = 45;
@@ -118,6 +144,8 @@ async fn timescale_hypertable_compression_and_policies_follow_the_settings() {
         policies(&db.url).await,
         expected("45 days", "5 days", "800 days")
     );
+    // ... and, depending on no setting, they are kept as they are by a restart.
+    assert_eq!(job_ids(&refresh_jobs(&db.url).await), job_ids(&first));
     c.close().await.unwrap();
     db.drop_now().await;
 }

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use super::devices::{register_devices, spawn_batteries};
 use super::tasks::{StartupError, Tasks};
 use crate::config::{Derived, Settings};
-use crate::control::{CommandService, Fleet, Presence};
+use crate::control::{CommandService, DryRun, Fleet, Presence, Regulated};
 use crate::domain::{AlertSender, Sample};
 use crate::marstek::Transport;
 use crate::store::{self, Store, WriterHandle};
@@ -96,8 +96,8 @@ pub async fn spawn(
     })
 }
 
-/// The command service, its remembered controls restored from the store, their writer and the
-/// state-of-charge guard.
+/// The command service, its remembered controls and (when the regulator runs) the batteries in
+/// `regulate` mode restored from the store, their writers and the state-of-charge guard.
 async fn spawn_commands(
     settings: &Settings,
     fleet: &Fleet,
@@ -112,7 +112,15 @@ async fn spawn_commands(
         Some(alerts),
         settings.bridge.read_only,
     )
-    .with_verify(settings.marstek.verify.clone());
+    .with_verify(settings.marstek.verify.clone())
+    .with_dry_run(DryRun::load(store.as_ref(), settings.tempo.dry_run).await)
+    .with_shutdown(tasks.token().clone())
+    .with_regulated(Regulated::new(settings.regulator.enabled));
+    if settings.regulator.enabled {
+        let regulated = commands.regulated().clone();
+        regulated.restore(store.as_ref(), &fleet.ids()).await;
+        tasks.spawn(regulated.run_writer(store.clone(), tasks.token().clone()));
+    }
     // Before any adapter starts: the first `<dev>/controls` carries the stored values, and no
     // command can race the restore.
     commands.controls().restore(store.as_ref()).await;

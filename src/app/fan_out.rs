@@ -108,16 +108,16 @@ pub async fn spawn_tempo_documents(tempo: &TempoService, mqtt: &MqttHandle, task
     });
 }
 
-/// Publishes every new value of a watch channel (`null` is "nothing yet").
-pub fn spawn_watch_publisher(
+/// Publishes every new value of a watch channel as JSON (`null` is "nothing yet").
+pub fn spawn_watch_publisher<T: serde::Serialize + Send + Sync + 'static>(
     tasks: &Tasks,
-    mut rx: watch::Receiver<Value>,
+    mut rx: watch::Receiver<T>,
     publish: impl Fn(Value) + Send + 'static,
 ) {
     let cancel = tasks.token().clone();
     tasks.spawn(async move {
         loop {
-            let v = rx.borrow_and_update().clone();
+            let v = serde_json::to_value(&*rx.borrow_and_update()).unwrap_or_default();
             if !v.is_null() {
                 publish(v);
             }

@@ -44,8 +44,15 @@ pub async fn spawn(
         core.samples.subscribe(),
         Some(http_deps.jobs.subscribe()),
         deps.tempo.map(|t| t.subscribe()),
+        deps.tempo.map(|t| t.live().subscribe()),
         token.clone(),
     ));
+    tasks.spawn(
+        http_deps
+            .live
+            .clone()
+            .follow_dry_run(core.commands.dry_run().subscribe(), token.clone()),
+    );
     let info = BridgeInfo {
         tempo: Some(deps.tempo.is_some()),
         token_configured: Some(bearer.is_some()),

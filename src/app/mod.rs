@@ -7,8 +7,9 @@
 //! Subsystems, in start order: [`core`] (store, batteries, commands, presence, writer), Tempo,
 //! [`scheduling`] (scheduler, leader election, reconciler), [`mqtt_link`] (MQTT bridge, request
 //! actions of [`requests`], bridge entities), [`fan_out`] (samples and alerts to the adapters,
-//! retained documents), [`health`] (`bridge/health`, `/readyz`, `bridge/info`) and
-//! [`http_server`].
+//! retained documents), [`regulation`] (the regulator on the grid meter, when enabled),
+//! [`health`] (`bridge/health`, `/readyz`, `bridge/info`) and [`http_server`]. At shutdown the
+//! regulator stops first (it hands its batteries back to Auto while the actors still run).
 
 pub mod core;
 mod devices;
@@ -16,6 +17,7 @@ pub mod fan_out;
 pub mod health;
 pub mod http_server;
 pub mod mqtt_link;
+pub mod regulation;
 pub mod requests;
 pub mod scheduling;
 pub mod tasks;
@@ -112,15 +114,20 @@ pub struct Running {
     pub tempo: Option<Arc<TempoService>>,
     /// Address the HTTP endpoints listen on, when enabled.
     pub http: Option<SocketAddr>,
+    /// The regulator, when enabled.
+    pub regulation: Option<regulation::Regulation>,
     scheduler: Scheduler,
     leadership: Option<Leadership>,
 }
 
 impl Running {
-    /// Orderly shutdown within `bound`: running jobs finish first (half of it), then the rest
-    /// stops: actors, writer flush, MQTT offline.
+    /// Orderly shutdown within `bound`: the regulator hands its batteries back to Auto, running
+    /// jobs finish (half of `bound`), then the rest stops: actors, writer flush, MQTT offline.
     pub async fn stop(self, tasks: &Tasks, bound: std::time::Duration) -> anyhow::Result<()> {
         tracing::info!("bridge_stopping");
+        if let Some(r) = self.regulation {
+            r.stop().await;
+        }
         let unfinished = self.scheduler.shutdown(bound / 2).await;
         if unfinished > 0 {
             tracing::warn!(unfinished, "scheduled_jobs_cut_at_shutdown");
@@ -150,7 +157,8 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     };
     let scheduling = Scheduling::init(&deps).await?;
     let jobs = scheduling.jobs.clone();
-    let mqtt = mqtt_link::spawn(&deps, &jobs, tasks).await?;
+    let (taps, meter) = regulation::meter_tap(&settings.regulator);
+    let mqtt = mqtt_link::spawn(&deps, &jobs, taps, tasks).await?;
     let leadership = scheduling.start(&deps, tasks);
 
     let live = http::Live::new();
@@ -163,9 +171,14 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         let mqtt = mqtt.clone();
         move |v| mqtt.publish_schedule(v)
     });
+    fan_out::spawn_watch_publisher(tasks, core.commands.dry_run().subscribe(), {
+        let mqtt = mqtt.clone();
+        move |v| mqtt.publish_dry_run(v)
+    });
     if let Some(t) = &tempo {
         fan_out::spawn_tempo_documents(t, &mqtt, tasks).await;
     }
+    let regulation = regulation::spawn(&deps, &mqtt, meter, tasks);
     let health = HealthSource::new(&core, &mqtt, derived.stale_after);
     health.spawn_publisher(derived.health_every, tasks);
     let http_deps = HttpDeps {
@@ -180,6 +193,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         jobs,
         tempo,
         http,
+        regulation,
         scheduler: scheduling.scheduler,
         leadership,
     })
@@ -200,6 +214,7 @@ fn spawn_tempo(
         core.fleet.clone(),
         Some(alerts.clone()),
     )
-    .map_err(|e| StartupError(e.to_string()))?;
+    .map_err(|e| StartupError(e.to_string()))?
+    .with_dry_run(core.commands.dry_run().clone());
     Ok(Some(Arc::new(service)))
 }

@@ -8,13 +8,15 @@ use super::health::{BridgeInfo, to_json};
 use super::requests::{discover_handler, register_job_actions, register_tempo_actions};
 use super::tasks::{StartupError, Tasks};
 use crate::mqtt::discovery::bridge::BridgeEntities;
-use crate::mqtt::{MqttBridge, MqttHandle, RequestRouter};
+use crate::mqtt::{MqttBridge, MqttHandle, RequestRouter, Tap};
 use crate::scheduler::SchedulerHandle;
 
-/// Starts the MQTT bridge with every request action and announces the bridge device.
+/// Starts the MQTT bridge with every request action and the `taps` (the grid meter), and
+/// announces the bridge device.
 pub async fn spawn(
     deps: &Deps<'_>,
     jobs: &SchedulerHandle,
+    taps: Vec<Tap>,
     tasks: &Tasks,
 ) -> anyhow::Result<MqttHandle> {
     let (settings, core) = (deps.settings, deps.core);
@@ -27,11 +29,12 @@ pub async fn spawn(
     if let Some(t) = deps.tempo {
         register_tempo_actions(&mut router, t);
     }
-    let (mqtt, mqtt_task) = MqttBridge::start(
+    let (mqtt, mqtt_task) = MqttBridge::start_with_taps(
         deps.derived.mqtt.clone(),
         core.commands.clone(),
         &core.presence,
         router,
+        taps,
         tasks.token().clone(),
     )
     .map_err(|e| StartupError(format!("mqtt: {e}")))?;
@@ -42,6 +45,10 @@ pub async fn spawn(
         jobs: jobs.list().await.into_iter().map(|j| j.id).collect(),
         tempo: deps.tempo.is_some(),
         qos: settings.mqtt.qos,
+        regulated: settings
+            .regulator
+            .enabled
+            .then(|| core.fleet.ids().iter().map(|d| d.to_string()).collect()),
     };
     mqtt.set_extra_entities(entities.build(mqtt.topics()));
     mqtt.publish_info(to_json(&BridgeInfo::new(settings, core)));

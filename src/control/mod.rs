@@ -5,16 +5,23 @@
 //! raises `command_failed`. [`RememberedControls`] and [`Presence`] (device availability, one
 //! owner) live here too, so that every adapter sees the same values. The envelope includes the
 //! SOC window, checked against the battery's latest SOC, and kept while a Passive set-point runs
-//! (`soc_guard`). Mode writes are checked by their effect (`verify`): re-sent with backoff when
-//! they do not take, answered `not_holding` with what was observed when they still do not, and
-//! a `command_not_holding` alert raised, cleared by the next write that holds. Each intent a
-//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
+//! (`soc_guard`). Mode writes are checked by their effect (`verify`): answered once acknowledged
+//! and read back, then followed in the background (`verdict`): re-sent with backoff when they do
+//! not take, ending in a verdict (`not_holding` with what was observed when they never do, and a
+//! `command_not_holding` alert, cleared by the next write that holds) that the caller gets
+//! through [`Outcome::pending`]. Each intent a
+//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
+//! regulator are refused before the driver (`CommandError::DryRun`, no audit row). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
 //! alert channel; nothing else.
 
 mod controls;
+mod dry_run;
 mod intents;
 mod presence;
+mod regulated;
 mod soc_guard;
+mod verdict;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -23,13 +30,16 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
+pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::intents::IntentBoard;
 pub use self::presence::{Availability, Presence};
-pub use self::verify::{NotHolding, Observed, VerifySettings};
+pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
+pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, AlertState, BatteryRef, Command, CommandReport, CommandSource,
     DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity, check_command, check_soc,
@@ -91,6 +101,9 @@ pub enum CommandError {
     /// The battery acknowledged the write but did not carry it out within every window.
     #[error(transparent)]
     NotHolding(Box<NotHolding>),
+    /// Dry run is on: a command of the bridge's own loops was computed, not sent.
+    #[error("dry run: {0} from {1} not sent")]
+    DryRun(&'static str, &'static str),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -130,6 +143,9 @@ pub enum Intent {
 pub struct Outcome {
     /// What each command gave.
     pub results: Vec<Result<CommandReport, CommandError>>,
+    /// The verification still running for the batch's last mode write whose effect was not yet
+    /// seen when it was answered (its report says `verified: false`); None when nothing is.
+    pub pending: Option<Pending>,
 }
 
 impl Outcome {
@@ -244,11 +260,21 @@ pub struct CommandService {
     not_holding: Arc<Mutex<std::collections::BTreeSet<DeviceId>>>,
     /// Every battery's intent in memory (for readers that must not query the store).
     intents: IntentBoard,
+    /// The dry-run switch: while on, the bridge's own loops send nothing.
+    dry_run: DryRun,
+    /// The verification running in the background per device (one at most: a newer mode
+    /// command supersedes it), with its number.
+    verifying: Arc<Mutex<BTreeMap<DeviceId, (u64, CancellationToken)>>>,
+    /// Cancelled at shutdown: background verifications stop.
+    shutdown: CancellationToken,
+    /// The batteries in `regulate` mode.
+    regulated: Regulated,
 }
 
 impl CommandService {
     /// Builds the service; `store` and `alerts` are optional so tools and tests can go without.
-    /// Mode writes are trusted on their read-back until [`with_verify`](Self::with_verify).
+    /// Mode writes are trusted on their read-back until [`with_verify`](Self::with_verify);
+    /// background verifications stop at [`with_shutdown`](Self::with_shutdown)'s token.
     pub fn new(
         fleet: Fleet,
         store: Option<Arc<dyn Store>>,
@@ -270,7 +296,28 @@ impl CommandService {
             writing: WritingSet::default(),
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
+            dry_run: DryRun::default(),
+            verifying: Arc::default(),
+            shutdown: CancellationToken::new(),
+            regulated: Regulated::default(),
         }
+    }
+
+    /// Stops background verifications when `token` is cancelled (the bridge's shutdown).
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Holds back the bridge's own commands while `dry_run` is on.
+    pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The dry-run switch.
+    pub fn dry_run(&self) -> &DryRun {
+        &self.dry_run
     }
 
     /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
@@ -365,17 +412,27 @@ impl CommandService {
             Err(e) => {
                 let outcome = Outcome {
                     results: vec![Err(e)],
+                    pending: None,
                 };
                 return (outcome, books);
             }
         };
         books._writing = Some(self.writing.start(device));
+        if leaves_regulation(origin.source)
+            && commands.iter().any(|c| matches!(c, Command::SetMode(_)))
+        {
+            // Another mode chosen by a person or a job ends `regulate` for this battery.
+            self.regulated.leave(device);
+        }
         let mut results = Vec::with_capacity(commands.len());
+        let mut pending = None;
         for command in commands {
-            let result = self.run_one(battery, command, &origin, &mut books).await;
+            let result = self
+                .run_one(battery, command, &origin, &mut books, &mut pending)
+                .await;
             results.push(result);
         }
-        let outcome = Outcome { results };
+        let outcome = Outcome { results, pending };
         if let Intent::Keep(intent) = origin.intent
             && outcome.is_ok()
         {
@@ -391,30 +448,40 @@ impl CommandService {
             .ok_or_else(|| CommandError::UnknownDevice(device.to_string()))
     }
 
-    /// One command: envelope, driver, log, alert, remembered values, records.
+    /// One command: envelope, driver, log, alert, remembered values, records; a mode write
+    /// whose effect is still to be seen leaves its background verification in `pending`.
     async fn run_one(
         &self,
         battery: &BatteryRef,
         command: &Command,
         origin: &Origin,
         books: &mut Bookkeeping,
+        pending: &mut Option<Pending>,
     ) -> Result<CommandReport, CommandError> {
         let device = battery.id();
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        if self.dry_run.holds_back(origin.source) {
+            tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
+            return Err(CommandError::DryRun(command.name(), source));
+        }
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
         {
             Ok(()) => match command {
                 Command::SetMode(config) if self.verify.enabled => {
-                    verify::execute_verified(battery, command, config, &self.verify).await
+                    self.verify_mode_write(battery, command, config, origin, pending)
+                        .await
+                }
+                Command::SetMode(_) => {
+                    self.supersede(device);
+                    battery.execute(command).await.map_err(CommandError::from)
                 }
                 _ => battery.execute(command).await.map_err(CommandError::from),
             },
             Err(e) => Err(e.into()),
         };
-        self.note_holding(device, command, &result);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(report) => {
@@ -457,58 +524,6 @@ impl CommandService {
             latency_ms: Some(latency_ms),
         });
         result
-    }
-}
-
-impl CommandService {
-    /// Raises `command_not_holding` for a mode write that did not take, clears it when one holds.
-    fn note_holding(
-        &self,
-        device: &DeviceId,
-        command: &Command,
-        result: &Result<CommandReport, CommandError>,
-    ) {
-        let (Some(tx), Command::SetMode(config)) = (&self.alerts, command) else {
-            return;
-        };
-        let (state, severity, message) = match result {
-            Err(CommandError::NotHolding(n)) => (
-                AlertState::Raised,
-                Severity::Warning,
-                format!(
-                    "{} was acknowledged but does not hold after {} write(s): {}",
-                    config.mode(),
-                    n.attempts,
-                    n.to_json()
-                ),
-            ),
-            Ok(r) if r.verified => (
-                AlertState::Cleared,
-                Severity::Info,
-                format!("{} holds", config.mode()),
-            ),
-            _ => return,
-        };
-        {
-            let mut raised = self.not_holding.lock().unwrap_or_else(|p| p.into_inner());
-            let changed = match state {
-                AlertState::Raised => raised.insert(device.clone()),
-                AlertState::Cleared => raised.remove(device),
-            };
-            if !changed {
-                return; // already raised, or nothing to clear
-            }
-        }
-        let _ = tx.send(Alert {
-            kind: AlertKind::CommandNotHolding,
-            severity,
-            device: Some(device.clone()),
-            message,
-            value: None,
-            threshold: None,
-            state,
-            at: Utc::now(),
-        });
     }
 }
 

@@ -2,14 +2,19 @@
 //! until it shows what the command was for, the mode read back AND, for a Passive set-point,
 //! the measured battery power in the asked direction and of roughly the asked size (within the
 //! battery's limits and SOC). Firmware acknowledges writes it then ignores or undoes
-//! (`firmware-quirks-2026.md` §3: jaapp #72, #111, #145), so an echo is not proof. A write
-//! that does not take is re-sent with a growing pause a bounded number of times; then the
-//! command fails with [`NotHolding`], which carries what was observed. Settings are the
-//! `[marstek.verify]` section. Touches only the battery handle it is given (polls, re-sends).
+//! (`firmware-quirks-2026.md` §3: jaapp #72, #111, #145), so an echo is not proof. The first
+//! write ([`first_write`]) is what the command answers on (re-sent while the battery is busy);
+//! a write whose effect is still to be seen is then followed up ([`follow_up`], run in the
+//! background by the control layer): re-sent with a growing pause a bounded number of times,
+//! it ends in a [`Verdict`], [`NotHolding`] carrying what was observed when it never took.
+//! Settings are the `[marstek.verify]` section. Touches only the battery handle it is given
+//! (polls, re-sends).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
     BatteryRef, Command, CommandReport, DeviceLimits, DriverError, Mode, ModeConfig, Sample,
@@ -19,7 +24,7 @@ use crate::domain::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySettings {
-    /// Check writes by their effect (default false, opt-in); false = trust the mode read-back.
+    /// Check writes by their effect (default true); false = trust the mode read-back.
     pub enabled: bool,
     /// How long after a write its effect may take to show, per attempt (default 15 s).
     #[serde(with = "humantime_serde")]
@@ -42,7 +47,7 @@ pub struct VerifySettings {
 impl Default for VerifySettings {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             window: Duration::from_secs(15),
             check_every: Duration::from_secs(3),
             resends: 2,
@@ -185,7 +190,7 @@ impl VerifySettings {
 }
 
 /// Watches `battery` for up to one window; Ok(observed) as soon as it holds, Err(last seen).
-async fn watch(
+async fn watch_window(
     battery: &BatteryRef,
     want: &Expectation,
     settings: &VerifySettings,
@@ -211,59 +216,158 @@ async fn watch(
     }
 }
 
-/// Writes `command` (a mode command) and checks it by its effect, re-sending with backoff; the
-/// report is `verified` only when the battery showed the effect. A write refused while the
-/// battery is busy (`set_result: false`) is re-sent the same way; other driver errors end it.
-pub async fn execute_verified(
+/// The pause before write number `attempts + 1`: the backoff, doubled for each earlier re-send.
+fn pause(settings: &VerifySettings, attempts: u32) -> Duration {
+    settings.backoff * 2u32.saturating_pow(attempts.saturating_sub(1))
+}
+
+/// A mode write the battery acknowledged whose effect is still to be seen: what to look for
+/// and how many writes were sent so far.
+#[derive(Debug, Clone)]
+pub(super) struct FollowUp {
+    want: Expectation,
+    attempts: u32,
+}
+
+/// Writes `command` (a mode command) until the battery acknowledges it: a write refused while
+/// the battery is busy (`set_result: false`) is re-sent after a growing pause, at most
+/// `resends` times; other driver errors end it. The report is `verified` at once when the mode
+/// read back is all the command was for; otherwise the [`FollowUp`] says what to watch for
+/// ([`follow_up`]), and the report stays unverified.
+pub(super) async fn first_write(
     battery: &BatteryRef,
     command: &Command,
     config: &ModeConfig,
     settings: &VerifySettings,
-) -> Result<CommandReport, super::CommandError> {
+) -> Result<(CommandReport, Option<FollowUp>), DriverError> {
     let want = expectation(config, &battery.limits(), battery.soc().map(|p| p.0));
     let mut attempts = 0u32;
-    let mut last = Observed::default();
     loop {
         attempts += 1;
-        let refusal = match battery.execute(command).await {
+        match battery.execute(command).await {
             Ok(mut report) => {
                 let quick = Observed {
                     mode: report.observed_mode,
                     ..Observed::default()
                 };
                 // a mode-only expectation is met by the read-back the driver already made
-                let verdict = if want.power_w.is_none() && settings.holds(&want, &quick) {
-                    Ok(quick)
-                } else {
-                    watch(battery, &want, settings).await
-                };
-                match verdict {
-                    Ok(seen) => {
-                        report.verified = true;
-                        report.observed_mode = seen.mode.or(report.observed_mode);
-                        return Ok(report);
-                    }
-                    Err(seen) => last = seen,
+                if want.power_w.is_none() && settings.holds(&want, &quick) {
+                    report.verified = true;
+                    return Ok((report, None));
                 }
-                None
+                report.verified = false;
+                return Ok((report, Some(FollowUp { want, attempts })));
             }
-            Err(e @ DriverError::Rejected { .. }) => Some(e),
-            Err(e) => return Err(e.into()),
-        };
-        if attempts > settings.resends {
-            return Err(match refusal {
-                Some(e) => e.into(),
-                None => super::CommandError::NotHolding(Box::new(NotHolding {
-                    expected_mode: want.mode,
-                    expected_power_w: want.power_w,
-                    observed: last,
-                    attempts,
-                })),
-            });
+            Err(e @ DriverError::Rejected { .. }) if attempts > settings.resends => return Err(e),
+            Err(DriverError::Rejected { .. }) => {}
+            Err(e) => return Err(e),
         }
-        let pause = settings.backoff * 2u32.saturating_pow(attempts - 1);
+        let pause = pause(settings, attempts);
         tracing::info!(device = %battery.id(), command = command.name(), attempt = attempts + 1, pause_ms = pause.as_millis() as u64, "command_resent");
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// How a verification that ran after its command was answered ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The battery showed the effect.
+    Verified {
+        /// What it showed.
+        observed: Observed,
+        /// Writes sent (the first one and the re-sends).
+        attempts: u32,
+    },
+    /// It did not, in any window, after every re-send.
+    NotHolding(NotHolding),
+    /// A newer mode command to the same battery replaced it first.
+    Superseded,
+    /// The bridge (or the device's actor) stopped first.
+    Stopped,
+}
+
+impl Verdict {
+    /// The `verification` word of the verdict message.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Verified { .. } => "verified",
+            Verdict::NotHolding(_) => "not_holding",
+            Verdict::Superseded => "superseded",
+            Verdict::Stopped => "stopped",
+        }
+    }
+}
+
+/// A verification still running after its command was answered; every clone sees its verdict.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    rx: watch::Receiver<Option<Verdict>>,
+}
+
+impl Pending {
+    /// A pending verification and the sender of its verdict.
+    pub(super) fn channel() -> (watch::Sender<Option<Verdict>>, Self) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Self { rx })
+    }
+
+    /// Waits for the verdict ([`Verdict::Stopped`] when its task ended without one).
+    pub async fn verdict(mut self) -> Verdict {
+        match self.rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Verdict::Stopped),
+            Err(_) => Verdict::Stopped,
+        }
+    }
+}
+
+/// Watches the battery after an acknowledged write until it shows the effect, re-sending the
+/// write after a growing pause while it does not (bounded by `resends`, counting the writes
+/// [`first_write`] sent). Ends [`Verdict::Stopped`] as soon as `cancel` fires (the caller tells
+/// a superseded verification from a shutdown) or the device actor has stopped. A re-send the
+/// battery refuses or does not answer is watched like any other.
+pub(super) async fn follow_up(
+    battery: &BatteryRef,
+    command: &Command,
+    follow: FollowUp,
+    settings: &VerifySettings,
+    cancel: &CancellationToken,
+) -> Verdict {
+    let FollowUp { want, mut attempts } = follow;
+    loop {
+        let seen = tokio::select! {
+            _ = cancel.cancelled() => return Verdict::Stopped,
+            seen = watch_window(battery, &want, settings) => seen,
+        };
+        let last = match seen {
+            Ok(observed) => return Verdict::Verified { observed, attempts },
+            Err(last) => last,
+        };
+        if attempts > settings.resends {
+            return Verdict::NotHolding(NotHolding {
+                expected_mode: want.mode,
+                expected_power_w: want.power_w,
+                observed: last,
+                attempts,
+            });
+        }
+        let pause = pause(settings, attempts);
+        tracing::info!(device = %battery.id(), command = command.name(), attempt = attempts + 1, pause_ms = pause.as_millis() as u64, "command_resent");
+        tokio::select! {
+            _ = cancel.cancelled() => return Verdict::Stopped,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        attempts += 1;
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return Verdict::Stopped,
+            sent = battery.execute(command) => sent,
+        };
+        match sent {
+            Err(DriverError::Closed) => return Verdict::Stopped,
+            Err(e) => {
+                tracing::info!(device = %battery.id(), command = command.name(), error = %e, "command_resend_failed")
+            }
+            Ok(_) => {}
+        }
     }
 }
 

@@ -150,65 +150,21 @@ impl ReadingGuard {
     /// sets `s.readings.readings_dropped` to the running total.
     pub fn check(&mut self, s: &mut Sample) -> GuardReport {
         let mut report = GuardReport::default();
-        let l = self.limits;
-        let ac = 1.25 * (l.max_power_w + l.max_pv_w) + 100.0;
-        let pv = 1.25 * l.max_pv_w + 100.0;
-        let string = 1.25 * l.max_pv_string_w + 50.0;
-        let r = &mut s.readings;
-        let mut out = |field, v: &mut Option<Watts>, max: f64| {
-            watts_within(field, v, max, &mut report.dropped)
-        };
-        out("bat_power", &mut s.bat_power, ac);
-        out("grid_power", &mut s.grid_power, ac);
-        out("offgrid_power", &mut s.offgrid_power, ac);
-        out("pv_power", &mut s.pv_power, pv);
-        out("ct_power", &mut s.ct_power, 3.0 * l.max_meter_w);
-        out("ct_a_power", &mut r.ct_a_power, l.max_meter_w);
-        out("ct_b_power", &mut r.ct_b_power, l.max_meter_w);
-        out("ct_c_power", &mut r.ct_c_power, l.max_meter_w);
-        out("pv1_power", &mut r.pv1_power, string);
-        out("pv2_power", &mut r.pv2_power, string);
-        out("pv3_power", &mut r.pv3_power, string);
-        out("pv4_power", &mut r.pv4_power, string);
-        let d = &mut report.dropped;
-        for (field, t) in [
-            ("temperature", &mut s.temperature),
-            ("cell_temp_max", &mut r.cell_temp_max),
-            ("cell_temp_min", &mut r.cell_temp_min),
-            ("board_temp", &mut r.board_temp),
-        ] {
-            within(field, t, |c: &Celsius| c.0, -40.0, 100.0, d);
-        }
-        let cap = l.max_capacity_wh;
-        within(
-            "remaining_capacity",
-            &mut s.remaining_capacity,
-            wh,
-            0.0,
-            cap,
-            d,
-        );
-        within("rated_capacity", &mut s.rated_capacity, wh, 0.0, cap, d);
-        within("bat_voltage", &mut r.bat_voltage, |v| v.0, 0.0, 100.0, d);
-        within("bat_current", &mut r.bat_current, |a| a.0, -200.0, 200.0, d);
-        for (field, v) in [
-            ("pv1_voltage", &mut r.pv1_voltage),
-            ("pv2_voltage", &mut r.pv2_voltage),
-            ("pv3_voltage", &mut r.pv3_voltage),
-            ("pv4_voltage", &mut r.pv4_voltage),
-        ] {
-            within(field, v, |v| v.0, 0.0, 150.0, d);
-        }
-        for (field, a) in [
-            ("pv1_current", &mut r.pv1_current),
-            ("pv2_current", &mut r.pv2_current),
-            ("pv3_current", &mut r.pv3_current),
-            ("pv4_current", &mut r.pv4_current),
-        ] {
-            within(field, a, |a| a.0, 0.0, 50.0, d);
-        }
+        let ac = self.limits.ac_power_bound();
+        powers_within(s, &self.limits, ac, &mut report.dropped);
+        measurements_within(s, self.limits.max_capacity_wh, &mut report.dropped);
+        self.check_counters(s, ac, &mut report);
+        self.dropped_total += report.dropped.len() as u64;
+        s.readings.readings_dropped = Some(self.dropped_total);
+        report
+    }
 
+    /// The lifetime energy counters of `s`: a reading that is not a number or negative is
+    /// implausible; the others go through [`Self::counter`] (`ac`: the AC power bound, W).
+    fn check_counters(&mut self, s: &mut Sample, ac: f64, report: &mut GuardReport) {
+        let l = self.limits;
         let at = s.at;
+        let r = &mut s.readings;
         let counters: [(&'static str, &mut Option<WattHours>, f64); 6] = [
             ("total_pv_energy", &mut s.total_pv_energy, l.max_pv_w),
             (
@@ -235,16 +191,12 @@ impl ReadingGuard {
         ];
         for (field, slot, rate_w) in counters {
             let Some(v) = slot.map(|e| e.0) else { continue };
-            if !v.is_finite() || v < 0.0 {
-                *slot = None;
-                report.dropped.push(Dropped {
-                    field,
-                    value: v,
-                    reason: DropReason::Implausible,
-                });
-                continue;
-            }
-            match self.counter(field, v, at, rate_w) {
+            let verdict = if !v.is_finite() || v < 0.0 {
+                Verdict::Drop(DropReason::Implausible)
+            } else {
+                self.counter(field, v, at, rate_w)
+            };
+            match verdict {
                 Verdict::Accept => {}
                 Verdict::Reset => report.resets.push(field),
                 Verdict::Drop(reason) => {
@@ -257,9 +209,6 @@ impl ReadingGuard {
                 }
             }
         }
-        self.dropped_total += report.dropped.len() as u64;
-        s.readings.readings_dropped = Some(self.dropped_total);
-        report
     }
 
     fn counter(&mut self, field: &'static str, v: f64, at: DateTime<Utc>, rate_w: f64) -> Verdict {
@@ -337,6 +286,74 @@ fn within<T>(
 
 fn watts_within(field: &'static str, slot: &mut Option<Watts>, max: f64, d: &mut Vec<Dropped>) {
     within(field, slot, |w| f64::from(w.0), -max, max, d);
+}
+
+impl GuardLimits {
+    /// Largest plausible AC or battery power, W: a quarter above the rating plus solar, +100 W.
+    fn ac_power_bound(&self) -> f64 {
+        1.25 * (self.max_power_w + self.max_pv_w) + 100.0
+    }
+}
+
+/// The power readings of `s` within their bounds (`ac`: the AC power bound, W).
+fn powers_within(s: &mut Sample, l: &GuardLimits, ac: f64, d: &mut Vec<Dropped>) {
+    let pv = 1.25 * l.max_pv_w + 100.0;
+    let string = 1.25 * l.max_pv_string_w + 50.0;
+    let r = &mut s.readings;
+    let mut out = |field, v: &mut Option<Watts>, max: f64| watts_within(field, v, max, d);
+    out("bat_power", &mut s.bat_power, ac);
+    out("grid_power", &mut s.grid_power, ac);
+    out("offgrid_power", &mut s.offgrid_power, ac);
+    out("pv_power", &mut s.pv_power, pv);
+    out("ct_power", &mut s.ct_power, 3.0 * l.max_meter_w);
+    out("ct_a_power", &mut r.ct_a_power, l.max_meter_w);
+    out("ct_b_power", &mut r.ct_b_power, l.max_meter_w);
+    out("ct_c_power", &mut r.ct_c_power, l.max_meter_w);
+    out("pv1_power", &mut r.pv1_power, string);
+    out("pv2_power", &mut r.pv2_power, string);
+    out("pv3_power", &mut r.pv3_power, string);
+    out("pv4_power", &mut r.pv4_power, string);
+}
+
+/// Temperatures, capacities (up to `cap` Wh), voltages and currents of `s` within what the
+/// hardware can measure.
+fn measurements_within(s: &mut Sample, cap: f64, d: &mut Vec<Dropped>) {
+    let r = &mut s.readings;
+    for (field, t) in [
+        ("temperature", &mut s.temperature),
+        ("cell_temp_max", &mut r.cell_temp_max),
+        ("cell_temp_min", &mut r.cell_temp_min),
+        ("board_temp", &mut r.board_temp),
+    ] {
+        within(field, t, |c: &Celsius| c.0, -40.0, 100.0, d);
+    }
+    within(
+        "remaining_capacity",
+        &mut s.remaining_capacity,
+        wh,
+        0.0,
+        cap,
+        d,
+    );
+    within("rated_capacity", &mut s.rated_capacity, wh, 0.0, cap, d);
+    within("bat_voltage", &mut r.bat_voltage, |v| v.0, 0.0, 100.0, d);
+    within("bat_current", &mut r.bat_current, |a| a.0, -200.0, 200.0, d);
+    for (field, v) in [
+        ("pv1_voltage", &mut r.pv1_voltage),
+        ("pv2_voltage", &mut r.pv2_voltage),
+        ("pv3_voltage", &mut r.pv3_voltage),
+        ("pv4_voltage", &mut r.pv4_voltage),
+    ] {
+        within(field, v, |v| v.0, 0.0, 150.0, d);
+    }
+    for (field, a) in [
+        ("pv1_current", &mut r.pv1_current),
+        ("pv2_current", &mut r.pv2_current),
+        ("pv3_current", &mut r.pv3_current),
+        ("pv4_current", &mut r.pv4_current),
+    ] {
+        within(field, a, |a| a.0, 0.0, 50.0, d);
+    }
 }
 
 #[cfg(test)]

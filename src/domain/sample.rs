@@ -329,6 +329,10 @@ pub enum AlertKind {
     SocLimit,
     /// A mode write was acknowledged but not carried out (or undone), after every re-send.
     CommandNotHolding,
+    /// The regulator's grid meter went silent (or unreadable): its batteries are back in Auto.
+    RegulatorMeterStale,
+    /// The regulator stopped (the meter's sign looks inverted): its batteries are in Auto.
+    RegulatorStopped,
 }
 
 impl AlertKind {
@@ -349,6 +353,8 @@ impl AlertKind {
             AlertKind::TariffOutdated => "tariff_outdated",
             AlertKind::SocLimit => "soc_limit",
             AlertKind::CommandNotHolding => "command_not_holding",
+            AlertKind::RegulatorMeterStale => "regulator_meter_stale",
+            AlertKind::RegulatorStopped => "regulator_stopped",
         }
     }
 }

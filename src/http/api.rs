@@ -80,6 +80,9 @@ pub struct BatteryView {
     pub model: Option<String>,
     /// Firmware version (`ver`), once it answered.
     pub firmware: Option<u32>,
+    /// The firmware catalogue's note on this model and firmware (known quirks, corrections the
+    /// driver applies); null while the driver exposes no catalogue.
+    pub firmware_note: Option<String>,
     /// BLE MAC, once it answered.
     pub ble_mac: Option<String>,
     /// Configured limits (W, %).
@@ -110,6 +113,8 @@ fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
         last_seen: health.last_seen,
         model: info.as_ref().map(|i| i.model.clone()),
         firmware: info.as_ref().map(|i| i.firmware),
+        // The driver has no firmware catalogue yet: the field stays, empty, for the page.
+        firmware_note: None,
         ble_mac: info.as_ref().map(|i| i.ble_mac.clone()),
         limits: battery
             .map(|b| serde_json::to_value(b.limits()).unwrap_or_default())
@@ -304,13 +309,15 @@ pub struct CommandResult {
     /// What was sent to the device, or null.
     #[schema(value_type = Option<Object>)]
     pub applied: Option<Value>,
-    /// Whether a read-back confirmed the change.
+    /// Whether the battery showed the change's effect.
     pub verified: bool,
+    /// `pending` when a verdict follows (`verified`, `not_holding`, `superseded`), else absent.
+    pub verification: Option<String>,
 }
 
 /// Sends a command: the same JSON as `<dev>/set`, e.g. `{"mode":"passive","power":-800}`.
 #[utoipa::path(post, path = "/api/v1/batteries/{id}/commands", tag = "commands",
-    params(("id" = String, Path, description = "Battery id")),
+    params(("id" = String, Path, description = "Battery id"), super::commands::CommandQuery),
     request_body(content = Object, description = "The JSON of <dev>/set", content_type = "application/json"),
     responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -321,10 +328,11 @@ pub struct CommandResult {
 pub async fn post_command(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<super::commands::CommandQuery>,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<CommandResponse>, ApiError> {
     let id = known(&s, &id)?;
-    let result = super::commands::submit(&s.commands, &id, &body, s.max_body).await;
+    let result = super::commands::submit(&s.commands, &id, &body, s.max_body, q.wait).await;
     let data = match &result {
         Ok(r) => serde_json::to_value(r).unwrap_or_default(),
         Err(e) => e.result.clone().unwrap_or_default(),

@@ -1,7 +1,8 @@
 //! What the status page sees change: the newest sample of every battery, the most recent
-//! alerts, and one broadcast of events (`sample`, `alert`, `schedule`, `tempo`, `command`) that
-//! `/api/v1/events` streams as server-sent events. Fed by the app from the sample broadcast, the
-//! alert fan-out and the scheduler/Tempo watch channels; holds no I/O of its own.
+//! alerts, and one broadcast of events (`sample`, `alert`, `schedule`, `tempo`, `plan`,
+//! `command`, `dry_run`) that `/api/v1/events` streams as server-sent events. Fed by the app
+//! from the sample broadcast, the alert fan-out, the scheduler/Tempo/plan watch channels and the
+//! dry-run switch; holds no I/O of its own.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::DryRunState;
 use crate::domain::{Alert, DeviceId, Sample};
 
 /// How many recent alerts are kept for `/api/v1/alerts`.
@@ -22,7 +24,7 @@ const EVENT_BUFFER: usize = 64;
 /// One change, as sent to the page: serialised once, shared by every listener.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    /// `sample`, `alert`, `schedule`, `tempo` or `command`.
+    /// `sample`, `alert`, `schedule`, `tempo`, `plan`, `command` or `dry_run`.
     pub kind: &'static str,
     /// The payload as JSON text (a sample, an alert, the schedule document …).
     pub data: Arc<str>,
@@ -114,13 +116,14 @@ impl Live {
         self.inner.events.subscribe()
     }
 
-    /// Feeds the view from the sample broadcast and the schedule/Tempo documents until
-    /// `cancel` fires.
+    /// Feeds the view from the sample broadcast and the schedule, Tempo and plan documents
+    /// until `cancel` fires.
     pub async fn run_feeds(
         self,
         mut samples: broadcast::Receiver<Sample>,
         mut schedule: Option<watch::Receiver<Value>>,
         mut tempo: Option<watch::Receiver<Value>>,
+        mut plan: Option<watch::Receiver<Value>>,
         cancel: CancellationToken,
     ) {
         loop {
@@ -133,6 +136,30 @@ impl Live {
                 },
                 Some(v) = changed(&mut schedule) => self.publish_json("schedule", &v),
                 Some(v) = changed(&mut tempo) => self.publish_json("tempo", &v),
+                Some(v) = changed(&mut plan) => self.publish_json("plan", &v),
+            }
+        }
+    }
+}
+
+impl Live {
+    /// Tells the listeners about every change of the dry-run switch (`dry_run` events) until
+    /// `cancel` fires.
+    pub async fn follow_dry_run(
+        self,
+        mut rx: watch::Receiver<DryRunState>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let state = rx.borrow_and_update().clone();
+                    self.publish_json("dry_run", &state);
+                }
             }
         }
     }

@@ -7,9 +7,11 @@
 mod api;
 mod auth;
 mod commands;
+mod dry_run_api;
 mod error;
 mod history;
 mod live;
+mod next_actions;
 mod openapi;
 mod page;
 mod settings;
@@ -122,6 +124,11 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
         (Method::GET, "/api/v1/commands", get(api::audit)),
         (Method::GET, "/api/v1/jobs", get(api::list_jobs)),
         (Method::GET, "/api/v1/jobs/preview", get(api::preview)),
+        (
+            Method::GET,
+            "/api/v1/next-actions",
+            get(next_actions::next_actions),
+        ),
         (Method::POST, "/api/v1/jobs/{id}/run", post(api::run_job)),
         (
             Method::POST,
@@ -146,6 +153,16 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
         ),
         (Method::GET, "/api/v1/plan", get(tempo_api::get_plan)),
         (Method::GET, "/api/v1/ledger", get(tempo_api::ledger)),
+        (
+            Method::GET,
+            "/api/v1/dry-run",
+            get(dry_run_api::get_dry_run),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/dry-run",
+            put(dry_run_api::put_dry_run),
+        ),
         (Method::GET, "/api/v1/alerts", get(api::alerts)),
         (Method::GET, "/api/v1/bridge", get(api::bridge)),
         (Method::GET, "/api/v1/events", get(events)),

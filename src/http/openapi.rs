@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::history::HistoryPoint;
-use super::{api, tempo_api};
+use super::{api, dry_run_api, next_actions, tempo_api};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -14,7 +14,7 @@ use super::{api, tempo_api};
     info(
         title = "marstek-bridge",
         description = "REST API of marstek-bridge: batteries, commands (the JSON of <dev>/set), jobs, \
-            Tempo, the plan, the € ledger, alerts, the command audit and live events. Reads from loopback need no token; \
+            Tempo, the plan, the € ledger, the dry-run switch, alerts, the command audit and live events. Reads from loopback need no token; \
             writes and any access from beyond loopback need Authorization: Bearer <http.token>. \
             Errors: {\"error\": {\"code\", \"message\"}}."
     ),
@@ -22,14 +22,16 @@ use super::{api, tempo_api};
         api::list_batteries, api::get_battery, api::latest_sample, api::history,
         api::post_command, api::audit,
         api::list_jobs, api::run_job, api::pause_job, api::resume_job, api::update_trigger,
-        api::preview,
+        api::preview, next_actions::next_actions,
         tempo_api::get_tempo, tempo_api::refresh_tempo, tempo_api::get_plan, tempo_api::ledger,
+        dry_run_api::get_dry_run, dry_run_api::put_dry_run,
         api::alerts, api::bridge,
         super::events, super::openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail, HistoryPoint, api::BatteryView, api::HistoryView,
         api::CommandResult, api::TriggerBody, tempo_api::RefreshBody, tempo_api::LedgerView,
-        api::AlertsView)),
+        api::AlertsView, dry_run_api::DryRunView, dry_run_api::DryRunBody,
+        next_actions::NextAction, next_actions::NextActionsView)),
     modifiers(&Bearer),
     tags((name = "batteries"), (name = "commands"), (name = "jobs"), (name = "tempo"),
         (name = "alerts"), (name = "bridge"))

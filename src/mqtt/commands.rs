@@ -12,7 +12,7 @@ use crate::domain::{
 };
 
 pub use crate::control::DEFAULT_PASSIVE_SECONDS;
-use crate::control::{CommandError, Outcome};
+use crate::control::{CommandError, Outcome, Verdict};
 
 /// A refused payload: the id to echo (if one could be read) and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,15 @@ pub enum Action {
     RememberPassiveDuration(u32),
     /// Apply Passive with the remembered power and duration.
     ApplyPassive,
+    /// Put the battery in `regulate` mode (the regulator drives it on the grid meter).
+    Regulate,
+}
+
+/// The bridge's own mode name (not a device mode): the regulator drives the battery.
+pub const REGULATE: &str = "regulate";
+
+fn is_regulate(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case(REGULATE)
 }
 
 /// A parsed message: optional correlation id plus the action.
@@ -70,9 +79,13 @@ pub struct CommandResponse {
     pub applied: Option<Value>,
     /// Whether the battery showed the change's effect (mode read back and, for Passive, power).
     pub verified: bool,
-    /// What the battery showed when a write did not hold (`error: "not_holding"`), else absent.
+    /// What the battery showed: in a verdict, and when a write did not hold, else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Value>,
+    /// Effect verification: `pending` in the answer when a verdict follows on the same topic
+    /// with the same id (`verified`, `not_holding` or `superseded`), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 impl CommandResponse {
@@ -85,6 +98,7 @@ impl CommandResponse {
             applied: None,
             verified: false,
             observed: None,
+            verification: None,
         }
     }
 
@@ -97,7 +111,24 @@ impl CommandResponse {
             applied: Some(applied),
             verified,
             observed: None,
+            verification: None,
         }
+    }
+
+    /// The verdict message of a verification that followed an answer: `ok` and `verified`
+    /// when the battery showed the effect, `error: "not_holding"` when it never did, `ok` and
+    /// not verified when a newer command superseded it; `observed` says what it showed.
+    pub fn from_verdict(id: Option<Value>, verdict: &Verdict) -> Self {
+        let mut r = match verdict {
+            Verdict::NotHolding(_) => Self::error(id, "not_holding"),
+            Verdict::Stopped => Self::error(id, "stopped"),
+            Verdict::Verified { .. } | Verdict::Superseded => Self::ok(id, Value::Null, false),
+        };
+        r.applied = None;
+        r.verified = matches!(verdict, Verdict::Verified { .. });
+        r.observed = verdict.observed_json();
+        r.verification = Some(verdict.name().to_string());
+        r
     }
 }
 
@@ -257,6 +288,23 @@ pub fn parse_set(payload: &[u8], max: usize) -> Result<Parsed, Refusal> {
         ));
     }
     let received = value.clone();
+    if map
+        .get("mode")
+        .and_then(Value::as_str)
+        .is_some_and(is_regulate)
+    {
+        if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "id" | "mode")) {
+            return Err(Refusal::new(
+                id,
+                format!("{k}: mode regulate takes no other field (the regulator sets the power)"),
+            ));
+        }
+        return Ok(Parsed {
+            id,
+            received,
+            action: Action::Regulate,
+        });
+    }
     let commands = serde_json::from_value(value)
         .map_err(|e| format!("invalid command: {e}"))
         .and_then(set_commands)
@@ -390,6 +438,7 @@ pub fn parse_field(field: &str, payload: &[u8], max: usize) -> Result<Parsed, Re
     let text = decode_text(payload, max).map_err(|e| Refusal::new(None, e))?;
     let fail = |e: String| Refusal::new(None, e);
     let action = match field {
+        "mode" if is_regulate(text) => Action::Regulate,
         "mode" => match Mode::parse(text).map_err(|e| fail(format!("mode: {e}")))? {
             Mode::Auto => Action::Submit(vec![Command::SetMode(ModeConfig::Auto)]),
             Mode::Ai => Action::Submit(vec![Command::SetMode(ModeConfig::Ai)]),
@@ -441,6 +490,15 @@ impl CommandResponse {
     /// (Manual slots) one report per command in `applied`, errors named `slots[i]`, and
     /// `status: error` with the first error when any failed. `verified` only when all were.
     pub fn from_outcome(id: Option<Value>, outcome: Outcome) -> Self {
+        let pending = outcome.pending.is_some().then(|| "pending".to_string());
+        let mut r = Self::from_results(id, outcome);
+        if r.status == "ok" {
+            r.verification = pending;
+        }
+        r
+    }
+
+    fn from_results(id: Option<Value>, outcome: Outcome) -> Self {
         let verified = outcome.verified();
         let many = outcome.results.len() > 1;
         let mut first_error: Option<String> = None;
@@ -498,6 +556,18 @@ mod tests {
 
     fn set(s: &str) -> Result<Parsed, Refusal> {
         parse_set(s.as_bytes(), 4096)
+    }
+
+    #[test]
+    fn regulate_is_a_mode_of_the_bridge_taking_no_other_field() {
+        let p = set(r#"{"mode":"Regulate","id":7}"#).unwrap();
+        assert_eq!((p.action, p.id), (Action::Regulate, Some(Value::from(7))));
+        let r = set(r#"{"mode":"regulate","power":500,"id":"x"}"#).unwrap_err();
+        assert!(r.error.starts_with("power:"), "{}", r.error);
+        assert_eq!(r.id, Some(Value::from("x")));
+        let f = parse_field("mode", b" regulate ", 64).unwrap();
+        assert_eq!(f.action, Action::Regulate);
+        assert!(parse_field("passive_power", b"regulate", 64).is_err());
     }
 
     #[test]
@@ -649,6 +719,7 @@ mod tests {
     fn one_command_answers_with_its_report_and_several_with_one_each() {
         let one = Outcome {
             results: vec![report(serde_json::json!({ "led": 1 }), true)],
+            pending: None,
         };
         let r = CommandResponse::from_outcome(Some(Value::from(7)), one);
         assert_eq!((r.status.as_str(), r.verified), ("ok", true));
@@ -657,6 +728,7 @@ mod tests {
         let failed = Err(CommandError::UnknownDevice("x".into()));
         let two = Outcome {
             results: vec![report(Value::Null, true), failed],
+            pending: None,
         };
         let r = CommandResponse::from_outcome(None, two);
         assert_eq!(r.status, "error");

@@ -14,7 +14,7 @@ pub mod requests;
 pub mod settings;
 pub mod topics;
 
-pub use bridge::{MqttBridge, MqttError, MqttHandle, bridge_state_payload, state_payload};
+pub use bridge::{MqttBridge, MqttError, MqttHandle, Tap, bridge_state_payload, state_payload};
 pub use client::{
     ClientError, ClientEvent, ClientOptions, IncomingPublish, MqttClient, MqttEventLoop, Will,
 };

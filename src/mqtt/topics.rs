@@ -11,6 +11,9 @@ pub const CENTRAL_PREFIX: &str = "central";
 /// Longest MQTT 5 Response Topic the bridge answers on, bytes.
 pub const MAX_RESPONSE_TOPIC: usize = 256;
 
+/// The device level that addresses every battery at once (`<base>/fleet/set…`).
+pub const FLEET: &str = "fleet";
+
 /// Topic builder for one bridge instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -92,6 +95,14 @@ impl Topics {
     /// `<base>/bridge/ledger`: retained JSON, € saved today and this season per battery.
     pub fn bridge_ledger(&self) -> String {
         self.bridge("ledger")
+    }
+    /// `<base>/bridge/dry_run`: retained JSON, the bridge's dry-run switch.
+    pub fn bridge_dry_run(&self) -> String {
+        self.bridge("dry_run")
+    }
+    /// `<base>/bridge/regulator`: retained JSON, the regulator's status.
+    pub fn bridge_regulator(&self) -> String {
+        self.bridge("regulator")
     }
     /// `<base>/bridge/alert`: bridge-level alert events.
     pub fn bridge_alert(&self) -> String {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::allocate::{Allocator, Candidate, Standing, fleet_range};
+use super::allocate::{Allocation, Allocator, Candidate, Standing, fleet_range};
 use super::control::{Controller, SignWatch, Tuning};
 use super::meter::Reading;
 use super::settings::RegulatorSettings;
@@ -168,31 +168,10 @@ impl Engine {
                 status,
             };
         }
-        if let Phase::Stopped(_) = self.phase {
-            status.phase = self.phase.clone();
-            return self.handing_back(status);
-        }
-        let (grid, source) = match reading {
-            Reading::Stale(why) => {
-                if !matches!(&self.phase, Phase::Fallback(w) if *w == why) {
-                    tracing::warn!(reason = %why, "regulator_fallback_to_auto");
-                }
-                self.phase = Phase::Fallback(why);
-                self.sign.reset();
-                status.phase = self.phase.clone();
-                return self.handing_back(status);
-            }
-            Reading::Fresh(w, s) => (w, s),
+        let grid = match self.usable_grid(reading, &mut status) {
+            Ok(g) => g,
+            Err(()) => return self.handing_back(status),
         };
-        status.grid_w = Some(grid);
-        status.source = Some(source.as_str());
-        let applied: i32 = self.written.values().map(|(_, w)| *w).sum();
-        if let Some(why) = self.sign.observe(f64::from(applied), grid) {
-            tracing::error!(reason = %why, "regulator_stopped_inverted_meter");
-            self.phase = Phase::Stopped(why);
-            status.phase = self.phase.clone();
-            return self.handing_back(status);
-        }
         if self.phase != Phase::Regulating {
             tracing::info!(
                 batteries = members.len(),
@@ -223,8 +202,51 @@ impl Engine {
             "regulator_cycle"
         );
         status.setpoint_w = alloc.total_w;
+        let writes = self.writes(now, &candidates, &alloc, &mut status);
+        Plan { writes, status }
+    }
+
+    /// The grid reading to regulate on, or Err when the batteries must be handed back (stopped,
+    /// stale reading, inverted meter); the phase and `status` say why.
+    fn usable_grid(&mut self, reading: Reading, status: &mut Status) -> Result<f64, ()> {
+        if let Phase::Stopped(_) = self.phase {
+            status.phase = self.phase.clone();
+            return Err(());
+        }
+        let (grid, source) = match reading {
+            Reading::Stale(why) => {
+                if !matches!(&self.phase, Phase::Fallback(w) if *w == why) {
+                    tracing::warn!(reason = %why, "regulator_fallback_to_auto");
+                }
+                self.phase = Phase::Fallback(why);
+                self.sign.reset();
+                status.phase = self.phase.clone();
+                return Err(());
+            }
+            Reading::Fresh(w, s) => (w, s),
+        };
+        status.grid_w = Some(grid);
+        status.source = Some(source.as_str());
+        let applied: i32 = self.written.values().map(|(_, w)| *w).sum();
+        if let Some(why) = self.sign.observe(f64::from(applied), grid) {
+            tracing::error!(reason = %why, "regulator_stopped_inverted_meter");
+            self.phase = Phase::Stopped(why);
+            status.phase = self.phase.clone();
+            return Err(());
+        }
+        Ok(grid)
+    }
+
+    /// Each candidate's line in `status`, and the writes due this cycle.
+    fn writes(
+        &mut self,
+        now: Instant,
+        candidates: &[Candidate],
+        alloc: &Allocation,
+        status: &mut Status,
+    ) -> Vec<(DeviceId, Command)> {
         let mut writes = Vec::new();
-        for c in &candidates {
+        for c in candidates {
             let set = alloc.setpoints.get(&c.id).map(|w| w.0);
             let reason = alloc.reasons.get(&c.id).cloned();
             status.batteries.insert(
@@ -243,7 +265,7 @@ impl Engine {
                 writes.push((c.id.clone(), self.passive(w)));
             }
         }
-        Plan { writes, status }
+        writes
     }
 
     fn handing_back(&mut self, status: Status) -> Plan {

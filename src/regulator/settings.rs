@@ -225,6 +225,30 @@ impl RegulatorSettings {
     /// Every problem, as (key path relative to `[regulator]`, reason and what is allowed).
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.check_tuning(&mut out);
+        self.check_timing(&mut out);
+        for (k, why) in self.meter.validate(self.enabled) {
+            out.push((format!("meter.{k}"), why));
+        }
+        let m = &self.meter;
+        if m.stale_after >= Duration::from_secs(1)
+            && m.stale_after <= Duration::from_secs(300)
+            && m.stale_after < self.interval
+        {
+            out.push((
+                "meter.stale_after".into(),
+                format!(
+                    "{} is shorter than one control cycle (interval = {})",
+                    secs(m.stale_after),
+                    secs(self.interval)
+                ),
+            ));
+        }
+        out
+    }
+
+    /// The controller's and the allocation's ranges.
+    fn check_tuning(&self, out: &mut Vec<(String, String)>) {
         let mut bad = |k: &str, why: String| out.push((k.to_string(), why));
         if !(-5000..=5000).contains(&self.target_w) {
             bad(
@@ -262,12 +286,6 @@ impl RegulatorSettings {
                 format!("{} W is out of range (10 to 10000 W)", self.max_step_w),
             );
         }
-        if self.interval < Duration::from_secs(1) || self.interval > Duration::from_secs(60) {
-            bad(
-                "interval",
-                format!("{} is out of range (1s to 60s)", secs(self.interval)),
-            );
-        }
         if self.join_power_w > 10_000 {
             bad(
                 "join_power_w",
@@ -278,6 +296,17 @@ impl RegulatorSettings {
             bad(
                 "rotation_margin",
                 format!("{} is out of range (0 to 50 points)", self.rotation_margin),
+            );
+        }
+    }
+
+    /// The cycle, the write spacing and the countdown that must outlast two renewals.
+    fn check_timing(&self, out: &mut Vec<(String, String)>) {
+        let mut bad = |k: &str, why: String| out.push((k.to_string(), why));
+        if self.interval < Duration::from_secs(1) || self.interval > Duration::from_secs(60) {
+            bad(
+                "interval",
+                format!("{} is out of range (1s to 60s)", secs(self.interval)),
             );
         }
         if self.min_write_interval > Duration::from_secs(60) {
@@ -308,24 +337,6 @@ impl RegulatorSettings {
                 ),
             );
         }
-        for (k, why) in self.meter.validate(self.enabled) {
-            out.push((format!("meter.{k}"), why));
-        }
-        let m = &self.meter;
-        if m.stale_after >= Duration::from_secs(1)
-            && m.stale_after <= Duration::from_secs(300)
-            && m.stale_after < self.interval
-        {
-            out.push((
-                "meter.stale_after".into(),
-                format!(
-                    "{} is shorter than one control cycle (interval = {})",
-                    secs(m.stale_after),
-                    secs(self.interval)
-                ),
-            ));
-        }
-        out
     }
 }
 
@@ -448,9 +459,9 @@ mod tests {
                 "kp",
                 "ki",
                 "max_step_w",
-                "interval",
                 "join_power_w",
                 "rotation_margin",
+                "interval",
                 "min_write_interval",
                 "countdown",
                 "meter.pointer",

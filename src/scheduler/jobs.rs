@@ -4,6 +4,9 @@
 //! audit, desired state); samples go out on the app's broadcast. Touches the fleet, the store
 //! (`touch_device`) and the alert channel.
 //!
+//! While the bridge's dry run is on, the mode jobs compute what they would apply and report it
+//! per battery (`"status": "dry_run"`, `would_apply`) without sending anything.
+//!
 //! Fleet jobs never stop at the first battery: every battery is tried, the result JSON lists one
 //! outcome per battery, and the run fails only when every battery failed.
 
@@ -164,6 +167,14 @@ async fn apply_mode(
     let ids = devices
         .map(|d| d.to_vec())
         .unwrap_or_else(|| commands.fleet().ids());
+    if commands.dry_run().get() {
+        // Dry run: what the job would do, for its result and the logs; no battery is touched.
+        tracing::info!(job_id, mode = %config.mode(), devices = ids.len(), "job_dry_run");
+        return ids
+            .into_iter()
+            .map(|id| json!({ "device": id, "status": "dry_run", "would_apply": config, "valid_until": valid_until }))
+            .collect();
+    }
     let futures = ids.into_iter().map(|id| {
         let config = config.clone();
         async move {

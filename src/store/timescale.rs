@@ -155,7 +155,9 @@ async fn aggregates(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Replaces every policy, so a changed setting takes effect at the next start.
+/// Replaces the compression and retention policies, so a changed setting takes effect at the
+/// next start; keeps the refresh policies when they are already as wanted (see
+/// [`refresh_policy`]).
 async fn policies(conn: &mut PgConnection, s: &DatabaseSettings) -> Result<(), sqlx::Error> {
     exec(
         conn,
@@ -170,19 +172,7 @@ async fn policies(conn: &mut PgConnection, s: &DatabaseSettings) -> Result<(), s
         ("battery_hourly", "30 minutes"),
         ("battery_daily", "1 hour"),
     ] {
-        exec(
-            conn,
-            &format!("SELECT remove_continuous_aggregate_policy('{view}', if_exists => TRUE)"),
-        )
-        .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT add_continuous_aggregate_policy('{view}', \
-             start_offset => make_interval(days => $1), end_offset => INTERVAL '1 hour', \
-             schedule_interval => INTERVAL '{every}')"
-        )))
-        .bind(REFRESH_LOOKBACK_DAYS)
-        .execute(&mut *conn)
-        .await?;
+        refresh_policy(conn, view, every).await?;
     }
     for (relation, keep) in [
         ("battery_status", s.retention_days),
@@ -201,6 +191,47 @@ async fn policies(conn: &mut PgConnection, s: &DatabaseSettings) -> Result<(), s
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// The refresh policy of the continuous aggregate `view`, run `every` (an SQL interval) over
+/// the last [`REFRESH_LOOKBACK_DAYS`] up to an hour ago. It depends on no setting, so one
+/// already as wanted is kept with its schedule. A policy (re)added here first runs one period
+/// later, not at once: the step has just filled a new aggregate, and while a policy refreshes
+/// an aggregate any other refresh of it (`CALL run_job`, `refresh_continuous_aggregate`, a
+/// second bridge's step) fails with SQLSTATE 55P03 (`lock_not_available`). Re-adding the
+/// policies at every start made that collision likely in the seconds after each start.
+async fn refresh_policy(
+    conn: &mut PgConnection,
+    view: &str,
+    every: &str,
+) -> Result<(), sqlx::Error> {
+    let (matching, all): (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT count(*) FILTER (WHERE schedule_interval = INTERVAL '{every}' \
+           AND (config->>'start_offset')::interval = make_interval(days => $1) \
+           AND (config->>'end_offset')::interval = INTERVAL '1 hour'), count(*) \
+         FROM timescaledb_information.jobs \
+         WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = '{view}'"
+    )))
+    .bind(REFRESH_LOOKBACK_DAYS)
+    .fetch_one(&mut *conn)
+    .await?;
+    if (matching, all) == (1, 1) {
+        return Ok(());
+    }
+    exec(
+        conn,
+        &format!("SELECT remove_continuous_aggregate_policy('{view}', if_exists => TRUE)"),
+    )
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT add_continuous_aggregate_policy('{view}', \
+         start_offset => make_interval(days => $1), end_offset => INTERVAL '1 hour', \
+         schedule_interval => INTERVAL '{every}', initial_start => now() + INTERVAL '{every}')"
+    )))
+    .bind(REFRESH_LOOKBACK_DAYS)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

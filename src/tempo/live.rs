@@ -16,7 +16,7 @@ use super::{
     BatteryPlan, ColourInfo, DayOutlook, Outlook, PlanBattery, PlannerParams, SlotAction,
     TempoColour, TempoSettings, plan, tempo_date_at,
 };
-use crate::control::Fleet;
+use crate::control::{DryRun, Fleet};
 use crate::domain::{DayPlan, DeviceId, NightPlan, Percent, PrechargeTarget, Watts};
 use crate::store::Store;
 
@@ -33,6 +33,7 @@ pub struct LivePlanner {
     fleet: Fleet,
     outlook: Outlook,
     state: watch::Sender<Value>,
+    dry_run: DryRun,
 }
 
 /// One battery's plan or why there is none.
@@ -46,13 +47,20 @@ impl LivePlanner {
         fleet: Fleet,
         outlook: Outlook,
     ) -> Self {
+        let settings_dry_run = settings.dry_run;
         Self {
             settings,
             store,
             fleet,
             outlook,
             state: watch::Sender::new(json!({ "batteries": {}, "next_action": "none" })),
+            dry_run: DryRun::fixed(settings_dry_run),
         }
+    }
+
+    /// Reads dry run from this switch (the bridge's, toggled at run time).
+    pub fn set_dry_run(&mut self, dry_run: DryRun) {
+        self.dry_run = dry_run;
     }
 
     /// The JSON for the retained `<base>/bridge/plan` topic.
@@ -212,7 +220,7 @@ impl LivePlanner {
             .sum();
         json!({
             "computed_at": now,
-            "dry_run": dry_run || self.settings.dry_run,
+            "dry_run": dry_run || self.dry_run.get(),
             "applied": self.settings.planner,
             "stock": stock,
             "batteries": batteries,
@@ -260,7 +268,7 @@ impl LivePlanner {
         Some(NightPlan {
             targets,
             reason: format!("planner: {}", reasons.join("; ")),
-            dry_run: dry_run || self.settings.dry_run,
+            dry_run: dry_run || self.dry_run.get(),
         })
     }
 }
@@ -296,7 +304,7 @@ impl LivePlanner {
         Some(DayPlan {
             hold,
             reason: format!("planner: {}", reasons.join("; ")),
-            dry_run: dry_run || self.settings.dry_run,
+            dry_run: dry_run || self.dry_run.get(),
         })
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::settings::TempoSettings;
 use super::source::SourceChain;
 use super::{LedgerBook, LivePlanner, Outlook, TempoColour, TempoError, tempo_date_at};
-use crate::control::Fleet;
+use crate::control::{DryRun, Fleet};
 use crate::domain::{AlertSender, JobAction, JobContext, NightPlan};
 use crate::store::{Store, TempoDayRecord};
 
@@ -85,6 +85,7 @@ pub struct TempoService {
     state: watch::Sender<Value>,
     live: Arc<LivePlanner>,
     book: Arc<LedgerBook>,
+    dry_run: DryRun,
 }
 
 impl TempoService {
@@ -129,6 +130,7 @@ impl TempoService {
             fleet.clone(),
         ));
         Self {
+            dry_run: DryRun::fixed(settings.dry_run),
             settings,
             chain,
             store,
@@ -149,6 +151,22 @@ impl TempoService {
                 "dry_run": false,
             })),
         }
+    }
+
+    /// Reads dry run from the bridge's switch (toggled at run time) instead of `settings.dry_run`;
+    /// call it right after building the service, before it is shared.
+    pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
+        match Arc::get_mut(&mut self.live) {
+            Some(live) => live.set_dry_run(dry_run.clone()),
+            None => tracing::warn!("tempo_dry_run_not_shared_with_the_planner"),
+        }
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether dry run is on now.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.get()
     }
 
     /// The JSON for the retained `<base>/bridge/tempo` topic, updated after every change; call
@@ -267,7 +285,7 @@ impl TempoService {
             "decision": decision,
             "precharge": decision.is_some_and(|d| d.precharge && d.date == tomorrow),
             "reason": decision.map(|d| d.reason.clone()),
-            "dry_run": dry_run || self.settings.dry_run,
+            "dry_run": dry_run || self.dry_run.get(),
             "updated_at": now,
         });
         self.state.send_replace(v.clone());

@@ -66,6 +66,9 @@ function renderBattery(b) {
   avail.className = "pill avail " + (b.online ? "on" : "off");
   const fw = b.firmware != null ? "fw " + b.firmware : "";
   text($(".meta", node), [b.model, fw, b.ble_mac].filter(Boolean).join(" · ") || "waiting for the first answer");
+  const note = $(".fwnote", node);
+  note.hidden = !b.firmware_note;
+  text(note, b.firmware_note ? "firmware note: " + b.firmware_note : "");
   renderFigures(node, b.soc, b.bat_power, b.mode);
   const intent = b.intent && b.intent.config ? b.intent.config.mode : null;
   text($(".intent", node), intent ? "intent: " + intent + " (set by " + b.intent.set_by + ")" : "no intent kept");
@@ -109,9 +112,14 @@ function extendChart(c, s) {
 
 function renderChart(c) {
   const svg = $(".chart", c.node);
-  const t1 = Date.now(), t0 = t1 - 86400000;
-  const x = (t) => Math.max(0, (t - t0) / (t1 - t0) * 300).toFixed(1);
   const pts = c.series;
+  // The axis spans the last 24 h, or from the first point when the history is shorter: a fresh
+  // start's few minutes would otherwise be squeezed into the last pixel of a 24 h axis.
+  const t1 = Date.now();
+  const first = pts.length ? Math.min(...pts.map((p) => p.t)) : t1;
+  const t0 = Math.max(t1 - 86400000, Math.min(first, t1 - 60000));
+  const x = (t) => Math.max(0, (t - t0) / (t1 - t0) * 300).toFixed(1);
+  text($(".span", c.node), t1 - t0 >= 86400000 - 60000 ? "last 24 h" : "since " + new Date(t0).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   const maxW = Math.max(100, ...pts.map((p) => Math.abs(p.pow ?? 0)));
   const soc = pts.filter((p) => p.soc != null).map((p) => x(p.t) + "," + (90 - p.soc * 0.9).toFixed(1));
   const pow = pts.filter((p) => p.pow != null).map((p) => x(p.t) + "," + (45 - p.pow / maxW * 43).toFixed(1));
@@ -158,6 +166,42 @@ function renderJobs(jobs) {
     body.appendChild(tr);
   }
 }
+
+function renderDryRun(d) {
+  $("#bridge-dryrun").checked = !!d.dry_run;
+  $("#dryrun-pill").hidden = !d.dry_run;
+}
+
+async function toggleDryRun(e) {
+  const want = e.target.checked;
+  const r = await send("PUT", "/dry-run", { dry_run: want });
+  if (r.ok) renderDryRun(r.body);
+  else e.target.checked = !want;
+}
+
+const localTime = (t, timeZone) => new Date(t).toLocaleString([], { timeZone, weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+
+function renderNext(n) {
+  const ol = $("#next");
+  ol.replaceChildren();
+  if (!n.actions.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = "nothing scheduled"; ol.appendChild(li); }
+  for (const a of n.actions) {
+    const li = document.createElement("li");
+    li.dataset.source = a.source;
+    const head = document.createElement("div");
+    const when = document.createElement("b");
+    when.textContent = localTime(a.at, n.timezone);
+    const who = a.device ? a.device + " (plan" + (n.plan_applied ? "" : ", not applied") + ")" : a.job.replace(/^job_/, "");
+    head.append(when, " " + who + ": " + a.action);
+    head.title = n.timezone;
+    const why = document.createElement("div");
+    why.className = "reason muted";
+    why.textContent = a.reason;
+    li.append(head, why);
+    ol.appendChild(li);
+  }
+}
+const loadNext = () => get("/next-actions?count=10").then(renderNext).catch(() => {});
 
 function renderTempo(t) {
   const el = $("#tempo");
@@ -218,8 +262,10 @@ function dispatch(block) {
   let v;
   try { v = JSON.parse(data); } catch { return; }
   if (kind === "sample") onSample(v);
-  else if (kind === "schedule" && v.jobs) renderJobs(v.jobs);
-  else if (kind === "tempo") renderTempo(v);
+  else if (kind === "schedule" && v.jobs) { renderJobs(v.jobs); loadNext(); }
+  else if (kind === "tempo") { renderTempo(v); loadNext(); }
+  else if (kind === "dry_run") { renderDryRun(v); loadNext(); }
+  else if (kind === "plan") loadNext();
   else if (kind === "alert") loadAlerts().catch(() => {});
   else if (kind === "command") {
     showResult("command on " + v.device + " (" + v.source + ")", v.result);
@@ -231,6 +277,8 @@ async function start() {
   $("#token").value = token();
   $("#savetoken").onclick = () => { localStorage.setItem("mb-token", $("#token").value.trim()); showResult("token saved", {}); };
   $("#refresh").onclick = () => send("POST", "/tempo/refresh", { dry_run: $("#dryrun").checked }).then((r) => r.ok && renderTempo(r.body));
+  $("#bridge-dryrun").onchange = (e) => toggleDryRun(e).catch((err) => showResult("dry run not changed", { error: String(err) }));
+  get("/dry-run").then(renderDryRun).catch(() => {});
   const info = await get("/bridge");
   text($("#version"), "v" + info.version + (info.read_only ? " · read-only" : ""));
   const list = await get("/batteries");
@@ -238,8 +286,9 @@ async function start() {
   follow();
   await Promise.all(list.map((b) => drawChart(b.id).catch(() => {})));
   loadJobs();
+  loadNext();
   get("/tempo").then(renderTempo).catch(() => {});
   loadAlerts().catch(() => {});
-  setInterval(() => list.forEach((b) => drawChart(b.id).catch(() => {})), 300000);
+  setInterval(() => { list.forEach((b) => drawChart(b.id).catch(() => {})); loadNext(); }, 300000);
 }
 start().catch((e) => showResult("cannot load the page's data", { error: String(e) }));

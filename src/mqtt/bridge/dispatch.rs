@@ -19,8 +19,10 @@ use tokio_util::task::TaskTracker;
 use super::discovery_pass::DiscoveryEvent;
 use super::outbox::ReplyTo;
 use super::refusals;
-use super::{MAX_CORRELATION_DATA, Shared};
-use crate::control::{CommandError, CommandService, Origin, Remember};
+use super::{MAX_CORRELATION_DATA, Shared, Tap};
+use crate::control::{
+    Bookkeeping, CommandError, CommandService, Origin, Pending, Remember, Verdict,
+};
 use crate::domain::{CommandSource, DeviceId};
 use crate::mqtt::client::IncomingPublish;
 use crate::mqtt::commands::{self, Action, CommandResponse, Parsed, Refusal};
@@ -88,6 +90,10 @@ impl Dispatcher {
     /// Handles one incoming publish; false when shutting down.
     async fn dispatch(&self, p: IncomingPublish) -> bool {
         let shared = &self.shared;
+        if let Some(tap) = shared.taps.iter().find(|t| t.topic == p.topic) {
+            forward(shared, tap, &p);
+            return true;
+        }
         let (kind, central) = shared.topics.classify_origin(&p.topic);
         match kind {
             Incoming::HaStatus => {
@@ -131,6 +137,18 @@ impl Dispatcher {
             Incoming::Other => {}
         }
         true
+    }
+}
+
+/// Forwards a tapped payload; a retained one (a replay of an old value) is skipped, and one the
+/// reader cannot take now is dropped and counted.
+fn forward(shared: &Shared, tap: &Tap, p: &IncomingPublish) {
+    if p.retain {
+        tracing::debug!(topic = %p.topic, "tapped_retained_payload_skipped");
+        return;
+    }
+    if tap.tx.try_send(p.payload.to_vec()).is_err() {
+        shared.count_drop(true);
     }
 }
 
@@ -184,7 +202,7 @@ async fn republish_after_birth(s: Arc<Shared>) {
 
 /// Handles one command or bridge request (`central`: from the central broker) and answers it.
 async fn handle(
-    s: &Shared,
+    s: &Arc<Shared>,
     router: &RequestRouter,
     (kind, central): (Incoming, bool),
     payload: &[u8],
@@ -220,8 +238,11 @@ async fn handle(
 
 /// Answers a parsed command message: parse, apply through the command service, format; the
 /// records follow the answer (refusals before the envelope are recorded too, within limits).
+/// When the effect of a mode write is still being verified, the answer says `"verification":
+/// "pending"` and the verdict follows on the same topics with the same id.
+/// The device level `fleet` applies the message to every battery (see `fleet`).
 async fn handle_command(
-    s: &Shared,
+    s: &Arc<Shared>,
     (dev_level, source): (&str, CommandSource),
     parsed: Result<Parsed, Refusal>,
     payload: &[u8],
@@ -235,38 +256,127 @@ async fn handle_command(
             return s.respond(dev_level, &CommandResponse::error(r.id, r.error), reply);
         }
     };
-    let (id, service) = (parsed.id, &s.commands);
+    let battery_named =
+        |d: &str| DeviceId::parse(d).is_ok_and(|d| s.commands.fleet().get(&d).is_some());
+    if dev_level == crate::mqtt::topics::FLEET && !battery_named(dev_level) {
+        return super::fleet::handle_fleet(s, (parsed, source), reply).await;
+    }
+    let id = parsed.id.clone();
     let Ok(dev) = DeviceId::parse(dev_level) else {
         let error = CommandError::UnknownDevice(dev_level.to_string()).to_string();
         refusals::record_refusal(s, dev_level, payload, &error);
         return s.respond(dev_level, &CommandResponse::error(id, error), reply);
     };
+    let Ran {
+        resp,
+        books,
+        unknown,
+        pending,
+    } = run_action(s, &dev, parsed, source).await;
+    if unknown {
+        // The service records nothing for a device it does not know.
+        let error = resp.error.clone().unwrap_or_default();
+        refusals::record_refusal(s, dev_level, payload, &error);
+    }
+    s.respond(dev_level, &resp, reply);
+    if let Some(pending) = pending {
+        tokio::spawn(publish_verdict(
+            s.clone(),
+            dev.clone(),
+            resp.id.clone(),
+            pending,
+            reply.cloned(),
+        ));
+    }
+    // The answer does not wait on the database; the records follow it, in order.
+    if let Some(books) = books
+        && s.records.send(books).await.is_err()
+    {
+        tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
+    }
+}
+
+/// Publishes the verdict of a background verification as a second answer (nothing when the
+/// bridge stops first).
+async fn publish_verdict(
+    s: Arc<Shared>,
+    dev: DeviceId,
+    id: Option<Value>,
+    pending: Pending,
+    reply: Option<ReplyTo>,
+) {
+    let verdict = tokio::select! {
+        _ = s.cancel.cancelled() => return,
+        v = pending.verdict() => v,
+    };
+    if verdict == Verdict::Stopped {
+        return;
+    }
+    let resp = CommandResponse::from_verdict(id, &verdict);
+    s.respond(dev.as_str(), &resp, reply.as_ref());
+}
+
+/// What one parsed action on a battery gave: its answer, its records (none for a remembered
+/// value), whether the device is unknown, and the verification still running, if any.
+pub(super) struct Ran {
+    pub resp: CommandResponse,
+    pub books: Option<Bookkeeping>,
+    pub unknown: bool,
+    pub pending: Option<Pending>,
+}
+
+impl Ran {
+    fn answer(resp: CommandResponse, books: Option<Bookkeeping>, unknown: bool) -> Self {
+        Self {
+            resp,
+            books,
+            unknown,
+            pending: None,
+        }
+    }
+}
+
+/// Runs one parsed action of `source` (MQTT or the central broker) on `dev`.
+pub(super) async fn run_action(
+    s: &Shared,
+    dev: &DeviceId,
+    parsed: Parsed,
+    source: CommandSource,
+) -> Ran {
+    let (id, service) = (parsed.id, &s.commands);
+    let origin = Origin::new(source, parsed.received);
     let commands = match parsed.action {
         Action::Submit(commands) => commands,
-        Action::ApplyPassive => vec![service.controls().get(&dev).passive()],
+        Action::ApplyPassive => vec![service.controls().get(dev).passive()],
         Action::RememberPassivePower(p) => {
-            let resp = remember(service, &dev, id, Remember::PassivePower(p));
-            return s.respond(dev_level, &resp, reply);
+            let resp = remember(service, dev, id, Remember::PassivePower(p));
+            return Ran::answer(resp, None, false);
         }
         Action::RememberPassiveDuration(d) => {
-            let resp = remember(service, &dev, id, Remember::PassiveDuration(d));
-            return s.respond(dev_level, &resp, reply);
+            let resp = remember(service, dev, id, Remember::PassiveDuration(d));
+            return Ran::answer(resp, None, false);
+        }
+        Action::Regulate => {
+            let (result, books) = service.regulate(dev, &origin);
+            let unknown = matches!(result, Err(CommandError::UnknownDevice(_)));
+            let resp = match result {
+                Ok(applied) => CommandResponse::ok(id, applied, true),
+                Err(e) => CommandResponse::error(id, e.to_string()),
+            };
+            return Ran::answer(resp, Some(books), unknown);
         }
     };
-    let origin = Origin::new(source, parsed.received);
-    let (outcome, bookkeeping) = service.apply(&dev, &commands, origin).await;
-    if let [Err(e @ CommandError::UnknownDevice(_))] = outcome.results.as_slice() {
-        // The service records nothing for a device it does not know.
-        refusals::record_refusal(s, dev_level, payload, &e.to_string());
-    }
-    s.respond(
-        dev_level,
-        &CommandResponse::from_outcome(id, outcome),
-        reply,
+    let (outcome, books) = service.apply(dev, &commands, origin).await;
+    let unknown = matches!(
+        outcome.results.as_slice(),
+        [Err(CommandError::UnknownDevice(_))]
     );
-    // The answer does not wait on the database; the records follow it, in order.
-    if s.records.send(bookkeeping).await.is_err() {
-        tracing::warn!(device = %dev, "command_not_recorded_shutting_down");
+    let pending = outcome.pending.clone().filter(|_| outcome.is_ok());
+    Ran {
+        resp: CommandResponse::from_outcome(id, outcome),
+        books: Some(books),
+        unknown,
+        pending,
     }
 }
 

@@ -108,6 +108,16 @@ impl MqttHandle {
         self.retained_json(self.shared.topics.bridge_ledger(), &ledger);
     }
 
+    /// Publishes the retained dry-run switch (`<base>/bridge/dry_run`).
+    pub fn publish_dry_run(&self, state: Value) {
+        self.retained_json(self.shared.topics.bridge_dry_run(), &state);
+    }
+
+    /// Publishes the retained regulator status (`<base>/bridge/regulator`).
+    pub fn publish_regulator(&self, status: Value) {
+        self.retained_json(self.shared.topics.bridge_regulator(), &status);
+    }
+
     fn retained_json(&self, topic: String, v: &Value) {
         self.shared
             .set_retained(topic, serde_json::to_vec(v).unwrap_or_default());

@@ -8,6 +8,7 @@
 //!   each, at most 32 at once, plus a delayed republish after an HA birth);
 //! - `mirror` — publishes availability (`control::Presence`) and remembered controls
 //!   (`control::RememberedControls`) as retained documents when they change;
+//! - `fleet` — a command on `<base>/fleet/set…` applied to every battery, one answer;
 //! - `recorder` — persists applied commands (audit row, desired state) after their answers;
 //! - `refusals` — audit rows of refused commands, bounded in rate and size.
 //!
@@ -19,6 +20,7 @@
 mod connection;
 mod discovery_pass;
 mod dispatch;
+mod fleet;
 mod handle;
 mod mirror;
 mod outbox;
@@ -74,6 +76,16 @@ impl From<ClientError> for MqttError {
     }
 }
 
+/// A topic outside the bridge's own whose raw payloads go to a channel (the grid meter for the
+/// regulator): subscribed on the bridge's connection, no second client.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// The exact topic (no wildcards).
+    pub topic: String,
+    /// Where its payloads go; a full channel drops the payload (counted as dropped).
+    pub tx: mpsc::Sender<Vec<u8>>,
+}
+
 /// Largest MQTT 5 Correlation Data echoed back, bytes; a larger one is ignored with its topic.
 const MAX_CORRELATION_DATA: usize = 1024;
 
@@ -104,6 +116,8 @@ struct Shared {
     session: AtomicU64,
     dropped: AtomicU64,
     cancel: CancellationToken,
+    /// Topics whose payloads go to a channel as they are.
+    taps: Vec<Tap>,
 }
 
 /// Locks a mutex; a panic while holding it cannot leave these plain structs inconsistent, so a
@@ -246,6 +260,18 @@ impl MqttBridge {
         router: RequestRouter,
         cancel: CancellationToken,
     ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
+        Self::start_with_taps(settings, commands, presence, router, Vec::new(), cancel)
+    }
+
+    /// [`start`](Self::start), also subscribing to the `taps` and forwarding their payloads.
+    pub fn start_with_taps(
+        settings: MqttSettings,
+        commands: CommandService,
+        presence: &Presence,
+        router: RequestRouter,
+        taps: Vec<Tap>,
+        cancel: CancellationToken,
+    ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
         let problems = settings.validate();
         if !problems.is_empty() {
             return Err(MqttError::Settings(
@@ -277,6 +303,7 @@ impl MqttBridge {
             session: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             cancel: cancel.clone(),
+            taps,
         });
         let handle = MqttHandle::new(shared.clone());
         handle.publish_initial_documents();

@@ -105,7 +105,8 @@ impl Publisher {
     async fn on_session(&mut self) {
         let (shared, client) = (&self.shared, &self.client);
         let t = &shared.topics;
-        for topic in t.subscriptions() {
+        let taps = shared.taps.iter().map(|tap| tap.topic.clone());
+        for topic in t.subscriptions().into_iter().chain(taps) {
             if let Err(e) = client.subscribe(topic, shared.qos).await {
                 tracing::warn!(error = %e, "mqtt_subscribe_failed");
             }

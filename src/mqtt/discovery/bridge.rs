@@ -1,7 +1,9 @@
 //! Home Assistant entities of the bridge device: its connectivity sensor ([`bridge_device`]), a
-//! switch (enabled) and a button (run now) per scheduled job, the next scheduled action, and, with Tempo, the Tempo, plan and ledger sensors.
-//! All read the retained bridge documents (`bridge/schedule`, `bridge/tempo`, `bridge/plan`,
-//! `bridge/ledger`) and write bridge requests. Pure: builds [`Entity`] values.
+//! switch (enabled) and a button (run now) per scheduled job, the next scheduled action, with
+//! Tempo the Tempo, plan and ledger sensors, and with the regulator its state, target and
+//! measured grid sensors, a fleet `regulate` switch and one per battery. All read the retained
+//! bridge documents (`bridge/schedule`, `bridge/tempo`, `bridge/plan`, `bridge/ledger`,
+//! `bridge/regulator`) and write bridge requests or `set/mode`. Pure: builds [`Entity`] values.
 
 use super::{
     BRIDGE_STATE_TEMPLATE, Component, DeviceBlock, Entity, EntityCategory, EntityConfig, HaDevice,
@@ -54,6 +56,8 @@ pub struct BridgeEntities {
     pub tempo: bool,
     /// QoS of the entities' subscriptions.
     pub qos: u8,
+    /// With the regulator enabled: the batteries that get a `regulate` switch.
+    pub regulated: Option<Vec<String>>,
 }
 
 impl BridgeEntities {
@@ -68,6 +72,9 @@ impl BridgeEntities {
         out.push(base.next_scheduled_action());
         if self.tempo {
             out.extend(base.tempo());
+        }
+        if let Some(devs) = &self.regulated {
+            out.extend(base.regulator(devs));
         }
         out
     }
@@ -125,6 +132,68 @@ impl Base<'_> {
         button.config.payload_press = Some("{}");
         button.config.entity_category = Some(EntityCategory::Config);
         [sw, button]
+    }
+
+    /// The regulator's sensors and its `regulate` switches (fleet and each battery): on
+    /// writes `regulate` to `set/mode`, off writes `Auto`.
+    fn regulator(&self, devs: &[String]) -> Vec<Entity> {
+        let doc = self.topics.bridge_regulator();
+        let mut out = Vec::new();
+        for (key, name, template, unit) in [
+            (
+                "regulator_state",
+                "Regulator",
+                "{{ value_json.state }}",
+                None,
+            ),
+            (
+                "regulator_target",
+                "Regulator target",
+                "{{ value_json.target_w }}",
+                Some("W"),
+            ),
+            (
+                "regulator_grid",
+                "Measured grid power",
+                "{{ value_json.grid_w }}",
+                Some("W"),
+            ),
+        ] {
+            let mut e = self.entity(key, name.into(), Component::Sensor);
+            e.config.state_topic = Some(doc.clone());
+            e.config.value_template = Some(template.into());
+            if let Some(u) = unit {
+                e.config.unit_of_measurement = Some(u);
+                e.config.device_class = Some("power");
+                e.config.state_class = Some(StateClass::Measurement);
+            }
+            out.push(e);
+        }
+        let fleet = std::iter::once((
+            crate::mqtt::topics::FLEET.to_string(),
+            "Regulate fleet".to_string(),
+            "{{ 'on' if value_json.members | length > 0 else 'off' }}".to_string(),
+        ));
+        let each = devs.iter().map(|d| {
+            (
+                d.clone(),
+                format!("Regulate {d}"),
+                format!("{{{{ 'on' if '{d}' in value_json.members else 'off' }}}}"),
+            )
+        });
+        for (dev, name, template) in fleet.chain(each) {
+            let mut sw = self.entity(&format!("regulate_{dev}"), name, Component::Switch);
+            sw.config.state_topic = Some(doc.clone());
+            sw.config.value_template = Some(template);
+            sw.config.command_topic = Some(self.topics.set_field(&dev, "mode"));
+            sw.config.payload_on = Some("regulate");
+            sw.config.payload_off = Some("Auto");
+            sw.config.state_on = Some("on");
+            sw.config.state_off = Some("off");
+            sw.config.icon = Some("mdi:transmission-tower-import");
+            out.push(sw);
+        }
+        out
     }
 
     fn next_scheduled_action(&self) -> Entity {
@@ -230,6 +299,7 @@ mod tests {
         let plain = BridgeEntities {
             jobs: vec!["job_a".into(), "job_b".into()],
             tempo: false,
+            regulated: None,
             qos: 1,
         };
         let keys: Vec<String> = plain.build(&topics).into_iter().map(|e| e.key).collect();
@@ -255,5 +325,40 @@ mod tests {
             Some(topics.bridge_request("jobs/job_a/run").as_str())
         );
         assert!(entities.iter().all(|e| e.config.qos == 1));
+    }
+
+    #[test]
+    fn the_regulator_adds_its_sensors_a_fleet_switch_and_one_per_battery() {
+        let topics = Topics::new("marstek", "homeassistant");
+        let e = BridgeEntities {
+            regulated: Some(vec!["bat1".into()]),
+            ..BridgeEntities::default()
+        }
+        .build(&topics);
+        let sw = e.iter().find(|e| e.key == "regulate_bat1").expect("switch");
+        assert_eq!(
+            sw.config.command_topic.as_deref(),
+            Some("marstek/bat1/set/mode")
+        );
+        assert_eq!(sw.config.payload_on, Some("regulate"));
+        assert_eq!(
+            sw.config.state_topic.as_deref(),
+            Some("marstek/bridge/regulator")
+        );
+        let fleet = e
+            .iter()
+            .find(|e| e.key == "regulate_fleet")
+            .expect("fleet switch");
+        assert_eq!(
+            fleet.config.command_topic.as_deref(),
+            Some("marstek/fleet/set/mode")
+        );
+        assert!(e.iter().any(|e| e.key == "regulator_grid"));
+        assert!(
+            !BridgeEntities::default()
+                .build(&topics)
+                .iter()
+                .any(|e| e.key.starts_with("regulat"))
+        );
     }
 }

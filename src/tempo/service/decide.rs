@@ -47,13 +47,8 @@ impl TempoService {
         if decision.precharge {
             let now = self.clock.now();
             decision.plan = Some(
-                self.plan_for(
-                    date,
-                    now,
-                    &decision.reason,
-                    dry_run || self.settings.dry_run,
-                )
-                .await,
+                self.plan_for(date, now, &decision.reason, dry_run || self.dry_run.get())
+                    .await,
             );
         }
         tracing::info!(

@@ -122,7 +122,7 @@ impl NightPlanner for TempoService {
         let plan = match planned {
             Some(p) => p,
             None => {
-                self.plan_for(day, now, &decision.reason, self.settings.dry_run)
+                self.plan_for(day, now, &decision.reason, self.dry_run.get())
                     .await
             }
         };
