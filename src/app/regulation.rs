@@ -141,20 +141,12 @@ fn alert_of(phase: &Phase) -> Option<(AlertKind, &str)> {
 }
 
 fn alert(kind: AlertKind, state: AlertState, why: &str) -> Alert {
-    Alert {
-        kind,
-        severity: match (kind, state) {
-            (_, AlertState::Cleared) => Severity::Info,
-            (AlertKind::RegulatorStopped, _) => Severity::Critical,
-            _ => Severity::Warning,
-        },
-        device: None,
-        message: why.to_string(),
-        value: None,
-        threshold: None,
-        state,
-        at: Utc::now(),
-    }
+    let severity = match (kind, state) {
+        (_, AlertState::Cleared) => Severity::Info,
+        (AlertKind::RegulatorStopped, _) => Severity::Critical,
+        _ => Severity::Warning,
+    };
+    Alert::raised(kind, severity, None, why, Utc::now()).in_state(state)
 }
 
 /// The retained `<base>/bridge/regulator` document: the status plus when it was taken.

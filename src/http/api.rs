@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::control::CommandService;
-use crate::domain::{DeviceId, Sample};
+use crate::domain::{CommandStatus, DeviceId, Sample};
 use crate::mqtt::commands::CommandResponse;
 use crate::scheduler::{SchedulerError, SchedulerHandle};
 use crate::store::{Bucket, Store};
@@ -303,7 +303,8 @@ pub struct CommandResult {
     #[schema(value_type = Option<Object>)]
     pub id: Option<Value>,
     /// `ok` or `error`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: CommandStatus,
     /// Why it failed, or null.
     pub error: Option<String>,
     /// What was sent to the device, or null.

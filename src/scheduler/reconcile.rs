@@ -34,8 +34,8 @@ use super::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
 use crate::control::holding::Holding;
 use crate::control::{CommandService, Intent, Origin};
 use crate::domain::{
-    Alert, AlertKind, AlertSender, AlertState, Command, CommandSource, DesiredState, DeviceId,
-    Mode, ModeConfig, NightPlanner, Sample, Severity,
+    Alert, AlertKind, AlertSender, Command, CommandSource, DesiredState, DeviceId, Mode,
+    ModeConfig, NightPlanner, Sample, Severity,
 };
 use crate::store::Store;
 
@@ -292,22 +292,20 @@ impl Reconciler {
         if let Some(obs) = observed.filter(|_| had_reached) {
             tracing::warn!(device = %intent.device, wanted = %intent.config.mode(), observed = %obs, "mode_drift");
             if let Some(tx) = &self.alerts {
-                let _ = tx.send(Alert {
-                    kind: AlertKind::ModeDrift,
-                    severity: Severity::Warning,
-                    device: Some(intent.device.clone()),
-                    message: format!(
-                        "{} reported {obs}, intent is {} (set by {}); re-applied: {}",
-                        intent.device,
-                        intent.config.mode(),
-                        intent.set_by,
-                        if res.is_ok() { "ok" } else { "failed" }
-                    ),
-                    value: None,
-                    threshold: None,
-                    state: AlertState::Raised,
-                    at: now,
-                });
+                let message = format!(
+                    "{} reported {obs}, intent is {} (set by {}); re-applied: {}",
+                    intent.device,
+                    intent.config.mode(),
+                    intent.set_by,
+                    if res.is_ok() { "ok" } else { "failed" }
+                );
+                let _ = tx.send(Alert::raised(
+                    AlertKind::ModeDrift,
+                    Severity::Warning,
+                    Some(intent.device.clone()),
+                    message,
+                    now,
+                ));
             }
         }
         match res {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::TempoColour;
-use crate::domain::{Alert, AlertKind, AlertState, Severity};
+use crate::domain::{Alert, AlertKind, Severity};
 
 /// Date the default price grid took effect (CRE regulated Tempo prices of 1 Aug 2026).
 pub const DEFAULT_EFFECTIVE: (i32, u32, u32) = (2026, 8, 1);
@@ -164,20 +164,18 @@ impl Tariff {
     /// The `tariff_outdated` info alert, when [`Tariff::outdated_since`] says so.
     pub fn outdated_alert(&self, now: DateTime<Utc>) -> Option<Alert> {
         let change = self.outdated_since(super::tempo_date_at(now))?;
-        Some(Alert {
-            kind: AlertKind::TariffOutdated,
-            severity: Severity::Info,
-            device: None,
-            message: format!(
-                "Tempo prices are the built-in grid of {}; regulated prices may have changed on \
-                 {change}: set [tempo.tariff] to your contract's prices",
-                self.effective
-            ),
-            value: None,
-            threshold: None,
-            state: AlertState::Raised,
-            at: now,
-        })
+        let message = format!(
+            "Tempo prices are the built-in grid of {}; regulated prices may have changed on \
+             {change}: set [tempo.tariff] to your contract's prices",
+            self.effective
+        );
+        Some(Alert::raised(
+            AlertKind::TariffOutdated,
+            Severity::Info,
+            None,
+            message,
+            now,
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ use super::super::settings::FailSafe;
 use super::super::source::{ChainAnswer, TempoResult};
 use super::super::{TempoColour, TempoError, paris_hhmm, skip_reason, tempo_date_at};
 use super::{DECISION_DOC, DecisionStatus, TempoDecision, TempoService};
-use crate::domain::{Alert, AlertKind, AlertState, Severity};
+use crate::domain::{Alert, AlertKind, Severity};
 use crate::store::TempoDayRecord;
 
 impl TempoService {
@@ -176,16 +176,13 @@ impl TempoService {
         );
         tracing::warn!(%date, reason = %reason, "tempo_fail_safe_applied");
         if let Some(tx) = &self.alerts {
-            let _ = tx.send(Alert {
-                kind: AlertKind::TempoUnknown,
-                severity: Severity::Warning,
-                device: None,
-                message: reason.clone(),
-                value: None,
-                threshold: None,
-                state: AlertState::Raised,
-                at: now,
-            });
+            let _ = tx.send(Alert::raised(
+                AlertKind::TempoUnknown,
+                Severity::Warning,
+                None,
+                reason.clone(),
+                now,
+            ));
         }
         let mut d = self.decision(date, None, None, DecisionStatus::FailSafe, reason);
         d.precharge = precharge;

@@ -11,8 +11,7 @@ use super::super::planner::{BatteryNeed, PrechargeOutcome, precharge};
 use super::super::{off_peak_hours_left, tempo_date_at};
 use super::{DecisionStatus, NIGHT_PLAN_DOC, TempoService};
 use crate::domain::{
-    Alert, AlertKind, AlertState, DayPlan, NightPlan, NightPlanner, Percent, PrechargeTarget,
-    Severity,
+    Alert, AlertKind, DayPlan, NightPlan, NightPlanner, Percent, PrechargeTarget, Severity,
 };
 
 /// The plan handed to the night job, kept for the 06:00 check.
@@ -198,16 +197,16 @@ impl NightPlanner for TempoService {
                 ),
             };
             tracing::warn!(device = %t.device, message = %message, "precharge_short");
-            alerts.push(Alert {
-                kind: AlertKind::PrechargeShort,
-                severity: Severity::Warning,
-                device: Some(t.device.clone()),
-                message,
-                value: soc,
-                threshold: Some(f64::from(floor)),
-                state: AlertState::Raised,
-                at: now,
-            });
+            alerts.push(
+                Alert::raised(
+                    AlertKind::PrechargeShort,
+                    Severity::Warning,
+                    Some(t.device.clone()),
+                    message,
+                    now,
+                )
+                .with_values(soc, Some(f64::from(floor))),
+            );
         }
         Ok(alerts)
     }
