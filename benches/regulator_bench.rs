@@ -16,7 +16,7 @@ use marstek_bridge::app::{self, Tasks};
 use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::mqtt::{ClientOptions, MqttProtocol};
 use marstek_bridge::simulator::site::{SiteConfig, start_site};
-use marstek_bridge::simulator::{SimConfig, SimFaults, Simulator};
+use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, Simulator};
 use serde_json::json;
 
 const TARGET: f64 = 20.0;
@@ -69,27 +69,22 @@ fn p95(mut v: Vec<f64>) -> Option<f64> {
     Some(v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1])
 }
 
-async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Result<()> {
-    let faults = SimFaults::parse_list("loss=0.1").map_err(anyhow::Error::msg)?;
-    let sim = Arc::new(
-        Simulator::start(SimConfig {
-            devices: batteries,
-            initial_soc: 70.0,
-            faults,
-            ..SimConfig::default()
-        })
-        .await?,
-    );
-    let dir = tempfile::tempdir()?;
-    let base = format!("mbbench{}", std::process::id());
-    let (host, port) = broker();
+/// The bridge's settings for the bench: the local broker under `base`, a SQLite store in `dir`,
+/// the regulator on the simulated site's meter, one configured device per simulated battery.
+fn bench_settings(
+    base: &str,
+    host: &str,
+    port: u16,
+    dir: &std::path::Path,
+    sim: &SimHandle,
+) -> Settings {
     let mut s = Settings::default();
-    s.mqtt.host = host.clone();
+    s.mqtt.host = host.to_string();
     s.mqtt.port = port;
-    s.mqtt.base_topic = base.clone();
+    s.mqtt.base_topic = base.to_string();
     s.mqtt.discovery_prefix = format!("{base}ha");
-    s.mqtt.client_id = base.clone();
-    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
+    s.mqtt.client_id = base.to_string();
+    s.database.url = format!("sqlite://{}/b.db", dir.display());
     s.marstek.bind_device_port = false;
     s.tempo.enabled = false;
     s.regulator.enabled = true;
@@ -106,6 +101,89 @@ async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Res
             ..DeviceConfig::default()
         })
         .collect();
+    s
+}
+
+/// MQTT options of the simulated site's client.
+fn site_client(base: &str, host: String, port: u16) -> ClientOptions {
+    ClientOptions {
+        protocol: MqttProtocol::V311,
+        client_id: format!("{base}-site"),
+        host,
+        port,
+        keep_alive: Duration::from_secs(10),
+        clean_session: true,
+        credentials: None,
+        tls: None,
+        last_will: None,
+    }
+}
+
+/// What one fleet's segment measured.
+struct Report {
+    batteries: usize,
+    minutes: f64,
+    err_sum: f64,
+    n: u64,
+    settling: Vec<f64>,
+    exported_wh: f64,
+    writes: u64,
+    max_set: i32,
+    limit: u32,
+    cpu_s: f64,
+    rss: u64,
+}
+
+impl Report {
+    /// The printed JSON line (rounded to one decimal).
+    fn json(self) -> serde_json::Value {
+        let Report {
+            batteries,
+            minutes,
+            err_sum,
+            n,
+            settling,
+            exported_wh,
+            writes,
+            max_set,
+            limit,
+            cpu_s,
+            rss,
+        } = self;
+        let steps = settling.len();
+        json!({
+            "batteries": batteries,
+            "minutes": (minutes * 10.0).round() / 10.0,
+            "udp_loss": 0.1,
+            "mean_abs_error_w": (err_sum / n.max(1) as f64).round(),
+            "p95_settling_s": p95(settling).map(|v| (v * 10.0).round() / 10.0),
+            "steps_settled": steps,
+            "exported_wh": (exported_wh * 10.0).round() / 10.0,
+            "mode_writes_per_battery_per_min":
+                (writes as f64 / batteries as f64 / minutes * 10.0).round() / 10.0,
+            "largest_setpoint_w": max_set,
+            "envelope_w": limit,
+            "cpu_s": (cpu_s * 10.0).round() / 10.0,
+            "peak_rss_kib": rss,
+        })
+    }
+}
+
+async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Result<()> {
+    let faults = SimFaults::parse_list("loss=0.1").map_err(anyhow::Error::msg)?;
+    let sim = Arc::new(
+        Simulator::start(SimConfig {
+            devices: batteries,
+            initial_soc: 70.0,
+            faults,
+            ..SimConfig::default()
+        })
+        .await?,
+    );
+    let dir = tempfile::tempdir()?;
+    let base = format!("mbbench{}", std::process::id());
+    let (host, port) = broker();
+    let s = bench_settings(&base, &host, port, dir.path(), &sim);
     let limit = s.devices[0]
         .limits()
         .max_discharge_w
@@ -121,17 +199,7 @@ async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Res
             ..SiteConfig::default()
         },
         sim.clone(),
-        &ClientOptions {
-            protocol: MqttProtocol::V311,
-            client_id: format!("{base}-site"),
-            host,
-            port,
-            keep_alive: Duration::from_secs(10),
-            clean_session: true,
-            credentials: None,
-            tls: None,
-            last_will: None,
-        },
+        &site_client(&base, host, port),
     )?;
     let mut readings = site.readings();
     let writes0: u64 = (0..batteries)
@@ -182,25 +250,20 @@ async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Res
         .map(|s| s.mode_writes)
         .sum();
     let (cpu1, rss) = usage();
-    let steps = settling.len();
-    println!(
-        "{}",
-        json!({
-            "batteries": batteries,
-            "minutes": (minutes * 10.0).round() / 10.0,
-            "udp_loss": 0.1,
-            "mean_abs_error_w": (err_sum / n.max(1) as f64).round(),
-            "p95_settling_s": p95(settling).map(|v| (v * 10.0).round() / 10.0),
-            "steps_settled": steps,
-            "exported_wh": (exported_wh * 10.0).round() / 10.0,
-            "mode_writes_per_battery_per_min":
-                ((writes - writes0) as f64 / batteries as f64 / minutes * 10.0).round() / 10.0,
-            "largest_setpoint_w": max_set,
-            "envelope_w": limit,
-            "cpu_s": ((cpu1 - cpu0) * 10.0).round() / 10.0,
-            "peak_rss_kib": rss,
-        })
-    );
+    let report = Report {
+        batteries,
+        minutes,
+        err_sum,
+        n,
+        settling,
+        exported_wh,
+        writes: writes - writes0,
+        max_set,
+        limit,
+        cpu_s: cpu1 - cpu0,
+        rss,
+    };
+    println!("{}", report.json());
     drop(site);
     // With 10 % loss a battery actor may still be retrying: a slow stop is reported, not fatal.
     if let Err(e) = running.stop(&tasks, Duration::from_secs(30)).await {

@@ -14,7 +14,7 @@ use super::client::{RequestOptions, Transport};
 use super::discovery::{DiscoverOptions, discover_devices};
 use super::profile::{Profile, RoundData, build_sample};
 use super::protocol::{self, DeviceResult, decode_result, method};
-use crate::domain::{DeviceId, DriverError};
+use crate::domain::{DeviceId, DriverError, Sample};
 
 /// `probe HOST[:PORT]`: query one battery.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +92,31 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
         retries: 2,
         resend_after: Some(Duration::from_millis(500)),
     };
+    let probed = identify(&t, addr, opts).await?;
+    let (data, raw) = read_status(&t, addr, opts, &probed).await;
+    let id = probed
+        .device
+        .ble_mac
+        .clone()
+        .and_then(|m| DeviceId::parse(&m).ok())
+        .unwrap_or_else(|| DeviceId("unknown".into()));
+    let sample = build_sample(&probed.profile, id, chrono::Utc::now(), &data);
+    if json_out {
+        return json_report(addr, &probed, &sample, raw);
+    }
+    Ok(print_report(addr, &probed, &sample))
+}
+
+/// What `Marstek.GetDevice` told the probe: identity, profile, raw answer and its latency.
+struct Probed {
+    device: DeviceResult,
+    profile: Profile,
+    result: Value,
+    latency: Duration,
+}
+
+/// Asks `addr` for `Marstek.GetDevice` and derives its profile.
+async fn identify(t: &Transport, addr: SocketAddr, opts: RequestOptions) -> anyhow::Result<Probed> {
     let dev = t
         .request(
             addr,
@@ -101,10 +126,27 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
         )
         .await
         .with_context(|| format!("{addr} did not answer Marstek.GetDevice"))?;
-    let d: DeviceResult = decode_result(&dev.result).map_err(|e| anyhow::anyhow!(e))?;
-    let profile = Profile::from_device(&d);
+    let device: DeviceResult = decode_result(&dev.result).map_err(|e| anyhow::anyhow!(e))?;
+    let profile = Profile::from_device(&device);
+    Ok(Probed {
+        device,
+        profile,
+        result: dev.result,
+        latency: dev.latency,
+    })
+}
+
+/// Reads the status methods the profile supports; the decoded round and every raw answer (or
+/// its error), keyed by method.
+async fn read_status(
+    t: &Transport,
+    addr: SocketAddr,
+    opts: RequestOptions,
+    probed: &Probed,
+) -> (RoundData, serde_json::Map<String, Value>) {
+    let profile = &probed.profile;
     let mut raw = serde_json::Map::new();
-    raw.insert(method::GET_DEVICE.into(), dev.result.clone());
+    raw.insert(method::GET_DEVICE.into(), probed.result.clone());
     let mut data = RoundData::default();
     let mut methods = vec![method::ES_STATUS, method::ES_GET_MODE, method::BAT_STATUS];
     if profile.has_pv() {
@@ -130,22 +172,30 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
             }
         }
     }
-    let id = d
-        .ble_mac
-        .clone()
-        .and_then(|m| DeviceId::parse(&m).ok())
-        .unwrap_or_else(|| DeviceId("unknown".into()));
-    let sample = build_sample(&profile, id, chrono::Utc::now(), &data);
-    if json_out {
-        let out = json!({
-            "address": addr.to_string(),
-            "device": d.device, "firmware": profile.firmware, "ver": d.ver,
-            "ble_mac": d.ble_mac, "wifi_mac": d.wifi_mac, "ip": d.ip,
-            "latency_ms": dev.latency.as_secs_f64() * 1000.0,
-            "sample": sample, "raw": Value::Object(raw),
-        });
-        return Ok(serde_json::to_string_pretty(&out)?);
-    }
+    (data, raw)
+}
+
+/// The probe as pretty-printed JSON.
+fn json_report(
+    addr: SocketAddr,
+    probed: &Probed,
+    sample: &Sample,
+    raw: serde_json::Map<String, Value>,
+) -> anyhow::Result<String> {
+    let d = &probed.device;
+    let out = json!({
+        "address": addr.to_string(),
+        "device": d.device, "firmware": probed.profile.firmware, "ver": d.ver,
+        "ble_mac": d.ble_mac, "wifi_mac": d.wifi_mac, "ip": d.ip,
+        "latency_ms": probed.latency.as_secs_f64() * 1000.0,
+        "sample": sample, "raw": Value::Object(raw),
+    });
+    Ok(serde_json::to_string_pretty(&out)?)
+}
+
+/// The probe as an aligned two-column table.
+fn print_report(addr: SocketAddr, probed: &Probed, sample: &Sample) -> String {
+    let d = &probed.device;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = [
         ("address", addr.to_string()),
@@ -154,7 +204,7 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
             "firmware",
             format!(
                 "{} (ver {})",
-                profile.firmware,
+                probed.profile.firmware,
                 opt(d.ver.map(|v| v.to_string()))
             ),
         ),
@@ -163,7 +213,7 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
         ("reported ip", opt(d.ip.clone())),
         (
             "latency",
-            format!("{:.1} ms", dev.latency.as_secs_f64() * 1000.0),
+            format!("{:.1} ms", probed.latency.as_secs_f64() * 1000.0),
         ),
         ("mode", opt(sample.mode.map(|m| m.to_string()))),
         ("soc", opt(sample.soc.map(|p| format!("{} %", p.0)))),
@@ -196,7 +246,7 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
     for (k, v) in rows {
         out.push_str(&format!("{k:<15} {v}\n"));
     }
-    Ok(out)
+    out
 }
 
 /// Finds batteries (broadcast, or unicast to `target` over `ports`); a table, or JSON with `json`.

@@ -95,6 +95,11 @@ pub fn mac_from_src(src: &str) -> Option<String> {
         .then(|| tail.to_ascii_lowercase())
 }
 
+/// Answers found so far, keyed by BLE MAC (first answer wins).
+type Found = Arc<Mutex<BTreeMap<String, DiscoveredDevice>>>;
+/// Addresses that have answered.
+type Answered = Arc<Mutex<HashSet<SocketAddr>>>;
+
 /// Probes and collects answers for the window; result sorted by address.
 pub async fn discover_devices(
     opts: &DiscoverOptions,
@@ -106,49 +111,9 @@ pub async fn discover_devices(
         .set_broadcast(true)
         .map_err(|e| DriverError::Io(e.to_string()))?;
     let socket = Arc::new(socket);
-    let found: Arc<Mutex<BTreeMap<String, DiscoveredDevice>>> = Arc::default();
-    let answered: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
-
-    let receiver = {
-        let (socket, found, answered) = (socket.clone(), found.clone(), answered.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                let Ok(resp) = Response::decode(buf.get(..n).unwrap_or_default()) else {
-                    tracing::debug!(%from, "discovery_garbage");
-                    continue;
-                };
-                let Ok(result) = resp.body else { continue };
-                let Ok(d) = decode_result::<DeviceResult>(&result) else {
-                    continue;
-                };
-                let mac = d
-                    .ble_mac
-                    .clone()
-                    .filter(|m| !m.is_empty())
-                    .map(|m| m.to_ascii_lowercase())
-                    .or_else(|| resp.src.as_deref().and_then(mac_from_src))
-                    .unwrap_or_else(|| from.to_string());
-                let dev = DiscoveredDevice {
-                    ble_mac: mac.clone(),
-                    device: d.device.clone().unwrap_or_default(),
-                    firmware: normalize_firmware(d.ver.unwrap_or(0)),
-                    addr: from,
-                    reported_ip: d.ip.clone(),
-                    wifi_mac: d.wifi_mac.clone(),
-                };
-                answered
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(from);
-                found
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(mac)
-                    .or_insert(dev);
-            }
-        })
-    };
+    let found: Found = Arc::default();
+    let answered: Answered = Arc::default();
+    let receiver = tokio::spawn(receive(socket.clone(), found.clone(), answered.clone()));
 
     let request = discovery_request().to_bytes();
     let hosts = match opts.target {
@@ -157,28 +122,7 @@ pub async fn discover_devices(
     };
     let deadline = tokio::time::Instant::now() + opts.window;
     loop {
-        let mut sent = 0usize;
-        for host in &hosts {
-            for port in &opts.ports {
-                let to = SocketAddr::new(*host, *port);
-                if opts.target.is_some()
-                    && answered
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&to)
-                {
-                    continue;
-                }
-                if let Err(e) = socket.send_to(&request, to).await {
-                    tracing::debug!(%to, error = %e, "discovery_send_failed");
-                }
-                sent += 1;
-                if sent.is_multiple_of(64) {
-                    // pace bursts so receive buffers keep up
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
+        let sent = send_probes(&socket, &request, &hosts, opts, &answered).await;
         if opts.target.is_some() && sent == 0 {
             break; // every probed port answered
         }
@@ -198,6 +142,83 @@ pub async fn discover_devices(
         .collect();
     v.sort_by_key(|d| d.addr);
     Ok(v)
+}
+
+/// Collects answers until the socket fails (or the task is aborted).
+async fn receive(socket: Arc<UdpSocket>, found: Found, answered: Answered) {
+    let mut buf = vec![0u8; 65_536];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let Some(dev) = device_from_reply(buf.get(..n).unwrap_or_default(), from) else {
+            continue;
+        };
+        answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from);
+        found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(dev.ble_mac.clone())
+            .or_insert(dev);
+    }
+}
+
+/// The device a `Marstek.GetDevice` reply from `from` describes; None for garbage or errors.
+fn device_from_reply(bytes: &[u8], from: SocketAddr) -> Option<DiscoveredDevice> {
+    let Ok(resp) = Response::decode(bytes) else {
+        tracing::debug!(%from, "discovery_garbage");
+        return None;
+    };
+    let result = resp.body.ok()?;
+    let d = decode_result::<DeviceResult>(&result).ok()?;
+    let mac = d
+        .ble_mac
+        .clone()
+        .filter(|m| !m.is_empty())
+        .map(|m| m.to_ascii_lowercase())
+        .or_else(|| resp.src.as_deref().and_then(mac_from_src))
+        .unwrap_or_else(|| from.to_string());
+    Some(DiscoveredDevice {
+        ble_mac: mac,
+        device: d.device.clone().unwrap_or_default(),
+        firmware: normalize_firmware(d.ver.unwrap_or(0)),
+        addr: from,
+        reported_ip: d.ip.clone(),
+        wifi_mac: d.wifi_mac.clone(),
+    })
+}
+
+/// Sends one probe round (unicast: only to ports that have not answered); how many were sent.
+async fn send_probes(
+    socket: &UdpSocket,
+    request: &[u8],
+    hosts: &[IpAddr],
+    opts: &DiscoverOptions,
+    answered: &Answered,
+) -> usize {
+    let mut sent = 0usize;
+    for host in hosts {
+        for port in &opts.ports {
+            let to = SocketAddr::new(*host, *port);
+            if opts.target.is_some()
+                && answered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&to)
+            {
+                continue;
+            }
+            if let Err(e) = socket.send_to(request, to).await {
+                tracing::debug!(%to, error = %e, "discovery_send_failed");
+            }
+            sent += 1;
+            if sent.is_multiple_of(64) {
+                // pace bursts so receive buffers keep up
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    sent
 }
 
 #[cfg(test)]

@@ -152,6 +152,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The reply bytes once (twice with `duplicate_replies`), each with its late/jitter delay.
+fn delayed_copies(out: &[u8], faults: &SimFaults) -> Vec<(Vec<u8>, Option<Duration>)> {
+    let copies = if faults.duplicate_replies { 2 } else { 1 };
+    (0..copies)
+        .map(|_| {
+            let jitter = faults
+                .jitter
+                .filter(|j| !j.is_zero())
+                .map(|j| j.mul_f64(rand::random::<f64>()));
+            let delay = match (faults.late_replies, jitter) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            (out.to_vec(), delay)
+        })
+        .collect()
+}
+
 enum Outcome {
     Result(Value),
     Error(i64, &'static str, Option<i64>),
@@ -171,62 +189,11 @@ impl SimDevice {
         self.received.fetch_add(1, Ordering::Relaxed);
         let faults = lock(&self.faults).clone();
         let now = Instant::now();
-        let drop_it = {
-            let mut net = lock(&self.net);
-            if bytes.is_empty() && faults.freeze_on_empty {
-                net.frozen = true;
-            }
-            let idle_drop = faults.drop_first_after_idle.is_some_and(|idle| {
-                net.last_request
-                    .is_none_or(|t| now.duration_since(t) >= idle)
-            });
-            let conc_drop = faults
-                .drop_concurrent
-                .is_some_and(|w| net.last_request.is_some_and(|t| now.duration_since(t) < w));
-            let gap_drop = faults
-                .drop_within_quiet_gap
-                .is_some_and(|g| net.last_reply.is_some_and(|t| now.duration_since(t) < g));
-            let lost = faults
-                .loss
-                .is_some_and(|p| rand::random::<f64>() < p.clamp(0.0, 1.0));
-            net.last_request = Some(now);
-            bytes.is_empty()
-                || net.frozen
-                || faults.silent
-                || faults.api_disabled
-                || (faults.reply_only_to_listen_port && from.port() != self.addr.port())
-                || self.in_blackout(&faults, self.clock.now())
-                || idle_drop
-                || conc_drop
-                || gap_drop
-                || lost
-        };
-        if drop_it {
+        if self.drops(bytes, from, &faults, now) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Vec::new();
         }
-        let (id, outcome) = match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(req)) => {
-                let id = req.get("id").cloned().unwrap_or(Value::Null);
-                let id = match (&id, faults.id_wrap_16) {
-                    (Value::Number(n), true) => n.as_u64().map(|v| json!(v & 0xFFFF)).unwrap_or(id),
-                    _ => id,
-                };
-                let outcome = match req.get("method").and_then(Value::as_str) {
-                    Some(m) => {
-                        if !id.is_i64() && !id.is_u64() && self.enc.ver <= 139 {
-                            Outcome::Silent // fw 139 only answers integer ids
-                        } else {
-                            let params = req.get("params").cloned().unwrap_or(json!({}));
-                            self.dispatch(m, &params, &faults)
-                        }
-                    }
-                    None => Outcome::Error(-32600, "Invalid Request", None),
-                };
-                (id, outcome)
-            }
-            _ => (json!(0), Outcome::Error(-32700, "Parse error", None)),
-        };
+        let (id, outcome) = self.answer(bytes, &faults);
         let reply = match outcome {
             Outcome::Silent => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -246,20 +213,65 @@ impl SimDevice {
             out.truncate(out.len() / 2);
         }
         lock(&self.net).last_reply = Some(now);
-        let copies = if faults.duplicate_replies { 2 } else { 1 };
-        (0..copies)
-            .map(|_| {
-                let jitter = faults
-                    .jitter
-                    .filter(|j| !j.is_zero())
-                    .map(|j| j.mul_f64(rand::random::<f64>()));
-                let delay = match (faults.late_replies, jitter) {
-                    (Some(a), Some(b)) => Some(a + b),
-                    (a, b) => a.or(b),
+        delayed_copies(&out, &faults)
+    }
+
+    /// Whether the network faults swallow this datagram (records it as the last request).
+    fn drops(&self, bytes: &[u8], from: SocketAddr, faults: &SimFaults, now: Instant) -> bool {
+        let mut net = lock(&self.net);
+        if bytes.is_empty() && faults.freeze_on_empty {
+            net.frozen = true;
+        }
+        let idle_drop = faults.drop_first_after_idle.is_some_and(|idle| {
+            net.last_request
+                .is_none_or(|t| now.duration_since(t) >= idle)
+        });
+        let conc_drop = faults
+            .drop_concurrent
+            .is_some_and(|w| net.last_request.is_some_and(|t| now.duration_since(t) < w));
+        let gap_drop = faults
+            .drop_within_quiet_gap
+            .is_some_and(|g| net.last_reply.is_some_and(|t| now.duration_since(t) < g));
+        let lost = faults
+            .loss
+            .is_some_and(|p| rand::random::<f64>() < p.clamp(0.0, 1.0));
+        net.last_request = Some(now);
+        bytes.is_empty()
+            || net.frozen
+            || faults.silent
+            || faults.api_disabled
+            || (faults.reply_only_to_listen_port && from.port() != self.addr.port())
+            || self.in_blackout(faults, self.clock.now())
+            || idle_drop
+            || conc_drop
+            || gap_drop
+            || lost
+    }
+
+    /// The reply id and outcome for one request datagram.
+    fn answer(&self, bytes: &[u8], faults: &SimFaults) -> (Value, Outcome) {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(req)) => {
+                let id = req.get("id").cloned().unwrap_or(Value::Null);
+                let id = match (&id, faults.id_wrap_16) {
+                    (Value::Number(n), true) => n.as_u64().map(|v| json!(v & 0xFFFF)).unwrap_or(id),
+                    _ => id,
                 };
-                (out.clone(), delay)
-            })
-            .collect()
+                let outcome = match req.get("method").and_then(Value::as_str) {
+                    Some(m) => {
+                        if !id.is_i64() && !id.is_u64() && self.enc.ver <= 139 {
+                            Outcome::Silent // fw 139 only answers integer ids
+                        } else {
+                            let params = req.get("params").cloned().unwrap_or(json!({}));
+                            self.dispatch(m, &params, faults)
+                        }
+                    }
+                    None => Outcome::Error(-32600, "Invalid Request", None),
+                };
+                (id, outcome)
+            }
+            _ => (json!(0), Outcome::Error(-32700, "Parse error", None)),
+        }
     }
 
     fn dispatch(&self, method: &str, params: &Value, faults: &SimFaults) -> Outcome {
