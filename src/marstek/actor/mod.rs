@@ -10,7 +10,8 @@
 //! resolved again too.
 //!
 //! [`MarstekBattery`] is the handle; it implements `domain::Battery`. Touches the shared
-//! [`Transport`] and the system resolver only.
+//! [`Transport`] and the system resolver only. The status round lives in `round`, command
+//! execution in `serve`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,15 +24,18 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod round;
+mod serve;
+
 use super::client::{Reply, Transport};
 use super::pacing::next_round;
-use super::profile::{Profile, RoundData, build_sample};
-use super::protocol::{self, DeviceResult, EsMode, SetResult, decode_result, method};
+use super::profile::Profile;
+use super::protocol::{self, DeviceResult, decode_result, method};
 use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
-    Mode, ModeConfig, Percent, Sample,
+    Percent, Sample,
 };
 
 /// One battery to drive.
@@ -485,224 +489,5 @@ impl Actor {
             Some(p) if !self.identify => Ok(p),
             _ => self.identify().await,
         }
-    }
-
-    /// One full status read; updates health and publishes the sample.
-    async fn poll_round(
-        &mut self,
-        extras: bool,
-        mut rx: Option<&mut mpsc::Receiver<Job>>,
-    ) -> Result<Sample, DriverError> {
-        let r = self.read_round(extras, &mut rx).await;
-        self.record_round(r.is_ok());
-        match &r {
-            Ok(s) => {
-                if s.soc.is_some() {
-                    *lock(&self.shared.soc) = s.soc;
-                }
-                let _ = self.samples.send(s.clone());
-            }
-            Err(e) => {
-                self.readings.failed(true, &e.to_string());
-                tracing::warn!(device = %self.spec.id, error = %e, "poll_failed");
-            }
-        }
-        r
-    }
-
-    async fn read_round(
-        &mut self,
-        extras: bool,
-        rx: &mut Option<&mut mpsc::Receiver<Job>>,
-    ) -> Result<Sample, DriverError> {
-        let profile = self.profile().await?;
-        let mut plan: Vec<&'static str> = Vec::with_capacity(6);
-        if profile.has_es_status() {
-            plan.push(method::ES_STATUS);
-        }
-        plan.push(method::ES_GET_MODE);
-        let units = reading_units(&profile);
-        // Costly/fragile reads (per the readings table) only on extras rounds, after the status.
-        let battery_now = !units.battery_read_fragile || extras;
-        if self.settings.read_battery && battery_now {
-            plan.push(method::BAT_STATUS);
-        }
-        if profile.has_pv() {
-            plan.push(method::PV_STATUS);
-        }
-        if extras {
-            if profile.has_em() {
-                plan.push(method::EM_STATUS);
-            }
-            plan.push(method::WIFI_STATUS);
-            plan.push(method::BLE_STATUS);
-        }
-        let mut data = RoundData::default();
-        let mut last_err = None;
-        for m in plan {
-            self.serve_pending(rx).await;
-            let reply = match if m == method::ES_GET_MODE {
-                self.get_mode().await
-            } else {
-                self.call(m, protocol::instance_params(0), false).await
-            } {
-                Ok(r) => r,
-                Err(e @ DriverError::Timeout { .. }) | Err(e @ DriverError::Io(_)) => {
-                    // reads were already retried: the device is silent, stop this round
-                    last_err = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(device = %self.spec.id, method = m, error = %e, "read_skipped");
-                    if !matches!(e, DriverError::Unsupported { .. }) {
-                        self.readings.failed(false, &format!("{m}: {e}"));
-                    }
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            let res = &reply.result;
-            let (shared, id) = (&self.shared, &self.spec.id);
-            let bad = |e: String| {
-                lock(&shared.health).errors += 1;
-                tracing::debug!(device = %id, method = m, error = %e, "read_undecodable");
-            };
-            match m {
-                method::ES_STATUS => decode_result(res)
-                    .map(|v| data.es = Some(v))
-                    .unwrap_or_else(bad),
-                method::ES_GET_MODE => decode_result(res)
-                    .map(|v| data.mode = Some(v))
-                    .unwrap_or_else(bad),
-                method::BAT_STATUS => decode_result(res)
-                    .map(|v| data.bat = Some(v))
-                    .unwrap_or_else(bad),
-                method::PV_STATUS => decode_result(res)
-                    .map(|v| data.pv = Some(v))
-                    .unwrap_or_else(bad),
-                method::EM_STATUS => decode_result(res)
-                    .map(|v| data.em = Some(v))
-                    .unwrap_or_else(bad),
-                method::WIFI_STATUS => decode_result(res)
-                    .map(|v| data.wifi = Some(v))
-                    .unwrap_or_else(bad),
-                method::BLE_STATUS => decode_result(res)
-                    .map(|v| data.ble = Some(v))
-                    .unwrap_or_else(bad),
-                _ => {}
-            }
-        }
-        if data.is_empty() {
-            return Err(last_err.unwrap_or_else(|| DriverError::Decode("empty poll round".into())));
-        }
-        self.readings.carry_extras(&mut data);
-        let mut sample = build_sample(&profile, self.spec.id.clone(), Utc::now(), &data);
-        let info = lock(&self.shared.info).clone();
-        self.readings.finish(info.as_ref(), &mut sample);
-        Ok(sample)
-    }
-
-    fn record_round(&mut self, ok: bool) {
-        let limit = self.settings.failures_before_unreachable.max(1);
-        let mut h = lock(&self.shared.health);
-        let change = if ok {
-            h.consecutive_failures = 0;
-            (!h.reachable).then_some(true)
-        } else {
-            h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-            (h.reachable && h.consecutive_failures >= limit).then_some(false)
-        };
-        if let Some(now) = change {
-            h.reachable = now;
-            drop(h);
-            if now {
-                tracing::info!(device = %self.spec.id, "device_reachable");
-            } else {
-                // re-learn identity (firmware may have changed) when it comes back
-                self.identify = true;
-                if let Some(addr) = self.target.addr {
-                    self.transport.forget_unsupported(addr);
-                }
-                // A battery known by name may have moved: resolve it again.
-                if self.target.name.is_some() {
-                    self.target.addr = None;
-                }
-                tracing::warn!(device = %self.spec.id, "device_unreachable");
-            }
-            self.shared.available.send_replace(now);
-        }
-    }
-
-    async fn execute(&mut self, cmd: &Command) -> Result<CommandReport, DriverError> {
-        let profile = self.profile().await?;
-        let (m, params) = match cmd {
-            Command::SetMode(cfg) => {
-                if let ModeConfig::Manual { slot } = cfg
-                    && slot.slot >= profile.manual_slots()
-                {
-                    return Err(DriverError::Device {
-                        code: -32602,
-                        message: format!(
-                            "Manual slot {} does not exist (0 to {} on this model)",
-                            slot.slot,
-                            profile.manual_slots() - 1
-                        ),
-                    });
-                }
-                (method::ES_SET_MODE, protocol::set_mode_params(cfg))
-            }
-            Command::SetDod { value } => (method::DOD_SET, protocol::dod_params(value.0)),
-            Command::SetLed { on } => (method::LED_CTRL, protocol::led_params(*on)),
-            Command::SetBleAdv { on } => (method::BLE_ADV, protocol::ble_adv_params(*on)),
-        };
-        let reply = self.call(m, params.clone(), true).await?;
-        let set: SetResult = decode_result(&reply.result).map_err(DriverError::Decode)?;
-        if set.set_result != Some(true) {
-            lock(&self.shared.health).errors += 1;
-            return Err(DriverError::Rejected { method: m.into() });
-        }
-        tracing::info!(device = %self.spec.id, command = cmd.name(), "command_applied");
-        let (verified, observed_mode) = match cmd {
-            Command::SetMode(cfg) => {
-                let observed = self.read_mode().await;
-                (observed == Some(cfg.mode()), observed)
-            }
-            // DOD, LED and BLE advertising have no getter
-            _ => (false, None),
-        };
-        Ok(CommandReport {
-            applied: params,
-            verified,
-            observed_mode,
-            latency_ms: reply.latency.as_secs_f64() * 1000.0,
-        })
-    }
-
-    async fn read_mode(&mut self) -> Option<Mode> {
-        let reply = self.get_mode().await.ok()?;
-        decode_result::<EsMode>(&reply.result).ok()?.mode
-    }
-
-    /// `ES.GetMode` for the instance id that answers: 0 first, then 1 when 0 stays silent
-    /// (some firmware answers only `params.id` 1, taurgis PR #54); the winner is kept until the
-    /// device is identified again.
-    async fn get_mode(&mut self) -> Result<Reply, DriverError> {
-        let first = self.mode_instance;
-        let r = self
-            .call(method::ES_GET_MODE, protocol::instance_params(first), false)
-            .await;
-        if !matches!(r, Err(DriverError::Timeout { .. })) {
-            return r;
-        }
-        let other = 1 - first;
-        let r2 = self
-            .call(method::ES_GET_MODE, protocol::instance_params(other), false)
-            .await;
-        if r2.is_ok() {
-            tracing::info!(device = %self.spec.id, instance = other, "getmode_instance_switched");
-            self.mode_instance = other;
-            return r2;
-        }
-        r
     }
 }
