@@ -12,6 +12,7 @@ pub mod commands;
 pub mod discovery;
 pub mod planner;
 pub mod requests;
+pub mod response;
 pub mod settings;
 pub mod topics;
 
