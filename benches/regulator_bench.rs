@@ -169,43 +169,52 @@ impl Report {
     }
 }
 
-async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Result<()> {
+/// `batteries` simulated batteries at 70 % with 10 % UDP loss.
+async fn start_sim(batteries: usize) -> anyhow::Result<Arc<SimHandle>> {
     let faults = SimFaults::parse_list("loss=0.1").map_err(anyhow::Error::msg)?;
-    let sim = Arc::new(
-        Simulator::start(SimConfig {
-            devices: batteries,
-            initial_soc: 70.0,
-            faults,
-            ..SimConfig::default()
-        })
-        .await?,
-    );
+    let sim = Simulator::start(SimConfig {
+        devices: batteries,
+        initial_soc: 70.0,
+        faults,
+        ..SimConfig::default()
+    })
+    .await?;
+    Ok(Arc::new(sim))
+}
+
+/// The first battery's power envelope (W): the larger of its charge and discharge limits.
+fn envelope(s: &Settings) -> u32 {
+    let limits = s.devices[0].limits();
+    limits.max_discharge_w.max(limits.max_charge_w)
+}
+
+/// Mode writes the simulated batteries have received so far, all batteries together.
+fn mode_writes(sim: &SimHandle, batteries: usize) -> u64 {
+    (0..batteries)
+        .filter_map(|i| sim.stats(i))
+        .map(|s| s.mode_writes)
+        .sum()
+}
+
+async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Result<()> {
+    let sim = start_sim(batteries).await?;
     let dir = tempfile::tempdir()?;
     let base = format!("mbbench{}", std::process::id());
     let (host, port) = broker();
     let s = bench_settings(&base, &host, port, dir.path(), &sim);
-    let limit = s.devices[0]
-        .limits()
-        .max_discharge_w
-        .max(s.devices[0].limits().max_charge_w);
+    let limit = envelope(&s);
     let (tasks, _ended) = Tasks::new(Default::default());
     let running = app::start(&s, &tasks).await?;
     for id in running.core.fleet.ids() {
         running.core.commands.regulated().join(&id);
     }
-    let site = start_site(
-        SiteConfig {
-            topic: s.regulator.meter.topic.clone().unwrap_or_default(),
-            ..SiteConfig::default()
-        },
-        sim.clone(),
-        &site_client(&base, host, port),
-    )?;
+    let site_config = SiteConfig {
+        topic: s.regulator.meter.topic.clone().unwrap_or_default(),
+        ..SiteConfig::default()
+    };
+    let site = start_site(site_config, sim.clone(), &site_client(&base, host, port))?;
     let mut readings = site.readings();
-    let writes0: u64 = (0..batteries)
-        .filter_map(|i| sim.stats(i))
-        .map(|s| s.mode_writes)
-        .sum();
+    let writes0 = mode_writes(&sim, batteries);
     let (cpu0, _) = usage();
     let started = Instant::now();
     let (mut err_sum, mut n, mut exported_wh, mut max_set) = (0.0, 0u64, 0.0, 0i32);
@@ -245,10 +254,7 @@ async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Res
         }
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let writes: u64 = (0..batteries)
-        .filter_map(|i| sim.stats(i))
-        .map(|s| s.mode_writes)
-        .sum();
+    let writes = mode_writes(&sim, batteries);
     let (cpu1, rss) = usage();
     let report = Report {
         batteries,

@@ -1,8 +1,8 @@
 //! The switchable faults of one simulated device and their `--faults` syntax: transport faults
 //! (loss, duplicates, late replies, id wrap, listen-port-only…) and behavioural faults, where the
 //! firmware acknowledges a command and then does not carry it out, or undoes it (user reports
-//! collected in the reference's `firmware-quirks-2026.md`). Pure data and parsing; the server
-//! applies them.
+//! collected in the reference's `firmware-quirks-2026.md`). Pure data and parsing, plus the
+//! reply copies and delays the timing faults ask for; the server applies the rest.
 
 use std::time::Duration;
 
@@ -180,6 +180,27 @@ impl SimFaults {
             }
         }
         Ok(f)
+    }
+}
+
+impl SimFaults {
+    /// The reply bytes once (twice with `duplicate_replies`), each with its late/jitter delay.
+    pub(crate) fn delayed_copies(&self, out: &[u8]) -> Vec<(Vec<u8>, Option<Duration>)> {
+        let faults = self;
+        let copies = if faults.duplicate_replies { 2 } else { 1 };
+        (0..copies)
+            .map(|_| {
+                let jitter = faults
+                    .jitter
+                    .filter(|j| !j.is_zero())
+                    .map(|j| j.mul_f64(rand::random::<f64>()));
+                let delay = match (faults.late_replies, jitter) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+                (out.to_vec(), delay)
+            })
+            .collect()
     }
 }
 

@@ -152,24 +152,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The reply bytes once (twice with `duplicate_replies`), each with its late/jitter delay.
-fn delayed_copies(out: &[u8], faults: &SimFaults) -> Vec<(Vec<u8>, Option<Duration>)> {
-    let copies = if faults.duplicate_replies { 2 } else { 1 };
-    (0..copies)
-        .map(|_| {
-            let jitter = faults
-                .jitter
-                .filter(|j| !j.is_zero())
-                .map(|j| j.mul_f64(rand::random::<f64>()));
-            let delay = match (faults.late_replies, jitter) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            };
-            (out.to_vec(), delay)
-        })
-        .collect()
-}
-
 enum Outcome {
     Result(Value),
     Error(i64, &'static str, Option<i64>),
@@ -213,7 +195,7 @@ impl SimDevice {
             out.truncate(out.len() / 2);
         }
         lock(&self.net).last_reply = Some(now);
-        delayed_copies(&out, &faults)
+        faults.delayed_copies(&out)
     }
 
     /// Whether the network faults swallow this datagram (records it as the last request).
