@@ -3,14 +3,16 @@
 //! command service refuses a discharge at or below that floor, and the running check
 //! ([`CommandService::guard_soc`]) stops a battery that reaches it while discharging (Passive
 //! 0 W for the rest of the floor's window, source `safety`, a `soc_limit` alert). Set by the
-//! 06:00 job from the day plan, each floor ends at its window's end. Holds no I/O.
+//! 06:00 job from the day plan, each floor ends at its window's end. The command service's floor
+//! check lives here too. Holds no I/O.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{DeviceId, Percent};
+use super::CommandService;
+use crate::domain::{Command, CommandSource, DeviceId, Percent, Rejection, requested_power};
 
 /// One floor: SOC, % and the end of its window (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +77,131 @@ impl Floors {
     }
 }
 
+impl CommandService {
+    /// Refuses a discharge set-point at or below `device`'s floor in force (the SOC envelope's
+    /// own stops pass: they never discharge).
+    pub(super) fn check_floor(
+        &self,
+        device: &DeviceId,
+        command: &Command,
+        soc: Option<Percent>,
+        source: CommandSource,
+    ) -> Result<(), Rejection> {
+        let (Some(power), Some(soc)) = (requested_power(command), soc) else {
+            return Ok(());
+        };
+        if source == CommandSource::Safety {
+            return Ok(());
+        }
+        match self.floors.breach(device, power.0, soc, Utc::now()) {
+            Some((_, why)) => Err(Rejection::SocLimit(why)),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Duration;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration as StdDuration;
+
+    use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use crate::control::{CommandError, Fleet, Origin};
+    use crate::domain::{AlertKind, BatteryRef, ModeConfig, Watts};
+    use crate::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport};
+    use crate::simulator::{SimConfig, Simulator};
+
+    #[tokio::test]
+    async fn the_plans_floor_refuses_a_discharge_and_stops_a_battery_that_reaches_it() {
+        let cancel = CancellationToken::new();
+        let sim = Simulator::start(SimConfig::default()).await.unwrap();
+        let t = Transport::bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0), &cancel)
+            .await
+            .unwrap();
+        let (samples, _) = tokio::sync::broadcast::channel(16);
+        let id = DeviceId::parse("bat1").unwrap();
+        let polling = PollingSettings {
+            status_interval: StdDuration::from_secs(3600),
+            quiet_gap: StdDuration::ZERO,
+            ..Default::default()
+        };
+        let spec = DeviceSpec {
+            id: id.clone(),
+            addr: sim.addrs()[0],
+            limits: Default::default(),
+        };
+        let b = MarstekBattery::spawn(
+            t,
+            spec,
+            polling,
+            samples.clone(),
+            cancel.clone(),
+            &TaskTracker::new(),
+        );
+        let battery = Arc::new(b) as BatteryRef;
+        let (alerts, mut alerts_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = CommandService::new(Fleet::new([battery.clone()]), None, Some(alerts), false);
+        tokio::spawn(s.clone().guard_soc(samples.subscribe(), cancel.clone()));
+        sim.set_soc(0, 60.0);
+        battery.poll().await.unwrap();
+        s.floors()
+            .set(&id, Percent(50), Utc::now() + Duration::hours(2));
+        let discharge = |power| {
+            Command::SetMode(ModeConfig::Passive {
+                power: Watts(power),
+                cd_time: 3600,
+            })
+        };
+        let job = || Origin::new(CommandSource::Scheduler, json!({ "job": "j" }));
+        s.submit_one(&id, &discharge(800), job())
+            .await
+            .expect("above the floor: accepted");
+        assert_eq!(sim.state(0).unwrap().passive_power, 800);
+
+        // The battery reaches the floor while discharging: the running check stops it.
+        sim.set_soc(0, 50.0);
+        battery.poll().await.unwrap();
+        let alert = tokio::time::timeout(StdDuration::from_secs(10), alerts_rx.recv())
+            .await
+            .expect("a soc_limit alert in time")
+            .expect("alert channel open");
+        assert_eq!(alert.kind, AlertKind::SocLimit);
+        assert!(
+            alert.message.contains("the plan's floor 50 %"),
+            "{}",
+            alert.message
+        );
+        let st = sim.state(0).unwrap();
+        assert_eq!(
+            (st.mode, st.passive_power),
+            (crate::domain::Mode::Passive, 0)
+        );
+
+        // Below it: a discharge is refused whatever its source and changes nothing; a charge passes.
+        battery.poll().await.unwrap();
+        let http = Origin::new(CommandSource::Http, Value::Null);
+        let refused = s.submit_one(&id, &discharge(500), http.clone()).await;
+        assert!(
+            matches!(&refused, Err(CommandError::Rejected(Rejection::SocLimit(why))) if why.contains("floor 50 %")),
+            "{refused:?}"
+        );
+        assert_eq!(sim.state(0).unwrap().passive_power, 0, "nothing sent");
+        s.submit_one(&id, &discharge(-500), http)
+            .await
+            .expect("charging is fine below the floor");
+        assert_eq!(sim.state(0).unwrap().passive_power, -500);
+        // Once the floor is cleared the discharge goes through again.
+        s.floors().clear(&id);
+        s.submit_one(&id, &discharge(300), job())
+            .await
+            .expect("no floor");
+        cancel.cancel();
+    }
 
     #[test]
     fn a_floor_refuses_discharge_at_or_below_it_only_while_in_force() {
