@@ -9,14 +9,15 @@
 //! and read back, then followed in the background (`verdict`): re-sent with backoff when they do
 //! not take, ending in a verdict (`not_holding` with what was observed when they never do, and a
 //! `command_not_holding` alert, cleared by the next write that holds) that the caller gets
-//! through [`Outcome::pending`]. Each intent a
-//! successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! through [`Outcome::pending`]. Each intent a successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
 //! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
 //! regulator are refused before the driver (`CommandError::DryRun`, no audit row). The day
 //! plan's SOC floors ([`Floors`]) are part of the envelope: a discharge set-point at or below
-//! one is refused, and a battery discharging down to one is stopped (`soc_guard`). Touches the fleet (`domain::Battery`), the `Store`, the sample stream and the
-//! alert channel; nothing else.
+//! one is refused, and a battery discharging down to one is stopped (`soc_guard`). What a batch
+//! leaves to persist, and which devices have one in flight, is `bookkeeping`. Touches the fleet
+//! (`domain::Battery`), the `Store`, the sample stream and the alert channel; nothing else.
 
+mod bookkeeping;
 mod controls;
 mod dry_run;
 mod floors;
@@ -36,6 +37,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use self::bookkeeping::Bookkeeping;
+use self::bookkeeping::WritingSet;
 pub use self::controls::{
     Controls, DEFAULT_PASSIVE_SECONDS, Remember, RememberedControls, controls_key,
 };
@@ -165,89 +168,6 @@ impl Outcome {
         self.results
             .iter()
             .all(|r| r.as_ref().is_ok_and(|r| r.verified))
-    }
-}
-
-/// What an applied batch leaves to persist: the desired states and the audit rows, in order.
-/// Dropping it without [`persist`](Self::persist) loses them.
-#[must_use = "persist() records the commands; dropping it loses the audit rows"]
-pub struct Bookkeeping {
-    store: Option<Arc<dyn Store>>,
-    intents: Vec<DesiredState>,
-    records: Vec<CommandRecord>,
-    /// Marks the device as being written until the intent is persisted (dropped with this).
-    _writing: Option<Writing>,
-}
-
-/// Devices with a command in flight (write, verification, bookkeeping), counted.
-#[derive(Clone, Default)]
-struct WritingSet(Arc<Mutex<BTreeMap<DeviceId, usize>>>);
-
-/// One command batch in flight on one device; dropping it ends it.
-struct Writing {
-    set: WritingSet,
-    device: DeviceId,
-}
-
-impl WritingSet {
-    fn start(&self, device: &DeviceId) -> Writing {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(device.clone()).or_default() += 1;
-        Writing {
-            set: self.clone(),
-            device: device.clone(),
-        }
-    }
-
-    fn contains(&self, device: &DeviceId) -> bool {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(device).is_some_and(|n| *n > 0)
-    }
-}
-
-impl Drop for Writing {
-    fn drop(&mut self) {
-        let mut m = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.device) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.device);
-            }
-        }
-    }
-}
-
-impl Bookkeeping {
-    /// Audit rows alone, no desired state: commands refused before the envelope (a payload
-    /// that does not parse, an unknown device), persisted like the others.
-    pub fn records_only(store: Option<Arc<dyn Store>>, records: Vec<CommandRecord>) -> Self {
-        Self {
-            store,
-            intents: Vec::new(),
-            records,
-            _writing: None,
-        }
-    }
-
-    /// Writes the desired states and the audit rows (the two concurrently); failures are
-    /// logged, never returned: the commands themselves already took effect.
-    pub async fn persist(self) {
-        let Some(store) = &self.store else { return };
-        let desired = async {
-            for intent in &self.intents {
-                if let Err(e) = store.set_desired(intent).await {
-                    tracing::warn!(device = %intent.device, error = %e, "desired_state_not_saved");
-                }
-            }
-        };
-        let audit = async {
-            for record in &self.records {
-                if let Err(e) = store.record_command(record).await {
-                    tracing::warn!(device = record.device.as_str(), error = %e, "command_audit_not_saved");
-                }
-            }
-        };
-        tokio::join!(desired, audit);
     }
 }
 
