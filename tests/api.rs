@@ -287,7 +287,7 @@ async fn postgres_a_command_over_http_changes_the_battery_and_is_audited_as_http
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_status_and_the_json_error_and_changes_nothing() {
     use reqwest::Method;
-    let rig = Rig::start(None).await;
+    let rig = Rig::start_with(None, Rig::no_mode_jobs).await;
     rig.wait_for_samples().await;
     let before = rig.sim.state(1).unwrap();
     let cmd = "/api/v1/batteries/bat-b/commands";

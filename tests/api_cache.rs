@@ -15,12 +15,7 @@ async fn the_battery_list_answers_from_memory_while_the_database_is_down() {
     let db = TestPgDb::create("api_cache").await;
     let (addr, proxy) = TcpProxy::start(db.server_addr()).await.unwrap();
     // No mode schedule: the reconciler keeps no intent of its own that could replace ours.
-    let rig = Rig::start_with(Some(db.url_via(addr)), |s| {
-        for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-            s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-        }
-    })
-    .await;
+    let rig = Rig::start_with(Some(db.url_via(addr)), Rig::no_mode_jobs).await;
     rig.wait_for_samples().await;
     rig.command_ok(
         "bat-b",

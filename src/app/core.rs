@@ -1,6 +1,9 @@
 //! The core every adapter shares: the store, one actor per battery (the fleet), the command
 //! service with its remembered controls, device presence, the sample broadcast and the telemetry
 //! writer (plus pruning and device registration). Opens the database and binds the UDP port.
+//! The actors' samples pass through a relay that opens once every subsystem has subscribed
+//! ([`Core::open_samples`], at the end of start-up), so the first status round of each battery
+//! reaches MQTT, the store and every other reader instead of going out before they listen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use super::devices::{register_devices, spawn_batteries};
 use super::tasks::{StartupError, Tasks};
@@ -34,6 +38,16 @@ pub struct Core {
     pub samples: broadcast::Sender<Sample>,
     /// Telemetry writer statistics.
     pub writer: WriterHandle,
+    /// Cancelled when the sample relay may forward (every subscriber is in place).
+    samples_open: CancellationToken,
+}
+
+impl Core {
+    /// Lets the actors' samples through to [`Core::samples`]; the ones produced before (the
+    /// first status rounds) are delivered first, in order.
+    pub fn open_samples(&self) {
+        self.samples_open.cancel();
+    }
 }
 
 /// Opens the store, binds the UDP transport, spawns one actor per battery, the command
@@ -51,6 +65,10 @@ pub async fn spawn(
         .map_err(|e| StartupError(format!("cannot open the database ({e})")))?;
     let capacity = (settings.devices.len() * 16).clamp(256, 65_536);
     let (samples, _) = broadcast::channel(capacity);
+    // The actors publish into `raw`; the relay forwards to `samples` once start-up is done.
+    let (raw, raw_rx) = broadcast::channel(capacity);
+    let samples_open = CancellationToken::new();
+    spawn_relay(raw_rx, samples.clone(), samples_open.clone(), tasks);
     let bind = settings.marstek.bind_socket();
     let transport = Transport::bind(bind, tasks.token()).await.map_err(|e| {
         StartupError(format!(
@@ -58,7 +76,7 @@ pub async fn spawn(
              stop it or set marstek.bind_device_port = false"
         ))
     })?;
-    let fleet = Fleet::new(spawn_batteries(settings, &transport, &store, &samples, tasks).await);
+    let fleet = Fleet::new(spawn_batteries(settings, &transport, &store, &raw, tasks).await);
     let commands = spawn_commands(settings, &fleet, &store, &samples, tasks, alerts).await;
     let presence = Presence::spawn(
         &fleet,
@@ -93,7 +111,40 @@ pub async fn spawn(
         presence,
         samples,
         writer,
+        samples_open,
     })
+}
+
+/// Forwards the actors' samples to the shared broadcast once `open` is cancelled; stops with
+/// the tasks' token or when the actors are gone.
+fn spawn_relay(
+    mut raw: broadcast::Receiver<Sample>,
+    samples: broadcast::Sender<Sample>,
+    open: CancellationToken,
+    tasks: &Tasks,
+) {
+    let stop = tasks.token().clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = open.cancelled() => {}
+        }
+        loop {
+            let sample = tokio::select! {
+                () = stop.cancelled() => return,
+                r = raw.recv() => match r {
+                    Ok(sample) => sample,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "sample_relay_lagged");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            // No receiver yet is not an error: the sample is simply not wanted.
+            let _ = samples.send(sample);
+        }
+    });
 }
 
 /// The command service, its remembered controls and (when the regulator runs) the batteries in

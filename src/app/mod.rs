@@ -188,6 +188,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         health: &health,
     };
     let http = http_server::spawn(&deps, http_deps, tasks).await?;
+    core.open_samples();
     Ok(Running {
         core,
         mqtt,

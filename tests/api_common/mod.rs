@@ -37,6 +37,15 @@ impl Rig {
     }
 
     /// Like `start`, with `configure` changing the settings before they are checked.
+    /// Settings tweak for stories about commands: no AUTO/MANUAL job, so the reconciler derives
+    /// no start-up intent of its own from the time of day (after 22:00 it would put every
+    /// battery in Manual) and only the test's commands reach the batteries.
+    pub fn no_mode_jobs(s: &mut Settings) {
+        for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
+            s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
+        }
+    }
+
     pub async fn start_with(db_url: Option<String>, configure: impl FnOnce(&mut Settings)) -> Rig {
         if std::env::var("RIG_LOG").is_ok() {
             let _ = tracing_subscriber::fmt()
