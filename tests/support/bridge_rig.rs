@@ -1,5 +1,6 @@
 //! The whole bridge in-process for integration tests, built by the app's own builder
-//! (`app::start`, the one `app::run` uses): simulated batteries on loopback UDP, the real driver,
+//! (`app::start`, the one `app::run` uses) on the core rig's settings (`core_rig`), plus MQTT:
+//! simulated batteries on loopback UDP, the real driver,
 //! command service, scheduler, MQTT bridge and fan-out, on a SQLite file in a temp dir (or a
 //! database a test names), talking to the test broker under a base topic and discovery prefix of
 //! its own. Effect checks of writes are off (answers are verified by the mode read-back). The
@@ -7,10 +8,10 @@
 //! in, so nothing depends on the time of day. Touches only loopback sockets, its temp directory,
 //! its own topics and the tasks it spawns (all cancelled on drop).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use marstek_bridge::app::tasks::Ended;
 use marstek_bridge::app::{self, Running, Tasks};
 use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::domain::Mode;
@@ -20,8 +21,10 @@ use marstek_bridge::scheduler::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT, 
 use marstek_bridge::simulator::{SimConfig, SimHandle, SimSnapshot, Simulator};
 use marstek_bridge::store::Store;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::core_rig::{loopback_settings, on_demand_polling};
 use super::mqtt_probe::{BROKER, Probe, WAIT, clear_retained, unique};
 
 /// A settings change applied after the rig's own, before validation.
@@ -38,19 +41,14 @@ pub struct BridgeBuilder {
     tweaks: Vec<Tweak>,
 }
 
-/// Polling of the rig's batteries every `every`: short timeouts, no pacing, one retry.
+/// Polling of the rig's batteries every `every`: [`on_demand_polling`]'s short timeouts, no
+/// pacing, one retry, unreachable after two failed rounds, room for 16 queued requests.
 pub fn test_polling(every: Duration) -> PollingSettings {
     PollingSettings {
         status_interval: every,
-        request_timeout: Duration::from_millis(300),
-        write_timeout: Duration::from_millis(500),
-        quiet_gap: Duration::ZERO,
-        retries: 1,
-        resend_after: Duration::ZERO,
         failures_before_unreachable: 2,
         queue_capacity: 16,
-        extras_every: 1,
-        read_battery: true,
+        ..on_demand_polling()
     }
 }
 
@@ -132,20 +130,26 @@ impl BridgeBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = self.base.clone();
         let settings = self.settings(&sim, &dir, &base);
-        let (tasks, running) = launch(&settings).await;
+        let (tasks, ended, running) = launch(&settings).await;
         TestBridge {
             prefix: settings.mqtt.discovery_prefix.clone(),
             base,
             sim,
             settings,
             tasks,
+            ended,
             running: Some(running),
             _dir: dir,
         }
     }
 
     fn settings(self, sim: &SimHandle, dir: &tempfile::TempDir, base: &str) -> Settings {
-        let mut s = Settings::default();
+        let ids = &self.ids;
+        let device = |n: usize| DeviceConfig {
+            id: Some(ids[n].clone()),
+            ..DeviceConfig::default()
+        };
+        let mut s = loopback_settings(sim, dir.path(), test_polling(self.poll), device);
         s.mqtt.host = BROKER.0.into();
         s.mqtt.port = BROKER.1;
         s.mqtt.protocol = self.protocol;
@@ -156,26 +160,11 @@ impl BridgeBuilder {
         s.mqtt.reconnect_min = Duration::from_millis(50);
         s.mqtt.reconnect_max = Duration::from_millis(300);
         s.mqtt.birth_delay_max = Duration::from_millis(100);
-        s.database.url = format!("sqlite://{}", dir.path().join("bridge.db").display());
-        s.marstek.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        s.marstek.bind_device_port = false;
         // Answers say `verified` from the mode read-back, as a bridge without effect checks
         // does; the effect checks (and their later verdicts) have suites of their own.
         s.marstek.verify.enabled = false;
-        s.polling = test_polling(self.poll);
         s.tempo.enabled = false;
         s.bridge.instance_id = Some(base.to_string());
-        s.devices = sim
-            .addrs()
-            .into_iter()
-            .zip(&self.ids)
-            .map(|(addr, id)| DeviceConfig {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                id: Some(id.clone()),
-                ..DeviceConfig::default()
-            })
-            .collect();
         if !self.schedule {
             for job in [JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT] {
                 s.scheduler.jobs.insert(
@@ -216,11 +205,11 @@ pub fn settings_of(sim: &SimHandle, i: usize) -> Value {
 }
 
 /// Runs `app::start` on `settings` and waits until the bridge is connected and online.
-async fn launch(settings: &Settings) -> (Tasks, Running) {
+async fn launch(settings: &Settings) -> (Tasks, mpsc::UnboundedReceiver<Ended>, Running) {
     let base = &settings.mqtt.base_topic;
     // `online` is published after the subscriptions: once it is seen, commands are heard.
     let mut online = Probe::connect(&[format!("{base}/bridge/state")]).await;
-    let (tasks, _ended) = Tasks::new(CancellationToken::new());
+    let (tasks, ended) = Tasks::new(CancellationToken::new());
     let running = app::start(settings, &tasks).await.expect("bridge starts");
     let mut conn = running.mqtt.connected();
     tokio::time::timeout(WAIT, conn.wait_for(|c| *c))
@@ -230,7 +219,7 @@ async fn launch(settings: &Settings) -> (Tasks, Running) {
     online
         .wait("bridge online", WAIT, |m| m.json()["state"] == "online")
         .await;
-    (tasks, running)
+    (tasks, ended, running)
 }
 
 /// A running bridge (the app's own builder) with its simulated batteries.
@@ -244,6 +233,7 @@ pub struct TestBridge {
     /// The settings it runs on.
     pub settings: Settings,
     tasks: Tasks,
+    ended: mpsc::UnboundedReceiver<Ended>,
     running: Option<Running>,
     _dir: tempfile::TempDir,
 }
@@ -296,9 +286,13 @@ impl TestBridge {
     }
 
     /// Stops the bridge the orderly way (`Running::stop`: jobs, actors, writer flush, MQTT
-    /// `offline`); the simulator and the database stay for [`TestBridge::start_again`].
+    /// `offline`); the simulator and the database stay for [`TestBridge::start_again`]. Panics
+    /// if a core task ended by itself meanwhile (what makes `app::run` fail).
     pub async fn shut_down(&mut self) {
         if let Some(running) = self.running.take() {
+            if let Ok((task, err)) = self.ended.try_recv() {
+                panic!("core task {task} ended while the bridge ran: {err:#}");
+            }
             running
                 .stop(&self.tasks, self.settings.bridge.shutdown_timeout)
                 .await
@@ -309,8 +303,9 @@ impl TestBridge {
     /// Starts the bridge again on the same settings, simulator and database.
     pub async fn start_again(&mut self) {
         self.shut_down().await;
-        let (tasks, running) = launch(&self.settings).await;
+        let (tasks, ended, running) = launch(&self.settings).await;
         self.tasks = tasks;
+        self.ended = ended;
         self.running = Some(running);
     }
 
