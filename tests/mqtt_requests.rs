@@ -1,13 +1,15 @@
 //! Requests and answers against the whole bridge (the app's own builder,
 //! `tests/support/bridge_rig.rs`) on the test broker: bridge requests on their response topic,
 //! `config/get` with every secret the bridge runs on hidden, and MQTT 5's Response Topic and
-//! Correlation Data. The first two run once with the bridge on MQTT 3.1.1 and once on MQTT 5.
+//! Correlation Data, and the rig's time-of-day jobs off by default (`jobs/list`). The first two
+//! run once with the bridge on MQTT 3.1.1 and once on MQTT 5.
 
 #[macro_use]
 mod support;
 
 use marstek_bridge::domain::Mode;
 use marstek_bridge::mqtt::MqttProtocol;
+use marstek_bridge::scheduler::{JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT};
 use support::TestPgDb;
 use support::bridge_rig::TestBridge;
 use support::mqtt_probe::{Msg5, Probe, Probe5, WAIT};
@@ -210,4 +212,30 @@ async fn mqtt5_answers_go_to_the_response_topic_with_the_correlation_data() {
     );
     assert_eq!(b.mode(0), Mode::Auto);
     b.stop_and_clear().await;
+}
+
+/// The rig keeps the schedule's time-of-day jobs (AUTO 06:00, MANUAL 22:00) off, so that no test
+/// depends on the time it runs at, unless a test opts in; `jobs/list` shows which.
+#[tokio::test]
+async fn the_rig_keeps_the_time_of_day_jobs_off_unless_asked() {
+    for schedule in [false, true] {
+        let mut bb = TestBridge::builder("jobs");
+        if schedule {
+            bb = bb.with_schedule();
+        }
+        let b = bb.start().await;
+        let mut rq = Probe::connect(&[b.t("bridge/response/#")]).await;
+        rq.publish(&b.t("bridge/request/jobs/list"), b"{}", false)
+            .await;
+        let v = rq.wait("jobs/list", WAIT, |_| true).await.json();
+        assert_eq!(v["status"], "ok", "{v}");
+        for id in [JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT] {
+            let job = v["data"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["id"] == id))
+                .unwrap_or_else(|| panic!("{id} not listed: {v}"));
+            assert_eq!(job["enabled"], schedule, "{id}: {job}");
+        }
+        b.stop_and_clear().await;
+    }
 }
