@@ -32,14 +32,15 @@ async fn probe_prints_the_device() {
 async fn discover_finds_every_device_on_a_port_range() {
     let (base, s) = start_on_ports(12, None, None).await.expect("free ports");
     s.update_faults(3, |f| f.omit_macs = true);
-    let out = discover(
-        Duration::from_secs(5),
-        Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        base..=base + 15,
-        true,
-    )
-    .await
-    .unwrap();
+    let scan = |last: u16, json: bool| {
+        discover(
+            Duration::from_secs(5),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            base..=last,
+            json,
+        )
+    };
+    let out = scan(base + 15, true).await.unwrap();
     let found: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(found.len(), 12, "{out}");
     for i in 0..12 {
@@ -49,14 +50,7 @@ async fn discover_finds_every_device_on_a_port_range() {
             "device {i} ({mac}) found, incl. MAC from src"
         );
     }
-    let table = discover(
-        Duration::from_secs(5),
-        Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        base..=base + 11,
-        false,
-    )
-    .await
-    .unwrap();
+    let table = scan(base + 11, false).await.unwrap();
     assert!(table.contains("12 device(s) found"), "{table}");
 }
 

@@ -65,26 +65,18 @@ async fn ups_on_old_firmware_is_unsupported_and_remembered() {
     let cancel = CancellationToken::new();
     let t = transport(&cancel).await;
     let a = s.addrs()[0];
-    let e = t
-        .request(
+    let pv_status = || {
+        t.request(
             a,
             method::PV_STATUS,
             protocol::instance_params(0),
             opts(500, 0, None),
         )
-        .await
-        .unwrap_err();
+    };
+    let e = pv_status().await.unwrap_err();
     assert!(matches!(e, DriverError::Device { code: -32601, .. }), "{e}");
     let received = s.stats(0).unwrap().received;
-    let e = t
-        .request(
-            a,
-            method::PV_STATUS,
-            protocol::instance_params(0),
-            opts(500, 0, None),
-        )
-        .await
-        .unwrap_err();
+    let e = pv_status().await.unwrap_err();
     assert!(matches!(e, DriverError::Unsupported { .. }), "{e}");
     assert_eq!(s.stats(0).unwrap().received, received, "not sent again");
     assert!(t.is_unsupported(a, method::PV_STATUS));

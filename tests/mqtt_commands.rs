@@ -11,7 +11,7 @@ use std::time::Duration;
 use marstek_bridge::domain::Mode;
 use marstek_bridge::mqtt::MqttProtocol;
 use rumqttc::QoS;
-use support::bridge_rig::{TestBridge, settings_of, simulator};
+use support::bridge_rig::{BridgeBuilder, TestBridge, settings_of, simulator};
 use support::mqtt_probe::{Msg, Probe, WAIT};
 
 for_both_protocols!(
@@ -137,10 +137,19 @@ async fn passive_number_and_button_remember_then_apply(protocol: MqttProtocol) {
     b.stop_and_clear().await;
 }
 
-async fn malformed_commands_get_errors_and_change_nothing(protocol: MqttProtocol) {
+/// A bridge to start on a battery `dev1` started first, and what a command could change on it
+/// before the bridge ran.
+async fn untouched(tag: &str, protocol: MqttProtocol) -> (serde_json::Value, BridgeBuilder) {
     let sim = simulator(1).await;
     let before = settings_of(&sim, 0);
-    let bb = TestBridge::builder("bad").protocol(protocol).simulator(sim);
+    (
+        before,
+        TestBridge::builder(tag).protocol(protocol).simulator(sim),
+    )
+}
+
+async fn malformed_commands_get_errors_and_change_nothing(protocol: MqttProtocol) {
+    let (before, bb) = untouched("bad", protocol).await;
     let base = bb.base_topic().to_string();
     let mut p = Probe::connect(&[format!("{base}/+/response")]).await;
     let b = bb.start().await;
@@ -217,9 +226,7 @@ async fn malformed_commands_get_errors_and_change_nothing(protocol: MqttProtocol
 }
 
 async fn retained_commands_are_not_executed_and_are_cleared(protocol: MqttProtocol) {
-    let sim = simulator(1).await;
-    let before = settings_of(&sim, 0);
-    let bb = TestBridge::builder("ret").protocol(protocol).simulator(sim);
+    let (before, bb) = untouched("ret", protocol).await;
     let base = bb.base_topic().to_string();
     let pre = Probe::connect(&[]).await;
     let set = format!("{base}/dev1/set");

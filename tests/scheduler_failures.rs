@@ -12,7 +12,7 @@ use std::time::Duration;
 use marstek_bridge::domain::AlertKind;
 use marstek_bridge::scheduler::{
     JOB_HEALTH_CHECK, JOB_MONITOR_BATTERIES, JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT,
-    JobSettings, ManualClock, Scheduler, SchedulerError, SchedulerSettings,
+    ManualClock, Scheduler, SchedulerError,
 };
 use marstek_bridge::store::RunStatus;
 use scheduler_common::*;
@@ -43,17 +43,9 @@ async fn failing_and_panicking_jobs_do_not_affect_others() {
     let failing = Probe::new(Behaviour::Fail, tx.clone());
     let panicking = Probe::new(Behaviour::Panic, tx.clone());
     let fine = Probe::new(Behaviour::Ok, tx.clone());
-    let mut settings = SchedulerSettings::default();
     // The seeded rows keep their triggers only when they match the config.
-    settings.jobs.insert(
-        JOB_HEALTH_CHECK.into(),
-        JobSettings {
-            trigger: Some("interval:1m".into()),
-            enabled: true,
-        },
-    );
     let s = Scheduler::init(
-        settings,
+        one_minute_settings(),
         store.clone(),
         registry(&[
             (JOB_SWITCH_TO_AUTO, failing.clone()),
@@ -125,15 +117,7 @@ async fn running_job_is_skipped_and_shutdown_records_interrupted_runs() {
     let clock = Arc::new(ManualClock::new(now));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let blocking = Probe::new(Behaviour::Block, tx);
-    let s = scheduler(
-        SchedulerSettings::default(),
-        &store,
-        &[(JOB_MONITOR_BATTERIES, blocking.clone())],
-        &clock,
-        "inst-a",
-    )
-    .await;
-    s.start();
+    let s = start_one(&store, &clock, (JOB_MONITOR_BATTERIES, &blocking), "inst-a").await;
     let h = s.handle();
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -185,15 +169,7 @@ async fn shutdown_cancels_cooperative_jobs_and_records_them() {
     let clock = Arc::new(ManualClock::new(now));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::UntilCancelled, tx);
-    let s = scheduler(
-        SchedulerSettings::default(),
-        &store,
-        &[(JOB_MONITOR_BATTERIES, probe)],
-        &clock,
-        "inst-a",
-    )
-    .await;
-    s.start();
+    let s = start_one(&store, &clock, (JOB_MONITOR_BATTERIES, &probe), "inst-a").await;
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("started")

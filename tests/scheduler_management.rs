@@ -27,16 +27,17 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         (JOB_SWITCH_TO_AUTO, probe.clone()),
         (JOB_SWITCH_TO_MANUAL_NIGHT, probe.clone()),
     ]);
-    let s = Scheduler::init(
-        SchedulerSettings::default(),
-        store.clone(),
-        reg.clone(),
-        clock.clone(),
-        None,
-        "inst-a",
-    )
-    .await
-    .expect("init");
+    let init = |settings: SchedulerSettings| {
+        Scheduler::init(
+            settings,
+            store.clone(),
+            reg.clone(),
+            clock.clone(),
+            None,
+            "inst-a",
+        )
+    };
+    let s = init(SchedulerSettings::default()).await.expect("init");
     s.start();
     let h = s.handle();
     let list = h.list().await;
@@ -158,16 +159,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
     );
     s.shutdown(Duration::from_secs(5)).await;
 
-    let s = Scheduler::init(
-        SchedulerSettings::default(),
-        store.clone(),
-        reg.clone(),
-        clock.clone(),
-        None,
-        "inst-a",
-    )
-    .await
-    .expect("re-init");
+    let s = init(SchedulerSettings::default()).await.expect("re-init");
     let h = s.handle();
     let auto = h
         .list()
@@ -199,9 +191,7 @@ async fn management_api_edits_persist_and_bad_input_changes_nothing() {
         auto_mode_start_hour: 5,
         ..Default::default()
     };
-    let s = Scheduler::init(settings, store.clone(), reg, clock.clone(), None, "inst-a")
-        .await
-        .expect("re-init");
+    let s = init(settings).await.expect("re-init");
     let auto = s
         .handle()
         .list()

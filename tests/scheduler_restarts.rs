@@ -26,15 +26,7 @@ async fn late_three_minutes_runs_once(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::new(utc("2026-11-30T05:03:00Z")));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx.clone());
-    let s = scheduler(
-        SchedulerSettings::default(),
-        &store,
-        &[(JOB_SWITCH_TO_AUTO, probe.clone())],
-        &clock,
-        "inst-a",
-    )
-    .await;
-    s.start();
+    let s = start_one(&store, &clock, (JOB_SWITCH_TO_AUTO, &probe), "inst-a").await;
     let (job, at) = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("ran")
@@ -57,15 +49,7 @@ async fn late_three_minutes_runs_once(store: Arc<dyn Store>) {
     // Crash before the row was advanced: the instant is due again, but its run is claimed
     // already, so a restarted scheduler does not run it twice.
     seed_job(store.as_ref(), JOB_SWITCH_TO_AUTO, "cron:0 6 * * *", six).await;
-    let s = scheduler(
-        SchedulerSettings::default(),
-        &store,
-        &[(JOB_SWITCH_TO_AUTO, probe.clone())],
-        &clock,
-        "inst-b",
-    )
-    .await;
-    s.start();
+    let s = start_one(&store, &clock, (JOB_SWITCH_TO_AUTO, &probe), "inst-b").await;
     wait_next_after(&s.handle(), JOB_SWITCH_TO_AUTO, six).await;
     s.shutdown(Duration::from_secs(5)).await;
     assert_eq!(probe.runs(), vec![six]);
@@ -170,22 +154,9 @@ async fn two_schedulers_on_one_postgres_run_each_instant_exactly_once() {
     let clock = Arc::new(ManualClock::new(start));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx);
-    let a = scheduler(
-        one_minute_settings(),
-        &store_a,
-        &[(JOB_HEALTH_CHECK, probe.clone())],
-        &clock,
-        "inst-a",
-    )
-    .await;
-    let b = scheduler(
-        one_minute_settings(),
-        &store_b,
-        &[(JOB_HEALTH_CHECK, probe.clone())],
-        &clock,
-        "inst-b",
-    )
-    .await;
+    let jobs = [(JOB_HEALTH_CHECK, probe.clone())];
+    let a = scheduler(one_minute_settings(), &store_a, &jobs, &clock, "inst-a").await;
+    let b = scheduler(one_minute_settings(), &store_b, &jobs, &clock, "inst-b").await;
     a.start();
     b.start();
     let mut expected = Vec::new();

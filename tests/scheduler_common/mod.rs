@@ -130,6 +130,20 @@ pub async fn scheduler(
     .expect("scheduler init")
 }
 
+/// A started scheduler (default settings) running the one job `id` with `probe`, as
+/// `instance`.
+pub async fn start_one(
+    store: &Arc<dyn Store>,
+    clock: &Arc<ManualClock>,
+    (id, probe): (&str, &Arc<Probe>),
+    instance: &str,
+) -> Scheduler {
+    let jobs = [(id, probe.clone())];
+    let s = scheduler(SchedulerSettings::default(), store, &jobs, clock, instance).await;
+    s.start();
+    s
+}
+
 pub fn job_view<'a>(snapshot: &'a Value, id: &str) -> Option<&'a Value> {
     snapshot["jobs"]
         .as_array()
