@@ -9,12 +9,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use marstek_bridge::domain::AlertKind;
 use marstek_bridge::scheduler::{
     JOB_HEALTH_CHECK, JOB_MONITOR_BATTERIES, JOB_SWITCH_TO_AUTO, JOB_SWITCH_TO_MANUAL_NIGHT,
     ManualClock, Scheduler, SchedulerError,
 };
-use marstek_bridge::store::RunStatus;
+use marstek_bridge::store::{RunStatus, Store};
 use scheduler_common::*;
 use tokio::sync::mpsc;
 
@@ -39,26 +40,16 @@ async fn failing_and_panicking_jobs_do_not_affect_others() {
     }
     let clock = Arc::new(ManualClock::new(now));
     let (tx, _rx) = mpsc::unbounded_channel();
-    let (alerts, mut alert_rx) = mpsc::unbounded_channel();
     let failing = Probe::new(Behaviour::Fail, tx.clone());
     let panicking = Probe::new(Behaviour::Panic, tx.clone());
     let fine = Probe::new(Behaviour::Ok, tx.clone());
     // The seeded rows keep their triggers only when they match the config.
-    let s = Scheduler::init(
-        one_minute_settings(),
-        store.clone(),
-        registry(&[
-            (JOB_SWITCH_TO_AUTO, failing.clone()),
-            (JOB_SWITCH_TO_MANUAL_NIGHT, panicking.clone()),
-            (JOB_HEALTH_CHECK, fine.clone()),
-        ]),
-        clock.clone(),
-        Some(alerts),
-        "inst-a",
-    )
-    .await
-    .expect("init");
-    s.start();
+    let jobs = [
+        (JOB_SWITCH_TO_AUTO, failing.clone()),
+        (JOB_SWITCH_TO_MANUAL_NIGHT, panicking.clone()),
+        (JOB_HEALTH_CHECK, fine.clone()),
+    ];
+    let (s, mut alert_rx) = start_alerting(one_minute_settings(), &store, &jobs, &clock).await;
     let h = s.handle();
     wait_status(&h, JOB_SWITCH_TO_AUTO, "failed", now).await;
     wait_status(&h, JOB_SWITCH_TO_MANUAL_NIGHT, "failed", now).await;
@@ -108,16 +99,49 @@ async fn failing_and_panicking_jobs_do_not_affect_others() {
     );
 }
 
-#[tokio::test]
-async fn running_job_is_skipped_and_shutdown_records_interrupted_runs() {
+/// The monitor job due at 10:00 UTC on a fresh SQLite store, run by a probe of one behaviour on
+/// a started scheduler.
+struct MonitorRun {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    now: DateTime<Utc>,
+    clock: Arc<ManualClock>,
+    probe: Arc<Probe>,
+    rx: mpsc::UnboundedReceiver<(String, DateTime<Utc>)>,
+    s: Scheduler,
+}
+
+async fn monitor_run(behaviour: Behaviour) -> MonitorRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sqlite_store(&dir).await;
     let now = utc("2026-11-30T10:00:00Z");
     seed_job(store.as_ref(), JOB_MONITOR_BATTERIES, "interval:5m", now).await;
     let clock = Arc::new(ManualClock::new(now));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let blocking = Probe::new(Behaviour::Block, tx);
-    let s = start_one(&store, &clock, (JOB_MONITOR_BATTERIES, &blocking), "inst-a").await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let probe = Probe::new(behaviour, tx);
+    let s = start_one(&store, &clock, (JOB_MONITOR_BATTERIES, &probe), "inst-a").await;
+    MonitorRun {
+        _dir: dir,
+        store,
+        now,
+        clock,
+        probe,
+        rx,
+        s,
+    }
+}
+
+#[tokio::test]
+async fn running_job_is_skipped_and_shutdown_records_interrupted_runs() {
+    let MonitorRun {
+        _dir,
+        store,
+        now,
+        clock,
+        probe: blocking,
+        mut rx,
+        s,
+    } = monitor_run(Behaviour::Block).await;
     let h = s.handle();
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -162,14 +186,13 @@ async fn running_job_is_skipped_and_shutdown_records_interrupted_runs() {
 
 #[tokio::test]
 async fn shutdown_cancels_cooperative_jobs_and_records_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = sqlite_store(&dir).await;
-    let now = utc("2026-11-30T10:00:00Z");
-    seed_job(store.as_ref(), JOB_MONITOR_BATTERIES, "interval:5m", now).await;
-    let clock = Arc::new(ManualClock::new(now));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let probe = Probe::new(Behaviour::UntilCancelled, tx);
-    let s = start_one(&store, &clock, (JOB_MONITOR_BATTERIES, &probe), "inst-a").await;
+    let MonitorRun {
+        _dir,
+        store,
+        mut rx,
+        s,
+        ..
+    } = monitor_run(Behaviour::UntilCancelled).await;
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("started")

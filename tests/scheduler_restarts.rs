@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use marstek_bridge::domain::AlertKind;
 use marstek_bridge::scheduler::{
-    Clock, JOB_HEALTH_CHECK, JOB_SWITCH_TO_AUTO, ManualClock, ScheduledMode, Scheduler,
-    SchedulerSettings, Trigger, mode_in_force, spawn_leader,
+    Clock, JOB_HEALTH_CHECK, JOB_SWITCH_TO_AUTO, ManualClock, ScheduledMode, SchedulerSettings,
+    Trigger, mode_in_force, spawn_leader,
 };
 use marstek_bridge::store::{RunStatus, Store};
 use scheduler_common::*;
@@ -70,18 +70,9 @@ async fn late_ten_minutes_is_missed(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::new(now));
     let (tx, _rx) = mpsc::unbounded_channel();
     let probe = Probe::new(Behaviour::Ok, tx);
-    let (alerts, mut alert_rx) = mpsc::unbounded_channel();
-    let s = Scheduler::init(
-        SchedulerSettings::default(),
-        store.clone(),
-        registry(&[(JOB_SWITCH_TO_AUTO, probe.clone())]),
-        clock.clone(),
-        Some(alerts),
-        "inst-a",
-    )
-    .await
-    .expect("init");
-    s.start();
+    let jobs = [(JOB_SWITCH_TO_AUTO, probe.clone())];
+    let (s, mut alert_rx) =
+        start_alerting(SchedulerSettings::default(), &store, &jobs, &clock).await;
     wait_status(&s.handle(), JOB_SWITCH_TO_AUTO, "missed", six).await;
     let alert = tokio::time::timeout(WAIT, alert_rx.recv())
         .await

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use marstek_bridge::domain::{JobAction, JobContext};
+use marstek_bridge::domain::{Alert, JobAction, JobContext};
 use marstek_bridge::scheduler::{
     JOB_HEALTH_CHECK, JobRegistry, JobSettings, ManualClock, Scheduler, SchedulerHandle,
     SchedulerSettings,
@@ -128,6 +128,29 @@ pub async fn scheduler(
     )
     .await
     .expect("scheduler init")
+}
+
+/// A started scheduler like [`scheduler`] (instance `inst-a`) that raises its alerts on the
+/// returned channel.
+pub async fn start_alerting(
+    settings: SchedulerSettings,
+    store: &Arc<dyn Store>,
+    jobs: &[(&str, Arc<Probe>)],
+    clock: &Arc<ManualClock>,
+) -> (Scheduler, mpsc::UnboundedReceiver<Alert>) {
+    let (alerts, rx) = mpsc::unbounded_channel();
+    let s = Scheduler::init(
+        settings,
+        store.clone(),
+        registry(jobs),
+        clock.clone(),
+        Some(alerts),
+        "inst-a",
+    )
+    .await
+    .expect("scheduler init");
+    s.start();
+    (s, rx)
 }
 
 /// A started scheduler (default settings) running the one job `id` with `probe`, as
