@@ -1,12 +1,12 @@
 //! The whole bridge in-process for integration tests, built by the app's own builder
-//! (`app::start`, the one `app::run` uses) on the core rig's settings (`core_rig`), plus MQTT:
-//! simulated batteries on loopback UDP, the real driver,
-//! command service, scheduler, MQTT bridge and fan-out, on a SQLite file in a temp dir (or a
-//! database a test names), talking to the test broker under a base topic and discovery prefix of
-//! its own. Effect checks of writes are off (answers are verified by the mode read-back). The
-//! schedule's AUTO (06:00) and MANUAL (22:00) jobs are disabled unless a test opts
-//! in, so nothing depends on the time of day. Touches only loopback sockets, its temp directory,
-//! its own topics and the tasks it spawns (all cancelled on drop).
+//! (`app::start`, the one `app::run` uses) on the core rig's settings (`core_rig`) plus MQTT:
+//! simulated batteries on loopback UDP, the real driver, command service, scheduler, MQTT bridge
+//! and fan-out, on a SQLite file in a temp dir (or a database a test names), talking to the test
+//! broker under a base topic and discovery prefix of its own. Effect checks of writes are off
+//! (answers are verified by the mode read-back). The schedule's AUTO (06:00) and MANUAL (22:00)
+//! jobs are disabled unless a test opts in, so nothing depends on the time of day. Touches only
+//! loopback sockets, its temp directory, its own topics and the tasks it spawns (all cancelled
+//! on drop).
 
 use std::sync::Arc;
 use std::time::Duration;
