@@ -2,8 +2,9 @@
 //! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
 //! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries,
 //! [`bridge_rig`] the whole bridge (the app's own builder) with MQTT, and [`mqtt_probe`] is the
-//! MQTT client that watches it. Include with `mod support;`. Touches only loopback sockets, the databases it creates and the brokers it
-//! starts.
+//! MQTT client that watches it. Include with `mod support;` (`#[macro_use]` for
+//! `for_both_protocols!`). Touches only loopback sockets, the databases it creates and the
+//! brokers it starts.
 #![allow(dead_code)]
 
 pub mod bridge_rig;
