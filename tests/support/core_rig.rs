@@ -2,7 +2,8 @@
 //! (`app::core::spawn`, the one `app::start` uses): simulated batteries on loopback UDP, the real
 //! Marstek driver, the command service with its SOC guard and remembered controls, presence and
 //! the telemetry writer, on a SQLite file in a temp dir. Touches only loopback sockets, its temp
-//! directory and the tasks it spawns (all cancelled on drop).
+//! directory and the tasks it spawns (all cancelled on drop). Its [`loopback_settings`] are
+//! also where the whole-bridge rig (`bridge_rig`) starts from.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -32,6 +33,33 @@ pub fn on_demand_polling() -> PollingSettings {
         extras_every: 1,
         read_battery: true,
     }
+}
+
+/// The settings both rigs start from: one configured battery per simulated device (entry `n`
+/// from `device(n)`, its host and port from the simulator), UDP on loopback without the device
+/// port, `polling`, and the store on `bridge.db` in `dir` (SQLite).
+pub fn loopback_settings(
+    sim: &SimHandle,
+    dir: &std::path::Path,
+    polling: PollingSettings,
+    device: impl Fn(usize) -> DeviceConfig,
+) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = format!("sqlite://{}", dir.join("bridge.db").display());
+    settings.polling = polling;
+    settings.marstek.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    settings.marstek.bind_device_port = false;
+    settings.devices = sim
+        .addrs()
+        .into_iter()
+        .enumerate()
+        .map(|(n, addr)| DeviceConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            ..device(n)
+        })
+        .collect();
+    settings
 }
 
 /// What the rig is made of.
@@ -79,21 +107,7 @@ impl CoreRig {
     pub async fn start(setup: CoreSetup) -> CoreRig {
         let sim = Simulator::start(setup.sim).await.expect("simulator");
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = Settings::default();
-        settings.database.url = format!("sqlite://{}", dir.path().join("bridge.db").display());
-        settings.polling = setup.polling;
-        settings.marstek.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        settings.marstek.bind_device_port = false;
-        settings.devices = sim
-            .addrs()
-            .into_iter()
-            .enumerate()
-            .map(|(n, addr)| DeviceConfig {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                ..(setup.device)(n)
-            })
-            .collect();
+        let settings = loopback_settings(&sim, dir.path(), setup.polling, setup.device);
         let (tasks, _ended) = Tasks::new(Default::default());
         let (alerts_tx, alerts) = mpsc::unbounded_channel();
         let core = core::spawn(&settings, &settings.derive(), &tasks, alerts_tx.clone())

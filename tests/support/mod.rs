@@ -1,11 +1,35 @@
 //! Shared helpers for integration tests: a cuttable TCP proxy (to stage broker and database
 //! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
-//! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries. Include
-//! with `mod support;`. Touches only loopback sockets, the databases it creates and the brokers it
-//! starts.
+//! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries,
+//! [`bridge_rig`] the whole bridge (the app's own builder) with MQTT, and [`mqtt_probe`] is the
+//! MQTT client that watches it. Include with `mod support;` (`#[macro_use]` for
+//! `for_both_protocols!`). Touches only loopback sockets, the databases it creates and the
+//! brokers it starts.
 #![allow(dead_code)]
 
+pub mod bridge_rig;
 pub mod core_rig;
+pub mod mqtt_probe;
+
+/// Runs each named `async fn(MqttProtocol)` of the including file once per protocol:
+/// `mqtt311::<name>` and `mqtt5::<name>` (include with `#[macro_use] mod support;`).
+#[allow(unused_macros)]
+macro_rules! for_both_protocols {
+    ($($name:ident),+ $(,)?) => {
+        mod mqtt311 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(marstek_bridge::mqtt::MqttProtocol::V311).await
+            })+
+        }
+        mod mqtt5 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(marstek_bridge::mqtt::MqttProtocol::V5).await
+            })+
+        }
+    };
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
