@@ -206,6 +206,17 @@ async fn consumption_model_on_sqlite() {
         .expect("survives a restart");
     assert_eq!(back.days_used, 9);
     assert_eq!(consumption::current(s.as_ref(), now()).await, back);
+    // The next Paris day it is recomputed over the window moved by one day (Thursday 15 Jan,
+    // blue, has no samples: not counted).
+    let next = consumption::current(s.as_ref(), now() + Duration::days(1)).await;
+    assert_eq!(next.to, date(2026, 1, 15));
+    assert!(next.computed_at > back.computed_at);
+    assert_eq!(next.days_used, 9);
+    // A document that is not a model is not used: the configured profile takes over.
+    s.put_document(LOAD_PROFILE_DOC, &serde_json::json!({"profiles": 3}))
+        .await
+        .unwrap();
+    assert_eq!(consumption::stored(s.as_ref()).await, None);
 }
 
 async fn on_pg(db: TestPgDb, backend: Backend) {

@@ -29,7 +29,7 @@ use crate::domain::{
 };
 
 pub use history::{Bucket, EnergyBucket};
-pub use house::HouseHour;
+pub use house::{HouseHour, MAX_PV_W};
 pub use pg::PgStore;
 pub use settings::{DatabaseSettings, UrlKind, redact_url, url_kind};
 pub use sqlite::SqliteStore;

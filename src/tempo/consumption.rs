@@ -446,16 +446,35 @@ pub async fn relearn(
     Ok(model)
 }
 
-/// The stored model, if any and readable.
+/// Why a (stored) model is unusable: a load outside 0–36 kW or a solar power outside
+/// 0–20 kW, or a non-number; None when usable.
+pub fn check(model: &ConsumptionModel) -> Option<String> {
+    let ok =
+        |v: &Option<f64>, max: f64| v.is_none_or(|w| w.is_finite() && (0.0..=max).contains(&w));
+    model.profiles.iter().find_map(|(key, p)| {
+        let load_ok = p.load_w.iter().all(|v| ok(v, MAX_HOUSE_W));
+        let pv_ok = p
+            .pv_w
+            .is_none_or(|pv| pv.iter().all(|v| ok(v, crate::store::MAX_PV_W as f64)));
+        (!load_ok || !pv_ok).then(|| format!("{key}: an hour is out of range"))
+    })
+}
+
+/// The stored model, if any, readable and usable (else None, logged).
 pub async fn stored(store: &dyn Store) -> Option<ConsumptionModel> {
     let doc = store.document(LOAD_PROFILE_DOC).await.ok()??;
-    match serde_json::from_value(doc) {
-        Ok(m) => Some(m),
+    let model: ConsumptionModel = match serde_json::from_value(doc) {
+        Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "tempo_load_profile_unreadable");
-            None
+            return None;
         }
+    };
+    if let Some(why) = check(&model) {
+        tracing::warn!(reason = %why, "tempo_load_profile_unreadable");
+        return None;
     }
+    Some(model)
 }
 
 /// The model to plan with at `now`: the stored one when computed on the same Paris calendar

@@ -252,6 +252,14 @@ fn the_stored_form_round_trips() {
     );
     let back: ConsumptionModel = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
     assert_eq!(back, m);
+    assert_eq!(check(&m), None);
+    // A tampered document with a negative hour is not used.
+    let mut bad = m.clone();
+    bad.profiles.get_mut("weekday_red").unwrap().load_w[3] = Some(-5.0);
+    assert_eq!(
+        check(&bad).as_deref(),
+        Some("weekday_red: an hour is out of range")
+    );
     assert_eq!(
         learn_window(now()),
         (date(2026, 11, 22), date(2026, 12, 19))
