@@ -122,6 +122,10 @@ fn replay_command_prints_the_json_shape() {
         "{text}"
     );
     assert!(text.contains("7 days"), "{text}");
+    assert!(
+        text.contains("planner house load: configured profile"),
+        "the replay says it does not learn the load: {text}"
+    );
 }
 
 #[test]

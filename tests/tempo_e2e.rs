@@ -450,8 +450,25 @@ async fn planner_on_applies_its_night_charge_through_the_night_job() {
     // (The simulated battery covered the house from now to that future noon: it is empty.)
     assert_eq!(
         reason,
-        "bat1: hold at 12 %: at the floor (12 %, DOD and envelope), nothing to discharge"
+        "bat1: hold at 12 %: at the floor (12 %, DOD and envelope), nothing to discharge; \
+         configured load"
     );
+    // The 11:30 job learned the consumption model first (no house history here: every kind
+    // keeps the configured profile), stored it and the plan shows it.
+    let model = rig
+        .store()
+        .document(marstek_bridge::tempo::LOAD_PROFILE_DOC)
+        .await
+        .unwrap()
+        .expect("the 11:30 job stores the consumption model");
+    assert_eq!(model["days_used"], json!(0), "{model}");
+    let shown = plan_state.borrow()["load_profile"].clone();
+    assert_eq!(
+        shown["kinds"]["weekday_red"]["source"],
+        json!("configured"),
+        "{shown}"
+    );
+    assert_eq!(shown["min_days"], json!(3), "{shown}");
 
     // 22:00: the planner's night slot (charge to 100 %, not the seed's 95 %) goes through the
     // scheduler's night job to the battery.

@@ -79,6 +79,11 @@ impl ReplayReport {
                 s.name, s.cost_eur, s.saved_eur, s.kwh_shifted
             ));
         }
+        // The bridge learns its house's load; the replay's house is the simulator's, which the
+        // configured profile describes.
+        out.push_str(
+            "planner house load: configured profile (tempo.load_profile_w), not learned\n",
+        );
         out
     }
 }

@@ -11,9 +11,9 @@ use super::{ColourHistory, ReplayReport, StrategyResult};
 use crate::domain::{Mode, Percent};
 use crate::simulator::model::{ModelSpec, ModelState, SimProfile, house_load};
 use crate::tempo::{
-    BatteryNeed, ColourInfo, DayOutlook, PlanBattery, PlannerParams, PrechargeOutcome, SeasonStock,
-    SlotAction, TEMPO_TZ, Tariff, TempoColour, TempoSettings, paris_instant, plan, precharge,
-    tempo_date_at,
+    BatteryNeed, ColourInfo, DayLoads, DayOutlook, PlanBattery, PlannerParams, PrechargeOutcome,
+    SeasonStock, SlotAction, TEMPO_TZ, Tariff, TempoColour, TempoSettings, paris_instant, plan,
+    precharge, tempo_date_at,
 };
 use crate::tempo::{Period, RED_QUOTA, WHITE_QUOTA};
 
@@ -291,7 +291,9 @@ fn planned(
     .map(|(date, known)| DayOutlook {
         date,
         colour: info(date, known),
-        load_w: *profile,
+        // The replay's house follows the configured profile (no learned model); the plan
+        // reasons say "configured load".
+        load: DayLoads::configured(*profile),
     })
     .collect();
     let (red_used, white_used) =

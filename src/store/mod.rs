@@ -9,6 +9,7 @@
 //! alerts, the command audit and job runs carries `DatabaseSettings::site_id`. Touches only the database named by `DatabaseSettings::url`.
 
 mod history;
+mod house;
 mod pg;
 mod pg_samples;
 mod rows;
@@ -28,6 +29,7 @@ use crate::domain::{
 };
 
 pub use history::{Bucket, EnergyBucket};
+pub use house::{HouseHour, MAX_PV_W};
 pub use pg::PgStore;
 pub use settings::{DatabaseSettings, UrlKind, redact_url, url_kind};
 pub use sqlite::SqliteStore;
@@ -284,6 +286,15 @@ pub trait Store: Send + Sync {
         to: DateTime<Utc>,
         bucket: Bucket,
     ) -> Result<Vec<EnergyBucket>, StoreError>;
+
+    /// House telemetry of every battery: one `HouseHour` per device and UTC hour starting in
+    /// [from, to) that has plausible CT and port readings, ordered by hour then device. The
+    /// input of the Tempo consumption model; one grouped query (see `house.rs`).
+    async fn house_history(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HouseHour>, StoreError>;
 
     /// Stores an alert event; a `cleared` event closes the open alert of the same kind and device.
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError>;

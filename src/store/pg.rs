@@ -11,6 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
 use super::history::{self, Bucket, EnergyBucket};
+use super::house::{self, HouseHour};
 use super::pg_samples;
 use super::rows::pg::job_run_from_row;
 use super::{
@@ -220,6 +221,14 @@ impl Store for PgStore {
         bucket: Bucket,
     ) -> Result<Vec<EnergyBucket>, StoreError> {
         history::pg_energy_history(&self.pool, self.backend, device, from, to, bucket).await
+    }
+
+    async fn house_history(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HouseHour>, StoreError> {
+        house::pg_house_history(&self.pool, from, to).await
     }
 
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {

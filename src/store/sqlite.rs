@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row};
 
 use super::history::{self, Bucket, EnergyBucket};
+use super::house::{self, HouseHour};
 use super::rows::sqlite::{
     job_run_from_row, json_from_text, json_to_text, opt_time, sample_from_row,
 };
@@ -283,6 +284,14 @@ impl Store for SqliteStore {
         bucket: Bucket,
     ) -> Result<Vec<EnergyBucket>, StoreError> {
         history::sqlite_energy_history(&self.pool, device, from, to, bucket).await
+    }
+
+    async fn house_history(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HouseHour>, StoreError> {
+        house::sqlite_house_history(&self.pool, from, to).await
     }
 
     async fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {

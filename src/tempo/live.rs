@@ -1,5 +1,6 @@
 //! The planner in the running bridge: builds each battery's input (SOC read now, capacity,
-//! envelope, the configured house profile), the colour knowledge (published colours from the
+//! envelope, the house profile learned by `consumption`, recomputed at most once a Paris day,
+//! or the configured one), the colour knowledge (published colours from the
 //! store's `tempo_days` cache, the cached forecast and season stats of [`Outlook`]), runs
 //! [`plan`] per battery and publishes the result as JSON for the retained
 //! `<base>/bridge/plan` topic (a `watch` channel the MQTT side publishes) and the `plan/get`
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{
-    BatteryPlan, ColourInfo, DayOutlook, Outlook, PlanBattery, PlannerParams, SlotAction,
-    TempoColour, TempoSettings, plan, tempo_date_at,
+    BatteryPlan, ColourInfo, ConsumptionModel, DayOutlook, Outlook, PlanBattery, PlannerParams,
+    SlotAction, TempoColour, TempoSettings, consumption, plan, tempo_date_at,
 };
 use crate::control::{DryRun, Fleet};
 use crate::domain::{DayPlan, DeviceId, NightPlan, Percent, PrechargeTarget, Watts};
@@ -68,13 +69,26 @@ impl LivePlanner {
         self.state.subscribe()
     }
 
+    /// Recomputes the learned house profile from the store now (the 11:30 job, before it
+    /// plans); a store failure is logged and the previous model stays.
+    pub async fn relearn(&self, now: DateTime<Utc>) {
+        if let Err(e) = consumption::relearn(self.store.as_ref(), now).await {
+            tracing::warn!(error = %e, "tempo_load_profile_not_learned");
+        }
+    }
+
     /// Refreshes the stats and forecast from their sources (cached in the store).
     pub async fn refresh_outlook(&self, now: DateTime<Utc>) {
         let _ = self.outlook.refresh(now).await;
     }
 
-    /// The Tempo days from today to the last day anything is known about (at least 48 h).
-    async fn days(&self, now: DateTime<Utc>) -> (Vec<DayOutlook>, Option<super::SeasonStock>) {
+    /// The Tempo days from today to the last day anything is known about (at least 48 h), each
+    /// with the house profiles of `model` (configured where it has too few days).
+    async fn days(
+        &self,
+        now: DateTime<Utc>,
+        model: &ConsumptionModel,
+    ) -> (Vec<DayOutlook>, Option<super::SeasonStock>) {
         let today = tempo_date_at(now);
         let forecast = self.outlook.forecast().await;
         let stats = self.outlook.stats().await;
@@ -112,7 +126,7 @@ impl LivePlanner {
             days.push(DayOutlook {
                 date,
                 colour,
-                load_w: self.settings.load_profile(),
+                load: model.day_loads(date, &self.settings.load_profile()),
             });
             date += Duration::days(1);
         }
@@ -134,7 +148,8 @@ impl LivePlanner {
     /// Plans every battery at `now` (a battery that cannot be read gets the reason instead),
     /// publishes the JSON and returns it with the per-battery outcomes.
     pub async fn compute(&self, now: DateTime<Utc>, dry_run: bool) -> (Value, Vec<Outcome>) {
-        let (days, stock) = self.days(now).await;
+        let model = consumption::current(self.store.as_ref(), now).await;
+        let (days, stock) = self.days(now, &model).await;
         let params = PlannerParams {
             tariff: self.settings.tariff.clone(),
             efficiency: self.settings.efficiency,
@@ -155,6 +170,7 @@ impl LivePlanner {
         }
         let mut v = self.render(now, dry_run, stock, &outcomes);
         v["tomorrow"] = days.get(1).map_or(Value::Null, |d| tomorrow_json(d, stock));
+        v["load_profile"] = model.summary();
         self.state.send_replace(v.clone());
         (v, outcomes)
     }
@@ -386,13 +402,13 @@ pub fn plan_table(data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tempo::ColourOdds;
+    use crate::tempo::{ColourOdds, DayLoads};
 
     fn day(y: i32, m: u32, d: u32, colour: ColourInfo) -> DayOutlook {
         DayOutlook {
             date: NaiveDate::from_ymd_opt(y, m, d).unwrap(),
             colour,
-            load_w: [300.0; 24],
+            load: DayLoads::configured([300.0; 24]),
         }
     }
 

@@ -4,7 +4,8 @@
 //! from Nov 1 to Mar 31), `tariff` the six prices, export price and wear cost, `plan` the pure
 //! 48 h planner (charge/hold/discharge per HC night and HP day, with reasons), `source` the HTTP
 //! colour sources and their fallback chain, `ledger` the € ledger of a
-//! battery's Tempo day from the hourly energy history, `book` the stored daily ledgers and their topic, `live` the planner in the running bridge (plan topic,
+//! battery's Tempo day from the hourly energy history, `book` the stored daily ledgers and their topic, `consumption` the house load and PV per
+//! hour learned from the bridge's telemetry (the `tempo_load_profile` document), `live` the planner in the running bridge (plan topic,
 //! `plan/get`, tonight's targets), `outlook` the season stats and the J+2…J+9
 //! forecast (checked, cached in the store), `planner` the seed's precharge maths (also the
 //! fallback schedule's), `service` the 11:30 job, the `NightPlanner` and the `tempo/get` and
@@ -14,6 +15,7 @@
 //! battery (the scheduler's night job applies the plan).
 
 mod book;
+pub mod consumption;
 mod day;
 mod ledger;
 mod live;
@@ -26,6 +28,9 @@ mod source;
 mod tariff;
 
 pub use book::*;
+pub use consumption::{
+    ConsumptionModel, DayKind, DayLoad, DayLoads, LOAD_PROFILE_DOC, LearnedProfile, LoadSource,
+};
 pub use day::*;
 pub use ledger::*;
 pub use live::*;

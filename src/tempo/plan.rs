@@ -5,6 +5,8 @@
 //! the six prices, the colour knowledge (published, forecast hint, or calendar rules + the
 //! season's remaining stock), the round-trip efficiency, the wear cost, SOC limits, DOD and
 //! charge/discharge power. Each slot carries its expected € effect and a one-line reason.
+//! The house load of a day is the profile of its colour (known, or the likeliest), learned or
+//! configured (`consumption`), less its solar; the reason says which.
 //! No I/O, no clock: the caller passes `now`.
 //!
 //! Model: charging `e` kWh into the battery draws `e / efficiency` kWh from the grid (all the
@@ -16,6 +18,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
+use super::consumption::{DayLoad, DayLoads, LoadSource};
 use super::planner::{BatteryNeed, PrechargeOutcome, precharge};
 use super::tariff::{Period, Tariff};
 use super::{DAY_START_HOUR, OFF_PEAK_START_HOUR, TEMPO_TZ, TempoColour, paris_instant};
@@ -166,8 +169,9 @@ pub struct DayOutlook {
     pub date: NaiveDate,
     /// Colour knowledge.
     pub colour: ColourInfo,
-    /// Expected house load per Paris hour of day, W (index 0 = 00:00–01:00).
-    pub load_w: [f64; 24],
+    /// Expected house load and solar per Paris hour of day for each colour the day may be
+    /// (learned or configured; index 0 = 00:00–01:00).
+    pub load: DayLoads,
 }
 
 /// The battery the plan is for.
@@ -282,6 +286,7 @@ struct Frame {
     fail_safe: bool,
     price: f64,
     load_kwh: f64,
+    load_source: LoadSource,
 }
 
 /// The plan for `battery` from `now` over `days` (consecutive Tempo dates, the first the day in
@@ -371,11 +376,15 @@ fn check_input(
             b.device, b.min_soc, b.max_soc
         ));
     }
-    if days
-        .iter()
-        .any(|d| d.load_w.iter().any(|w| !w.is_finite() || *w < 0.0))
-    {
-        return bad("house load profile has a negative or non-numeric hour".into());
+    if days.iter().any(|d| {
+        d.load.all().iter().any(|l| {
+            l.load_w
+                .iter()
+                .chain(l.pv_w.iter())
+                .any(|w| !w.is_finite() || *w < 0.0)
+        })
+    }) {
+        return bad("house load or solar profile has a negative or non-numeric hour".into());
     }
     for d in days {
         if let ColourInfo::Forecast { odds, .. } = &d.colour {
@@ -472,8 +481,9 @@ fn at_hour(date: NaiveDate, hour: u32) -> DateTime<Utc> {
     )
 }
 
-/// House energy over [from, to), kWh, from the hourly profile of `day`.
-fn load_between(day: &DayOutlook, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+/// Energy the battery may cover over [from, to) (load less solar), kWh, from the hourly
+/// profile `day`.
+fn load_between(day: &DayLoad, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     let mut wh = 0.0;
     let mut t = from;
     while t < to {
@@ -481,7 +491,7 @@ fn load_between(day: &DayOutlook, from: DateTime<Utc>, to: DateTime<Utc>) -> f64
         let next_hour = t + Duration::minutes(60 - i64::from(local.minute()));
         let until = next_hour.min(to);
         let h = (until - t).num_seconds() as f64 / 3600.0;
-        wh += day.load_w[local.hour() as usize % 24] * h;
+        wh += day.net_w(local.hour() as usize) * h;
         t = until;
     }
     wh / 1000.0
@@ -497,6 +507,10 @@ fn frames(
     let mut out = Vec::new();
     for day in days {
         let (odds, known, source, fail_safe) = day_odds(day, tomorrow, stock, params);
+        // The load of the colour the day is (or most likely is).
+        let load = day
+            .load
+            .get(known.as_ref().map_or(odds.likeliest().0, |k| k.0));
         let next = day.date + Duration::days(1);
         let hp = (
             at_hour(day.date, DAY_START_HOUR),
@@ -520,7 +534,8 @@ fn frames(
                 source: source.clone(),
                 fail_safe,
                 price: odds.price(&params.tariff, period),
-                load_kwh: load_between(day, start, end),
+                load_kwh: load_between(load, start, end),
+                load_source: load.source,
             });
         }
     }

@@ -1,6 +1,8 @@
 //! The planner's slot descriptions: the action, its expected € effect and a one-line reason in
 //! words ("charge to 100 % tonight: tomorrow red (rte), 6.1 kWh expected in red HP, Monday red
-//! 72 %"). Pure; reads the optimised path, decides nothing.
+//! 72 %; configured load"). Every reason ends with where the load it counts on came from
+//! ("learned load (N days)" or "configured load"; a night names the next peak hours' source).
+//! Pure; reads the optimised path, decides nothing.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -68,6 +70,12 @@ pub(super) fn describe(ctx: &Ctx, k: usize, soc: usize) -> PlanSlot {
         Period::Hp if to < soc => discharge(ctx, k, soc, to),
         Period::Hp => (SlotAction::Hold, hold_day(ctx, k, soc)),
     };
+    // Where the load the slot counts on came from: a night plans for the next peak hours.
+    let load_from = match f.period {
+        Period::Hc => next_hp(ctx, k).map_or(f.load_source, |(_, h)| h.load_source),
+        Period::Hp => f.load_source,
+    };
+    let reason = format!("{reason}; {}", load_from.phrase());
     let mut eur = gain(f, soc, to, ctx.grid, ctx.params);
     if to < soc {
         // The bill effect: wear is a planning cost, not on the invoice.

@@ -43,7 +43,7 @@ fn days(first: NaiveDate, colours: Vec<ColourInfo>) -> Vec<DayOutlook> {
         .map(|(i, colour)| DayOutlook {
             date: first + Duration::days(i as i64),
             colour,
-            load_w: house(),
+            load: DayLoads::configured(house()),
         })
         .collect()
 }
@@ -116,16 +116,16 @@ fn red_after_a_weekend_charges_sunday_night() {
     );
     assert_eq!(
         p.slots[0].reason,
-        "discharge down to 21 % today: white (rte) HP at 0.1921 €/kWh, 4.0 of 4.1 kWh expected"
+        "discharge down to 21 % today: white (rte) HP at 0.1921 €/kWh, 4.0 of 4.1 kWh expected; configured load"
     );
     assert_eq!(
         p.slots[3].reason,
-        "charge to 100 % Sunday night: Monday red 72 % (open-dpe), 6.0 kWh expected in red HP"
+        "charge to 100 % Sunday night: Monday red 72 % (open-dpe), 6.0 kWh expected in red HP; configured load"
     );
     assert_eq!(
         p.slots[2].reason,
         "hold at 21 % tomorrow: blue (calendar) HP saves 0.1354 €/kWh after wear, keep it for \
-         Monday red 72 % (open-dpe) HP at 0.5742 €/kWh"
+         Monday red 72 % (open-dpe) HP at 0.5742 €/kWh; configured load"
     );
     // 79 % of 5120 Wh over 8 h, +10 %, rounded up to 50 W.
     assert!(matches!(
@@ -160,7 +160,7 @@ fn red_after_a_weekend_with_a_slow_charger_keeps_a_reserve() {
     assert!(
         p.slots[0]
             .reason
-            .ends_with(", keeping 54 % for Monday red 72 % (open-dpe)"),
+            .ends_with(", keeping 54 % for Monday red 72 % (open-dpe); configured load"),
         "{}",
         p.slots[0].reason
     );
@@ -198,17 +198,17 @@ fn three_reds_in_a_row_recharge_every_red_night() {
     assert_eq!(
         p.slots[1].reason,
         "charge to 100 % tonight: tomorrow red (rte), 6.0 kWh expected in red HP, \
-         Wednesday red 80 % (open-dpe), Thursday red 70 % (open-dpe)"
+         Wednesday red 80 % (open-dpe), Thursday red 70 % (open-dpe); configured load"
     );
     assert_eq!(
         p.slots[3].reason,
         "charge to 100 % Tuesday night: Wednesday red 80 % (open-dpe), 6.0 kWh expected in red \
-         HP, Thursday red 70 % (open-dpe)"
+         HP, Thursday red 70 % (open-dpe); configured load"
     );
     assert_eq!(
         p.slots[0].reason,
         "hold at 20 % today: blue (rte) HP saves 0.1354 €/kWh after wear, keep it for tomorrow \
-         red (rte) HP at 0.7295 €/kWh"
+         red (rte) HP at 0.7295 €/kWh; configured load"
     );
     // Red HC costs 0.1615 €/kWh: 4.5 kWh stored ⇒ 4.5 / 0.9 × 0.1615 ≈ 0.81 €.
     assert!((p.slots[3].eur + 0.8095).abs() < 0.01, "{}", p.slots[3].eur);
@@ -238,7 +238,7 @@ fn blue_day_with_wear_cost_does_not_cycle() {
     assert_eq!(
         p.slots[0].reason,
         "hold at 100 % today: blue (rte) HP saves 0.1354 €/kWh after wear, less than the \
-         0.1507 €/kWh it costs to refill"
+         0.1507 €/kWh it costs to refill; configured load"
     );
     assert_eq!(p.expected_saving_eur, 0.0);
     // Without wear the same cent of arbitrage is taken: the wear cost is what declines it.
@@ -261,7 +261,7 @@ fn unknown_at_the_deadline_with_a_high_red_probability_precharges() {
     assert_eq!(p.slots[1].soc_end, 100);
     assert_eq!(
         p.slots[1].reason,
-        "charge to 100 % tonight: tomorrow red 85 % (open-dpe), 6.0 kWh expected in red HP"
+        "charge to 100 % tonight: tomorrow red 85 % (open-dpe), 6.0 kWh expected in red HP; configured load"
     );
     assert_eq!(p.slots[1].colour, TempoColour::Blue);
     assert_eq!(p.slots[2].colour, TempoColour::Red);
@@ -277,7 +277,7 @@ fn unknown_at_the_deadline_with_a_high_red_probability_precharges() {
     assert_eq!(
         p.slots[1].reason,
         "charge to 100 % tonight: tomorrow unknown, red assumed (fail-safe), 6.0 kWh expected in \
-         red HP"
+         red HP; configured load"
     );
     // A low probability does not pay for a precharge from blue HC: red 2 %, white 8 % make
     // 0.1789 €/kWh expected, 0.1489 after wear, under the 0.1507 €/kWh a kWh costs to store.
@@ -301,11 +301,11 @@ fn battery_already_full_holds_tonight() {
     assert_eq!(p.slots[0].action, SlotAction::Hold);
     assert_eq!(
         p.slots[0].reason,
-        "hold tonight at 100 %: already full (max 100 %)"
+        "hold tonight at 100 %: already full (max 100 %); configured load"
     );
     assert_eq!(
         p.slots[1].reason,
-        "discharge down to 12 % tomorrow: red (rte) HP at 0.7295 €/kWh, 4.5 of 6.0 kWh expected"
+        "discharge down to 12 % tomorrow: red (rte) HP at 0.7295 €/kWh, 4.5 of 6.0 kWh expected; configured load"
     );
     // A lower max SOC is full earlier and caps the charge.
     let mut b = venus(90.0);
@@ -313,7 +313,7 @@ fn battery_already_full_holds_tonight() {
     let p = plan(now, &d, None, &b, &params()).unwrap();
     assert_eq!(
         p.slots[0].reason,
-        "hold tonight at 90 %: already full (max 90 %)"
+        "hold tonight at 90 %: already full (max 90 %); configured load"
     );
 }
 
@@ -337,7 +337,7 @@ fn battery_at_its_dod_holds_on_a_red_day_and_charges_for_the_next() {
     );
     assert_eq!(
         p.slots[0].reason,
-        "hold at 12 %: at the floor (12 %, DOD and envelope), nothing to discharge"
+        "hold at 12 %: at the floor (12 %, DOD and envelope), nothing to discharge; configured load"
     );
     // A SOC reported below the floor is treated as the floor, never discharged further.
     let p = plan(now, &d, None, &venus(3.0), &params()).unwrap();
@@ -416,4 +416,43 @@ fn same_input_same_plan() {
     // Blue HC → white HP pays 0.1921 − 0.03 − 0.1356 / 0.9 ≈ 0.011 €/kWh: charged and used.
     assert_eq!(shape(&a)[1], (Period::Hc, "charge", 100));
     assert_eq!(shape(&a)[2], (Period::Hp, "discharge", 12));
+}
+
+#[test]
+fn a_learned_red_day_load_charges_for_what_the_house_really_uses() {
+    // Monday noon, tomorrow red: with the configured profile the plan fills the battery for
+    // 6.0 kWh of red HP; a household that sheds load on red days (150 W learned over 5 red
+    // weekdays) gets only what 2.4 kWh need, and the reason says where the load came from.
+    let now = paris(2027, 1, 11, 12, 0);
+    let colours = vec![known(TempoColour::Blue), known(TempoColour::Red)];
+    let configured = plan(
+        now,
+        &days(date(2027, 1, 11), colours.clone()),
+        None,
+        &venus(20.0),
+        &params(),
+    )
+    .unwrap();
+    let mut d = days(date(2027, 1, 11), colours);
+    d[1].load.red = DayLoad {
+        load_w: [150.0; 24],
+        pv_w: [0.0; 24],
+        source: LoadSource::Learned { days: 5 },
+    };
+    let learned = plan(now, &d, None, &venus(20.0), &params()).unwrap();
+    let target = |p: &BatteryPlan| match p.slots[1].action {
+        SlotAction::Charge { target_soc, .. } => target_soc,
+        other => panic!("tonight should charge: {other:?}"),
+    };
+    assert_eq!(target(&configured), 100);
+    // 2.4 kWh of 5.12 kWh is 47 points above the 12 % floor: charged to 59 %.
+    assert_eq!(target(&learned), 59, "{:#?}", learned.slots[1]);
+    assert_eq!(
+        learned.slots[1].reason,
+        "charge to 59 % tonight: tomorrow red (rte), 2.4 kWh expected in red HP; learned load \
+         (5 days)"
+    );
+    assert!(configured.slots[1].reason.ends_with("; configured load"));
+    // Today's own (blue) slot keeps the configured profile.
+    assert!(learned.slots[0].reason.ends_with("; configured load"));
 }

@@ -300,6 +300,7 @@ impl JobAction for TempoService {
         let now = self.clock.now();
         self.publish(now, Some(&decision), false).await;
         self.live.refresh_outlook(now).await;
+        self.live.relearn(now).await;
         self.live.compute(now, false).await;
         self.book.refresh(now).await;
         Ok(serde_json::to_value(&decision)?)
