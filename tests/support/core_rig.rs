@@ -113,6 +113,9 @@ impl CoreRig {
         let core = core::spawn(&settings, &settings.derive(), &tasks, alerts_tx.clone())
             .await
             .expect("core starts");
+        // `app::start` opens the sample relay once its subscribers are in place; here the
+        // test is the subscriber.
+        core.open_samples();
         first_rounds(&core).await;
         CoreRig {
             sim,
