@@ -130,7 +130,7 @@ async fn story_with(
             }
         }
     });
-    for t in ["response", "alert", "state", "intent"] {
+    for t in ["response", "alert", "state", "intent", "maintenance"] {
         client
             .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
             .await
@@ -225,6 +225,31 @@ impl Story {
             ))
             .bearer_auth(TOKEN)
             .json(&command)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Publishes a plain value on `<base>/venus1/set/<field>`.
+    async fn set_field(&self, field: &str, value: &str) {
+        self.client
+            .publish(
+                format!("{}/venus1/set/{field}", self.base),
+                QoS::AtLeastOnce,
+                false,
+                value,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// PUTs `body` on the HTTP API's `path`; (status, body).
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .put(format!("http://{}{path}", self.http))
+            .bearer_auth(TOKEN)
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -521,5 +546,93 @@ async fn without_verification_the_stories_end_as_users_reported() {
     st.send("o3", passive(-500)).await;
     let r = st.send("o4", passive(400)).await;
     assert_eq!(r["status"], json!("error"), "{r}");
+    st.finish().await;
+}
+
+/// A firmware update from the app under a maintenance hold: while held, the bridge sends the
+/// battery nothing — not the user's commands (MQTT or HTTP), not the reconciler's re-apply when
+/// the battery falls back to Auto; once released, the reconciler puts it back in the user's
+/// Passive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_hold_keeps_every_write_away_until_it_is_released() {
+    let mut st = story_with(SimProfile::VenusE3, None, "revert-after=60s", true, |s| {
+        s.polling.status_interval = Duration::from_millis(300);
+    })
+    .await;
+    let r = st.send_verdict("h1", passive(-1000)).await;
+    assert_eq!(r["verified"], json!(true), "{r}");
+    st.next("maintenance", |v| v == &json!("OFF")).await;
+
+    st.set_field("maintenance", "ON").await;
+    let r = st
+        .next("response", |r| r["applied"]["maintenance"] == json!(true))
+        .await;
+    assert_eq!(r["status"], json!("ok"), "{r}");
+    st.next("maintenance", |v| v == &json!("ON")).await;
+    let writes = st.sim.stats(0).unwrap().mode_writes;
+
+    // The battery falls back to Auto (its update); rounds see it, nothing is re-applied.
+    st.sim
+        .clock()
+        .set(chrono::Utc::now() + chrono::Duration::seconds(90));
+    for _ in 0..3 {
+        st.next("state", |s| s["mode"] == json!("Auto")).await;
+    }
+    let r = st.send("h2", passive(-500)).await;
+    assert_eq!(r["status"], json!("error"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("maintenance hold"),
+        "{r}"
+    );
+    let (code, body) = st.post("", passive(-500)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], json!("maintenance"), "{body}");
+    assert_eq!(
+        st.sim.stats(0).unwrap().mode_writes,
+        writes,
+        "no write while held"
+    );
+    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
+    let (_, holds) = st
+        .put("/api/v1/maintenance", json!({"maintenance": true}))
+        .await;
+    assert_eq!(holds["devices"]["venus1"]["by"], json!("mqtt"), "{holds}");
+    assert_eq!(holds["bridge"]["by"], json!("http"), "{holds}");
+
+    // Released (both holds): the reconciler re-applies the user's Passive.
+    let (code, _) = st
+        .put("/api/v1/maintenance", json!({"maintenance": false}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, holds) = st
+        .put(
+            "/api/v1/maintenance",
+            json!({"maintenance": false, "device": "venus1"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{holds}");
+    assert_eq!(holds["devices"], json!({}), "{holds}");
+    st.next("maintenance", |v| v == &json!("OFF")).await;
+    st.backlog.clear();
+    let doc = st
+        .next("intent", |d| {
+            d["last_reapply"]["result"] == json!("applied")
+        })
+        .await;
+    assert_eq!(doc["intended"]["power"], json!(-1000), "{doc}");
+    let state = st.sim.state(0).unwrap();
+    assert_eq!((state.mode, state.passive_power), (Mode::Passive, -1000));
+    let audit = st.audit().await;
+    assert!(
+        audit.iter().any(|row| row["source"] == json!("reconciler")),
+        "the re-apply after the release is audited: {audit:?}"
+    );
+    let (code, body) = st
+        .put(
+            "/api/v1/maintenance",
+            json!({"maintenance": true, "device": "nope"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
     st.finish().await;
 }

@@ -176,6 +176,14 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         let mqtt = mqtt.clone();
         move |v| mqtt.publish_dry_run(v)
     });
+    fan_out::spawn_watch_publisher(tasks, core.commands.maintenance().subscribe(), {
+        let (mqtt, ids) = (mqtt.clone(), core.fleet.ids());
+        move |v| {
+            if let Ok(state) = serde_json::from_value(v) {
+                mqtt.publish_maintenance(&state, &ids);
+            }
+        }
+    });
     if let Some(t) = &tempo {
         fan_out::spawn_tempo_documents(t, &mqtt, tasks).await;
     }

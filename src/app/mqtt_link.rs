@@ -5,7 +5,9 @@ use anyhow::Context;
 
 use super::Deps;
 use super::health::{BridgeInfo, to_json};
-use super::requests::{discover_handler, register_job_actions, register_tempo_actions};
+use super::requests::{
+    discover_handler, maintenance_handler, register_job_actions, register_tempo_actions,
+};
 use super::tasks::{StartupError, Tasks};
 use crate::mqtt::discovery::bridge::BridgeEntities;
 use crate::mqtt::{MqttBridge, MqttHandle, RequestRouter, Tap};
@@ -26,6 +28,7 @@ pub async fn spawn(
         Some(discover_handler(settings)),
     );
     register_job_actions(&mut router, jobs);
+    router.register("maintenance", maintenance_handler(core.commands.clone()));
     if let Some(t) = deps.tempo {
         register_tempo_actions(&mut router, t);
     }

@@ -13,6 +13,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
+use crate::control::CommandService;
+use crate::domain::DeviceId;
 use crate::marstek::{DiscoverOptions, discover_devices};
 use crate::mqtt::{Handler, RequestRouter, handler, typed_handler};
 use crate::scheduler::SchedulerHandle;
@@ -192,6 +194,35 @@ pub fn discover_handler(settings: &Settings) -> Handler {
                     wifi_mac: d.wifi_mac,
                 })
                 .collect::<Vec<_>>())
+        }
+    })
+}
+
+/// `maintenance`: `{"maintenance": true}` holds every battery, with `"device": "<id>"` only that
+/// one; `false` releases.
+#[derive(Debug, Default, Deserialize)]
+pub struct MaintenanceRequest {
+    /// Hold (true) or release (false).
+    pub maintenance: Option<bool>,
+    /// One battery's id; absent = the bridge-wide hold.
+    pub device: Option<String>,
+}
+
+/// `maintenance`: sets or releases a maintenance hold; answers every hold in force.
+pub fn maintenance_handler(commands: CommandService) -> Handler {
+    typed_handler(move |req: MaintenanceRequest| {
+        let commands = commands.clone();
+        async move {
+            let on = req
+                .maintenance
+                .ok_or("missing \"maintenance\": true or false")?;
+            let device = req
+                .device
+                .as_deref()
+                .map(DeviceId::parse)
+                .transpose()
+                .map_err(|e| format!("device: {e}"))?;
+            answer(commands.set_maintenance(device.as_ref(), on, "mqtt").await)
         }
     })
 }

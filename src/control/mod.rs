@@ -9,7 +9,8 @@
 //! and read back, then followed in the background (`verdict`): re-sent with backoff when they do
 //! not take, ending in a verdict (`not_holding` with what was observed when they never do, and a
 //! `command_not_holding` alert, cleared by the next write that holds) that the caller gets
-//! through [`Outcome::pending`]. Each intent a successful command leaves is also kept in memory ([`IntentBoard`]) for the API. While the
+//! through [`Outcome::pending`]. Each intent a successful command leaves is also kept in memory ([`IntentBoard`]) for the API. A battery under a
+//! [`Maintenance`] hold gets no write from any source (`CommandError::Maintenance`). While the
 //! bridge's [`DryRun`] switch is on, commands from the scheduler, the reconciler and the
 //! regulator are refused before the driver (`CommandError::DryRun`, no audit row). The day
 //! plan's SOC floors ([`Floors`]) are part of the envelope: a discharge set-point at or below
@@ -23,6 +24,7 @@ mod dry_run;
 mod floors;
 pub mod holding;
 mod intents;
+mod maintenance;
 mod presence;
 mod regulated;
 mod soc_guard;
@@ -45,6 +47,7 @@ pub use self::controls::{
 pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::floors::{Floor, Floors};
 pub use self::intents::IntentBoard;
+pub use self::maintenance::{Hold, HoldScope, MAINTENANCE_DOC, Maintenance, MaintenanceState};
 pub use self::presence::{Availability, Presence};
 pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
@@ -113,6 +116,33 @@ pub enum CommandError {
     /// Dry run is on: a command of the bridge's own loops was computed, not sent.
     #[error("dry run: {0} from {1} not sent")]
     DryRun(&'static str, &'static str),
+    /// The battery is under a maintenance hold: nothing is written to it.
+    #[error(
+        "maintenance: {device} is under the {} maintenance hold, {command} not sent (release the hold to control it again)",
+        scope.as_str()
+    )]
+    Maintenance {
+        /// The held battery.
+        device: DeviceId,
+        /// Its own hold or the bridge-wide one.
+        scope: HoldScope,
+        /// The command refused.
+        command: &'static str,
+    },
+}
+
+/// Why a maintenance hold could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// No battery with that id.
+    #[error("unknown device '{0}'")]
+    UnknownDevice(String),
+    /// The service runs without a store (tools): a hold that would not survive is refused.
+    #[error("no store: the hold could not be kept")]
+    NoStore,
+    /// The store refused the document; nothing changed.
+    #[error("the hold could not be stored ({0})")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -188,6 +218,8 @@ pub struct CommandService {
     intents: IntentBoard,
     /// The dry-run switch: while on, the bridge's own loops send nothing.
     dry_run: DryRun,
+    /// The maintenance hold: a held battery gets no write at all.
+    maintenance: Maintenance,
     /// The day plan's SOC floors in force.
     floors: Floors,
     /// The verification running in the background per device (one at most: a newer mode
@@ -225,6 +257,7 @@ impl CommandService {
             not_holding: Arc::default(),
             intents: IntentBoard::default(),
             dry_run: DryRun::default(),
+            maintenance: Maintenance::default(),
             floors: Floors::default(),
             verifying: Arc::default(),
             shutdown: CancellationToken::new(),
@@ -252,6 +285,46 @@ impl CommandService {
     /// The dry-run switch.
     pub fn dry_run(&self) -> &DryRun {
         &self.dry_run
+    }
+
+    /// Refuses every write to a battery while it is under a `maintenance` hold.
+    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = maintenance;
+        self
+    }
+
+    /// The maintenance hold.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    /// Sets or releases a maintenance hold (`device`, or bridge-wide for `None`) for `by`, and
+    /// stops the background verification of every battery it holds (no re-send may reach a
+    /// battery under a hold). Refused for an unknown device or when the store cannot keep it.
+    pub async fn set_maintenance(
+        &self,
+        device: Option<&DeviceId>,
+        on: bool,
+        by: &str,
+    ) -> Result<MaintenanceState, MaintenanceError> {
+        if let Some(d) = device
+            && self.fleet.get(d).is_none()
+        {
+            return Err(MaintenanceError::UnknownDevice(d.to_string()));
+        }
+        let store = self.store.as_ref().ok_or(MaintenanceError::NoStore)?;
+        let state = self
+            .maintenance
+            .set(store.as_ref(), device, on, by, Utc::now())
+            .await?;
+        if on {
+            for id in self.fleet.ids() {
+                if state.held(&id).is_some() {
+                    self.supersede(&id);
+                }
+            }
+        }
+        Ok(state)
     }
 
     /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
@@ -396,6 +469,14 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        if let Some(scope) = self.maintenance.held(device) {
+            tracing::info!(device = %device, source, command = command.name(), "command_held_for_maintenance");
+            return Err(CommandError::Maintenance {
+                device: device.clone(),
+                scope,
+                command: command.name(),
+            });
+        }
         if self.dry_run.holds_back(origin.source) {
             tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
             return Err(CommandError::DryRun(command.name(), source));

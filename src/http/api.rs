@@ -100,6 +100,8 @@ pub struct BatteryView {
     /// The newest sample, when one arrived.
     #[schema(value_type = Option<Object>)]
     pub latest: Option<Value>,
+    /// Whether a maintenance hold (its own or the bridge-wide one) keeps every write away.
+    pub maintenance: bool,
 }
 
 fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
@@ -131,6 +133,7 @@ fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
             .get(id)
             .and_then(|d| serde_json::to_value(d).ok()),
         latest: latest.and_then(|s| serde_json::to_value(s).ok()),
+        maintenance: state.commands.maintenance().held(id).is_some(),
     }
 }
 

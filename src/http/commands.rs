@@ -97,6 +97,9 @@ pub async fn submit(
         CommandError::Driver(_) => {
             ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "device_error", message)
         }
+        CommandError::Maintenance { .. } => {
+            ApiError::new(axum::http::StatusCode::CONFLICT, "maintenance", message)
+        }
         // HTTP is a person's source: never held back, kept for completeness.
         CommandError::DryRun(..) => ApiError::invalid("dry_run", message),
     };

@@ -11,6 +11,7 @@ mod dry_run_api;
 mod error;
 mod history;
 mod live;
+mod maintenance_api;
 mod next_actions;
 mod openapi;
 mod page;
@@ -162,6 +163,16 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<ApiState>)> {
             Method::PUT,
             "/api/v1/dry-run",
             put(dry_run_api::put_dry_run),
+        ),
+        (
+            Method::GET,
+            "/api/v1/maintenance",
+            get(maintenance_api::get_maintenance),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/maintenance",
+            put(maintenance_api::put_maintenance),
         ),
         (Method::GET, "/api/v1/alerts", get(api::alerts)),
         (Method::GET, "/api/v1/bridge", get(api::bridge)),

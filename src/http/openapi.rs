@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::history::HistoryPoint;
-use super::{api, dry_run_api, next_actions, tempo_api};
+use super::{api, dry_run_api, maintenance_api, next_actions, tempo_api};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -25,12 +25,14 @@ use super::{api, dry_run_api, next_actions, tempo_api};
         api::preview, next_actions::next_actions,
         tempo_api::get_tempo, tempo_api::refresh_tempo, tempo_api::get_plan, tempo_api::ledger,
         dry_run_api::get_dry_run, dry_run_api::put_dry_run,
+        maintenance_api::get_maintenance, maintenance_api::put_maintenance,
         api::alerts, api::bridge,
         super::events, super::openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail, HistoryPoint, api::BatteryView, api::HistoryView,
         api::CommandResult, api::TriggerBody, tempo_api::RefreshBody, tempo_api::LedgerView,
         api::AlertsView, dry_run_api::DryRunView, dry_run_api::DryRunBody,
+        maintenance_api::MaintenanceBody, crate::control::MaintenanceState, crate::control::Hold,
         next_actions::NextAction, next_actions::NextActionsView)),
     modifiers(&Bearer),
     tags((name = "batteries"), (name = "commands"), (name = "jobs"), (name = "tempo"),

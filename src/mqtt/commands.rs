@@ -48,6 +48,8 @@ pub enum Action {
     Regulate,
     /// An external planner's mode (evcc, batcontrol), resolved against the battery's limits.
     Planner(PlannerMode),
+    /// Set (true) or release the battery's maintenance hold; nothing is sent to the battery.
+    Maintenance(bool),
 }
 
 /// The bridge's own mode name (not a device mode): the regulator drives the battery.
@@ -358,7 +360,7 @@ fn parse_int(field: &str, s: &str) -> Result<i64, String> {
 
 /// Fields accepted on `<dev>/set/<field>` (batcontrol's commands arrive as `batcontrol_mode`
 /// and `batcontrol_charge_rate`, from `<dev>/batcontrol/command/…`).
-pub const FIELDS: [&str; 10] = [
+pub const FIELDS: [&str; 11] = [
     "mode",
     "battery_mode",
     "batcontrol_mode",
@@ -369,6 +371,7 @@ pub const FIELDS: [&str; 10] = [
     "dod",
     "led",
     "ble_adv",
+    "maintenance",
 ];
 
 /// Parses a plain value from `<dev>/set/<field>`.
@@ -417,6 +420,9 @@ pub fn parse_field(field: &str, payload: &[u8], max: usize) -> Result<Parsed, Re
         "ble_adv" => Action::Submit(vec![Command::SetBleAdv {
             on: parse_bool(text).map_err(|e| fail(format!("ble_adv: {e}")))?,
         }]),
+        "maintenance" => {
+            Action::Maintenance(parse_bool(text).map_err(|e| fail(format!("maintenance: {e}")))?)
+        }
         other => {
             return Err(fail(format!(
                 "unknown field '{other}' (allowed: {})",

@@ -151,6 +151,10 @@ impl Topics {
     pub fn bridge_dry_run(&self) -> String {
         self.bridge("dry_run")
     }
+    /// `<base>/bridge/maintenance`: retained JSON, every maintenance hold in force.
+    pub fn bridge_maintenance(&self) -> String {
+        self.bridge("maintenance")
+    }
     /// `<base>/bridge/regulator`: retained JSON, the regulator's status.
     pub fn bridge_regulator(&self) -> String {
         self.bridge("regulator")
@@ -199,6 +203,11 @@ impl Topics {
     /// holding, reverts, last re-apply).
     pub fn intent(&self, dev: &DeviceId) -> String {
         self.dev(dev.as_str(), "intent")
+    }
+    /// `<base>/<dev>/maintenance`: retained `ON`/`OFF`, whether the battery is held (by its own
+    /// hold or the bridge-wide one).
+    pub fn maintenance(&self, dev: &DeviceId) -> String {
+        self.dev(dev.as_str(), "maintenance")
     }
     /// `<base>/<dev>/set` (device level as written in the incoming topic).
     pub fn set(&self, dev: &str) -> String {

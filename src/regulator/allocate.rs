@@ -20,6 +20,8 @@ pub enum Standing {
     Unavailable,
     /// Reachable but not holding its commands (the reason: mode drift, refused writes, …).
     NotHolding(String),
+    /// Under a maintenance hold: the user has it (a firmware update), nothing is sent.
+    Maintenance,
 }
 
 /// One battery as the allocator sees it.
@@ -56,6 +58,7 @@ impl Candidate {
             Standing::Ready => {}
             Standing::Unavailable => return Err("unavailable: not answering".into()),
             Standing::NotHolding(why) => return Err(format!("not holding its commands: {why}")),
+            Standing::Maintenance => return Err("under a maintenance hold".into()),
         }
         let Some(Percent(soc)) = self.soc else {
             return Err("SOC not read yet".into());

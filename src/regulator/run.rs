@@ -121,7 +121,9 @@ impl Task {
                 capacity_wh: s.and_then(|s| s.rated_capacity).map(|w| w.0),
                 charge_allowed: s.and_then(|s| s.charge_allowed),
                 discharge_allowed: s.and_then(|s| s.discharge_allowed),
-                standing: if reachable {
+                standing: if self.service.maintenance().held(id).is_some() {
+                    Standing::Maintenance
+                } else if reachable {
                     Standing::Ready
                 } else {
                     Standing::Unavailable

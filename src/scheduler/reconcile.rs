@@ -8,7 +8,8 @@
 //! by renewing `cd_time` before it runs out while `valid_until` lasts; a battery charging under
 //! tonight's Tempo precharge slot is switched to the idle slot once it reaches its target SOC.
 //! A battery that leaves its intent on its own is re-applied with a backoff and an hourly budget
-//! (`holding`), every re-apply in the audit with source `reconciler`. The intent is read from the
+//! (`holding`), every re-apply in the audit with source `reconciler`. A battery under a
+//! maintenance hold is left alone (no re-apply, no renewal) until the hold is released. The intent is read from the
 //! command service's in-memory `IntentBoard` (its owner) and the store, the newer winning, so a
 //! store that cannot be read never brings back a stale intent, and start-up never overwrites an
 //! intent a command set meanwhile.
@@ -245,6 +246,10 @@ impl Reconciler {
                 );
                 continue;
             }
+            if self.commands.maintenance().held(&intent.device).is_some() {
+                outcomes.push(json!({ "device": intent.device, "status": "maintenance_hold" }));
+                continue;
+            }
             if observed == Some(intent.config.mode()) {
                 self.mark_reached(&intent);
                 self.commands.intents().set(&intent);
@@ -368,6 +373,10 @@ impl Reconciler {
         }
         let observed = sample.mode?;
         let cached = self.intent(&sample.device)?;
+        if self.commands.maintenance().held(&sample.device).is_some() {
+            // Under a maintenance hold the battery is the user's: nothing is re-applied.
+            return None;
+        }
         let now = self.clock.now();
         if cached.config.mode() == observed {
             self.mark_reached(&cached);
@@ -527,6 +536,7 @@ impl Reconciler {
             desired
                 .into_values()
                 .filter(|d| valid_at(d, now))
+                .filter(|d| self.commands.maintenance().held(&d.device).is_none())
                 .filter(|d| match d.config {
                     ModeConfig::Passive { cd_time, .. } => {
                         let last = applied.get(&d.device).copied().unwrap_or(d.set_at);

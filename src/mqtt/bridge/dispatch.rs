@@ -362,6 +362,17 @@ pub(super) async fn run_action(
             None => return regulate(service, dev, id, &origin),
         },
         Action::Regulate => return regulate(service, dev, id, &origin),
+        Action::Maintenance(on) => {
+            let resp = match service
+                .set_maintenance(Some(dev), on, source.as_str())
+                .await
+            {
+                Ok(_) => CommandResponse::ok(id, json!({ "maintenance": on }), false),
+                Err(e) => CommandResponse::error(id, e.to_string()),
+            };
+            let unknown = !service.fleet().ids().contains(dev);
+            return Ran::answer(resp, None, unknown);
+        }
     };
     let (outcome, books) = service.apply(dev, &commands, origin).await;
     let unknown = matches!(

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::discovery_pass::DiscoveryEvent;
-use crate::domain::{Alert, AlertState, Sample};
+use crate::control::MaintenanceState;
+use crate::domain::{Alert, AlertState, DeviceId, Sample};
 use crate::mqtt::discovery::Entity;
 use crate::mqtt::topics::Topics;
 
@@ -106,6 +107,20 @@ impl MqttHandle {
     /// Publishes the retained € ledger (`<base>/bridge/ledger`).
     pub fn publish_ledger(&self, ledger: Value) {
         self.retained_json(self.shared.topics.bridge_ledger(), &ledger);
+    }
+
+    /// Publishes the retained maintenance holds (`<base>/bridge/maintenance`, JSON) and, for
+    /// each of `devices`, whether it is held (`<base>/<dev>/maintenance`, `ON`/`OFF`).
+    pub fn publish_maintenance(&self, state: &MaintenanceState, devices: &[DeviceId]) {
+        let t = &self.shared.topics;
+        if let Ok(v) = serde_json::to_value(state) {
+            self.retained_json(t.bridge_maintenance(), &v);
+        }
+        for d in devices {
+            let on = if state.held(d).is_some() { "ON" } else { "OFF" };
+            self.shared
+                .set_retained(t.maintenance(d), on.as_bytes().to_vec());
+        }
     }
 
     /// Publishes the retained dry-run switch (`<base>/bridge/dry_run`).

@@ -295,6 +295,14 @@ impl Builder<'_> {
             c.entity_category = Some(EntityCategory::Config);
             self.push(Component::Switch, key, c);
         }
+        let mut c = self.config(Component::Switch, "maintenance", "Maintenance hold");
+        c.state_topic = Some(self.topics.maintenance(self.dev));
+        c.command_topic = self.set_topic("maintenance");
+        c.payload_on = Some("ON");
+        c.payload_off = Some("OFF");
+        c.entity_category = Some(EntityCategory::Config);
+        c.icon = Some("mdi:wrench-clock");
+        self.push(Component::Switch, "maintenance", c);
     }
 
     /// "Control holding" (the battery shows its intent's mode) and "Intent" (the intended

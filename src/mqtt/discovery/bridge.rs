@@ -70,6 +70,7 @@ impl BridgeEntities {
         };
         let mut out: Vec<Entity> = self.jobs.iter().flat_map(|id| base.job(id)).collect();
         out.push(base.next_scheduled_action());
+        out.push(base.maintenance());
         if self.tempo {
             out.extend(base.tempo());
         }
@@ -194,6 +195,25 @@ impl Base<'_> {
             out.push(sw);
         }
         out
+    }
+
+    /// The bridge-wide maintenance hold (every battery), from `bridge/maintenance`.
+    fn maintenance(&self) -> Entity {
+        let mut sw = self.entity(
+            "maintenance",
+            "Maintenance hold (all batteries)".into(),
+            Component::Switch,
+        );
+        sw.config.state_topic = Some(self.topics.bridge_maintenance());
+        sw.config.value_template = Some("{{ 'on' if value_json.bridge else 'off' }}".into());
+        sw.config.command_topic = Some(self.topics.bridge_request("maintenance"));
+        sw.config.payload_on = Some(r#"{"maintenance":true}"#);
+        sw.config.payload_off = Some(r#"{"maintenance":false}"#);
+        sw.config.state_on = Some("on");
+        sw.config.state_off = Some("off");
+        sw.config.entity_category = Some(EntityCategory::Config);
+        sw.config.icon = Some("mdi:wrench-clock");
+        sw
     }
 
     fn next_scheduled_action(&self) -> Entity {
