@@ -330,7 +330,8 @@ mod tests {
                 "job_a_run",
                 "job_b_enabled",
                 "job_b_run",
-                "next_scheduled_action"
+                "next_scheduled_action",
+                "maintenance"
             ]
         );
         let with_tempo = BridgeEntities {
@@ -338,13 +339,19 @@ mod tests {
             ..plain
         };
         let entities = with_tempo.build(&topics);
-        assert_eq!(entities.len(), 5 + 8);
+        assert_eq!(entities.len(), 6 + 8);
         let run = &entities[1];
         assert_eq!(
             run.config.command_topic.as_deref(),
             Some(topics.bridge_request("jobs/job_a/run").as_str())
         );
         assert!(entities.iter().all(|e| e.config.qos == 1));
+        let hold = entities.iter().find(|e| e.key == "maintenance").unwrap();
+        assert_eq!(
+            hold.config.command_topic.as_deref(),
+            Some(topics.bridge_request("maintenance").as_str())
+        );
+        assert_eq!(hold.config.payload_on, Some(r#"{"maintenance":true}"#));
     }
 
     #[test]
