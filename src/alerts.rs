@@ -1,5 +1,6 @@
-//! Alert rules with raise/clear hysteresis, fed by samples and driver health: low SOC, high
-//! temperature, device unreachable/back; one-shot events (command failed, mode drift from the
+//! Alert rules with raise/clear hysteresis, fed by samples, driver health and battery
+//! identities: low SOC, high temperature, device unreachable/back, firmware in a known-bad
+//! range (from the catalogue note the driver attached); one-shot events (command failed, mode drift from the
 //! reconciler) pass through. Pure state machine: returns `domain::Alert` events and touches
 //! nothing; the app routes them to MQTT (`MqttHandle::publish_alert`) and the store.
 
@@ -8,7 +9,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Alert, AlertKind, AlertState, DeviceHealth, DeviceId, Sample, Severity};
+use crate::domain::{
+    Alert, AlertKind, AlertState, DeviceHealth, DeviceId, DeviceInfo, Sample, Severity,
+};
 
 /// Thresholds of the alert rules (`[alerts]` section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +81,8 @@ impl AlertSettings {
 pub struct AlertEngine {
     settings: AlertSettings,
     active: BTreeMap<(DeviceId, AlertKind), bool>,
+    /// Model and firmware last seen per device (the firmware rule acts on a change only).
+    identities: BTreeMap<DeviceId, (String, u32)>,
 }
 
 #[allow(clippy::too_many_arguments)] // a plain constructor: one argument per Alert field
@@ -102,6 +107,7 @@ impl AlertEngine {
         Self {
             settings,
             active: BTreeMap::new(),
+            identities: BTreeMap::new(),
         }
     }
 
@@ -235,6 +241,56 @@ impl AlertEngine {
         }
     }
 
+    /// Evaluates the firmware catalogue's note on a battery's identity: `firmware_known_bad` is
+    /// raised once while the firmware is in a known-bad range, and cleared when the firmware
+    /// changes (raised again at once when the new one is known-bad too). Nothing happens while
+    /// model and firmware stay the same.
+    pub fn on_identity(&mut self, info: &DeviceInfo, now: DateTime<Utc>) -> Vec<Alert> {
+        let seen = (info.model.clone(), info.firmware);
+        if self.identities.get(&info.id) == Some(&seen) {
+            return vec![];
+        }
+        self.identities.insert(info.id.clone(), seen);
+        let kind = AlertKind::FirmwareKnownBad;
+        let mut out = Vec::new();
+        let firmware = Some(f64::from(info.firmware));
+        if self.is_active(&info.id, kind) && self.flip(&info.id, kind, false) {
+            out.push(alert(
+                kind,
+                Severity::Info,
+                &info.id,
+                format!("firmware is now {}", info.firmware),
+                firmware,
+                None,
+                AlertState::Cleared,
+                now,
+            ));
+        }
+        if let Some(note) = info.firmware_note.as_ref().filter(|n| n.known_bad()) {
+            self.flip(&info.id, kind, true);
+            let sources: Vec<&str> = note.quirks.iter().map(|q| q.source.as_str()).collect();
+            out.push(alert(
+                kind,
+                Severity::Warning,
+                &info.id,
+                format!(
+                    "{} firmware {} is in a known-bad range ({}, firmware {}): {} (reported in {})",
+                    note.family,
+                    info.firmware,
+                    note.entry,
+                    note.firmware_range,
+                    note.note,
+                    sources.join("; ")
+                ),
+                firmware,
+                None,
+                AlertState::Raised,
+                now,
+            ));
+        }
+        out
+    }
+
     /// Passes an event from elsewhere (command failed, mode drift, job failures) through, tracking
     /// raise/clear so a repeated raise of a stateful kind (mode drift) is not re-sent.
     pub fn on_event(&mut self, a: Alert) -> Vec<Alert> {
@@ -341,6 +397,54 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["state"], "raised");
+    }
+
+    fn identity(firmware: u32) -> DeviceInfo {
+        let model = "VenusE 3.0".to_string();
+        DeviceInfo {
+            id: DeviceId::parse("d1").unwrap(),
+            firmware_note: Some(crate::marstek::catalogue::lookup(&model, firmware)),
+            model,
+            firmware,
+            ble_mac: "aabbccddeeff".into(),
+            wifi_mac: None,
+            address: "127.0.0.1:30000".into(),
+            readings: Default::default(),
+        }
+    }
+
+    #[test]
+    fn known_bad_firmware_is_raised_once_and_cleared_when_the_firmware_changes() {
+        let mut e = AlertEngine::new(AlertSettings::default());
+        let a = e.on_identity(&identity(148), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].kind, a[0].state, a[0].severity),
+            (
+                AlertKind::FirmwareKnownBad,
+                AlertState::Raised,
+                Severity::Warning
+            )
+        );
+        assert!(a[0].message.contains("jaapp #111"), "{}", a[0].message);
+        assert_eq!(a[0].value, Some(148.0));
+        for _ in 0..3 {
+            assert!(e.on_identity(&identity(148), Utc::now()).is_empty());
+        }
+        // another known-bad firmware: the old one cleared, the new one raised
+        let a = e.on_identity(&identity(147), Utc::now());
+        let states: Vec<AlertState> = a.iter().map(|x| x.state).collect();
+        assert_eq!(states, [AlertState::Cleared, AlertState::Raised]);
+        let a = e.on_identity(&identity(150), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].state, AlertState::Cleared);
+        assert!(e.on_identity(&identity(150), Utc::now()).is_empty());
+        let d = DeviceId::parse("d1").unwrap();
+        assert!(!e.is_active(&d, AlertKind::FirmwareKnownBad));
+        // a good or unknown firmware raises nothing
+        let mut e = AlertEngine::new(AlertSettings::default());
+        assert!(e.on_identity(&identity(150), Utc::now()).is_empty());
+        assert!(e.on_identity(&identity(151), Utc::now()).is_empty());
     }
 
     #[test]

@@ -333,6 +333,8 @@ pub enum AlertKind {
     RegulatorMeterStale,
     /// The regulator stopped (the meter's sign looks inverted): its batteries are in Auto.
     RegulatorStopped,
+    /// The battery's firmware is in a range the firmware catalogue knows to be bad.
+    FirmwareKnownBad,
 }
 
 impl AlertKind {
@@ -355,6 +357,7 @@ impl AlertKind {
             AlertKind::CommandNotHolding => "command_not_holding",
             AlertKind::RegulatorMeterStale => "regulator_meter_stale",
             AlertKind::RegulatorStopped => "regulator_stopped",
+            AlertKind::FirmwareKnownBad => "firmware_known_bad",
         }
     }
 }

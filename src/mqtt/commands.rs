@@ -585,6 +585,7 @@ mod tests {
             verified,
             observed_mode: None,
             latency_ms: 1.0,
+            note: None,
         })
     }
 

@@ -51,6 +51,7 @@ impl Actor {
             verified,
             observed_mode,
             latency_ms: reply.latency.as_secs_f64() * 1000.0,
+            note: None,
         })
     }
 
