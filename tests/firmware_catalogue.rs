@@ -5,18 +5,24 @@
 //! firmware the catalogue does not know gets the cautious policy without any alert; a Manual
 //! slot's power on firmware that ignores it is answered unverified with the reason. The whole
 //! bridge (`app::run_with`) runs on the simulator (loopback UDP), the real mosquitto and SQLite,
-//! with the AUTO/MANUAL jobs switched off.
+//! with the AUTO/MANUAL jobs switched off; the driver alone shows that background polls leave
+//! `ES.GetMode` alone where the catalogue says reading it resets the mode.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use marstek_bridge::config::{DeviceConfig, Settings};
-use marstek_bridge::marstek::catalogue;
+use marstek_bridge::domain::{Battery, Command, DeviceId, DeviceLimits, Mode, ModeConfig, Watts};
+use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport, catalogue};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEGIN: &str = "<!-- firmware-notes:begin -->\n";
@@ -386,4 +392,73 @@ async fn manual_power_on_firmware_that_ignores_it_is_answered_unverified_with_th
     assert_eq!(r["verified"], json!(true), "{r}");
     assert!(r.get("note").is_none(), "{r}");
     rig.finish().await;
+}
+
+/// Background polls of a battery whose firmware resets the mode when `ES.GetMode` is read
+/// (`getmode-resets`, fw 148, jaapp #111): it stays in Passive for as many routine rounds as
+/// are watched on fw 148 (GetMode read sparingly, the mode last read carried), while the same
+/// firmware fault on fw 150, where the catalogue knows no such bug, is reset by the first round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_polls_leave_get_mode_alone_where_the_catalogue_says_it_resets_the_mode() {
+    assert_eq!(routine_rounds_in_passive(148).await, Mode::Passive);
+    assert_eq!(routine_rounds_in_passive(150).await, Mode::Auto);
+}
+
+/// Puts a Venus E 3.0 on `firmware` in Passive through the driver, turns `getmode-resets` on,
+/// watches four routine rounds and returns the simulated battery's mode then.
+async fn routine_rounds_in_passive(firmware: i64) -> Mode {
+    let sim = Simulator::start(SimConfig {
+        profile: SimProfile::VenusE3,
+        firmware: Some(firmware),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let t = Transport::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), &cancel)
+        .await
+        .unwrap();
+    let settings = PollingSettings {
+        status_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(300),
+        quiet_gap: Duration::ZERO,
+        resend_after: Duration::ZERO,
+        extras_every: 1000,
+        ..PollingSettings::default()
+    };
+    let (tx, mut rx) = broadcast::channel(64);
+    let spec = DeviceSpec {
+        id: DeviceId::parse("bat1").unwrap(),
+        addr: sim.addrs()[0],
+        limits: DeviceLimits::default(),
+    };
+    let b = MarstekBattery::spawn(t, spec, settings, tx, cancel.clone(), &tracker);
+    let passive = Command::SetMode(ModeConfig::Passive {
+        power: Watts(-500),
+        cd_time: 600,
+    });
+    let report = tokio::time::timeout(WAIT, b.execute(&passive))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.observed_mode, Some(Mode::Passive));
+    sim.update_faults(0, |f| f.getmode_resets = true);
+    // rounds that started after the fault was switched on
+    let mut rounds = 0;
+    while rounds < 5 {
+        let s = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        rounds += 1;
+        if firmware == 148 && rounds > 1 {
+            assert_eq!(s.mode, Some(Mode::Passive), "the mode last read stands");
+        }
+    }
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    sim.state(0).unwrap().mode
 }

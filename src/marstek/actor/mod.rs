@@ -36,7 +36,7 @@ use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
-    Percent, Sample,
+    Mode, Percent, Sample,
 };
 
 /// One battery to drive.
@@ -192,6 +192,7 @@ impl MarstekBattery {
             round: 0,
             readings: ReadingsTracker::default(),
             mode_instance: 0,
+            last_mode: None,
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -309,6 +310,8 @@ struct Actor {
     /// `params.id` asked first on `ES.GetMode`: the catalogue's choice at identification, then
     /// the one that answered (0, or 1 on firmware that ignores 0).
     mode_instance: u8,
+    /// The mode last read (carried into rounds that leave `ES.GetMode` out).
+    last_mode: Option<Mode>,
 }
 
 impl Actor {
