@@ -1,6 +1,7 @@
 //! Alert rules with raise/clear hysteresis, fed by samples, driver health and battery
-//! identities: low SOC, high temperature, device unreachable/back, firmware in a known-bad
-//! range (from the catalogue note the driver attached); one-shot events (command failed, mode drift from the
+//! identities: low SOC, high temperature, device unreachable/back (with `local_api_disabled`
+//! and its hint on firmware known to switch its Local API off), firmware in a known-bad range
+//! (both from the catalogue note the driver attached); one-shot events (command failed, mode drift from the
 //! reconciler) pass through. Pure state machine: returns `domain::Alert` events and touches
 //! nothing; the app routes them to MQTT (`MqttHandle::publish_alert`) and the store.
 
@@ -83,6 +84,9 @@ pub struct AlertEngine {
     active: BTreeMap<(DeviceId, AlertKind), bool>,
     /// Model and firmware last seen per device (the firmware rule acts on a change only).
     identities: BTreeMap<DeviceId, (String, u32)>,
+    /// Catalogue entry (with its sources) of each device whose firmware is known to switch
+    /// its Local API off.
+    api_may_switch_off: BTreeMap<DeviceId, (String, String)>,
 }
 
 #[allow(clippy::too_many_arguments)] // a plain constructor: one argument per Alert field
@@ -108,6 +112,7 @@ impl AlertEngine {
             settings,
             active: BTreeMap::new(),
             identities: BTreeMap::new(),
+            api_may_switch_off: BTreeMap::new(),
         }
     }
 
@@ -214,19 +219,25 @@ impl AlertEngine {
         let limit = self.settings.unreachable_after;
         if !down && h.consecutive_failures >= limit {
             self.flip(device, AlertKind::Unreachable, true);
-            vec![alert(
-                AlertKind::Unreachable,
-                Severity::Critical,
-                device,
-                format!("no answer to {} consecutive polls", h.consecutive_failures),
-                Some(h.consecutive_failures.into()),
-                Some(limit.into()),
-                AlertState::Raised,
-                now,
-            )]
+            let mut out = self.local_api(device, true, now);
+            out.insert(
+                0,
+                alert(
+                    AlertKind::Unreachable,
+                    Severity::Critical,
+                    device,
+                    format!("no answer to {} consecutive polls", h.consecutive_failures),
+                    Some(h.consecutive_failures.into()),
+                    Some(limit.into()),
+                    AlertState::Raised,
+                    now,
+                ),
+            );
+            out
         } else if down && h.consecutive_failures == 0 {
             self.flip(device, AlertKind::Unreachable, false);
-            vec![alert(
+            let cleared = self.local_api(device, false, now);
+            let mut out = vec![alert(
                 AlertKind::Unreachable,
                 Severity::Info,
                 device,
@@ -235,7 +246,9 @@ impl AlertEngine {
                 Some(limit.into()),
                 AlertState::Cleared,
                 now,
-            )]
+            )];
+            out.extend(cleared);
+            out
         } else {
             vec![]
         }
@@ -251,6 +264,20 @@ impl AlertEngine {
             return vec![];
         }
         self.identities.insert(info.id.clone(), seen);
+        match info
+            .firmware_note
+            .as_ref()
+            .filter(|n| n.policy.api_may_switch_off)
+        {
+            Some(n) => {
+                let sources: Vec<&str> = n.quirks.iter().map(|q| q.source.as_str()).collect();
+                let why = (n.entry.clone(), sources.join("; "));
+                self.api_may_switch_off.insert(info.id.clone(), why);
+            }
+            None => {
+                self.api_may_switch_off.remove(&info.id);
+            }
+        }
         let kind = AlertKind::FirmwareKnownBad;
         let mut out = Vec::new();
         let firmware = Some(f64::from(info.firmware));
@@ -289,6 +316,50 @@ impl AlertEngine {
             ));
         }
         out
+    }
+
+    /// `local_api_disabled` raised (with the hint) or cleared with `unreachable`, for a device
+    /// whose firmware is known to switch its Local API off.
+    fn local_api(&mut self, device: &DeviceId, on: bool, now: DateTime<Utc>) -> Vec<Alert> {
+        let kind = AlertKind::LocalApiDisabled;
+        let Some((entry, sources)) = self.api_may_switch_off.get(device).cloned() else {
+            // a device that stopped answering before its catalogue entry was known
+            return if !on && self.flip(device, kind, false) {
+                vec![alert(
+                    kind,
+                    Severity::Info,
+                    device,
+                    "device answers again".into(),
+                    None,
+                    None,
+                    AlertState::Cleared,
+                    now,
+                )]
+            } else {
+                vec![]
+            };
+        };
+        if !self.flip(device, kind, on) {
+            return vec![];
+        }
+        let (severity, message, state) = if on {
+            (
+                Severity::Critical,
+                format!(
+                    "no answer, and this firmware ({entry}) is known to switch its Local API off                      ({sources}): check that the Open API is still on in the Marstek app and                      switch it on again (a firmware update to 150 is reported to fix it)"
+                ),
+                AlertState::Raised,
+            )
+        } else {
+            (
+                Severity::Info,
+                "device answers again".to_string(),
+                AlertState::Cleared,
+            )
+        };
+        vec![alert(
+            kind, severity, device, message, None, None, state, now,
+        )]
     }
 
     /// Passes an event from elsewhere (command failed, mode drift, job failures) through, tracking
@@ -445,6 +516,31 @@ mod tests {
         let mut e = AlertEngine::new(AlertSettings::default());
         assert!(e.on_identity(&identity(150), Utc::now()).is_empty());
         assert!(e.on_identity(&identity(151), Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn silence_on_firmware_that_switches_its_api_off_says_so_with_a_hint() {
+        let mut e = AlertEngine::new(AlertSettings::default());
+        let h = |n| DeviceHealth {
+            consecutive_failures: n,
+            ..Default::default()
+        };
+        let d = DeviceId::parse("d1").unwrap();
+        e.on_identity(&identity(148), Utc::now());
+        let a = e.on_health(&d, &h(3), Utc::now());
+        let kinds: Vec<AlertKind> = a.iter().map(|x| x.kind).collect();
+        assert_eq!(kinds, [AlertKind::Unreachable, AlertKind::LocalApiDisabled]);
+        assert!(a[1].message.contains("Open API") && a[1].message.contains("jaapp #85"));
+        assert!(e.on_health(&d, &h(4), Utc::now()).is_empty());
+        let a = e.on_health(&d, &h(0), Utc::now());
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|x| x.state == AlertState::Cleared));
+        // on firmware 150 silence is only "unreachable"
+        let mut e = AlertEngine::new(AlertSettings::default());
+        e.on_identity(&identity(150), Utc::now());
+        let a = e.on_health(&d, &h(3), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, AlertKind::Unreachable);
     }
 
     #[test]

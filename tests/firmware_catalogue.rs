@@ -3,7 +3,9 @@
 //! and one-battery view with the entry, quirks and sources), in `bridge/info` (which entry and
 //! why) and one `firmware_known_bad` alert over MQTT with its Home Assistant problem sensor; a
 //! firmware the catalogue does not know gets the cautious policy without any alert; a Manual
-//! slot's power on firmware that ignores it is answered unverified with the reason. The whole
+//! slot's power on firmware that ignores it is answered unverified with the reason; a battery
+//! on firmware known to switch its Local API off that falls silent gets `local_api_disabled`
+//! with a hint, cleared when it answers again. The whole
 //! bridge (`app::run_with`) runs on the simulator (loopback UDP), the real mosquitto and SQLite,
 //! with the AUTO/MANUAL jobs switched off; the driver alone shows that background polls leave
 //! `ES.GetMode` alone where the catalogue says reading it resets the mode.
@@ -75,7 +77,7 @@ struct Rig {
     http: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     bridge: Option<JoinHandle<anyhow::Result<()>>>,
-    _sim: SimHandle,
+    sim: SimHandle,
     _probe: JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -173,7 +175,7 @@ impl Rig {
             http,
             stop: Some(stop_tx),
             bridge: Some(bridge),
-            _sim: sim,
+            sim,
             _probe: probe,
             _dir: dir,
         }
@@ -435,6 +437,11 @@ async fn routine_rounds_in_passive(firmware: i64) -> Mode {
         limits: DeviceLimits::default(),
     };
     let b = MarstekBattery::spawn(t, spec, settings, tx, cancel.clone(), &tracker);
+    // the first round (an extras round, which reads the mode) is over before the write
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let passive = Command::SetMode(ModeConfig::Passive {
         power: Watts(-500),
         cd_time: 600,
@@ -461,4 +468,31 @@ async fn routine_rounds_in_passive(firmware: i64) -> Mode {
     tracker.close();
     tracker.wait().await;
     sim.state(0).unwrap().mode
+}
+
+/// Venus E 3.0 fw 148 whose Open API is switched off (`api-disabled`): besides `unreachable`,
+/// `local_api_disabled` with the hint to switch it on again in the app; both cleared once it
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_battery_on_firmware_that_switches_its_api_off_gets_the_hint() {
+    let mut rig = Rig::start(SimProfile::VenusE3, 148, "").await;
+    rig.next("venus1/state", |_, _| true).await;
+    rig.sim.update_faults(0, |f| f.api_disabled = true);
+    let (_, a) = rig
+        .next("venus1/alert", |_, a| {
+            a["kind"] == json!("local_api_disabled") && a["state"] == json!("raised")
+        })
+        .await;
+    let msg = a["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Open API is still on in the Marstek app") && msg.contains("venus-e3-148"),
+        "{msg}"
+    );
+    assert_eq!(rig.alerts("unreachable").len(), 1, "raised just before");
+    rig.sim.update_faults(0, |f| f.api_disabled = false);
+    rig.next("venus1/alert", |_, a| {
+        a["kind"] == json!("local_api_disabled") && a["state"] == json!("cleared")
+    })
+    .await;
+    rig.finish().await;
 }

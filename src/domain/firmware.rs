@@ -56,6 +56,9 @@ pub struct FirmwarePolicy {
     pub ups: bool,
     /// Shortest safe interval between two status polls, s.
     pub min_poll_interval_s: u32,
+    /// The Local API is known to switch itself off on this firmware: a battery that stops
+    /// answering gets `local_api_disabled` with a hint, not only `unreachable`.
+    pub api_may_switch_off: bool,
     /// A known periodic network-stack restart: its period, s (None when none is known).
     pub network_reset_period_s: Option<u32>,
 }

@@ -335,6 +335,8 @@ pub enum AlertKind {
     RegulatorStopped,
     /// The battery's firmware is in a range the firmware catalogue knows to be bad.
     FirmwareKnownBad,
+    /// A battery on firmware known to switch its Local API off stopped answering.
+    LocalApiDisabled,
 }
 
 impl AlertKind {
@@ -358,6 +360,7 @@ impl AlertKind {
             AlertKind::RegulatorMeterStale => "regulator_meter_stale",
             AlertKind::RegulatorStopped => "regulator_stopped",
             AlertKind::FirmwareKnownBad => "firmware_known_bad",
+            AlertKind::LocalApiDisabled => "local_api_disabled",
         }
     }
 }

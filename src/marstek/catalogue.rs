@@ -21,6 +21,7 @@ const SPEC: FirmwarePolicy = FirmwarePolicy {
     passive_refused: false,
     ups: false,
     min_poll_interval_s: 60,
+    api_may_switch_off: false,
     network_reset_period_s: None,
 };
 
@@ -38,6 +39,7 @@ const GEN150: FirmwarePolicy = FirmwarePolicy {
 const RISKY: FirmwarePolicy = FirmwarePolicy {
     get_mode_sparingly: true,
     min_poll_interval_s: 120,
+    api_may_switch_off: true,
     ..SPEC
 };
 
@@ -451,6 +453,9 @@ pub fn policy_summary(p: &FirmwarePolicy) -> String {
         parts.push("UPS".into());
     }
     parts.push(format!("poll ≥ {} s", p.min_poll_interval_s));
+    if p.api_may_switch_off {
+        parts.push("silence = Local API off?".into());
+    }
     if let Some(s) = p.network_reset_period_s {
         parts.push(format!("network reset every {s} s"));
     }
@@ -537,7 +542,9 @@ mod tests {
         assert_eq!(id(150), "venus-e3-150");
         assert_eq!(id(151), "unknown");
         let n = lookup("VenusE 3.0", 148);
-        assert!(n.known_bad() && n.policy.get_mode_sparingly);
+        assert!(n.known_bad() && n.policy.get_mode_sparingly && n.policy.api_may_switch_off);
+        assert!(!lookup("VenusE 3.0", 150).policy.api_may_switch_off);
+        assert!(!lookup("VenusE 3.0", 145).policy.api_may_switch_off);
         assert!(n.quirks.iter().any(|q| q.source == "jaapp #111"));
         assert_eq!(n.policy.min_poll_interval_s, 120);
         let n = lookup("VenusE 3.0", 150);
