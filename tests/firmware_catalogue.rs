@@ -8,7 +8,8 @@
 //! with a hint, cleared when it answers again. The whole
 //! bridge (`app::run_with`) runs on the simulator (loopback UDP), the real mosquitto and SQLite,
 //! with the AUTO/MANUAL jobs switched off; the driver alone shows that background polls leave
-//! `ES.GetMode` alone where the catalogue says reading it resets the mode.
+//! `ES.GetMode` alone where the catalogue says reading it resets the mode, and `probe` prints
+//! the entry a battery matched and why.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -495,4 +496,32 @@ async fn a_silent_battery_on_firmware_that_switches_its_api_off_gets_the_hint() 
     })
     .await;
     rig.finish().await;
+}
+
+/// `probe` prints the catalogue entry a battery matched, why, its policy and its quirks with
+/// their sources (and the same in its JSON).
+#[tokio::test]
+async fn probe_prints_the_catalogue_entry_and_why() {
+    let sim = Simulator::start(SimConfig {
+        profile: SimProfile::VenusA,
+        firmware: Some(148),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let a = sim.addrs()[0].to_string();
+    let out = marstek_bridge::marstek::probe(&a, false).await.unwrap();
+    for want in [
+        "catalogue       venus-a-148 (Venus A, firmware 148)",
+        "matched         model 'VenusA' is Venus A; firmware 148 is in 148",
+        "firmware note   warning: known-bad range",
+        "policy          GetMode id 0; GetMode sparingly",
+        "[jaapp PR #129]",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    let js: Value =
+        serde_json::from_str(&marstek_bridge::marstek::probe(&a, true).await.unwrap()).unwrap();
+    assert_eq!(js["catalogue"]["entry"], json!("venus-a-148"), "{js}");
+    assert_eq!(js["catalogue"]["policy"]["bat_power_missing"], json!(true));
 }
