@@ -1,5 +1,7 @@
-//! Alert rules with raise/clear hysteresis, fed by samples and driver health: low SOC, high
-//! temperature, device unreachable/back; one-shot events (command failed, mode drift from the
+//! Alert rules with raise/clear hysteresis, fed by samples, driver health and battery
+//! identities: low SOC, high temperature, device unreachable/back (with `local_api_disabled`
+//! and its hint on firmware known to switch its Local API off), firmware in a known-bad range
+//! (both from the catalogue note the driver attached); one-shot events (command failed, mode drift from the
 //! reconciler) pass through. Pure state machine: returns `domain::Alert` events and touches
 //! nothing; the app routes them to MQTT (`MqttHandle::publish_alert`) and the store.
 
@@ -8,7 +10,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Alert, AlertKind, AlertState, DeviceHealth, DeviceId, Sample, Severity};
+use crate::domain::{
+    Alert, AlertKind, AlertState, DeviceHealth, DeviceId, DeviceInfo, Sample, Severity,
+};
 
 /// Thresholds of the alert rules (`[alerts]` section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +82,11 @@ impl AlertSettings {
 pub struct AlertEngine {
     settings: AlertSettings,
     active: BTreeMap<(DeviceId, AlertKind), bool>,
+    /// Model and firmware last seen per device (the firmware rule acts on a change only).
+    identities: BTreeMap<DeviceId, (String, u32)>,
+    /// Catalogue entry (with its sources) of each device whose firmware is known to switch
+    /// its Local API off.
+    api_may_switch_off: BTreeMap<DeviceId, (String, String)>,
 }
 
 #[allow(clippy::too_many_arguments)] // a plain constructor: one argument per Alert field
@@ -102,6 +111,8 @@ impl AlertEngine {
         Self {
             settings,
             active: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            api_may_switch_off: BTreeMap::new(),
         }
     }
 
@@ -208,19 +219,25 @@ impl AlertEngine {
         let limit = self.settings.unreachable_after;
         if !down && h.consecutive_failures >= limit {
             self.flip(device, AlertKind::Unreachable, true);
-            vec![alert(
-                AlertKind::Unreachable,
-                Severity::Critical,
-                device,
-                format!("no answer to {} consecutive polls", h.consecutive_failures),
-                Some(h.consecutive_failures.into()),
-                Some(limit.into()),
-                AlertState::Raised,
-                now,
-            )]
+            let mut out = self.local_api(device, true, now);
+            out.insert(
+                0,
+                alert(
+                    AlertKind::Unreachable,
+                    Severity::Critical,
+                    device,
+                    format!("no answer to {} consecutive polls", h.consecutive_failures),
+                    Some(h.consecutive_failures.into()),
+                    Some(limit.into()),
+                    AlertState::Raised,
+                    now,
+                ),
+            );
+            out
         } else if down && h.consecutive_failures == 0 {
             self.flip(device, AlertKind::Unreachable, false);
-            vec![alert(
+            let cleared = self.local_api(device, false, now);
+            let mut out = vec![alert(
                 AlertKind::Unreachable,
                 Severity::Info,
                 device,
@@ -229,10 +246,120 @@ impl AlertEngine {
                 Some(limit.into()),
                 AlertState::Cleared,
                 now,
-            )]
+            )];
+            out.extend(cleared);
+            out
         } else {
             vec![]
         }
+    }
+
+    /// Evaluates the firmware catalogue's note on a battery's identity: `firmware_known_bad` is
+    /// raised once while the firmware is in a known-bad range, and cleared when the firmware
+    /// changes (raised again at once when the new one is known-bad too). Nothing happens while
+    /// model and firmware stay the same.
+    pub fn on_identity(&mut self, info: &DeviceInfo, now: DateTime<Utc>) -> Vec<Alert> {
+        let seen = (info.model.clone(), info.firmware);
+        if self.identities.get(&info.id) == Some(&seen) {
+            return vec![];
+        }
+        self.identities.insert(info.id.clone(), seen);
+        match info
+            .firmware_note
+            .as_ref()
+            .filter(|n| n.policy.api_may_switch_off)
+        {
+            Some(n) => {
+                let sources: Vec<&str> = n.quirks.iter().map(|q| q.source.as_str()).collect();
+                let why = (n.entry.clone(), sources.join("; "));
+                self.api_may_switch_off.insert(info.id.clone(), why);
+            }
+            None => {
+                self.api_may_switch_off.remove(&info.id);
+            }
+        }
+        let kind = AlertKind::FirmwareKnownBad;
+        let mut out = Vec::new();
+        let firmware = Some(f64::from(info.firmware));
+        if self.is_active(&info.id, kind) && self.flip(&info.id, kind, false) {
+            out.push(alert(
+                kind,
+                Severity::Info,
+                &info.id,
+                format!("firmware is now {}", info.firmware),
+                firmware,
+                None,
+                AlertState::Cleared,
+                now,
+            ));
+        }
+        if let Some(note) = info.firmware_note.as_ref().filter(|n| n.known_bad()) {
+            self.flip(&info.id, kind, true);
+            let sources: Vec<&str> = note.quirks.iter().map(|q| q.source.as_str()).collect();
+            out.push(alert(
+                kind,
+                Severity::Warning,
+                &info.id,
+                format!(
+                    "{} firmware {} is in a known-bad range ({}, firmware {}): {} (reported in {})",
+                    note.family,
+                    info.firmware,
+                    note.entry,
+                    note.firmware_range,
+                    note.note,
+                    sources.join("; ")
+                ),
+                firmware,
+                None,
+                AlertState::Raised,
+                now,
+            ));
+        }
+        out
+    }
+
+    /// `local_api_disabled` raised (with the hint) or cleared with `unreachable`, for a device
+    /// whose firmware is known to switch its Local API off.
+    fn local_api(&mut self, device: &DeviceId, on: bool, now: DateTime<Utc>) -> Vec<Alert> {
+        let kind = AlertKind::LocalApiDisabled;
+        let Some((entry, sources)) = self.api_may_switch_off.get(device).cloned() else {
+            // a device that stopped answering before its catalogue entry was known
+            return if !on && self.flip(device, kind, false) {
+                vec![alert(
+                    kind,
+                    Severity::Info,
+                    device,
+                    "device answers again".into(),
+                    None,
+                    None,
+                    AlertState::Cleared,
+                    now,
+                )]
+            } else {
+                vec![]
+            };
+        };
+        if !self.flip(device, kind, on) {
+            return vec![];
+        }
+        let (severity, message, state) = if on {
+            (
+                Severity::Critical,
+                format!(
+                    "no answer, and this firmware ({entry}) is known to switch its Local API off                      ({sources}): check that the Open API is still on in the Marstek app and                      switch it on again (a firmware update to 150 is reported to fix it)"
+                ),
+                AlertState::Raised,
+            )
+        } else {
+            (
+                Severity::Info,
+                "device answers again".to_string(),
+                AlertState::Cleared,
+            )
+        };
+        vec![alert(
+            kind, severity, device, message, None, None, state, now,
+        )]
     }
 
     /// Passes an event from elsewhere (command failed, mode drift, job failures) through, tracking
@@ -341,6 +468,79 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["state"], "raised");
+    }
+
+    fn identity(firmware: u32) -> DeviceInfo {
+        let model = "VenusE 3.0".to_string();
+        DeviceInfo {
+            id: DeviceId::parse("d1").unwrap(),
+            firmware_note: Some(crate::marstek::catalogue::lookup(&model, firmware)),
+            model,
+            firmware,
+            ble_mac: "aabbccddeeff".into(),
+            wifi_mac: None,
+            address: "127.0.0.1:30000".into(),
+            readings: Default::default(),
+        }
+    }
+
+    #[test]
+    fn known_bad_firmware_is_raised_once_and_cleared_when_the_firmware_changes() {
+        let mut e = AlertEngine::new(AlertSettings::default());
+        let a = e.on_identity(&identity(148), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].kind, a[0].state, a[0].severity),
+            (
+                AlertKind::FirmwareKnownBad,
+                AlertState::Raised,
+                Severity::Warning
+            )
+        );
+        assert!(a[0].message.contains("jaapp #111"), "{}", a[0].message);
+        assert_eq!(a[0].value, Some(148.0));
+        for _ in 0..3 {
+            assert!(e.on_identity(&identity(148), Utc::now()).is_empty());
+        }
+        // another known-bad firmware: the old one cleared, the new one raised
+        let a = e.on_identity(&identity(147), Utc::now());
+        let states: Vec<AlertState> = a.iter().map(|x| x.state).collect();
+        assert_eq!(states, [AlertState::Cleared, AlertState::Raised]);
+        let a = e.on_identity(&identity(150), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].state, AlertState::Cleared);
+        assert!(e.on_identity(&identity(150), Utc::now()).is_empty());
+        let d = DeviceId::parse("d1").unwrap();
+        assert!(!e.is_active(&d, AlertKind::FirmwareKnownBad));
+        // a good or unknown firmware raises nothing
+        let mut e = AlertEngine::new(AlertSettings::default());
+        assert!(e.on_identity(&identity(150), Utc::now()).is_empty());
+        assert!(e.on_identity(&identity(151), Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn silence_on_firmware_that_switches_its_api_off_says_so_with_a_hint() {
+        let mut e = AlertEngine::new(AlertSettings::default());
+        let h = |n| DeviceHealth {
+            consecutive_failures: n,
+            ..Default::default()
+        };
+        let d = DeviceId::parse("d1").unwrap();
+        e.on_identity(&identity(148), Utc::now());
+        let a = e.on_health(&d, &h(3), Utc::now());
+        let kinds: Vec<AlertKind> = a.iter().map(|x| x.kind).collect();
+        assert_eq!(kinds, [AlertKind::Unreachable, AlertKind::LocalApiDisabled]);
+        assert!(a[1].message.contains("Open API") && a[1].message.contains("jaapp #85"));
+        assert!(e.on_health(&d, &h(4), Utc::now()).is_empty());
+        let a = e.on_health(&d, &h(0), Utc::now());
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|x| x.state == AlertState::Cleared));
+        // on firmware 150 silence is only "unreachable"
+        let mut e = AlertEngine::new(AlertSettings::default());
+        e.on_identity(&identity(150), Utc::now());
+        let a = e.on_health(&d, &h(3), Utc::now());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, AlertKind::Unreachable);
     }
 
     #[test]

@@ -44,6 +44,7 @@ async fn write_one_of_each(store: &dyn Store, k: i64) {
         wifi_mac: None,
         address: "127.0.0.1:30000".into(),
         readings: ReadingSet::default(),
+        firmware_note: None,
     };
     store.upsert_device(&info, at).await.unwrap();
     let mut offset = k * 1000;

@@ -80,6 +80,7 @@ async fn story(store: &dyn Store) {
         wifi_mac: None,
         address: "127.0.0.1:30000".into(),
         readings: Default::default(),
+        firmware_note: None,
     };
     store.upsert_device(&info, t0()).await.unwrap();
     let mut info2 = info.clone();

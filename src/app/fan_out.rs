@@ -55,7 +55,11 @@ pub fn spawn(
                     Ok(sample) => {
                         metrics::counter!("marstek_samples_total").increment(1);
                         crate::sample_metrics::record(&sample);
-                        let alerts = engine.on_sample(&sample);
+                        let mut alerts = engine.on_sample(&sample);
+                        if let Some(info) = fleet.get(&sample.device).and_then(|b| b.info()) {
+                            alerts.extend(engine.on_identity(&info, sample.at));
+                            mqtt.publish_identity(&info);
+                        }
                         if batcontrol && let Some(b) = fleet.get(&sample.device) {
                             mqtt.publish_batcontrol_status(&sample, &b.limits());
                         }

@@ -246,6 +246,13 @@ pub(super) async fn first_write(
         attempts += 1;
         match battery.execute(command).await {
             Ok(mut report) => {
+                if let Some(why) = unseen_effect(battery, config) {
+                    // the firmware never shows this effect: waiting for it would only end in
+                    // not_holding; the answer says why it stays unverified
+                    report.verified = false;
+                    report.note = Some(why);
+                    return Ok((report, None));
+                }
                 let quick = Observed {
                     mode: report.observed_mode,
                     ..Observed::default()
@@ -266,6 +273,28 @@ pub(super) async fn first_write(
         tracing::info!(device = %battery.id(), command = command.name(), attempt = attempts + 1, pause_ms = pause.as_millis() as u64, "command_resent");
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Why the effect of `config` cannot be seen on this battery's firmware, per the catalogue
+/// note the driver attached to its identity: a Manual slot with a power on firmware that
+/// silently drops it (Venus E mini fw 300, jaapp #140). None when it can be checked.
+fn unseen_effect(battery: &BatteryRef, config: &ModeConfig) -> Option<String> {
+    let ModeConfig::Manual { slot } = config else {
+        return None;
+    };
+    let note = battery.info()?.firmware_note?;
+    (note.policy.ignores_manual_power && slot.enable && slot.power.0 != 0).then(|| {
+        format!(
+            "firmware catalogue entry {}: this firmware ignores a Manual slot's power, so the              {} W of slot {} cannot be verified ({})",
+            note.entry,
+            slot.power.0,
+            slot.slot,
+            note.quirks
+                .first()
+                .map(|q| q.source.as_str())
+                .unwrap_or("catalogue")
+        )
+    })
 }
 
 /// How a verification that ran after its command was answered ended.

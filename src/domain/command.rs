@@ -292,6 +292,10 @@ pub struct CommandReport {
     pub observed_mode: Option<Mode>,
     /// Round-trip time of the write, ms.
     pub latency_ms: f64,
+    /// Why the report is not verified although the write was accepted, when the firmware
+    /// catalogue says its effect cannot be seen (e.g. Manual power ignored by the firmware).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A persisted intention for one battery, re-applied by the reconciler.

@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod command;
+mod firmware;
 mod guard;
 mod safety;
 mod sample;
@@ -11,6 +12,7 @@ mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
+pub use firmware::*;
 pub use guard::*;
 pub use safety::*;
 pub use sample::*;
@@ -166,6 +168,10 @@ pub struct DeviceInfo {
     /// Which detail readings this model/firmware reports (driver's model table).
     #[serde(default)]
     pub readings: ReadingSet,
+    /// What the firmware catalogue says about this model and firmware (None when not looked up,
+    /// e.g. an identity read back from the store).
+    #[serde(default)]
+    pub firmware_note: Option<FirmwareNote>,
 }
 
 /// Configured limits of one battery; every command from every source is checked against them.

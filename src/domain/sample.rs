@@ -333,6 +333,10 @@ pub enum AlertKind {
     RegulatorMeterStale,
     /// The regulator stopped (the meter's sign looks inverted): its batteries are in Auto.
     RegulatorStopped,
+    /// The battery's firmware is in a range the firmware catalogue knows to be bad.
+    FirmwareKnownBad,
+    /// A battery on firmware known to switch its Local API off stopped answering.
+    LocalApiDisabled,
 }
 
 impl AlertKind {
@@ -355,6 +359,8 @@ impl AlertKind {
             AlertKind::CommandNotHolding => "command_not_holding",
             AlertKind::RegulatorMeterStale => "regulator_meter_stale",
             AlertKind::RegulatorStopped => "regulator_stopped",
+            AlertKind::FirmwareKnownBad => "firmware_known_bad",
+            AlertKind::LocalApiDisabled => "local_api_disabled",
         }
     }
 }

@@ -80,9 +80,16 @@ pub struct BatteryView {
     pub model: Option<String>,
     /// Firmware version (`ver`), once it answered.
     pub firmware: Option<u32>,
-    /// The firmware catalogue's note on this model and firmware (known quirks, corrections the
-    /// driver applies); null while the driver exposes no catalogue.
+    /// The firmware catalogue's note on this model and firmware (what it does, what the bridge
+    /// does about it); null until the battery answered.
     pub firmware_note: Option<String>,
+    /// Whether the firmware is in a known-bad range (a `firmware_known_bad` alert is raised).
+    pub firmware_known_bad: bool,
+    /// One-battery view only: the catalogue entry matched, why (model and firmware range), its
+    /// severity, known quirks with their sources and the policy the driver follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub firmware_catalogue: Option<Value>,
     /// BLE MAC, once it answered.
     pub ble_mac: Option<String>,
     /// Configured limits (W, %).
@@ -108,6 +115,7 @@ fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
     let battery = state.commands.fleet().get(id);
     let health = battery.map(|b| b.health()).unwrap_or_default();
     let info = battery.and_then(|b| b.info());
+    let note = info.as_ref().and_then(|i| i.firmware_note.as_ref());
     let latest: Option<Sample> = state.live.latest(id);
     BatteryView {
         id: id.to_string(),
@@ -115,8 +123,9 @@ fn battery_view(state: &ApiState, id: &DeviceId) -> BatteryView {
         last_seen: health.last_seen,
         model: info.as_ref().map(|i| i.model.clone()),
         firmware: info.as_ref().map(|i| i.firmware),
-        // The driver has no firmware catalogue yet: the field stays, empty, for the page.
-        firmware_note: None,
+        firmware_note: note.map(|n| n.note.clone()),
+        firmware_known_bad: note.is_some_and(|n| n.known_bad()),
+        firmware_catalogue: None,
         ble_mac: info.as_ref().map(|i| i.ble_mac.clone()),
         limits: battery
             .map(|b| serde_json::to_value(b.limits()).unwrap_or_default())
@@ -183,7 +192,15 @@ pub async fn get_battery(
 ) -> Result<Json<BatteryView>, ApiError> {
     let id = known(&s, &id)?;
     seed_intents(&s).await;
-    Ok(Json(battery_view(&s, &id)))
+    let mut view = battery_view(&s, &id);
+    view.firmware_catalogue = s
+        .commands
+        .fleet()
+        .get(&id)
+        .and_then(|b| b.info())
+        .and_then(|i| i.firmware_note)
+        .and_then(|n| serde_json::to_value(n).ok());
+    Ok(Json(view))
 }
 
 /// The newest sample of one battery.

@@ -1,5 +1,5 @@
 //! Command-line entry points of the driver (`probe`, `discover`) as library functions returning
-//! the text to print, plus their clap argument structs; `main.rs` only dispatches to them.
+//! the text to print (`probe` includes the firmware catalogue entry the battery matched and why), plus their clap argument structs; `main.rs` only dispatches to them.
 //! Touches one ephemeral UDP socket per call.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -10,11 +10,12 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::catalogue;
 use super::client::{RequestOptions, Transport};
 use super::discovery::{DiscoverOptions, discover_devices};
 use super::profile::{Profile, RoundData, build_sample};
 use super::protocol::{self, DeviceResult, decode_result, method};
-use crate::domain::{DeviceId, DriverError, Sample};
+use crate::domain::{DeviceId, DriverError, FirmwareNote, Sample};
 
 /// `probe HOST[:PORT]`: query one battery.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +112,8 @@ pub async fn probe(target: &str, json_out: bool) -> anyhow::Result<String> {
 struct Probed {
     device: DeviceResult,
     profile: Profile,
+    /// What the firmware catalogue says about it.
+    note: FirmwareNote,
     result: Value,
     latency: Duration,
 }
@@ -128,9 +131,11 @@ async fn identify(t: &Transport, addr: SocketAddr, opts: RequestOptions) -> anyh
         .with_context(|| format!("{addr} did not answer Marstek.GetDevice"))?;
     let device: DeviceResult = decode_result(&dev.result).map_err(|e| anyhow::anyhow!(e))?;
     let profile = Profile::from_device(&device);
+    let note = catalogue::lookup(device.device.as_deref().unwrap_or(""), profile.firmware);
     Ok(Probed {
         device,
         profile,
+        note,
         result: dev.result,
         latency: dev.latency,
     })
@@ -156,7 +161,16 @@ async fn read_status(
         if m == method::ES_STATUS && !profile.has_es_status() {
             continue;
         }
-        match t.request(addr, m, protocol::instance_params(0), opts).await {
+        // ES.GetMode on the instance the catalogue names (some firmware ignores id 0)
+        let instance = if m == method::ES_GET_MODE {
+            probed.note.policy.get_mode_instance
+        } else {
+            0
+        };
+        match t
+            .request(addr, m, protocol::instance_params(instance), opts)
+            .await
+        {
             Ok(r) => {
                 match m {
                     method::ES_STATUS => data.es = decode_result(&r.result).ok(),
@@ -188,6 +202,7 @@ fn json_report(
         "device": d.device, "firmware": probed.profile.firmware, "ver": d.ver,
         "ble_mac": d.ble_mac, "wifi_mac": d.wifi_mac, "ip": d.ip,
         "latency_ms": probed.latency.as_secs_f64() * 1000.0,
+        "catalogue": probed.note,
         "sample": sample, "raw": Value::Object(raw),
     });
     Ok(serde_json::to_string_pretty(&out)?)
@@ -243,10 +258,31 @@ fn print_report(addr: SocketAddr, probed: &Probed, sample: &Sample) -> String {
         ),
     ];
     let mut out = String::new();
-    for (k, v) in rows {
+    for (k, v) in rows.into_iter().chain(catalogue_rows(&probed.note)) {
         out.push_str(&format!("{k:<15} {v}\n"));
     }
     out
+}
+
+/// The probe's rows about the catalogue entry: which one matched and why, its note, policy
+/// and quirks with their sources.
+fn catalogue_rows(n: &FirmwareNote) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        (
+            "catalogue",
+            format!("{} ({}, firmware {})", n.entry, n.family, n.firmware_range),
+        ),
+        ("matched", n.matched.clone()),
+        (
+            "firmware note",
+            format!("{}: {}", n.severity.as_str(), n.note),
+        ),
+        ("policy", catalogue::policy_summary(&n.policy)),
+    ];
+    for q in &n.quirks {
+        rows.push(("quirk", format!("{} [{}]", q.summary, q.source)));
+    }
+    rows
 }
 
 /// Finds batteries (broadcast, or unicast to `target` over `ports`); a table, or JSON with `json`.

@@ -1,7 +1,8 @@
-//! Marstek Open API driver: JSON-RPC over UDP (protocol types, client, per-device actor,
+//! Marstek Open API driver: JSON-RPC over UDP (protocol types, client, per-device actor, the firmware catalogue,
 //! discovery, the detail-readings table and decoder). Talks only to batteries; depends on `domain`, never on other adapters.
 
 pub mod actor;
+pub mod catalogue;
 pub mod cli;
 pub mod client;
 pub mod discovery;

@@ -46,7 +46,7 @@ impl Family {
             .to_ascii_lowercase();
         if d.contains("mini") || d.starts_with("vnsem") {
             Family::VenusEMini
-        } else if d.starts_with("venuse3") || d.starts_with("vnse3") {
+        } else if d.starts_with("venuse3") || d.starts_with("venusev3") || d.starts_with("vnse3") {
             Family::VenusE3
         } else if d.starts_with("venusa") || d.starts_with("vnsa") {
             Family::VenusA
@@ -323,6 +323,11 @@ mod tests {
         assert_eq!(Family::from_device("Venus A"), Family::VenusA);
         assert_eq!(Family::from_device("VNSD-0"), Family::VenusD);
         assert_eq!(Family::from_device("Venus E mini"), Family::VenusEMini);
+        assert_eq!(Family::from_device("Venus E v3"), Family::VenusE3);
+        assert_eq!(Family::from_device("Venus E v2"), Family::VenusE2);
+        assert_eq!(Family::from_device("VNSE3-0"), Family::VenusE3);
+        assert_eq!(Family::from_device("HMG-50"), Family::VenusE2);
+        assert_eq!(Family::from_device("B2500"), Family::Unknown);
         assert_eq!(normalize_firmware(1476), 147);
         assert_eq!(normalize_firmware(150), 150);
         assert_eq!(normalize_firmware(-3), 0);

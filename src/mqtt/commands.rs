@@ -591,6 +591,7 @@ mod tests {
             verified,
             observed_mode: None,
             latency_ms: 1.0,
+            note: None,
         })
     }
 

@@ -27,6 +27,10 @@ pub struct CommandResponse {
     /// with the same id (`verified`, `not_holding` or `superseded`), else absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<String>,
+    /// Why an accepted write is not verified when its effect cannot be seen on this firmware
+    /// (the firmware catalogue's policy), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl CommandResponse {
@@ -40,6 +44,7 @@ impl CommandResponse {
             verified: false,
             observed: None,
             verification: None,
+            note: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl CommandResponse {
             verified,
             observed: None,
             verification: None,
+            note: None,
         }
     }
 
@@ -91,12 +97,20 @@ impl CommandResponse {
         let many = outcome.results.len() > 1;
         let mut first_error: Option<String> = None;
         let mut observed = None;
+        let mut note: Option<String> = None;
         let mut reports: Vec<Value> = Vec::with_capacity(outcome.results.len());
         for (i, result) in outcome.results.into_iter().enumerate() {
             reports.push(match result {
-                Ok(r) => serde_json::json!({
-                    "status": "ok", "applied": r.applied, "verified": r.verified,
-                }),
+                Ok(r) => {
+                    let mut v = serde_json::json!({
+                        "status": "ok", "applied": r.applied, "verified": r.verified,
+                    });
+                    if let Some(n) = r.note {
+                        v["note"] = Value::String(n.clone());
+                        note.get_or_insert(n);
+                    }
+                    v
+                }
                 Err(e) => {
                     let msg = slot_error(many, i, &e);
                     if first_error.is_none()
@@ -115,9 +129,15 @@ impl CommandResponse {
                     .pop()
                     .and_then(|mut r| r.get_mut("applied").map(Value::take))
                     .unwrap_or(Value::Null);
-                Self::ok(id, applied, verified)
+                Self {
+                    note,
+                    ..Self::ok(id, applied, verified)
+                }
             }
-            (None, true) => Self::ok(id, Value::Array(reports), verified),
+            (None, true) => Self {
+                note,
+                ..Self::ok(id, Value::Array(reports), verified)
+            },
             (Some(e), _) => {
                 let mut r = Self::error(id, e);
                 r.observed = observed;

@@ -175,6 +175,7 @@ impl Store for PgStore {
                         wifi_mac: r.try_get("wifi_mac")?,
                         address: r.try_get("address")?,
                         readings: Default::default(),
+                        firmware_note: None,
                     },
                     first_seen_at: r.try_get("first_seen_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,

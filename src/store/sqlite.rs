@@ -173,6 +173,7 @@ impl Store for SqliteStore {
                         wifi_mac: r.try_get("wifi_mac")?,
                         address: r.try_get("address")?,
                         readings: Default::default(),
+                        firmware_note: None,
                     },
                     first_seen_at: from_micros(r.try_get("first_seen_at")?)?,
                     last_seen_at: opt_time(r.try_get("last_seen_at")?)?,

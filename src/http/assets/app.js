@@ -68,7 +68,8 @@ function renderBattery(b) {
   text($(".meta", node), [b.model, fw, b.ble_mac].filter(Boolean).join(" · ") || "waiting for the first answer");
   const note = $(".fwnote", node);
   note.hidden = !b.firmware_note;
-  text(note, b.firmware_note ? "firmware note: " + b.firmware_note : "");
+  note.className = "fwnote " + (b.firmware_known_bad ? "warn" : "muted");
+  text(note, b.firmware_note ? (b.firmware_known_bad ? "firmware warning: " : "firmware note: ") + b.firmware_note : "");
   renderFigures(node, b.soc, b.bat_power, b.mode);
   const intent = b.intent && b.intent.config ? b.intent.config.mode : null;
   text($(".intent", node), intent ? "intent: " + intent + " (set by " + b.intent.set_by + ")" : "no intent kept");

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 mod round;
 mod serve;
 
+use super::catalogue;
 use super::client::{Reply, Transport};
 use super::pacing::next_round;
 use super::profile::Profile;
@@ -35,7 +36,7 @@ use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
-    Percent, Sample,
+    Mode, Percent, Sample,
 };
 
 /// One battery to drive.
@@ -191,6 +192,7 @@ impl MarstekBattery {
             round: 0,
             readings: ReadingsTracker::default(),
             mode_instance: 0,
+            last_mode: None,
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -305,8 +307,11 @@ struct Actor {
     last_io: Option<Instant>,
     round: u64,
     readings: ReadingsTracker,
-    /// `params.id` that `ES.GetMode` answers (0, or 1 on firmware that ignores 0).
+    /// `params.id` asked first on `ES.GetMode`: the catalogue's choice at identification, then
+    /// the one that answered (0, or 1 on firmware that ignores 0).
     mode_instance: u8,
+    /// The mode last read (carried into rounds that leave `ES.GetMode` out).
+    last_mode: Option<Mode>,
 }
 
 impl Actor {
@@ -475,13 +480,32 @@ impl Actor {
             wifi_mac: d.wifi_mac.clone(),
             address: self.target.addr.unwrap_or(self.spec.addr).to_string(),
             readings: reading_units(&profile).set,
+            firmware_note: Some(catalogue::lookup(
+                d.device.as_deref().unwrap_or(""),
+                profile.firmware,
+            )),
         };
+        self.apply_policy(&info);
         self.readings.identified(&profile, &info.ble_mac);
         tracing::info!(device = %self.spec.id, model = %info.model, firmware = info.firmware, "device_identified");
         *lock(&self.shared.info) = Some(info);
         self.profile = Some(profile);
         self.identify = false;
         Ok(profile)
+    }
+
+    /// Follows the catalogue's policy for the device just identified: the `ES.GetMode`
+    /// instance asked first, and a warning when the poll interval is below the safe one.
+    fn apply_policy(&mut self, info: &DeviceInfo) {
+        let Some(note) = &info.firmware_note else {
+            return;
+        };
+        self.mode_instance = note.policy.get_mode_instance.min(1);
+        let safe = Duration::from_secs(u64::from(note.policy.min_poll_interval_s));
+        if self.settings.status_interval < safe {
+            tracing::warn!(device = %self.spec.id, entry = %note.entry, interval = ?self.settings.status_interval, safe = ?safe, "poll_interval_below_firmware_safe_interval");
+        }
+        tracing::info!(device = %self.spec.id, entry = %note.entry, matched = %note.matched, severity = note.severity.as_str(), note = %note.note, "firmware_catalogue_matched");
     }
 
     async fn profile(&mut self) -> Result<Profile, DriverError> {

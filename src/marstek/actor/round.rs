@@ -45,7 +45,9 @@ impl Actor {
         let profile = self.profile().await?;
         let mut data = RoundData::default();
         let mut last_err = None;
-        for m in self.round_plan(&profile, extras) {
+        let plan = self.round_plan(&profile, extras);
+        let mode_left_out = !plan.contains(&method::ES_GET_MODE);
+        for m in plan {
             self.serve_pending(rx).await;
             let reply = match if m == method::ES_GET_MODE {
                 self.get_mode().await
@@ -74,19 +76,33 @@ impl Actor {
         }
         self.readings.carry_extras(&mut data);
         let mut sample = build_sample(&profile, self.spec.id.clone(), Utc::now(), &data);
+        if mode_left_out {
+            // ES.GetMode left out of this round (read sparingly): the mode last read stands
+            sample.mode = self.last_mode;
+        } else if sample.mode.is_some() {
+            self.last_mode = sample.mode;
+        }
         let info = lock(&self.shared.info).clone();
         self.readings.finish(info.as_ref(), &mut sample);
         Ok(sample)
     }
 
-    /// The methods a round reads, in order: status and mode always, the fragile or costly
-    /// reads (per the readings table) only on extras rounds, after the status.
+    /// The methods a round reads, in order: status always, the mode too unless the firmware
+    /// catalogue says to read it sparingly (then only on extras rounds and immediate polls:
+    /// background `ES.GetMode` polling resets the mode on fw 148, jaapp #111), the fragile or
+    /// costly reads (per the readings table) only on extras rounds, after the status.
     fn round_plan(&self, profile: &Profile, extras: bool) -> Vec<&'static str> {
         let mut plan: Vec<&'static str> = Vec::with_capacity(6);
         if profile.has_es_status() {
             plan.push(method::ES_STATUS);
         }
-        plan.push(method::ES_GET_MODE);
+        let sparingly = lock(&self.shared.info)
+            .as_ref()
+            .and_then(|i| i.firmware_note.as_ref())
+            .is_some_and(|n| n.policy.get_mode_sparingly);
+        if extras || !sparingly || !profile.has_es_status() {
+            plan.push(method::ES_GET_MODE);
+        }
         let units = reading_units(profile);
         let battery_now = !units.battery_read_fragile || extras;
         if self.settings.read_battery && battery_now {

@@ -51,13 +51,18 @@ impl Actor {
             verified,
             observed_mode,
             latency_ms: reply.latency.as_secs_f64() * 1000.0,
+            note: None,
         })
     }
 
-    /// The mode the device reports now, or None.
+    /// The mode the device reports now, or None (kept as the mode last read).
     async fn read_mode(&mut self) -> Option<Mode> {
         let reply = self.get_mode().await.ok()?;
-        decode_result::<EsMode>(&reply.result).ok()?.mode
+        let mode = decode_result::<EsMode>(&reply.result).ok()?.mode;
+        if mode.is_some() {
+            self.last_mode = mode;
+        }
+        mode
     }
 
     /// `ES.GetMode` for the instance id that answers: 0 first, then 1 when 0 stays silent

@@ -1,6 +1,7 @@
 //! [`MqttHandle`]: what the rest of the application holds of the running bridge. Every method
 //! queues into the bridge's state and returns at once; none waits on the broker.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,9 +11,30 @@ use tokio::sync::watch;
 use super::Shared;
 use super::discovery_pass::DiscoveryEvent;
 use crate::control::MaintenanceState;
-use crate::domain::{Alert, AlertState, DeviceId, Sample};
+use crate::domain::{Alert, AlertState, DeviceId, DeviceInfo, Sample};
 use crate::mqtt::discovery::Entity;
 use crate::mqtt::topics::Topics;
+
+/// The parts of `bridge/info`: the document the app gives and the batteries' catalogue matches.
+#[derive(Debug, Default)]
+pub(super) struct InfoDoc {
+    base: Value,
+    firmware: BTreeMap<String, Value>,
+}
+
+impl InfoDoc {
+    /// The document with `firmware` merged in (when any battery was identified).
+    fn document(&self) -> Value {
+        let mut doc = self.base.clone();
+        if let Value::Object(m) = &mut doc
+            && !self.firmware.is_empty()
+        {
+            let fw = self.firmware.clone().into_iter().collect();
+            m.insert("firmware".into(), Value::Object(fw));
+        }
+        doc
+    }
+}
 
 /// Cheap handle to the running bridge; every method returns at once (never waits on the broker).
 #[derive(Clone)]
@@ -79,9 +101,43 @@ impl MqttHandle {
         }
     }
 
-    /// Replaces the retained `bridge/info` JSON.
+    /// Replaces the retained `bridge/info` JSON (the batteries' catalogue matches, once
+    /// known, are kept in it as `firmware`).
     pub fn publish_info(&self, info: Value) {
-        self.retained_json(self.shared.topics.bridge_info(), &info);
+        let doc = {
+            let mut d = super::lock(&self.shared.info);
+            d.base = info;
+            d.document()
+        };
+        self.retained_json(self.shared.topics.bridge_info(), &doc);
+    }
+
+    /// Records which firmware catalogue entry a battery matched and why (model, firmware,
+    /// range) in `bridge/info`'s `firmware` object; republishes only when it changed.
+    pub fn publish_identity(&self, info: &DeviceInfo) {
+        let Some(note) = &info.firmware_note else {
+            return;
+        };
+        let entry = json!({
+            "model": info.model,
+            "firmware": info.firmware,
+            "entry": note.entry,
+            "family": note.family,
+            "firmware_range": note.firmware_range,
+            "matched": note.matched,
+            "known": note.known,
+            "severity": note.severity,
+            "note": note.note,
+        });
+        let doc = {
+            let mut d = super::lock(&self.shared.info);
+            if d.firmware.get(info.id.as_str()) == Some(&entry) {
+                return;
+            }
+            d.firmware.insert(info.id.to_string(), entry);
+            d.document()
+        };
+        self.retained_json(self.shared.topics.bridge_info(), &doc);
     }
 
     /// Replaces the retained `bridge/health` JSON.

@@ -113,6 +113,9 @@ struct Shared {
     records: mpsc::Sender<Bookkeeping>,
     /// Rate limit of the audit rows of refused commands.
     refusals: Mutex<refusals::RefusalLimiter>,
+    /// The last `bridge/info` document and the catalogue match of each identified battery
+    /// (merged into it as `firmware`).
+    info: Mutex<handle::InfoDoc>,
     connected: watch::Sender<bool>,
     session: AtomicU64,
     dropped: AtomicU64,
@@ -292,6 +295,7 @@ impl MqttBridge {
         let shared = Arc::new(Shared {
             records,
             refusals: Mutex::default(),
+            info: Mutex::default(),
             qos: settings.qos,
             topics,
             outbox: Mutex::new(Outbox::new(settings.queue_capacity)),

@@ -12,12 +12,13 @@ use crate::domain::{DeviceId, DeviceInfo, DeviceLimits, MAX_PASSIVE_SECONDS, Mod
 use crate::mqtt::topics::Topics;
 
 /// Alert kinds that get a problem binary sensor per battery (fed by `<dev>/alerts`).
-pub const PROBLEM_KINDS: [(&str, &str); 5] = [
+pub const PROBLEM_KINDS: [(&str, &str); 6] = [
     ("low_soc", "Low state of charge"),
     ("high_temperature", "High temperature"),
     ("unreachable", "Unreachable"),
     ("mode_drift", "Mode drift"),
     ("command_not_holding", "Command not holding"),
+    ("firmware_known_bad", "Firmware in a known-bad range"),
 ];
 
 /// One sensor of `<dev>/state`.

@@ -127,6 +127,7 @@ mod tests {
             wifi_mac: None,
             address: "127.0.0.1:30000".into(),
             readings: Default::default(),
+            firmware_note: None,
         };
         vec![
             bridge_device(t, 1),

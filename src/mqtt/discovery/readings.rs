@@ -266,6 +266,7 @@ mod tests {
             wifi_mac: None,
             address: "127.0.0.1:30000".into(),
             readings: set,
+            firmware_note: None,
         };
         let d = battery_device(&t, &dev, Some(&info), &DeviceLimits::default(), 150, 1);
         config_messages(&t, DiscoveryStyle::Entity, std::slice::from_ref(&d))
