@@ -215,16 +215,15 @@ async fn spawn_forwarder(
     if !settings.central.enabled() {
         return Ok(None);
     }
-    let (task, handle) = crate::sites::forward::prepare(
+    let (forwarder, handle) = crate::sites::forward::prepare(
         &settings.central,
         &settings.site_id(),
         &settings.database.url,
         core.store.clone(),
-        tasks.token().clone(),
     )
     .await
     .map_err(|e| StartupError(format!("cannot start the forwarder ({e})")))?;
-    tasks.spawn(task);
+    tasks.spawn(forwarder.run(tasks.token().clone()));
     Ok(Some(handle))
 }
 

@@ -75,14 +75,14 @@ pub struct Forwarder {
 }
 
 /// Opens the forwarder's local pool on `local_url` (the SQLite store, already migrated with
-/// forwarding enabled) and returns the task to spawn with its handle. `store` lists devices.
+/// forwarding enabled) and returns the forwarder (spawn [`Forwarder::run`]) with its handle.
+/// `store` lists the devices. Does not reach the central database yet.
 pub async fn prepare(
     settings: &CentralSettings,
     site: &str,
     local_url: &str,
     store: Arc<dyn Store>,
-    token: CancellationToken,
-) -> Result<(impl Future<Output = ()> + Send + 'static, ForwarderHandle), StoreError> {
+) -> Result<(Forwarder, ForwarderHandle), StoreError> {
     let queue = EdgeQueue::open(local_url, settings.timeout).await?;
     let state = queue.state().await?;
     let (tx, rx) = watch::channel(ForwardStats {
@@ -103,16 +103,20 @@ pub async fn prepare(
         commands_hwm = state.commands_hwm,
         "forwarder_starting"
     );
-    Ok((f.run(token), ForwarderHandle { stats: rx }))
+    Ok((f, ForwarderHandle { stats: rx }))
 }
 
-/// One round's outcome: whether a full batch went (more may wait).
-struct Round {
-    more: bool,
+/// One round's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// A full batch went: more may wait, the next round starts at once.
+    pub more: bool,
 }
 
 impl Forwarder {
-    async fn run(mut self, token: CancellationToken) {
+    /// Forwards until `token` is cancelled: rounds back to back while batches are full, then
+    /// one every `central.interval`; after a failure, waits with exponential backoff.
+    pub async fn run(mut self, token: CancellationToken) {
         let mut backoff = self.settings.retry_initial;
         loop {
             let round = tokio::select! {
@@ -169,9 +173,10 @@ impl Forwarder {
         Ok(c)
     }
 
-    /// Trim, then one batch of telemetry, one of commands, the devices when caught up, and the
-    /// site's contact row.
-    async fn round(&mut self) -> Result<Round, StoreError> {
+    /// One round: trim the backlog to its bound, then one batch of telemetry, one of commands,
+    /// the devices when caught up, and the site's contact row. A failed round changes nothing
+    /// that was not acknowledged; [`Forwarder::run`] calls this (tests call it directly).
+    pub async fn round(&mut self) -> Result<Round, StoreError> {
         let trimmed = self.queue.trim(self.settings.max_backlog).await?;
         if trimmed > 0 {
             tracing::warn!(

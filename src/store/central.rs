@@ -136,7 +136,7 @@ impl Central {
              $4::int[], $5::int[], $6::int[], $7::int[], $8::float8[], $9::float8[], \
              $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], \
              $15::text[], $16::bool[], $17::int[], $18::bool[], $19::bool[], $20::int[], \
-             $21::jsonb[], $22::bigint[]) AS u ORDER BY u.edge_seq \
+             $21::jsonb[], $22::bigint[]) AS u ORDER BY 22 \
              ON CONFLICT (site_id, device_id, time) DO NOTHING"
         );
         let query = Columns::of(samples).bind(sqlx::query(AssertSqlSafe(sql)));
