@@ -195,6 +195,7 @@ async fn a_central_outage_loses_nothing_and_every_row_arrives_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_backlog_resumes_from_the_high_water_mark_without_resending() {
     for db in centrals("fwd_restart").await {
+        let metrics = marstek_bridge::http::metrics_handle();
         let e = edge("site-r").await;
         let s = central_settings(&db.url);
         let mut offset = 0;
@@ -217,6 +218,17 @@ async fn a_restart_mid_backlog_resumes_from_the_high_water_mark_without_resendin
             "only what was not acknowledged: {done:?}"
         );
         assert_eq!(done.duplicates, 0, "{done:?}");
+        let text = metrics.render();
+        for series in [
+            "marstek_forward_rows_total{",
+            "marstek_forward_backlog_rows{",
+            "marstek_forward_last_success_seconds{",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(series)),
+                "{series}: {text}"
+            );
+        }
         let (central, in_order) = central_rows(&db, "site-r").await;
         assert_eq!(central, written);
         assert!(in_order);
