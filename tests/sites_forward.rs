@@ -4,7 +4,7 @@
 //! from the persisted high-water mark without resending; rows the centre already has are not an
 //! error; the backlog bound drops the oldest rows, counted; two sites share one central
 //! database and `fleet status` (library and command line) shows both; a bad `central.url` is a
-//! configuration error naming the key.
+//! configuration error naming the key; a bridge started with `[central] url` runs the forwarder.
 
 mod support;
 
@@ -533,4 +533,56 @@ fn a_bad_central_url_is_a_configuration_error_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("central.url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_bridge_with_a_central_url_forwards_what_it_stores() {
+    use marstek_bridge::config::Settings;
+    let db = TestPgDb::create("fwd_app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Settings::default();
+    let base = format!("mbfwd{}", std::process::id());
+    s.bridge.site_id = Some("site-app".into());
+    s.mqtt.host = "127.0.0.1".into();
+    s.mqtt.port = 1883;
+    s.mqtt.base_topic = base.clone();
+    s.mqtt.discovery_prefix = format!("{base}ha");
+    s.mqtt.client_id = base;
+    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
+    s.marstek.bind_device_port = false;
+    s.tempo.enabled = false;
+    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
+        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
+    }
+    s.central = central_settings(&db.url);
+    assert!(s.validate().is_empty(), "{:?}", s.validate());
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let bridge = tokio::spawn(marstek_bridge::app::run_with(
+        s,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |running| {
+            let _ = tx.send((running.core.store.clone(), running.forward.clone()));
+        },
+    ));
+    let (store, forward) = tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let forward = forward.expect("the forwarder runs when central.url is set");
+    let mut offset = 0;
+    let samples = support::synthetic_samples(90, 3, &mut offset);
+    assert_eq!(store.insert_samples(&samples).await.unwrap(), 90);
+    let done = waited(&forward, |s| s.forwarded == 90 && s.backlog == 0).await;
+    assert_eq!(done.duplicates, 0, "{done:?}");
+    assert_eq!(central_count(&db, "site-app").await, 90);
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), bridge)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
