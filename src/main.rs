@@ -53,6 +53,9 @@ enum Command {
     /// The Tempo planner of the running bridge.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Many sites in one view, read from the central database (`[central] url`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Scheduled jobs: list, run, pause, resume and update talk to the running bridge over MQTT;
     /// preview computes locally.
     #[command(subcommand)]
@@ -91,6 +94,17 @@ enum JobsCommand {
     },
     /// Next fire times of a cron pattern or a configured job, in local time and UTC.
     Preview(marstek_bridge::scheduler::PreviewArgs),
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Every site that forwards to the central database: online, last contact, batteries,
+    /// firmware, backlog, commands failed in the last 24 h, € saved.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +177,9 @@ fn dispatch(command: Command, settings: Settings) -> ExitCode {
             run_async(settings, false, |s| plan_preview(s, json))
         }
         Command::Jobs(cmd) => run_async(settings, false, |s| jobs_request(s, cmd)),
+        Command::Fleet(FleetCommand::Status { json }) => {
+            run_async(settings, false, |s| fleet_status(s, json))
+        }
         Command::Demo(args) => run_async(settings, true, |s| {
             marstek_bridge::demo::run(args, s, shutdown_signal())
         }),
@@ -195,6 +212,21 @@ async fn plan_preview(s: Settings, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&data)?);
     } else {
         print!("{}", marstek_bridge::tempo::plan_table(&data));
+    }
+    Ok(())
+}
+
+/// `fleet status`: reads the central database.
+async fn fleet_status(s: Settings, json: bool) -> anyhow::Result<()> {
+    let sites = marstek_bridge::sites::fleet::status(&s.central).await?;
+    if json {
+        let v = marstek_bridge::sites::fleet::json(&sites);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!(
+            "{}",
+            marstek_bridge::sites::fleet::table(&sites, chrono::Utc::now())
+        );
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ pub async fn spawn(
 ) -> anyhow::Result<Core> {
     let mut database = settings.database.clone();
     database.site_id = settings.site_id();
+    database.forward = settings.central.enabled();
     let store = store::open(&database)
         .await
         .map_err(|e| StartupError(format!("cannot open the database ({e})")))?;

@@ -4,7 +4,8 @@
 //! task that ends on its own is logged with its cause chain and makes `run` fail, so a supervisor
 //! restarts us.
 //!
-//! Subsystems, in start order: [`core`] (store, batteries, commands, presence, writer), Tempo,
+//! Subsystems, in start order: [`core`] (store, batteries, commands, presence, writer), the
+//! store-and-forward task (when `[central] url` is set), Tempo,
 //! [`scheduling`] (scheduler, leader election, reconciler), [`mqtt_link`] (MQTT bridge, request
 //! actions of [`requests`], bridge entities), [`fan_out`] (samples and alerts to the adapters,
 //! retained documents), [`regulation`] (the regulator on the grid meter, when enabled),
@@ -116,6 +117,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The regulator, when enabled.
     pub regulation: Option<regulation::Regulation>,
+    /// The store-and-forward task, when `[central] url` is set.
+    pub forward: Option<crate::sites::forward::ForwarderHandle>,
     scheduler: Scheduler,
     leadership: Option<Leadership>,
 }
@@ -147,6 +150,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let derived = settings.derive();
     let (alerts, alerts_rx) = mpsc::unbounded_channel();
     let core = core::spawn(settings, &derived, tasks, alerts.clone()).await?;
+    let forward = spawn_forwarder(settings, &core, tasks).await?;
     let tempo = spawn_tempo(settings, &core, &alerts)?;
     let deps = Deps {
         settings,
@@ -204,9 +208,32 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         tempo,
         http,
         regulation,
+        forward,
         scheduler: scheduling.scheduler,
         leadership,
     })
+}
+
+/// The store-and-forward task, when `[central] url` is set: its own task and pools; the
+/// central database being down does not delay the start (it is reached from the task).
+async fn spawn_forwarder(
+    settings: &Settings,
+    core: &Core,
+    tasks: &Tasks,
+) -> anyhow::Result<Option<crate::sites::forward::ForwarderHandle>> {
+    if !settings.central.enabled() {
+        return Ok(None);
+    }
+    let (forwarder, handle) = crate::sites::forward::prepare(
+        &settings.central,
+        &settings.site_id(),
+        &settings.database.url,
+        core.store.clone(),
+    )
+    .await
+    .map_err(|e| StartupError(format!("cannot start the forwarder ({e})")))?;
+    tasks.spawn(forwarder.run(tasks.token().clone()));
+    Ok(Some(handle))
 }
 
 /// The Tempo service, when `tempo.enabled`.

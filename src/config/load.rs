@@ -29,6 +29,7 @@ pub fn load_from(
     let figment = merge_env(figment, env)?;
     let mut settings = extract(&figment, source.as_ref())?;
     settings.database.site_id = settings.site_id();
+    settings.database.forward = settings.central.enabled();
     let mut issues = settings.validate();
     if !issues.is_empty() {
         if let Some((f, t)) = &source {

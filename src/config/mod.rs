@@ -36,6 +36,8 @@ pub struct Settings {
     pub mqtt: crate::mqtt::MqttSettings,
     /// Database URL and telemetry buffering.
     pub database: crate::store::DatabaseSettings,
+    /// Central PostgreSQL/TimescaleDB for store-and-forward and `fleet status` (off by default).
+    pub central: crate::sites::central::CentralSettings,
     /// Batteries to talk to.
     pub devices: Vec<DeviceConfig>,
     /// Polling, pacing and retries.

@@ -55,6 +55,11 @@ impl Settings {
         }
         section(&mut issues, "http", self.http.validate());
         section(&mut issues, "database", self.database.validate());
+        section(
+            &mut issues,
+            "central",
+            self.central.validate(&self.database.url),
+        );
         section(&mut issues, "polling", self.polling.validate());
         section(&mut issues, "marstek", self.marstek.validate());
         section(&mut issues, "mqtt", self.mqtt.validate());

@@ -1,7 +1,13 @@
 //! Site identity for many sites in one view: the `bridge.site_id` rules (letters, digits, `_`,
 //! `-`, 1 to 64), the default derived from the host name (a slug, stable across restarts), and
 //! the one site of this process, which the metrics recorder puts on every series as the `site`
-//! label. Pure apart from reading the host name; touches nothing else.
+//! label. This file is pure apart from reading the host name. Submodules: `central`
+//! (the `[central]` settings), `forward` (the store-and-forward task) and `fleet` (the
+//! `fleet status` view of the central database).
+
+pub mod central;
+pub mod fleet;
+pub mod forward;
 
 use std::sync::OnceLock;
 

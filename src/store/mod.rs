@@ -5,9 +5,14 @@
 //! `open` picks the backend and applies the embedded migrations (then `timescale` sets up the
 //! hypertable, continuous aggregates and policies); `history` answers the hourly/daily energy
 //! history on every backend; `writer` batches telemetry and survives database outages; `site`
-//! gives rows from before migration 0008 the local site. Every new row of devices, telemetry,
-//! alerts, the command audit and job runs carries `DatabaseSettings::site_id`. Touches only the database named by `DatabaseSettings::url`.
+//! gives rows from before migration 0008 the local site; `forward` is the edge side of
+//! store-and-forward (the SQLite queue and high-water marks) and `central` the central side (the
+//! `fleet_*` tables of a central PostgreSQL/TimescaleDB). Every new row of devices, telemetry,
+//! alerts, the command audit and job runs carries `DatabaseSettings::site_id`. Touches only the
+//! database named by `DatabaseSettings::url` (and, through `central`, the central one).
 
+pub mod central;
+pub mod forward;
 mod history;
 mod house;
 mod pg;

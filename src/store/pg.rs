@@ -21,7 +21,7 @@ use super::{
 };
 use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sample};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Name of the single lease row.
 const LEASE: &str = "bridge";
@@ -84,7 +84,7 @@ impl PgStore {
 /// TLS to a server on this machine protects nothing and costs ~250 ms of start-up (handshake and
 /// root store): without an explicit `sslmode` (URL or `PGSSLMODE`), a loopback host is reached in
 /// plain text. Any other host keeps libpq's `prefer`.
-fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
+pub(super) fn plain_on_loopback(opts: PgConnectOptions, url: &str) -> PgConnectOptions {
     let explicit = url::Url::parse(url)
         .map(|u| {
             u.query_pairs()

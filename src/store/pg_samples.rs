@@ -11,7 +11,7 @@ use super::rows::pg::sample_from_row;
 use crate::domain::{DeviceId, Sample};
 
 /// The columns of `battery_status`, in the order every query here reads and writes them.
-const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
+pub(super) const SAMPLE_COLUMNS: &str = "device_id, time, soc, bat_power, grid_power, offgrid_power, \
     pv_power, temperature, remaining_capacity, rated_capacity, total_pv_energy, \
     total_grid_output_energy, total_grid_input_energy, total_load_energy, mode, ct_connected, \
     ct_power, charge_allowed, discharge_allowed, rssi, readings";
@@ -81,10 +81,10 @@ pub(super) async fn history(
     rows.iter().map(sample_from_row).collect()
 }
 
-type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// A batch of samples as one array a column, in `SAMPLE_COLUMNS` order (the `UNNEST` parameters).
-struct Columns<'a> {
+pub(super) struct Columns<'a> {
     device: Vec<&'a str>,
     time: Vec<DateTime<Utc>>,
     soc: Vec<Option<i16>>,
@@ -110,7 +110,7 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     /// Splits `samples` into columns.
-    fn of(samples: &'a [Sample]) -> Self {
+    pub(super) fn of(samples: &'a [Sample]) -> Self {
         let mut c = Self::with_capacity(samples.len());
         for s in samples {
             c.device.push(s.device.as_str());
@@ -165,7 +165,7 @@ impl<'a> Columns<'a> {
     }
 
     /// Binds the columns as `$1` … `$21`.
-    fn bind(self, query: Query<'a>) -> Query<'a> {
+    pub(super) fn bind(self, query: Query<'a>) -> Query<'a> {
         query
             .bind(self.device)
             .bind(self.time)

@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     /// of `[database]`); default the slug of the host name.
     #[serde(skip)]
     pub site_id: String,
+    /// Whether new telemetry rows are queued for a central database (`[central] url` set; not a
+    /// key of `[database]`); SQLite only.
+    #[serde(skip)]
+    pub forward: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -68,6 +72,7 @@ impl Default for DatabaseSettings {
             write_timeout: Duration::from_secs(10),
             shutdown_flush_timeout: Duration::from_secs(5),
             site_id: crate::sites::host_site(),
+            forward: false,
         }
     }
 }

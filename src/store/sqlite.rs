@@ -84,6 +84,7 @@ impl SqliteStore {
             .map_err(|e| migration_error(&MIGRATOR, "migrations/sqlite", e))?;
         let site = settings.site_id.clone();
         super::site::sqlite_backfill(&pool, &site).await?;
+        super::forward::set_enabled(&pool, settings.forward).await?;
         Ok(Self { pool, site })
     }
 

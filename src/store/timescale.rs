@@ -2,7 +2,8 @@
 //! the server has `timescaledb` preloaded: the extension, `battery_status` as a hypertable with
 //! compression (segment by device), the continuous aggregates `battery_hourly` and
 //! `battery_daily` (columns from `history.rs`) with their refresh policies, and the compression
-//! and retention policies with the configured intervals. Idempotent; several bridges starting
+//! and retention policies with the configured intervals; for a central database, the same for
+//! `fleet_battery_status` (segment by site and device). Idempotent; several bridges starting
 //! at once serialise on an advisory lock. Touches only the database it is given.
 
 use sqlx::postgres::{PgConnection, PgPool};
@@ -238,4 +239,79 @@ async fn refresh_policy(
 /// Days as the `int` `make_interval` takes (settings are validated far below `i32::MAX`).
 fn days(d: u32) -> i32 {
     i32::try_from(d).unwrap_or(i32::MAX)
+}
+
+/// The central side's step ([`super::central`]): `fleet_battery_status` as a hypertable
+/// compressed by (site_id, device_id), with compression after `compress_after_days` and
+/// retention of `retention_days`. Idempotent, under its own advisory lock; returns the backend
+/// in effect (plain PostgreSQL when TimescaleDB is not usable).
+pub(crate) async fn enable_fleet(
+    pool: &PgPool,
+    retention_days: u32,
+    compress_after_days: u32,
+) -> Result<Backend, StoreError> {
+    if !usable(pool).await? {
+        return Ok(Backend::Postgres);
+    }
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY + 1)
+        .execute(&mut *conn)
+        .await?;
+    let result = fleet_steps(&mut conn, retention_days, compress_after_days).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY + 1)
+        .execute(&mut *conn)
+        .await;
+    result?;
+    Ok(Backend::Timescale)
+}
+
+async fn fleet_steps(
+    conn: &mut PgConnection,
+    retention_days: u32,
+    compress_after_days: u32,
+) -> Result<(), sqlx::Error> {
+    exec(conn, "CREATE EXTENSION IF NOT EXISTS timescaledb").await?;
+    exec(
+        conn,
+        "SELECT create_hypertable('fleet_battery_status', 'time', if_not_exists => TRUE, \
+         migrate_data => TRUE, create_default_indexes => FALSE)",
+    )
+    .await?;
+    let segmented: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM timescaledb_information.compression_settings \
+         WHERE hypertable_name = 'fleet_battery_status' AND attname = 'device_id' \
+         AND segmentby_column_index = 2)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !segmented {
+        exec(
+            conn,
+            "ALTER TABLE fleet_battery_status SET (timescaledb.compress, \
+             timescaledb.compress_segmentby = 'site_id, device_id', \
+             timescaledb.compress_orderby = 'time DESC')",
+        )
+        .await?;
+    }
+    exec(
+        conn,
+        "SELECT remove_compression_policy('fleet_battery_status', if_exists => TRUE)",
+    )
+    .await?;
+    sqlx::query("SELECT add_compression_policy('fleet_battery_status', make_interval(days => $1))")
+        .bind(days(compress_after_days))
+        .execute(&mut *conn)
+        .await?;
+    exec(
+        conn,
+        "SELECT remove_retention_policy('fleet_battery_status', if_exists => TRUE)",
+    )
+    .await?;
+    sqlx::query("SELECT add_retention_policy('fleet_battery_status', make_interval(days => $1))")
+        .bind(days(retention_days))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
