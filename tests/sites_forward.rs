@@ -370,6 +370,7 @@ async fn add_devices_and_commands(e: &Edge, n: usize, firmware: u32, failed: usi
             wifi_mac: None,
             address: format!("127.0.0.1:{}", 30000 + d),
             readings: ReadingSet::default(),
+            firmware_note: None,
         };
         e.store.upsert_device(&info, at).await.unwrap();
     }
