@@ -5,7 +5,8 @@
 //! without the bridge fighting the update. Polling goes on (the page and MQTT keep showing what
 //! the battery does). Releasing the hold lets the reconciler put the battery back to its intent.
 //! The hold is stored as the `bridge_maintenance` document before it changes, so it survives a
-//! restart. Touches the `Store` (one document) only.
+//! restart; [`CommandService::set_maintenance`] is the one way adapters change it. Touches the
+//! `Store` (one document) and, through the service, the background verifications it stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
+use super::CommandService;
 use crate::domain::DeviceId;
 use crate::store::{Store, StoreError};
 
@@ -167,6 +169,51 @@ impl Maintenance {
         self.tx.send_replace(state.clone());
         let scope = device.map_or("bridge", |d| d.as_str());
         tracing::info!(scope, on, by, "maintenance_hold_changed");
+        Ok(state)
+    }
+}
+
+/// Why a maintenance hold could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// No battery with that id.
+    #[error("unknown device '{0}'")]
+    UnknownDevice(String),
+    /// The service runs without a store (tools): a hold that would not survive is refused.
+    #[error("no store: the hold could not be kept")]
+    NoStore,
+    /// The store refused the document; nothing changed.
+    #[error("the hold could not be stored ({0})")]
+    Store(#[from] StoreError),
+}
+
+impl CommandService {
+    /// Sets or releases a maintenance hold (`device`, or bridge-wide for `None`) for `by`, and
+    /// stops the background verification of every battery it holds (no re-send may reach a
+    /// battery under a hold). Refused for an unknown device or when the store cannot keep it.
+    pub async fn set_maintenance(
+        &self,
+        device: Option<&DeviceId>,
+        on: bool,
+        by: &str,
+    ) -> Result<MaintenanceState, MaintenanceError> {
+        if let Some(d) = device
+            && self.fleet.get(d).is_none()
+        {
+            return Err(MaintenanceError::UnknownDevice(d.to_string()));
+        }
+        let store = self.store.as_ref().ok_or(MaintenanceError::NoStore)?;
+        let state = self
+            .maintenance
+            .set(store.as_ref(), device, on, by, Utc::now())
+            .await?;
+        if on {
+            for id in self.fleet.ids() {
+                if state.held(&id).is_some() {
+                    self.supersede(&id);
+                }
+            }
+        }
         Ok(state)
     }
 }

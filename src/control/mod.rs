@@ -47,7 +47,9 @@ pub use self::controls::{
 pub use self::dry_run::{DRY_RUN_DOC, DryRun, DryRunState};
 pub use self::floors::{Floor, Floors};
 pub use self::intents::IntentBoard;
-pub use self::maintenance::{Hold, HoldScope, MAINTENANCE_DOC, Maintenance, MaintenanceState};
+pub use self::maintenance::{
+    Hold, HoldScope, MAINTENANCE_DOC, Maintenance, MaintenanceError, MaintenanceState,
+};
 pub use self::presence::{Availability, Presence};
 pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
@@ -129,20 +131,6 @@ pub enum CommandError {
         /// The command refused.
         command: &'static str,
     },
-}
-
-/// Why a maintenance hold could not be changed.
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    /// No battery with that id.
-    #[error("unknown device '{0}'")]
-    UnknownDevice(String),
-    /// The service runs without a store (tools): a hold that would not survive is refused.
-    #[error("no store: the hold could not be kept")]
-    NoStore,
-    /// The store refused the document; nothing changed.
-    #[error("the hold could not be stored ({0})")]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// Who sends a batch of commands and what becomes of it.
@@ -296,35 +284,6 @@ impl CommandService {
     /// The maintenance hold.
     pub fn maintenance(&self) -> &Maintenance {
         &self.maintenance
-    }
-
-    /// Sets or releases a maintenance hold (`device`, or bridge-wide for `None`) for `by`, and
-    /// stops the background verification of every battery it holds (no re-send may reach a
-    /// battery under a hold). Refused for an unknown device or when the store cannot keep it.
-    pub async fn set_maintenance(
-        &self,
-        device: Option<&DeviceId>,
-        on: bool,
-        by: &str,
-    ) -> Result<MaintenanceState, MaintenanceError> {
-        if let Some(d) = device
-            && self.fleet.get(d).is_none()
-        {
-            return Err(MaintenanceError::UnknownDevice(d.to_string()));
-        }
-        let store = self.store.as_ref().ok_or(MaintenanceError::NoStore)?;
-        let state = self
-            .maintenance
-            .set(store.as_ref(), device, on, by, Utc::now())
-            .await?;
-        if on {
-            for id in self.fleet.ids() {
-                if state.held(&id).is_some() {
-                    self.supersede(&id);
-                }
-            }
-        }
-        Ok(state)
     }
 
     /// Whether a command batch is being applied to `device` (sent, verified, or its intent not
