@@ -1,7 +1,7 @@
 //! The Tempo routes of the REST API against a running bridge with Tempo on (in-process, real
 //! HTTP, three simulated batteries, the real mosquitto, a SQLite file, a local HTTP server
 //! playing api-couleur-tempo and open-dpe): `/tempo` and `/tempo/refresh` answer today's blue
-//! and tomorrow's red, `/plan` carries each battery's slots with reasons, and `/ledger` shows
+//! and tomorrow's colour (red, or white/blue when the calendar forbids red tomorrow), `/plan` carries each battery's slots with reasons, and `/ledger` shows
 //! the running ledger and the Tempo day the ledger book closed at start-up from stored samples
 //! (yesterday, red, 2 kWh delivered in HP); a bad `days` is refused and changes nothing.
 
@@ -21,11 +21,26 @@ use marstek_bridge::tempo::{TempoColour, paris_instant, tempo_date_at};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The colour the local server gives tomorrow: red when the calendar allows it on that date,
+/// else white, else blue (no red on weekends or holidays, no white on Sundays), so that the
+/// test holds on any day of the week.
+fn tomorrows_colour(today: NaiveDate) -> TempoColour {
+    let tomorrow = today + Days::days(1);
+    [TempoColour::Red, TempoColour::White]
+        .into_iter()
+        .find(|c| c.possible_on(tomorrow))
+        .unwrap_or(TempoColour::Blue)
+}
+
 async fn jour(State(today): State<NaiveDate>, Path(date): Path<String>) -> String {
     let code = if date == today.to_string() {
         1
     } else if date == (today + Days::days(1)).to_string() {
-        3
+        match tomorrows_colour(today) {
+            TempoColour::Blue => 1,
+            TempoColour::White => 2,
+            TempoColour::Red => 3,
+        }
     } else {
         0
     };
@@ -47,7 +62,7 @@ async fn forecast(State(today): State<NaiveDate>) -> String {
         .to_string()
 }
 
-/// A local api-couleur-tempo and open-dpe: today blue, tomorrow red.
+/// A local api-couleur-tempo and open-dpe: today blue, tomorrow `tomorrows_colour`.
 async fn tempo_server(today: NaiveDate) -> String {
     let app = Router::new()
         .route("/api/jourTempo/{date}", get(jour))
@@ -96,6 +111,7 @@ async fn seed_yesterday(url: &str, yesterday: NaiveDate) {
 async fn tempo_plan_and_ledger_routes_answer_from_the_running_bridge() {
     let today = tempo_date_at(Utc::now());
     let yesterday = today - Days::days(1);
+    let colour = tomorrows_colour(today);
     let server = tempo_server(today).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("tempo.db").display());
@@ -104,7 +120,7 @@ async fn tempo_plan_and_ledger_routes_answer_from_the_running_bridge() {
         s.tempo.enabled = true;
         s.tempo.couleur_tempo_url = server.clone();
         s.tempo.forecast_url = format!("{server}/assets/tempo_days_lite.json");
-        s.tempo.precharge_colours = vec![TempoColour::Red];
+        s.tempo.precharge_colours = vec![colour];
         s.tempo.timeout = Duration::from_secs(2);
         s.tempo.retries = 0;
         s.tempo.capacity_wh = Some(5120);
@@ -117,13 +133,14 @@ async fn tempo_plan_and_ledger_routes_answer_from_the_running_bridge() {
         .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["today"]["colour"], "blue", "{v}");
-    assert_eq!(v["tomorrow"]["colour"], "red", "{v}");
+    assert_eq!(v["tomorrow"]["colour"], colour.as_str(), "{v}");
     assert_eq!(v["dry_run"], true, "{v}");
     assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
     let (code, v) = rig.get("/api/v1/tempo").await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(
-        v["tomorrow"]["colour"], "red",
+        v["tomorrow"]["colour"],
+        colour.as_str(),
         "the fetched colour is kept: {v}"
     );
     let (code, v) = rig
@@ -149,12 +166,14 @@ async fn tempo_plan_and_ledger_routes_answer_from_the_running_bridge() {
     let (code, tempo) = rig.post("/api/v1/tempo/refresh", "{}").await;
     assert_eq!(code, 200, "{tempo}");
     assert!(
-        tempo["reason"].as_str().is_some_and(|r| r.contains("red")),
+        tempo["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(colour.as_str())),
         "{tempo}"
     );
     let (code, next) = rig.get("/api/v1/next-actions?count=50").await;
     assert_eq!(code, 200, "{next}");
-    assert_eq!(next["tonight"]["tomorrow"], "red", "{next}");
+    assert_eq!(next["tonight"]["tomorrow"], colour.as_str(), "{next}");
     assert_eq!(next["tonight"]["reason"], tempo["reason"], "{next}");
     let rows = next["actions"].as_array().unwrap();
     let night = rows
