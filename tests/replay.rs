@@ -1,6 +1,7 @@
 //! The season replay over real winters of Tempo colours (a committed extract of the RTE history:
 //! 2016–17 and 2021–22, Sep 1 → Apr 1), with the simulator's battery and house: the planner
-//! beats the seed's fixed schedule, which beats no battery; the command's `--json` shape; bad
+//! beats the seed's fixed schedule, which beats no battery, planning on the house load it
+//! learned from the replayed telemetry; the command's `--json` shape; bad
 //! colour files refused with the line and reason, exit code 2.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ fn winter_2016_17_planner_beats_fixed_schedule() {
     let r = winter("2016-11-01", "2017-03-31");
     assert_eq!(r.days, 151);
     assert_ordering(&r);
+    // The planner plans on the learned house once a kind and colour has three days.
+    assert!(r.learned_days > 100 && r.learned_days < 151, "{r:?}");
     // 22 red days × ~4.5 kWh each at least go through the battery under both strategies.
     assert!(
         r.strategy("fixed_schedule").unwrap().kwh_shifted > 22.0 * 4.0,
@@ -94,6 +97,9 @@ fn replay_command_prints_the_json_shape() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["days"], 30);
+    // 30 days of January: weekday blue/white days are learned after the first three of a kind.
+    let learned = v["learned_days"].as_u64().unwrap();
+    assert!(learned > 0 && learned < 30, "learned_days {learned}");
     let names: Vec<&str> = v["strategies"]
         .as_array()
         .unwrap()
@@ -122,9 +128,10 @@ fn replay_command_prints_the_json_shape() {
         "{text}"
     );
     assert!(text.contains("7 days"), "{text}");
+    // 7 days: no kind and colour has 3 learned days before the last ones.
     assert!(
-        text.contains("planner house load: configured profile"),
-        "the replay says it does not learn the load: {text}"
+        text.contains("planner house load: learned from the replayed telemetry on "),
+        "the replay says where the planner's load comes from: {text}"
     );
 }
 

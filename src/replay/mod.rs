@@ -1,10 +1,11 @@
 //! `marstek-bridge replay`: a season of real Tempo colours (a `date,colour` CSV) replayed minute
 //! by minute against the simulator's physical battery model and simulated house, with an
 //! accelerated clock, once per strategy — no battery, the seed's fixed schedule (AUTO 06:00,
-//! MANUAL 0 W 22:00, precharge to the target before red) and the planner — and the € each
-//! costs. Reads the colours file; touches no network, store or battery.
+//! MANUAL 0 W 22:00, precharge to the target before red) and the planner, whose house load is
+//! learned from the replay's own telemetry as the bridge learns it — and the € each costs. Reads the colours file; touches no network, store or battery.
 
 mod colours;
+mod learn;
 mod season;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub struct ReplayReport {
     pub strategies: Vec<StrategyResult>,
     /// Tempo days replayed.
     pub days: u32,
+    /// Replayed days the planner planned on a house load learned from the replay's own
+    /// telemetry (the day's kind and colour had enough days); the others on the configured one.
+    pub learned_days: u32,
 }
 
 impl ReplayReport {
@@ -79,11 +83,13 @@ impl ReplayReport {
                 s.name, s.cost_eur, s.saved_eur, s.kwh_shifted
             ));
         }
-        // The bridge learns its house's load; the replay's house is the simulator's, which the
-        // configured profile describes.
-        out.push_str(
-            "planner house load: configured profile (tempo.load_profile_w), not learned\n",
-        );
+        out.push_str(&format!(
+            "planner house load: learned from the replayed telemetry on {} of {} days \
+             (tempo.load_profile_w until a kind and colour has {} days)\n",
+            self.learned_days,
+            self.days,
+            crate::tempo::MIN_DAYS
+        ));
         out
     }
 }

@@ -7,13 +7,14 @@
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 
+use super::learn::Learner;
 use super::{ColourHistory, ReplayReport, StrategyResult};
 use crate::domain::{Mode, Percent};
-use crate::simulator::model::{ModelSpec, ModelState, SimProfile, house_load};
+use crate::simulator::model::{ModelSpec, ModelState, SimProfile};
 use crate::tempo::{
-    BatteryNeed, ColourInfo, DayLoads, DayOutlook, PlanBattery, PlannerParams, PrechargeOutcome,
-    SeasonStock, SlotAction, TEMPO_TZ, Tariff, TempoColour, TempoSettings, paris_instant, plan,
-    precharge, tempo_date_at,
+    BatteryNeed, ColourInfo, DayOutlook, PlanBattery, PlannerParams, PrechargeOutcome, SeasonStock,
+    SlotAction, TEMPO_TZ, Tariff, TempoColour, TempoSettings, paris_instant, plan, precharge,
+    tempo_date_at,
 };
 use crate::tempo::{Period, RED_QUOTA, WHITE_QUOTA};
 
@@ -32,6 +33,8 @@ pub struct ReplayConfig {
     pub target_soc: u8,
     /// The fixed schedule's precharge margin.
     pub margin: f64,
+    /// The planner's configured house load per Paris hour until it has learned, W.
+    pub load_profile: [f64; 24],
 }
 
 impl ReplayConfig {
@@ -45,6 +48,7 @@ impl ReplayConfig {
             efficiency: tempo.efficiency,
             target_soc: tempo.target_soc,
             margin: tempo.margin,
+            load_profile: tempo.load_profile(),
         }
     }
 }
@@ -92,63 +96,61 @@ pub fn replay(
     to: NaiveDate,
     config: &ReplayConfig,
 ) -> ReplayReport {
-    let profile = house_profile();
-    let results: Vec<(Strategy, f64, f64)> =
+    let results: Vec<(Strategy, Outcome)> =
         [Strategy::NoBattery, Strategy::Fixed, Strategy::Planner]
             .into_iter()
-            .map(|s| {
-                let (cost, shifted) = run(s, history, from, to, config, &profile);
-                (s, cost, shifted)
-            })
+            .map(|s| (s, run(s, history, from, to, config)))
             .collect();
-    let base = results[0].1;
+    let base = results[0].1.cost;
     let round = |x: f64| (x * 100.0).round() / 100.0;
     ReplayReport {
         strategies: results
             .iter()
-            .map(|(s, cost, shifted)| StrategyResult {
+            .map(|(s, o)| StrategyResult {
                 name: s.name(),
-                cost_eur: round(*cost),
-                saved_eur: round(base - cost),
-                kwh_shifted: (shifted * 10.0).round() / 10.0,
+                cost_eur: round(o.cost),
+                saved_eur: round(base - o.cost),
+                kwh_shifted: (o.shifted * 10.0).round() / 10.0,
             })
             .collect(),
         days: u32::try_from((to - from).num_days() + 1).unwrap_or(0),
+        learned_days: results
+            .iter()
+            .find(|(s, _)| *s == Strategy::Planner)
+            .map_or(0, |(_, o)| o.learned_days),
     }
 }
 
-/// The simulated house's hourly profile as the planner's configured consumption profile: the
-/// model's own load function averaged over each Paris hour, W.
-fn house_profile() -> [f64; 24] {
-    let mut w = [0.0; 24];
-    for (h, slot) in w.iter_mut().enumerate() {
-        let sum: f64 = (0..60)
-            .map(|m| house_load(h as f64 + f64::from(m) / 60.0))
-            .sum();
-        *slot = sum / 60.0;
-    }
-    w
+/// What one strategy did over the span.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    /// Bill, €.
+    cost: f64,
+    /// Energy delivered to the house in HP, kWh.
+    shifted: f64,
+    /// Days planned on a learned house load.
+    learned_days: u32,
 }
 
 fn at(date: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
     paris_instant(date, NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default())
 }
 
-/// One strategy over the span: (bill €, kWh delivered in HP).
+/// One strategy over the span.
 fn run(
     strategy: Strategy,
     history: &ColourHistory,
     from: NaiveDate,
     to: NaiveDate,
     config: &ReplayConfig,
-    profile: &[f64; 24],
-) -> (f64, f64) {
+) -> Outcome {
     let spec = config.spec;
     let start = at(from, 6, 0);
     let end = at(to + Duration::days(1), 6, 0);
     let mut state = ModelState::new(&spec, 100.0 - f64::from(config.dod), start);
     state.dod = config.dod;
     let mut control = Control::Idle;
+    let mut learner = Learner::new(spec.pv);
     let mut t = start;
     let (mut cost, mut shifted) = (0.0, 0.0);
     while t < end {
@@ -160,7 +162,7 @@ fn run(
             _ => None,
         };
         if let Some(c) =
-            event.and_then(|ev| decide(strategy, ev, t, &state, history, config, profile))
+            event.and_then(|ev| decide(strategy, ev, t, &state, history, config, &mut learner))
         {
             control = c;
         }
@@ -170,6 +172,9 @@ fn run(
         state.advance(&spec, next, TEMPO_TZ);
         if state.bat_power < 0.0 && state.soc > soc_before {
             state.soc = soc_before + (state.soc - soc_before) * config.efficiency;
+        }
+        if strategy == Strategy::Planner {
+            learner.record(t, &state);
         }
         let date = tempo_date_at(t);
         let period = if (6..22).contains(&local.hour()) {
@@ -189,7 +194,11 @@ fn run(
         }
         t = next;
     }
-    (cost, shifted)
+    Outcome {
+        cost,
+        shifted,
+        learned_days: learner.learned_days,
+    }
 }
 
 /// Puts the model in the mode `control` asks for at `t`.
@@ -217,12 +226,12 @@ fn decide(
     s: &ModelState,
     history: &ColourHistory,
     config: &ReplayConfig,
-    profile: &[f64; 24],
+    learner: &mut Learner,
 ) -> Option<Control> {
     match strategy {
         Strategy::NoBattery => Some(Control::Idle),
         Strategy::Fixed => fixed(ev, t, s, history, config),
-        Strategy::Planner => Some(planned(ev, t, s, history, config, profile)),
+        Strategy::Planner => Some(planned(ev, t, s, history, config, learner)),
     }
 }
 
@@ -264,16 +273,24 @@ fn fixed(
 
 /// The planner with what the bridge would know at `t`: today's colour, tomorrow's once
 /// published (11:30 in the replay; RTE publishes at 10:30), the season's stock counted from the
-/// days before, calendar rules for the rest.
+/// days before, calendar rules for the rest, and the house load learned from the telemetry of
+/// the days before (relearned at 06:00).
 fn planned(
     ev: Event,
     t: DateTime<Utc>,
     s: &ModelState,
     history: &ColourHistory,
     config: &ReplayConfig,
-    profile: &[f64; 24],
+    learner: &mut Learner,
 ) -> Control {
     let today = tempo_date_at(t);
+    if ev == Event::DayStart {
+        learner.relearn(t, history);
+        if let Some(c) = history.colour(today) {
+            let loads = learner.day_loads(today, &config.load_profile);
+            learner.count_day(c, &loads);
+        }
+    }
     let tomorrow_known = ev != Event::DayStart;
     let info = |d: NaiveDate, known: bool| match history.colour(d) {
         Some(colour) if known => ColourInfo::Known {
@@ -291,9 +308,7 @@ fn planned(
     .map(|(date, known)| DayOutlook {
         date,
         colour: info(date, known),
-        // The replay's house follows the configured profile (no learned model); the plan
-        // reasons say "configured load".
-        load: DayLoads::configured(*profile),
+        load: learner.day_loads(date, &config.load_profile),
     })
     .collect();
     let (red_used, white_used) =

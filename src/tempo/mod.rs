@@ -29,7 +29,8 @@ mod tariff;
 
 pub use book::*;
 pub use consumption::{
-    ConsumptionModel, DayKind, DayLoad, DayLoads, LOAD_PROFILE_DOC, LearnedProfile, LoadSource,
+    ConsumptionModel, DayKind, DayLoad, DayLoads, LEARN_DAYS, LOAD_PROFILE_DOC, LearnedProfile,
+    LoadSource, MIN_DAYS, learn as learn_consumption, learn_window,
 };
 pub use day::*;
 pub use ledger::*;
