@@ -93,6 +93,7 @@ fn venus(soc: f64) -> PlanBattery {
         max_soc: 100.0,
         max_charge_w: 2500.0,
         max_discharge_w: 2500.0,
+        load_share: 1.0,
     }
 }
 

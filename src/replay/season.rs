@@ -325,6 +325,7 @@ fn planned(
         max_soc: 100.0,
         max_charge_w: config.spec.max_charge_w,
         max_discharge_w: config.spec.max_discharge_w,
+        load_share: 1.0,
     };
     let params = PlannerParams {
         tariff: config.tariff.clone(),

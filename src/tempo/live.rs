@@ -2,7 +2,8 @@
 //! envelope, the house profile learned by `consumption`, recomputed at most once a Paris day,
 //! or the configured one), the colour knowledge (published colours from the
 //! store's `tempo_days` cache, the cached forecast and season stats of [`Outlook`]), runs
-//! [`plan`] per battery and publishes the result as JSON for the retained
+//! [`plan`] per battery, each covering its share of the house load by usable capacity among
+//! the batteries that could be read (`capacity_shares`), and publishes the result as JSON for the retained
 //! `<base>/bridge/plan` topic (a `watch` channel the MQTT side publishes) and the `plan/get`
 //! bridge action. For the 22:00 job it turns tonight's HC slots into precharge targets. Reads
 //! batteries (SOC) and the store; never commands a battery.
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     BatteryPlan, ColourInfo, ConsumptionModel, DayOutlook, Outlook, PlanBattery, PlannerParams,
-    SlotAction, TempoColour, TempoSettings, consumption, plan, tempo_date_at,
+    SlotAction, TempoColour, TempoSettings, capacity_shares, consumption, plan, tempo_date_at,
 };
 use crate::control::{DryRun, Fleet};
 use crate::domain::{DayPlan, DeviceId, NightPlan, Percent, PrechargeTarget, Watts};
@@ -156,13 +157,22 @@ impl LivePlanner {
             margin: self.settings.margin,
             fail_safe_red: self.settings.fail_safe == super::FailSafe::AssumeRed,
         };
-        let mut outcomes = Vec::new();
+        let mut inputs = Vec::new();
         for battery in self.fleet.iter() {
-            let id = battery.id().clone();
-            let result = match self.battery_input(battery).await {
-                Ok(input) => plan(now, &days, stock, &input, &params).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            inputs.push((battery.id().clone(), self.battery_input(battery).await));
+        }
+        // The house load is shared by usable capacity among the batteries that can be planned.
+        let readable: Vec<PlanBattery> = inputs
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
+        let mut shares = capacity_shares(&readable).into_iter();
+        let mut outcomes = Vec::new();
+        for (id, input) in inputs {
+            let result = input.and_then(|mut b| {
+                b.load_share = shares.next().unwrap_or(1.0);
+                plan(now, &days, stock, &b, &params).map_err(|e| e.to_string())
+            });
             if let Err(e) = &result {
                 tracing::warn!(device = %id, reason = %e, "plan_not_computed");
             }
@@ -202,6 +212,7 @@ impl LivePlanner {
             max_soc: f64::from(limits.max_soc),
             max_charge_w: f64::from(limits.max_charge_w),
             max_discharge_w: f64::from(limits.max_discharge_w),
+            load_share: 1.0,
         })
     }
 

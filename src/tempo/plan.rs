@@ -6,7 +6,8 @@
 //! season's remaining stock), the round-trip efficiency, the wear cost, SOC limits, DOD and
 //! charge/discharge power. Each slot carries its expected € effect and a one-line reason.
 //! The house load of a day is the profile of its colour (known, or the likeliest), learned or
-//! configured (`consumption`), less its solar; the reason says which.
+//! configured (`consumption`), less its solar, times this battery's share of the house (by
+//! usable capacity when several batteries are planned, `share`); the reason says both.
 //! No I/O, no clock: the caller passes `now`.
 //!
 //! Model: charging `e` kWh into the battery draws `e / efficiency` kWh from the grid (all the
@@ -29,139 +30,6 @@ use crate::domain::Percent;
 pub const RED_QUOTA: u32 = 22;
 /// Season quota of white days.
 pub const WHITE_QUOTA: u32 = 43;
-/// Prior chance of white on a day that may be white, without stock information.
-const PRIOR_WHITE: f64 = 0.15;
-/// Prior chance of red on a day that may be red, without stock information.
-const PRIOR_RED: f64 = 0.2;
-
-/// Chances of each colour for one day, each in 0..=1, summing to 1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ColourOdds {
-    /// Chance of blue.
-    pub blue: f64,
-    /// Chance of white.
-    pub white: f64,
-    /// Chance of red.
-    pub red: f64,
-}
-
-impl ColourOdds {
-    /// A certain colour.
-    pub fn certain(colour: TempoColour) -> Self {
-        let mut o = Self {
-            blue: 0.0,
-            white: 0.0,
-            red: 0.0,
-        };
-        *o.get_mut(colour) = 1.0;
-        o
-    }
-
-    /// Checked odds: each in 0..=1, sum within 1 ± 0.05 (renormalised to exactly 1).
-    pub fn new(blue: f64, white: f64, red: f64) -> Result<Self, String> {
-        for (name, p) in [("blue", blue), ("white", white), ("red", red)] {
-            if !p.is_finite() || !(0.0..=1.0).contains(&p) {
-                return Err(format!("probability of {name} {p} is outside 0–1"));
-            }
-        }
-        let sum = blue + white + red;
-        if (sum - 1.0).abs() > 0.05 {
-            return Err(format!("probabilities sum to {sum:.3}, not 1"));
-        }
-        Ok(Self {
-            blue: blue / sum,
-            white: white / sum,
-            red: red / sum,
-        })
-    }
-
-    /// Chance of `colour`.
-    pub fn p(&self, colour: TempoColour) -> f64 {
-        match colour {
-            TempoColour::Blue => self.blue,
-            TempoColour::White => self.white,
-            TempoColour::Red => self.red,
-        }
-    }
-
-    fn get_mut(&mut self, colour: TempoColour) -> &mut f64 {
-        match colour {
-            TempoColour::Blue => &mut self.blue,
-            TempoColour::White => &mut self.white,
-            TempoColour::Red => &mut self.red,
-        }
-    }
-
-    /// The likeliest colour and its chance (ties: the dearer colour).
-    pub fn likeliest(&self) -> (TempoColour, f64) {
-        [TempoColour::Red, TempoColour::White, TempoColour::Blue]
-            .into_iter()
-            .map(|c| (c, self.p(c)))
-            .fold((TempoColour::Blue, -1.0), |best, x| {
-                if x.1 > best.1 + 1e-12 { x } else { best }
-            })
-    }
-
-    /// Expected price in `period`, €/kWh.
-    pub fn price(&self, tariff: &Tariff, period: Period) -> f64 {
-        [TempoColour::Blue, TempoColour::White, TempoColour::Red]
-            .into_iter()
-            .map(|c| self.p(c) * tariff.price(c, period))
-            .sum()
-    }
-
-    /// These odds with the colours the calendar (and an exhausted stock) forbids on `date`
-    /// removed, the rest renormalised; blue takes everything when nothing else is left.
-    pub fn constrained(mut self, date: NaiveDate, stock: Option<SeasonStock>) -> Self {
-        if !red_possible(date) || stock.is_some_and(|s| s.red_left == 0) {
-            self.red = 0.0;
-        }
-        if !TempoColour::White.possible_on(date) || stock.is_some_and(|s| s.white_left == 0) {
-            self.white = 0.0;
-        }
-        let sum = self.blue + self.white + self.red;
-        if sum <= 1e-12 {
-            return Self::certain(TempoColour::Blue);
-        }
-        Self {
-            blue: self.blue / sum,
-            white: self.white / sum,
-            red: self.red / sum,
-        }
-    }
-}
-
-/// Days of each colour still to come this season (from `/api/stats` or counted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeasonStock {
-    /// Red days left.
-    pub red_left: u32,
-    /// White days left.
-    pub white_left: u32,
-}
-
-/// What the planner knows of one Tempo day's colour.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ColourInfo {
-    /// Published (RTE, api-couleur-tempo): a fact.
-    Known {
-        /// The colour.
-        colour: TempoColour,
-        /// Who said so.
-        source: String,
-    },
-    /// A forecast with probabilities: a hint, never a fact.
-    Forecast {
-        /// The odds.
-        odds: ColourOdds,
-        /// Who forecast it.
-        source: String,
-    },
-    /// Nothing known: calendar rules and the remaining stock give a prior.
-    Unknown,
-}
-
 /// One Tempo day (06:00 → 06:00 next day) as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DayOutlook {
@@ -191,6 +59,9 @@ pub struct PlanBattery {
     pub max_charge_w: f64,
     /// Largest discharge power, W.
     pub max_discharge_w: f64,
+    /// Share of the house load this battery is planned to cover, 0 < share ≤ 1 (1: the only
+    /// battery; see [`capacity_shares`]).
+    pub load_share: f64,
 }
 
 /// Planner parameters.
@@ -285,6 +156,7 @@ struct Frame {
     source: Option<String>,
     fail_safe: bool,
     price: f64,
+    /// This battery's share of the expected load (less solar), kWh.
     load_kwh: f64,
     load_source: LoadSource,
 }
@@ -299,7 +171,7 @@ pub fn plan(
     params: &PlannerParams,
 ) -> Result<BatteryPlan, PlanError> {
     check_input(now, days, battery, params)?;
-    let frames = frames(now, days, stock, params);
+    let frames = frames(now, days, stock, battery.load_share, params);
     let grid = Grid::new(battery);
     let path = optimise(&frames, &grid, battery, params);
     let ctx = Ctx {
@@ -370,6 +242,12 @@ fn check_input(
     if !finite || b.capacity_wh <= 0.0 || b.max_charge_w < 0.0 || b.max_discharge_w < 0.0 {
         return bad(format!("battery {} has unusable limits", b.device));
     }
+    if !(b.load_share > 0.0 && b.load_share <= 1.0) {
+        return bad(format!(
+            "battery {}: load share {} is outside (0, 1]",
+            b.device, b.load_share
+        ));
+    }
     if !(0.0..=100.0).contains(&b.min_soc) || b.max_soc > 100.0 || b.max_soc < b.min_soc {
         return bad(format!(
             "battery {}: SOC limits {}–{} %",
@@ -393,49 +271,6 @@ fn check_input(
         }
     }
     Ok(())
-}
-
-/// The prior odds of a day nobody has said anything about: red from the season's stock over
-/// the red-possible days left (a flat prior without stock), white by season, blue the rest;
-/// colours the calendar or an exhausted stock forbid get 0.
-pub fn prior_odds(date: NaiveDate, stock: Option<SeasonStock>) -> ColourOdds {
-    let red = match stock {
-        _ if !red_possible(date) => 0.0,
-        Some(s) => {
-            let left = red_possible_days_left(date).max(1);
-            (f64::from(s.red_left) / f64::from(left)).min(0.9)
-        }
-        None => PRIOR_RED,
-    };
-    let white = match date.month() {
-        _ if !TempoColour::White.possible_on(date) => 0.0,
-        _ if stock.is_some_and(|s| s.white_left == 0) => 0.0,
-        11 | 12 | 1..=3 => PRIOR_WHITE,
-        4 | 5 | 10 => PRIOR_WHITE / 2.0,
-        _ => 0.02,
-    };
-    ColourOdds {
-        blue: (1.0 - red - white).max(0.0),
-        white,
-        red,
-    }
-    .constrained(date, stock)
-}
-
-/// Days from `date` (included) to Mar 31 of its season on which red is possible.
-fn red_possible_days_left(date: NaiveDate) -> u32 {
-    let end_year = if date.month() >= 11 {
-        date.year() + 1
-    } else {
-        date.year()
-    };
-    let Some(end) = NaiveDate::from_ymd_opt(end_year, 3, 31) else {
-        return 0;
-    };
-    date.iter_days()
-        .take_while(|d| *d <= end)
-        .filter(|d| red_possible(*d))
-        .count() as u32
 }
 
 fn day_odds(
@@ -501,6 +336,7 @@ fn frames(
     now: DateTime<Utc>,
     days: &[DayOutlook],
     stock: Option<SeasonStock>,
+    share: f64,
     params: &PlannerParams,
 ) -> Vec<Frame> {
     let tomorrow = tempo_date_at(now) + Duration::days(1);
@@ -534,7 +370,7 @@ fn frames(
                 source: source.clone(),
                 fail_safe,
                 price: odds.price(&params.tariff, period),
-                load_kwh: load_between(load, start, end),
+                load_kwh: share * load_between(load, start, end),
                 load_source: load.source,
             });
         }
@@ -655,6 +491,14 @@ fn optimise(frames: &[Frame], g: &Grid, b: &PlanBattery, p: &PlannerParams) -> V
         })
         .collect()
 }
+
+#[path = "plan_odds.rs"]
+mod odds;
+pub use odds::*;
+
+#[path = "plan_share.rs"]
+mod share;
+pub use share::{capacity_shares, share_by_capacity, usable_wh};
 
 #[path = "plan_reason.rs"]
 mod reason;

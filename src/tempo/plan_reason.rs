@@ -1,7 +1,9 @@
 //! The planner's slot descriptions: the action, its expected € effect and a one-line reason in
 //! words ("charge to 100 % tonight: tomorrow red (rte), 6.1 kWh expected in red HP, Monday red
 //! 72 %; configured load"). Every reason ends with where the load it counts on came from
-//! ("learned load (N days)" or "configured load"; a night names the next peak hours' source).
+//! ("learned load (N days)" or "configured load"; a night names the next peak hours' source)
+//! and, with several batteries, this battery's share of it ("…, 33 % of it for this battery (by
+//! capacity)"; the kWh in the reason are that share).
 //! Pure; reads the optimised path, decides nothing.
 
 use chrono::{DateTime, Duration, Utc};
@@ -75,7 +77,11 @@ pub(super) fn describe(ctx: &Ctx, k: usize, soc: usize) -> PlanSlot {
         Period::Hc => next_hp(ctx, k).map_or(f.load_source, |(_, h)| h.load_source),
         Period::Hp => f.load_source,
     };
-    let reason = format!("{reason}; {}", load_from.phrase());
+    let reason = format!(
+        "{reason}; {}{}",
+        load_from.phrase(),
+        super::share::share_phrase(ctx.battery.load_share)
+    );
     let mut eur = gain(f, soc, to, ctx.grid, ctx.params);
     if to < soc {
         // The bill effect: wear is a planning cost, not on the invoice.

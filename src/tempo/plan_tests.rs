@@ -57,6 +57,7 @@ fn venus(soc: f64) -> PlanBattery {
         max_soc: 100.0,
         max_charge_w: 2500.0,
         max_discharge_w: 2500.0,
+        load_share: 1.0,
     }
 }
 
@@ -455,4 +456,76 @@ fn a_learned_red_day_load_charges_for_what_the_house_really_uses() {
     assert!(configured.slots[1].reason.ends_with("; configured load"));
     // Today's own (blue) slot keeps the configured profile.
     assert!(learned.slots[0].reason.ends_with("; configured load"));
+}
+
+#[test]
+fn two_batteries_share_the_red_day_by_capacity() {
+    // Tuesday 22:00, both batteries at the floor, Wednesday red (published): 6.0 kWh of red HP
+    // load, two thirds for the 5.12 kWh battery, one third for the 2.56 kWh one; neither plans
+    // to cover the whole house.
+    let now = paris(2026, 12, 1, 22, 0);
+    let d = days(
+        date(2026, 12, 1),
+        vec![
+            known(TempoColour::White),
+            known(TempoColour::Red),
+            ColourInfo::Unknown,
+        ],
+    );
+    let mut small = venus(12.0);
+    small.device = "venus2".into();
+    small.capacity_wh = 2560.0;
+    let mut fleet = [venus(12.0), small];
+    share_by_capacity(&mut fleet);
+    let big = plan(now, &d, None, &fleet[0], &params()).unwrap();
+    let small = plan(now, &d, None, &fleet[1], &params()).unwrap();
+    use Period::*;
+    // Each covers its share of the red HP (two thirds of 6.0 kWh is 4.0 kWh = 79 % of 5.12 kWh,
+    // a third is 79 % of 2.56 kWh): both stop at 21 % instead of the floor.
+    let expected = [
+        (Hc, "charge", 100),
+        (Hp, "discharge", 21),
+        (Hc, "charge", 90),
+        (Hp, "discharge", 12),
+        (Hc, "hold", 12),
+    ];
+    assert_eq!(shape(&big), expected);
+    assert_eq!(shape(&small), expected);
+    assert_eq!(
+        big.slots[0].reason,
+        "charge to 100 % tonight: tomorrow red (rte), 4.0 kWh expected in red HP; configured load, \
+         67 % of it for this battery (by capacity)"
+    );
+    assert_eq!(
+        small.slots[0].reason,
+        "charge to 100 % tonight: tomorrow red (rte), 2.0 kWh expected in red HP; configured load, \
+         33 % of it for this battery (by capacity)"
+    );
+    assert_eq!(
+        small.slots[1].reason,
+        "discharge down to 21 % tomorrow: red (rte) HP at 0.7295 €/kWh, 2.0 of 2.0 kWh expected; \
+         configured load, 33 % of it for this battery (by capacity)"
+    );
+    // Together they discharge what the house needs, not twice it.
+    let out = |p: &BatteryPlan, wh: f64| f64::from(100 - p.slots[1].soc_end) * wh / 100_000.0;
+    assert!((out(&big, 5120.0) + out(&small, 2560.0) - 6.0).abs() < 0.1);
+    // Alone, the same battery plans to cover the whole house, and the reason names no share.
+    let alone = plan(now, &d, None, &venus(12.0), &params()).unwrap();
+    assert_eq!(shape(&alone)[1], (Hp, "discharge", 12));
+    assert_eq!(
+        alone.slots[0].reason,
+        "charge to 100 % tonight: tomorrow red (rte), 6.0 kWh expected in red HP; configured load"
+    );
+}
+
+#[test]
+fn a_load_share_outside_zero_to_one_is_refused() {
+    let now = paris(2026, 12, 1, 22, 0);
+    let d = days(date(2026, 12, 1), vec![known(TempoColour::White)]);
+    for share in [0.0, -0.5, 1.5, f64::NAN] {
+        let mut b = venus(50.0);
+        b.load_share = share;
+        let e = plan(now, &d, None, &b, &params()).unwrap_err();
+        assert!(e.to_string().contains("load share"), "{share}: {e}");
+    }
 }
