@@ -270,6 +270,19 @@ async fn the_book_closes_yesterday_and_sums_the_season() {
         v["batteries"]["bat1"]["season_saved_eur"],
         serde_json::json!(1.41)
     );
+    // Where each total restarted (Home Assistant's last_reset): 06:00 Paris of today's Tempo
+    // day and of Sep 1, with the Paris offset.
+    let instant = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(v[k].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{k}: {e} in {v}"))
+    };
+    assert_eq!(
+        instant("today_start"),
+        at(red_day() + Duration::days(1), 6, 0)
+    );
+    let sep1 = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
+    assert_eq!(instant("season_start"), at(sep1, 6, 0));
+    assert_eq!(v["today_start"], "2027-01-13T06:00:00+01:00", "{v}");
     assert_eq!(*rx.borrow(), v, "published on the watch channel");
     cancel.cancel();
     tracker.close();

@@ -1,8 +1,9 @@
 //! The ledger book of the running bridge: closes each finished Tempo day per battery with
 //! [`day_ledger`] from the store's hourly energy history and the day's cached colour, keeps it as a store
 //! document (`ledger/<device>/<date>`), keeps a running ledger of the day in progress, and
-//! publishes today's and the season's € saved as JSON for the retained `<base>/bridge/ledger`
-//! topic and as Prometheus gauges. Reads the store (energy history, latest samples, colours,
+//! publishes today's and the season's € saved, with the instant each total started from
+//! (`today_start`, `season_start`), as JSON for the retained `<base>/bridge/ledger` topic and as
+//! Prometheus gauges. Reads the store (energy history, latest samples, colours,
 //! documents) and writes its
 //! documents; never touches a battery.
 
@@ -12,7 +13,9 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{DayLedger, TempoColour, TempoSettings, day_ledger, tempo_date_at, tempo_day_span};
+use super::{
+    DayLedger, TEMPO_TZ, TempoColour, TempoSettings, day_ledger, tempo_date_at, tempo_day_span,
+};
 use crate::control::Fleet;
 use crate::domain::DeviceId;
 use crate::store::{Bucket, Store};
@@ -137,8 +140,13 @@ impl LedgerBook {
                 json!({ "today": running, "season_saved_eur": (season * 100.0).round() / 100.0 }),
             );
         }
+        // Where each total restarted (Home Assistant's `last_reset`): 06:00 Paris of today's
+        // Tempo day and of the season's first day (Sep 1).
+        let start = |d: NaiveDate| tempo_day_span(d).0.with_timezone(&TEMPO_TZ).to_rfc3339();
         let v = json!({
             "date": today,
+            "today_start": start(today),
+            "season_start": start(season_start(today)),
             "today_saved_eur": (today_total * 100.0).round() / 100.0,
             "season_saved_eur": (season_total * 100.0).round() / 100.0,
             "batteries": batteries,

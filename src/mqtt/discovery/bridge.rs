@@ -1,6 +1,7 @@
 //! Home Assistant entities of the bridge device: its connectivity sensor ([`bridge_device`]), a
 //! switch (enabled) and a button (run now) per scheduled job, the next scheduled action, with
-//! Tempo the Tempo, plan and ledger sensors, and with the regulator its state, target and
+//! Tempo the Tempo, plan and ledger sensors (tomorrow's colour with the forecast probability as
+//! attributes, the € totals with their `last_reset`), and with the regulator its state, target and
 //! measured grid sensors, a fleet `regulate` switch and one per battery. All read the retained
 //! bridge documents (`bridge/schedule`, `bridge/tempo`, `bridge/plan`, `bridge/ledger`,
 //! `bridge/regulator`) and write bridge requests or `set/mode`. Pure: builds [`Entity`] values.
@@ -10,6 +11,12 @@ use super::{
     ORIGIN, StateClass, base_config, bridge_node,
 };
 use crate::mqtt::Topics;
+
+/// Attributes of the "Tempo tomorrow" sensor from the plan document's `tomorrow`: the
+/// likeliest colour's probability (0–1), whether tomorrow is published, the source, the odds.
+const TOMORROW_ATTRIBUTES: &str = "{% set t = value_json.tomorrow %}\
+{{ {'probability': t.probability, 'forecast_colour': t.colour, 'known': t.known, \
+'source': t.source, 'date': t.date, 'odds_pct': t.odds_pct} | tojson if t else '{}' }}";
 
 /// The bridge device: connectivity binary sensor (bridge/state).
 pub fn bridge_device(topics: &Topics, qos: u8) -> HaDevice {
@@ -245,6 +252,12 @@ impl Base<'_> {
             e.config.value_template =
                 Some(format!("{{{{ value_json.{path}.colour or 'unknown' }}}}"));
             e.config.icon = Some("mdi:palette");
+            if key == "tempo_tomorrow" {
+                // The planner's view of tomorrow: the forecast probability of its likeliest
+                // colour, whether it is published, who said so, the odds of each colour.
+                e.config.json_attributes_topic = Some(self.topics.bridge_plan());
+                e.config.json_attributes_template = Some(TOMORROW_ATTRIBUTES.into());
+            }
             out.push(e);
         }
         let mut pre = self.entity(
@@ -289,12 +302,18 @@ impl Base<'_> {
         prob.config.state_class = Some(StateClass::Measurement);
         prob.config.icon = Some("mdi:percent");
         out.push(prob);
-        for (key, name, field) in [
-            ("ledger_today", "Tempo saved today", "today_saved_eur"),
+        for (key, name, field, reset) in [
+            (
+                "ledger_today",
+                "Tempo saved today",
+                "today_saved_eur",
+                "today_start",
+            ),
             (
                 "ledger_season",
                 "Tempo saved this season",
                 "season_saved_eur",
+                "season_start",
             ),
         ] {
             let mut e = self.entity(key, name.into(), Component::Sensor);
@@ -303,6 +322,10 @@ impl Base<'_> {
             e.config.device_class = Some("monetary");
             e.config.unit_of_measurement = Some("EUR");
             e.config.state_class = Some(StateClass::Total);
+            // A `total` restarts at each Tempo day / season: HA reads when from the document.
+            e.config.last_reset_value_template = Some(format!("{{{{ value_json.{reset} }}}}"));
+            e.config.suggested_display_precision = Some(2);
+            e.config.icon = Some("mdi:piggy-bank-outline");
             out.push(e);
         }
         out
@@ -352,6 +375,95 @@ mod tests {
             Some(topics.bridge_request("maintenance").as_str())
         );
         assert_eq!(hold.config.payload_on, Some(r#"{"maintenance":true}"#));
+    }
+
+    fn tempo_configs() -> Vec<(String, serde_json::Value)> {
+        let topics = Topics::new("marstek", "homeassistant");
+        BridgeEntities {
+            tempo: true,
+            qos: 1,
+            ..BridgeEntities::default()
+        }
+        .build(&topics)
+        .into_iter()
+        .map(|e| (e.key, serde_json::to_value(&e.config).unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn ledger_sensors_follow_the_monetary_total_rules_with_a_last_reset() {
+        let configs = tempo_configs();
+        let get = |k: &str| &configs.iter().find(|(key, _)| key == k).unwrap().1;
+        for (key, field, reset) in [
+            ("ledger_today", "today_saved_eur", "today_start"),
+            ("ledger_season", "season_saved_eur", "season_start"),
+        ] {
+            let v = get(key);
+            assert_eq!(v["state_topic"], "marstek/bridge/ledger", "{key}");
+            assert_eq!(v["device_class"], "monetary", "{key}");
+            assert_eq!(v["unit_of_measurement"], "EUR", "{key}");
+            assert_eq!(v["state_class"], "total", "{key}");
+            assert_eq!(v["value_template"], format!("{{{{ value_json.{field} }}}}"));
+            assert_eq!(
+                v["last_reset_value_template"],
+                format!("{{{{ value_json.{reset} }}}}"),
+                "{key}"
+            );
+        }
+        // HA's rules over every bridge entity: monetary only with state_class total (or none),
+        // last_reset only on a total, attributes only with their topic.
+        for (key, v) in &configs {
+            if v["device_class"] == "monetary" {
+                assert!(
+                    matches!(v["state_class"].as_str(), None | Some("total")),
+                    "{key}"
+                );
+            }
+            if v.get("last_reset_value_template").is_some() {
+                assert_eq!(v["state_class"], "total", "{key}: last_reset needs total");
+                assert!(v["state_topic"].is_string(), "{key}");
+            }
+            if v.get("json_attributes_template").is_some() {
+                assert!(v["json_attributes_topic"].is_string(), "{key}");
+            }
+            if v["state_class"] == "total_increasing" {
+                assert_ne!(v["device_class"], "monetary", "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn tomorrow_carries_the_forecast_probability_as_an_attribute() {
+        let configs = tempo_configs();
+        let v = &configs
+            .iter()
+            .find(|(key, _)| key == "tempo_tomorrow")
+            .unwrap()
+            .1;
+        assert_eq!(v["state_topic"], "marstek/bridge/tempo");
+        assert_eq!(v["json_attributes_topic"], "marstek/bridge/plan");
+        let tpl = v["json_attributes_template"].as_str().unwrap();
+        // Reads the plan document's `tomorrow` fields (see `tempo::live`), renders a JSON object
+        // (an empty one when the plan has no tomorrow).
+        assert!(
+            tpl.starts_with("{% set t = value_json.tomorrow %}"),
+            "{tpl}"
+        );
+        for field in [
+            "probability",
+            "colour",
+            "known",
+            "source",
+            "date",
+            "odds_pct",
+        ] {
+            assert!(tpl.contains(&format!("t.{field}")), "{field}: {tpl}");
+        }
+        assert!(tpl.contains("'probability': t.probability"), "{tpl}");
+        assert!(tpl.contains("| tojson if t else '{}'"), "{tpl}");
+        // Today's colour has no forecast to show.
+        let today = &configs.iter().find(|(k, _)| k == "tempo_today").unwrap().1;
+        assert!(today.get("json_attributes_topic").is_none());
     }
 
     #[test]

@@ -222,6 +222,16 @@ pub struct EntityConfig {
     /// Never use the retained state as optimistic (we publish confirmed state).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimistic: Option<bool>,
+    /// Template giving the ISO 8601 instant a `total` sensor's total restarted from
+    /// (HA's `last_reset`), read from the state topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reset_value_template: Option<String>,
+    /// Topic whose JSON carries the entity's extra attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_topic: Option<String>,
+    /// Template turning that JSON into the attributes (it must render a JSON object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_template: Option<String>,
     /// QoS.
     pub qos: u8,
 }
