@@ -3,7 +3,8 @@
 //! tomorrow red, `/api/stats`) and open-dpe (J+2, J+3 forecast). After `tempo/refresh` over the
 //! request API, the retained `<base>/bridge/plan` carries the battery's slots with reasons that
 //! name tomorrow's published red and the forecast; `marstek-bridge plan preview` prints them,
-//! `--json` returns the same plan marked dry-run; a bad `plan/get` payload is refused.
+//! `--json` returns the same plan marked dry-run; a bad `plan/get` payload is refused. With two
+//! batteries (5.12 and 2.56 kWh) each plan covers its share of the house by capacity.
 
 mod fault_common;
 mod support;
@@ -241,6 +242,107 @@ async fn plan_is_published_retained_and_previewed() {
         "{}",
         answer.text
     );
+    drop(bridge);
+    drop(drill);
+}
+
+/// The slot reasons of battery `dev` in a plan document.
+fn reasons_of(plan: &Value, dev: &str) -> Vec<String> {
+    plan["batteries"][dev]["slots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["reason"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batteries_share_the_house_by_capacity_in_the_running_bridge() {
+    let today = tempo_date_at(Utc::now());
+    let http = tempo_server(today).await;
+    let sim = SimConfig {
+        devices: 2,
+        initial_soc: 30.0,
+        ..SimConfig::default()
+    };
+    let drill = Drill::start("plan_share_e2e", sim, broker_addr(), None).await;
+    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &drill.setup);
+    // d0000 5.12 kWh, d0001 2.56 kWh (same SOC window): two thirds and one third of the house.
+    let toml = setup.to_toml().replace(
+        "[tempo]\nenabled = false\n",
+        &format!(
+            "[tempo]\nenabled = true\ncouleur_tempo_url = \"{http}\"\n\
+             forecast_url = \"{http}/assets/tempo_days_lite.json\"\ntimeout = \"2s\"\n\
+             retries = 0\ncapacity_wh = 5120\n\
+             device_capacity_wh = {{ d0000 = 5120, d0001 = 2560 }}\n"
+        ),
+    );
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(&config, toml).unwrap();
+    let topic = format!("{base}/bridge/plan");
+    let mut watcher = Watcher::start(
+        broker_addr(),
+        &format!("{base}_watch"),
+        std::slice::from_ref(&topic),
+    )
+    .await;
+    let bridge = BridgeProcess::spawn(BIN, &config, dir.path());
+    let shared = |v: &Value, dev: &str, pct: &str| {
+        let r = reasons_of(v, dev);
+        !r.is_empty()
+            && r.iter()
+                .all(|x| x.ends_with(&format!(", {pct} % of it for this battery (by capacity)")))
+    };
+    // A plan is made at start-up and on each refresh; ask until both batteries were read.
+    let mut plan = None;
+    for _ in 0..10 {
+        let Some(msg) = watcher
+            .next_matching(Duration::from_secs(30), |s| {
+                s.topic == topic && s.text.contains("\"slots\"")
+            })
+            .await
+        else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&msg.text).unwrap();
+        if shared(&v, "d0000", "67") && shared(&v, "d0001", "33") {
+            plan = Some(v);
+            break;
+        }
+        watcher
+            .client
+            .publish(
+                format!("{base}/bridge/request/tempo/refresh"),
+                QoS::AtLeastOnce,
+                false,
+                "{}",
+            )
+            .await
+            .unwrap();
+    }
+    let plan = plan.unwrap_or_else(|| {
+        panic!(
+            "no plan sharing the house 67/33 by capacity; log:\n{}",
+            bridge.log_text()
+        )
+    });
+    // Neither plans for the whole house: the smaller one expects half the larger one's kWh.
+    let kwh = |dev: &str| -> Vec<f64> {
+        reasons_of(&plan, dev)
+            .iter()
+            .filter_map(|r| {
+                let (before, _) = r.split_once(" kWh expected")?;
+                before.rsplit(' ').next()?.parse().ok()
+            })
+            .collect()
+    };
+    let (big, small) = (kwh("d0000"), kwh("d0001"));
+    assert!(!big.is_empty() && big.len() == small.len(), "{plan}");
+    for (b, s) in big.iter().zip(&small) {
+        assert!((b - 2.0 * s).abs() <= 0.15, "{b} vs {s}: {plan}");
+    }
     drop(bridge);
     drop(drill);
 }
