@@ -1,7 +1,8 @@
 //! The replay loop: one simulated battery (`simulator::model::ModelState`, the simulator's own
 //! physics: SOC integration, DOD floor, power limits, the simulated house load) stepped minute
 //! by minute over the span, a strategy deciding at 06:00, 11:30 (tomorrow's colour published)
-//! and 22:00, and the grid energy priced by the Tempo colour and HP/HC of each minute. The
+//! and 22:00 (the planner on the house load `learn` keeps learning from the replayed
+//! telemetry), and the grid energy priced by the Tempo colour and HP/HC of each minute. The
 //! model has no conversion losses; the loop takes the round-trip loss off the SOC while
 //! charging, as the planner assumes.
 
