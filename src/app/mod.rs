@@ -164,6 +164,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let (taps, meter) = regulation::meter_tap(&settings.regulator);
     let mqtt = mqtt_link::spawn(&deps, &jobs, taps, tasks).await?;
     let leadership = scheduling.start(&deps, tasks);
+    scheduling::spawn_role_publisher(&deps, &mqtt, tasks);
 
     let live = http::Live::new();
     let sinks = fan_out::Sinks {
