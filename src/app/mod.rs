@@ -150,7 +150,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let derived = settings.derive();
     let (alerts, alerts_rx) = mpsc::unbounded_channel();
     let core = core::spawn(settings, &derived, tasks, alerts.clone()).await?;
-    let forward = spawn_forwarder(settings, &core, tasks).await?;
+    let forward = spawn_forwarder(settings, &core, &alerts, tasks).await?;
     let tempo = spawn_tempo(settings, &core, &alerts)?;
     let deps = Deps {
         settings,
@@ -216,10 +216,12 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
 }
 
 /// The store-and-forward task, when `[central] url` is set: its own task and pools; the
-/// central database being down does not delay the start (it is reached from the task).
+/// central database being down does not delay the start (it is reached from the task). It
+/// claims the site as this instance with its batteries (a conflict raises an alert).
 async fn spawn_forwarder(
     settings: &Settings,
     core: &Core,
+    alerts: &AlertSender,
     tasks: &Tasks,
 ) -> anyhow::Result<Option<crate::sites::forward::ForwarderHandle>> {
     if !settings.central.enabled() {
@@ -233,6 +235,12 @@ async fn spawn_forwarder(
     )
     .await
     .map_err(|e| StartupError(format!("cannot start the forwarder ({e})")))?;
+    let me = crate::store::central::Claim {
+        instance: settings.instance(),
+        host: settings.host(),
+        devices: core.fleet.ids().iter().map(ToString::to_string).collect(),
+    };
+    let forwarder = forwarder.with_identity(me, Some(alerts.clone()));
     tasks.spawn(forwarder.run(tasks.token().clone()));
     Ok(Some(handle))
 }
