@@ -164,7 +164,9 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let (taps, meter) = regulation::meter_tap(&settings.regulator);
     let mqtt = mqtt_link::spawn(&deps, &jobs, taps, tasks).await?;
     let leadership = scheduling.start(&deps, tasks);
-    scheduling::spawn_role_publisher(&deps, &mqtt, tasks);
+    if leadership.is_some() {
+        scheduling::settle_role(&deps, std::time::Duration::from_secs(2)).await;
+    }
 
     let live = http::Live::new();
     let sinks = fan_out::Sinks {
@@ -201,6 +203,8 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         health: &health,
     };
     let http = http_server::spawn(&deps, http_deps, tasks).await?;
+    // After the HTTP server: it installs the metrics recorder the role gauge is set on.
+    scheduling::spawn_role_publisher(&deps, &mqtt, tasks);
     core.open_samples();
     Ok(Running {
         core,

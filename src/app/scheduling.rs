@@ -151,6 +151,16 @@ fn follow_leadership(deps: &Deps<'_>, leader: &Leadership, tasks: &Tasks) {
     });
 }
 
+/// Waits (at most `within`) until the first lease attempt has given this bridge a role: leader,
+/// or standby of a known leader. Commands arriving before are refused as from a standby.
+pub async fn settle_role(deps: &Deps<'_>, within: Duration) {
+    let mut role = deps.core.commands.role().subscribe();
+    let settled = role.wait_for(|r| r.leading || r.leader.is_some());
+    if tokio::time::timeout(within, settled).await.is_err() {
+        tracing::warn!(waited = ?within, "site_role_unsettled: no lease decision yet");
+    }
+}
+
 /// Publishes the role in `bridge/info` and as the `marstek_leader` gauge (1 leading, 0 standby)
 /// at start and on every change.
 pub fn spawn_role_publisher(deps: &Deps<'_>, mqtt: &crate::mqtt::MqttHandle, tasks: &Tasks) {
