@@ -181,13 +181,13 @@ async fn leader_hands_over_within_the_bound_on_postgres() {
     let store_a = pg_store(&db).await;
     let store_b = pg_store(&db).await;
     let bound = Duration::from_secs(3);
-    let la = spawn_leader(store_a.clone(), "inst-a", bound);
+    let la = spawn_leader(store_a.clone(), "site:s1", "inst-a", bound);
     let mut a_rx = la.receiver();
     tokio::time::timeout(WAIT, a_rx.wait_for(|l| *l))
         .await
         .expect("a leads")
         .expect("open");
-    let lb = spawn_leader(store_b.clone(), "inst-b", bound);
+    let lb = spawn_leader(store_b.clone(), "site:s1", "inst-b", bound);
     let mut b_rx = lb.receiver();
 
     // Scheduler B follows its leadership; while A leads it runs nothing.
@@ -224,7 +224,7 @@ async fn leader_hands_over_within_the_bound_on_postgres() {
     assert_eq!(probe.runs().len(), 1);
 
     // A clean stop resigns, so a waiting instance takes over at its next attempt.
-    let lc = spawn_leader(store_a.clone(), "inst-c", bound);
+    let lc = spawn_leader(store_a.clone(), "site:s1", "inst-c", bound);
     lb.stop().await;
     let mut c_rx = lc.receiver();
     tokio::time::timeout(bound, c_rx.wait_for(|l| *l))

@@ -364,19 +364,42 @@ async fn story(store: &dyn Store) {
     );
     assert!(store.documents_under("nothing/").await.unwrap().is_empty());
 
-    // Leader lease: first instance leads and renews; the second cannot until resign or expiry.
+    // Leader lease (one per site): first instance leads and renews; the second cannot until
+    // resign or expiry; another site's lease is independent.
     let ttl = Duration::from_secs(30);
-    assert!(store.try_lead("inst-1", ttl).await.unwrap());
-    assert!(!store.try_lead("inst-2", ttl).await.unwrap());
-    assert!(store.try_lead("inst-1", ttl).await.unwrap(), "renewal");
-    store.resign("inst-2").await.unwrap(); // not the leader: no effect
-    assert!(!store.try_lead("inst-2", ttl).await.unwrap());
-    store.resign("inst-1").await.unwrap();
-    assert!(store.try_lead("inst-2", ttl).await.unwrap());
-    assert!(!store.try_lead("inst-1", ttl).await.unwrap());
+    let (a, b) = ("site:a", "site:b");
+    assert!(store.try_lead(a, "inst-1", ttl).await.unwrap());
+    assert!(!store.try_lead(a, "inst-2", ttl).await.unwrap());
+    assert!(
+        store.try_lead(b, "inst-3", ttl).await.unwrap(),
+        "another site's bridge leads its own site beside site a's leader"
+    );
+    assert_eq!(
+        store.lease_holder(a).await.unwrap().as_deref(),
+        Some("inst-1")
+    );
+    assert_eq!(
+        store.lease_holder(b).await.unwrap().as_deref(),
+        Some("inst-3")
+    );
+    assert_eq!(store.lease_holder("site:none").await.unwrap(), None);
+    assert!(store.try_lead(a, "inst-1", ttl).await.unwrap(), "renewal");
+    store.resign(a, "inst-2").await.unwrap(); // not the leader: no effect
+    store.resign(b, "inst-1").await.unwrap(); // not this site's leader: no effect
+    assert!(!store.try_lead(a, "inst-2", ttl).await.unwrap());
+    assert!(!store.try_lead(b, "inst-4", ttl).await.unwrap());
+    store.resign(a, "inst-1").await.unwrap();
+    assert_eq!(store.lease_holder(a).await.unwrap(), None);
+    assert!(store.try_lead(a, "inst-2", ttl).await.unwrap());
+    assert!(!store.try_lead(a, "inst-1", ttl).await.unwrap());
     // A lease of zero length is expired at once (database clock): the other takes over.
-    assert!(store.try_lead("inst-2", Duration::ZERO).await.unwrap());
-    assert!(store.try_lead("inst-1", ttl).await.unwrap());
+    assert!(store.try_lead(a, "inst-2", Duration::ZERO).await.unwrap());
+    assert_eq!(store.lease_holder(a).await.unwrap(), None, "expired");
+    assert!(store.try_lead(a, "inst-1", ttl).await.unwrap());
+    assert_eq!(
+        store.lease_holder(b).await.unwrap().as_deref(),
+        Some("inst-3")
+    );
 }
 
 /// Retention: only samples older than the retention period go: deleted by `prune_expired`

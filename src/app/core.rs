@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::devices::{register_devices, spawn_batteries};
 use super::tasks::{StartupError, Tasks};
 use crate::config::{Derived, Settings};
-use crate::control::{CommandService, DryRun, Fleet, Maintenance, Presence, Regulated};
+use crate::control::{CommandService, DryRun, Fleet, Maintenance, Presence, Regulated, Role};
 use crate::domain::{AlertSender, Sample};
 use crate::marstek::Transport;
 use crate::store::{self, Store, WriterHandle};
@@ -168,6 +168,8 @@ async fn spawn_commands(
     .with_dry_run(DryRun::load(store.as_ref(), settings.tempo.dry_run).await)
     .with_maintenance(Maintenance::load(store.as_ref()).await)
     .with_shutdown(tasks.token().clone())
+    // Alone on SQLite, the bridge leads; on PostgreSQL it is a standby until it wins the lease.
+    .with_role(Role::new(store.backend() == store::Backend::Sqlite))
     .with_regulated(Regulated::new(settings.regulator.enabled));
     if settings.regulator.enabled {
         let regulated = commands.regulated().clone();

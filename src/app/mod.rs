@@ -150,7 +150,7 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let derived = settings.derive();
     let (alerts, alerts_rx) = mpsc::unbounded_channel();
     let core = core::spawn(settings, &derived, tasks, alerts.clone()).await?;
-    let forward = spawn_forwarder(settings, &core, tasks).await?;
+    let forward = spawn_forwarder(settings, &core, &alerts, tasks).await?;
     let tempo = spawn_tempo(settings, &core, &alerts)?;
     let deps = Deps {
         settings,
@@ -164,6 +164,9 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
     let (taps, meter) = regulation::meter_tap(&settings.regulator);
     let mqtt = mqtt_link::spawn(&deps, &jobs, taps, tasks).await?;
     let leadership = scheduling.start(&deps, tasks);
+    if leadership.is_some() {
+        scheduling::settle_role(&deps, std::time::Duration::from_secs(2)).await;
+    }
 
     let live = http::Live::new();
     let sinks = fan_out::Sinks {
@@ -200,6 +203,8 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
         health: &health,
     };
     let http = http_server::spawn(&deps, http_deps, tasks).await?;
+    // After the HTTP server: it installs the metrics recorder the role gauge is set on.
+    scheduling::spawn_role_publisher(&deps, &mqtt, tasks);
     core.open_samples();
     Ok(Running {
         core,
@@ -215,10 +220,12 @@ pub async fn start(settings: &Settings, tasks: &Tasks) -> anyhow::Result<Running
 }
 
 /// The store-and-forward task, when `[central] url` is set: its own task and pools; the
-/// central database being down does not delay the start (it is reached from the task).
+/// central database being down does not delay the start (it is reached from the task). It
+/// claims the site as this instance with its batteries (a conflict raises an alert).
 async fn spawn_forwarder(
     settings: &Settings,
     core: &Core,
+    alerts: &AlertSender,
     tasks: &Tasks,
 ) -> anyhow::Result<Option<crate::sites::forward::ForwarderHandle>> {
     if !settings.central.enabled() {
@@ -232,6 +239,12 @@ async fn spawn_forwarder(
     )
     .await
     .map_err(|e| StartupError(format!("cannot start the forwarder ({e})")))?;
+    let me = crate::store::central::Claim {
+        instance: settings.instance(),
+        host: settings.host(),
+        devices: core.fleet.ids().iter().map(ToString::to_string).collect(),
+    };
+    let forwarder = forwarder.with_identity(me, Some(alerts.clone()));
     tasks.spawn(forwarder.run(tasks.token().clone()));
     Ok(Some(handle))
 }

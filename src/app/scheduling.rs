@@ -1,16 +1,19 @@
-//! The scheduling subsystem: the persisted scheduler with the standard jobs, leader election when
-//! several bridges share PostgreSQL, and the reconciler (start-up reconciliation, then drift
-//! checks) which only the leader runs. Touches the batteries only through the command service.
+//! The scheduling subsystem: the persisted scheduler with the standard jobs, leader election per
+//! site when several bridges share PostgreSQL (the lease `site:<site_id>`; the command service's
+//! role follows it, so a standby refuses writes, and `marstek_leader` says it), and the
+//! reconciler (start-up reconciliation, then drift checks) which only the leader runs. Touches
+//! the batteries only through the command service.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Deps;
 use super::tasks::{StartupError, Tasks};
+use crate::control::RoleState;
 use crate::domain::{JobAction, NightPlanner};
 use crate::scheduler::{
-    Clock, JobDeps, Leadership, Reconciler, Scheduler, SchedulerHandle, SystemClock, spawn_leader,
-    standard_jobs,
+    Clock, JobDeps, Leadership, Reconciler, Scheduler, SchedulerHandle, SystemClock, site_lease,
+    spawn_leader, standard_jobs,
 };
 use crate::store::Backend;
 
@@ -66,10 +69,12 @@ impl Scheduling {
             Backend::Postgres | Backend::Timescale => {
                 let leader = spawn_leader(
                     deps.core.store.clone(),
+                    site_lease(&deps.settings.site_id()),
                     deps.settings.instance(),
                     deps.settings.scheduler.leader_ttl,
                 );
                 self.scheduler.start_with_leadership(leader.receiver());
+                follow_leadership(deps, &leader, tasks);
                 Some(leader)
             }
         };
@@ -115,4 +120,61 @@ impl Scheduling {
             let _ = reconciler.spawn(samples, tick, cancel).await;
         });
     }
+}
+
+/// Keeps the command service's role on the leadership: leading, or a standby naming the holder
+/// of the site's lease.
+fn follow_leadership(deps: &Deps<'_>, leader: &Leadership, tasks: &Tasks) {
+    let role = deps.core.commands.role().clone();
+    let (mut leading, mut holder) = (leader.receiver(), leader.holder());
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
+        loop {
+            let state = RoleState {
+                leading: *leading.borrow_and_update(),
+                leader: holder.borrow_and_update().clone(),
+            };
+            if role.set(state.clone()) {
+                tracing::info!(role = state.name(), leader = ?state.leader, "site_role");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = leading.changed() => if r.is_err() { break },
+                r = holder.changed() => if r.is_err() { break },
+            }
+        }
+        // The leadership loop ended (stopped or aborted): this bridge leads no more.
+        role.set(RoleState {
+            leading: false,
+            leader: None,
+        });
+    });
+}
+
+/// Waits (at most `within`) until the first lease attempt has given this bridge a role: leader,
+/// or standby of a known leader. Commands arriving before are refused as from a standby.
+pub async fn settle_role(deps: &Deps<'_>, within: Duration) {
+    let mut role = deps.core.commands.role().subscribe();
+    let settled = role.wait_for(|r| r.leading || r.leader.is_some());
+    if tokio::time::timeout(within, settled).await.is_err() {
+        tracing::warn!(waited = ?within, "site_role_unsettled: no lease decision yet");
+    }
+}
+
+/// Publishes the role in `bridge/info` and as the `marstek_leader` gauge (1 leading, 0 standby)
+/// at start and on every change.
+pub fn spawn_role_publisher(deps: &Deps<'_>, mqtt: &crate::mqtt::MqttHandle, tasks: &Tasks) {
+    let mut role = deps.core.commands.role().subscribe();
+    let (mqtt, cancel) = (mqtt.clone(), tasks.token().clone());
+    tasks.spawn(async move {
+        loop {
+            let state = role.borrow_and_update().clone();
+            metrics::gauge!("marstek_leader").set(if state.leading { 1.0 } else { 0.0 });
+            mqtt.publish_role(&state);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = role.changed() => if r.is_err() { return },
+            }
+        }
+    });
 }

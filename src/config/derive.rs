@@ -15,6 +15,11 @@ fn host_name() -> String {
 }
 
 impl Settings {
+    /// This machine's host name (`/etc/hostname`, else `marstek-bridge`).
+    pub fn host(&self) -> String {
+        host_name()
+    }
+
     /// This bridge's site: `bridge.site_id` when set, else [`crate::sites::host_site`].
     pub fn site_id(&self) -> String {
         self.bridge

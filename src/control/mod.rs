@@ -15,7 +15,8 @@
 //! regulator are refused before the driver (`CommandError::DryRun`, no audit row). The day
 //! plan's SOC floors ([`Floors`]) are part of the envelope: a discharge set-point at or below
 //! one is refused, and a battery discharging down to one is stopped (`soc_guard`). What a batch
-//! leaves to persist, and which devices have one in flight, is `bookkeeping`. Touches the fleet
+//! leaves to persist, and which devices have one in flight, is `bookkeeping`. A standby bridge
+//! of its site ([`Role`]) refuses every write (`CommandError::Standby`, naming the leader). Touches the fleet
 //! (`domain::Battery`), the `Store`, the sample stream and the alert channel; nothing else.
 
 mod bookkeeping;
@@ -27,6 +28,7 @@ mod intents;
 mod maintenance;
 mod presence;
 mod regulated;
+mod role;
 mod soc_guard;
 mod verdict;
 pub mod verify;
@@ -52,6 +54,7 @@ pub use self::maintenance::{
 };
 pub use self::presence::{Availability, Presence};
 pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
+pub use self::role::{Role, RoleState};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
     Alert, AlertKind, AlertSender, BatteryRef, Command, CommandReport, CommandSource,
@@ -128,6 +131,16 @@ pub enum CommandError {
         device: DeviceId,
         /// Its own hold or the bridge-wide one.
         scope: HoldScope,
+        /// The command refused.
+        command: &'static str,
+    },
+    /// This bridge is its site's standby: another instance leads and writes.
+    #[error(
+        "standby: this bridge is a standby of its site, {command} not sent (the leader is {leader})"
+    )]
+    Standby {
+        /// The leader's instance id (`unknown` when it could not be read).
+        leader: String,
         /// The command refused.
         command: &'static str,
     },
@@ -217,6 +230,8 @@ pub struct CommandService {
     shutdown: CancellationToken,
     /// The batteries in `regulate` mode.
     regulated: Regulated,
+    /// Leader or standby of the site: a standby sends nothing.
+    role: Role,
 }
 
 impl CommandService {
@@ -250,6 +265,7 @@ impl CommandService {
             verifying: Arc::default(),
             shutdown: CancellationToken::new(),
             regulated: Regulated::default(),
+            role: Role::default(),
         }
     }
 
@@ -428,6 +444,13 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
+        if let Some(leader) = self.role.standby_of() {
+            tracing::info!(device = %device, source, command = command.name(), leader = %leader, "command_refused_standby");
+            return Err(CommandError::Standby {
+                leader,
+                command: command.name(),
+            });
+        }
         if let Some(scope) = self.maintenance.held(device) {
             tracing::info!(device = %device, source, command = command.name(), "command_held_for_maintenance");
             return Err(CommandError::Maintenance {

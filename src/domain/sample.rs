@@ -337,6 +337,8 @@ pub enum AlertKind {
     FirmwareKnownBad,
     /// A battery on firmware known to switch its Local API off stopped answering.
     LocalApiDisabled,
+    /// Another bridge (another instance) claims this bridge's `site_id` with other batteries.
+    SiteIdConflict,
 }
 
 impl AlertKind {
@@ -361,6 +363,7 @@ impl AlertKind {
             AlertKind::RegulatorStopped => "regulator_stopped",
             AlertKind::FirmwareKnownBad => "firmware_known_bad",
             AlertKind::LocalApiDisabled => "local_api_disabled",
+            AlertKind::SiteIdConflict => "site_id_conflict",
         }
     }
 }

@@ -342,9 +342,9 @@ pub struct CommandResult {
     request_body(content = Object, description = "The JSON of <dev>/set", content_type = "application/json"),
     responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 502, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn post_command(
     State(s): State<ApiState>,

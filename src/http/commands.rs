@@ -100,6 +100,9 @@ pub async fn submit(
         CommandError::Maintenance { .. } => {
             ApiError::new(axum::http::StatusCode::CONFLICT, "maintenance", message)
         }
+        CommandError::Standby { .. } => {
+            ApiError::new(axum::http::StatusCode::CONFLICT, "standby", message)
+        }
         // HTTP is a person's source: never held back, kept for completeness.
         CommandError::DryRun(..) => ApiError::invalid("dry_run", message),
     };

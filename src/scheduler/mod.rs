@@ -7,7 +7,7 @@
 //!
 //! Wiring (app): build `standard_jobs(JobDeps { .. })` (the Tempo service is both `tempo_check`
 //! and `planner`), `Scheduler::init(settings, store, jobs, Arc::new(SystemClock), alerts,
-//! instance)`, then on SQLite `start()`, on PostgreSQL `spawn_leader(store, instance,
+//! instance)`, then on SQLite `start()`, on PostgreSQL `spawn_leader(store, site_lease(site), instance,
 //! settings.leader_ttl)` and `start_with_leadership(leadership.receiver())`. When leading, run
 //! `Reconciler::startup_from(&handle)` and `Arc::new(reconciler).spawn(samples.subscribe(), 15s,
 //! cancel)`. Publish `handle.subscribe()` retained on `<base>/bridge/schedule` and the
@@ -33,7 +33,7 @@ pub mod trigger;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{StartDecision, WakeOutcome, on_wake, start_decision};
 pub use jobs::{JobDeps, JobRegistry, standard_jobs};
-pub use leader::{Leadership, spawn_leader};
+pub use leader::{Leadership, site_lease, spawn_leader};
 pub use preview::{PreviewArgs, preview_command};
 pub use reconcile::{Reconciler, ScheduledMode, mode_in_force};
 pub use runner::{JobView, Scheduler, SchedulerHandle};

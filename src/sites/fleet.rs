@@ -1,7 +1,9 @@
 //! `marstek-bridge fleet status`: reads the central database named by `[central] url` (read
 //! only: no migration, no write) and shows every site that forwarded to it — online or not,
 //! last contact, batteries, firmware versions, backlog, commands failed in the last 24 h and €
-//! saved ("n/a": no ledger is kept centrally) — as a table or JSON. Touches only that database.
+//! saved ("n/a": no ledger is kept centrally) — as a table or JSON. A site two bridges claim
+//! with different batteries shows `conflict` (and a `site_id_conflict` line naming them).
+//! Touches only that database.
 
 use chrono::{DateTime, Utc};
 
@@ -69,7 +71,7 @@ pub fn table(sites: &[SiteStatus], now: DateTime<Utc>) -> String {
         out.push_str(&format!(
             "{:<20} {:<8} {:<20} {:>9} {:<14} {:>8} {:>12} {:>9}\n",
             s.site_id,
-            if s.online { "online" } else { "offline" },
+            state(s),
             age(s.last_contact, now),
             s.batteries,
             firmware,
@@ -81,7 +83,23 @@ pub fn table(sites: &[SiteStatus], now: DateTime<Utc>) -> String {
     if sites.is_empty() {
         out.push_str("(no site has forwarded to this database yet)\n");
     }
+    for s in sites.iter().filter(|s| !s.conflict.is_empty()) {
+        out.push_str(&format!(
+            "site_id_conflict: {} is claimed with different batteries by {}\n",
+            s.site_id,
+            s.conflict.join(", ")
+        ));
+    }
     out
+}
+
+/// `conflict` (two bridges claim the site with different batteries), `online` or `offline`.
+fn state(s: &SiteStatus) -> &'static str {
+    match (s.conflict.is_empty(), s.online) {
+        (false, _) => "conflict",
+        (true, true) => "online",
+        (true, false) => "offline",
+    }
 }
 
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
@@ -112,6 +130,7 @@ mod tests {
             firmware: vec![139, 152],
             samples: 10,
             commands_failed_24h: 1,
+            conflict: Vec::new(),
             saved_eur: None,
         };
         let t = table(&[site("site-a", 5, true), site("site-b", 7200, false)], now);
@@ -131,5 +150,15 @@ mod tests {
         );
         assert!(lines[2].trim_end().ends_with("n/a"), "{t}");
         assert!(table(&[], now).contains("no site"));
+        assert!(!t.contains("site_id_conflict"), "{t}");
+        let mut claimed = site("site-c", 5, true);
+        claimed.conflict = vec!["edge-1".into(), "edge-2".into()];
+        let t = table(&[claimed], now);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains("conflict"), "{t}");
+        assert_eq!(
+            lines[2],
+            "site_id_conflict: site-c is claimed with different batteries by edge-1, edge-2"
+        );
     }
 }

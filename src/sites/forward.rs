@@ -5,8 +5,11 @@
 //! `central.max_backlog` by dropping the oldest queued rows (counted, logged), backs off while
 //! the centre is unreachable, bounds every central operation by `central.timeout`, and reports
 //! rows forwarded, backlog, drops and last success as metrics and in a watch channel. Runs in
-//! its own task with its own pools: local control never waits on it. Touches the local queue
-//! (through `store::forward`) and the central database (through `store::central`).
+//! its own task with its own pools: local control never waits on it. With an identity
+//! ([`Forwarder::with_identity`]) it also claims its site centrally as its instance with its
+//! batteries each round, and raises `site_id_conflict` (cleared once it ends) when another
+//! instance claims the same site with other batteries. Touches the local queue (through
+//! `store::forward`), the central database (through `store::central`) and the alert channel.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::central::CentralSettings;
-use crate::store::central::Central;
+use crate::domain::{Alert, AlertKind, AlertSender, AlertState, Severity};
+use crate::store::central::{Central, Claim};
 use crate::store::forward::EdgeQueue;
 use crate::store::{Store, StoreError};
 
@@ -72,6 +76,10 @@ pub struct Forwarder {
     store: Arc<dyn Store>,
     central: Option<Central>,
     stats: watch::Sender<ForwardStats>,
+    /// This edge's claim on its site, and where a conflict is raised.
+    identity: Option<(Claim, Option<AlertSender>)>,
+    /// Whether `site_id_conflict` is raised.
+    conflicting: bool,
 }
 
 /// Opens the forwarder's local pool on `local_url` (the SQLite store, already migrated with
@@ -96,6 +104,8 @@ pub async fn prepare(
         store,
         central: None,
         stats: tx,
+        identity: None,
+        conflicting: false,
     };
     tracing::info!(
         central = %settings.redacted_url(),
@@ -114,6 +124,13 @@ pub struct Round {
 }
 
 impl Forwarder {
+    /// Claims the site centrally as `me` every round; a conflicting claim raises
+    /// `site_id_conflict` on `alerts`.
+    pub fn with_identity(mut self, me: Claim, alerts: Option<AlertSender>) -> Self {
+        self.identity = Some((me, alerts));
+        self
+    }
+
     /// Forwards until `token` is cancelled: rounds back to back while batches are full, then
     /// one every `central.interval`; after a failure, waits with exponential backoff.
     pub async fn run(mut self, token: CancellationToken) {
@@ -230,6 +247,7 @@ impl Forwarder {
         let site = self.site.clone();
         self.bounded("contact", central.contact(&site, backlog, dropped))
             .await?;
+        self.claim(&central).await?;
         let now = Utc::now();
         metrics::gauge!("marstek_forward_backlog_rows").set(backlog as f64);
         metrics::gauge!("marstek_forward_last_success_seconds").set(now.timestamp() as f64);
@@ -241,6 +259,45 @@ impl Forwarder {
         Ok(Round {
             more: full || commands_full,
         })
+    }
+
+    /// Claims the site as this instance; raises or clears `site_id_conflict` on a change.
+    async fn claim(&mut self, central: &Central) -> Result<(), StoreError> {
+        let Some((me, alerts)) = self.identity.clone() else {
+            return Ok(());
+        };
+        let site = self.site.clone();
+        let within = self.settings.offline_after;
+        let others = self
+            .bounded("claim", central.claim(&site, &me, within))
+            .await?;
+        let now_conflicting = !others.is_empty();
+        if now_conflicting == self.conflicting {
+            return Ok(());
+        }
+        self.conflicting = now_conflicting;
+        let message = conflict_message(&site, &me, &others);
+        if now_conflicting {
+            tracing::error!(site = %site, others = ?others, "site_id_conflict");
+        } else {
+            tracing::info!(site = %site, "site_id_conflict_cleared");
+        }
+        if let Some(tx) = alerts {
+            let state = if now_conflicting {
+                AlertState::Raised
+            } else {
+                AlertState::Cleared
+            };
+            let alert = Alert::raised(
+                AlertKind::SiteIdConflict,
+                Severity::Critical,
+                None,
+                message,
+                Utc::now(),
+            );
+            let _ = tx.send(alert.in_state(state));
+        }
+        Ok(())
     }
 
     /// One batch of the command audit; true when it was full.
@@ -284,4 +341,30 @@ impl Forwarder {
             }
         });
     }
+}
+
+/// What a `site_id_conflict` alert says: who else claims the site, from where, with what.
+fn conflict_message(site: &str, me: &Claim, others: &[Claim]) -> String {
+    if others.is_empty() {
+        return format!("site {site}: no other bridge claims it with other batteries any more");
+    }
+    let list: Vec<String> = others
+        .iter()
+        .map(|o| {
+            format!(
+                "{} on {} with [{}]",
+                o.instance,
+                o.host,
+                o.devices.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "site {site} is claimed by another bridge with other batteries: {} (this one: {} on {} \
+         with [{}]); give each site its own bridge.site_id",
+        list.join("; "),
+        me.instance,
+        me.host,
+        me.devices.join(", ")
+    )
 }

@@ -1,7 +1,9 @@
 //! The central side of store-and-forward, on PostgreSQL/TimescaleDB: connecting (the bridge's
 //! migrations, then the TimescaleDB step for `fleet_battery_status`), writing what an edge
 //! forwards — telemetry, the command audit, its devices and its contact — keyed by site so that
-//! a replay is ignored (`ON CONFLICT DO NOTHING`), and reading the per-site fleet view. Touches
+//! a replay is ignored (`ON CONFLICT DO NOTHING`), and reading the per-site fleet view. Each
+//! edge also claims its site as an instance with its batteries (`fleet_instances`): another
+//! instance recently claiming the same site with other batteries is a site-id conflict. Touches
 //! only the `fleet_*` tables of the central database (and its migrations).
 
 use std::str::FromStr;
@@ -31,6 +33,17 @@ pub struct CentralTarget {
     pub compress_after_days: u32,
 }
 
+/// An edge instance claiming a site: who it is and which batteries it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claim {
+    /// Its instance id (`bridge.instance_id`, or derived from the host).
+    pub instance: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its configured battery ids, sorted.
+    pub devices: Vec<String>,
+}
+
 /// A connection pool on the central database.
 #[derive(Debug, Clone)]
 pub struct Central {
@@ -57,6 +70,9 @@ pub struct SiteStatus {
     pub firmware: Vec<i64>,
     /// Telemetry rows received from it.
     pub samples: i64,
+    /// Instance ids claiming this site with different batteries (seen within the offline
+    /// threshold): a `site_id_conflict`; empty when there is none.
+    pub conflict: Vec<String>,
     /// Commands that ended in an error in the last 24 h.
     pub commands_failed_24h: i64,
     /// € saved, when a ledger is kept centrally (none is yet: always None).
@@ -223,6 +239,52 @@ impl Central {
         Ok(())
     }
 
+    /// Records that `me` forwards for `site` now (central clock) with these batteries, and
+    /// returns the other instances that claimed `site` within `within` with other batteries.
+    pub async fn claim(
+        &self,
+        site: &str,
+        me: &Claim,
+        within: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let devices = me.devices.join(",");
+        sqlx::query(
+            "INSERT INTO fleet_instances (site_id, instance_id, host, devices, first_contact, \
+             last_contact) VALUES ($1, $2, $3, $4, now(), now()) \
+             ON CONFLICT (site_id, instance_id) DO UPDATE SET host = EXCLUDED.host, \
+             devices = EXCLUDED.devices, last_contact = now()",
+        )
+        .bind(site)
+        .bind(&me.instance)
+        .bind(&me.host)
+        .bind(&devices)
+        .execute(&self.pool)
+        .await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT instance_id, host, devices FROM fleet_instances WHERE site_id = $1 \
+             AND instance_id <> $2 AND devices <> $3 \
+             AND last_contact > now() - make_interval(secs => $4) ORDER BY instance_id",
+        )
+        .bind(site)
+        .bind(&me.instance)
+        .bind(&devices)
+        .bind(within.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(instance, host, devices)| Claim {
+                instance,
+                host,
+                devices: devices
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(String::from)
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// Every site that ever forwarded, by site id; online when seen within `offline_after`.
     pub async fn fleet_status(
         &self,
@@ -237,7 +299,11 @@ impl Central {
                (SELECT count(*) FROM fleet_battery_status b WHERE b.site_id = s.site_id) \
                   AS samples, \
                (SELECT count(*) FROM fleet_commands c WHERE c.site_id = s.site_id \
-                  AND c.status = 'error' AND c.at > now() - INTERVAL '24 hours') AS failed \
+                  AND c.status = 'error' AND c.at > now() - INTERVAL '24 hours') AS failed, \
+               (SELECT CASE WHEN count(DISTINCT i.devices) > 1 \
+                  THEN array_agg(i.instance_id ORDER BY i.instance_id) ELSE '{}' END \
+                  FROM fleet_instances i WHERE i.site_id = s.site_id \
+                  AND i.last_contact > now() - make_interval(secs => $1)) AS conflict \
              FROM fleet_sites s ORDER BY s.site_id",
         )
         .bind(offline_after.as_secs_f64())
@@ -260,6 +326,7 @@ impl Central {
                     batteries: r.try_get("batteries")?,
                     firmware: r.try_get("firmware")?,
                     samples: r.try_get("samples")?,
+                    conflict: r.try_get("conflict")?,
                     commands_failed_24h: r.try_get("failed")?,
                     saved_eur: None,
                 })

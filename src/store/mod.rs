@@ -345,11 +345,19 @@ pub trait Store: Send + Sync {
     /// Every document whose key starts with `prefix` (e.g. `mqtt_controls/`), ordered by key.
     async fn documents_under(&self, prefix: &str) -> Result<Vec<(String, Document)>, StoreError>;
 
-    /// Takes or renews the leader lease for `instance` for `ttl`; true when this instance leads.
-    /// Uses the database clock, so instances with skewed clocks agree.
-    async fn try_lead(&self, instance: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
-    /// Gives the lease up (clean shutdown), so another instance takes over at once.
-    async fn resign(&self, instance: &str) -> Result<(), StoreError>;
+    /// Takes or renews the leader lease named `lease` (one per site: `site:<site_id>`) for
+    /// `instance` for `ttl`; true when this instance leads. Uses the database clock, so
+    /// instances with skewed clocks agree; leases of different names never block each other.
+    async fn try_lead(
+        &self,
+        lease: &str,
+        instance: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease `lease` up (clean shutdown), so another instance takes over at once.
+    async fn resign(&self, lease: &str, instance: &str) -> Result<(), StoreError>;
+    /// The instance holding the lease `lease` now (not expired), if any.
+    async fn lease_holder(&self, lease: &str) -> Result<Option<String>, StoreError>;
 }
 
 impl StoreError {

@@ -23,9 +23,6 @@ use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sampl
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Name of the single lease row.
-const LEASE: &str = "bridge";
-
 /// A `Store` on PostgreSQL/TimescaleDB.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -551,7 +548,12 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn try_lead(&self, instance: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn try_lead(
+        &self,
+        lease: &str,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let row: Option<String> = sqlx::query_scalar(
             "INSERT INTO leader (name, instance, acquired_at, expires_at) \
@@ -563,7 +565,7 @@ impl Store for PgStore {
              WHERE leader.instance = EXCLUDED.instance OR leader.expires_at <= now() \
              RETURNING instance",
         )
-        .bind(LEASE)
+        .bind(lease)
         .bind(instance)
         .bind(ttl_us as f64)
         .fetch_optional(&self.pool)
@@ -571,13 +573,24 @@ impl Store for PgStore {
         Ok(row.is_some())
     }
 
-    async fn resign(&self, instance: &str) -> Result<(), StoreError> {
+    async fn resign(&self, lease: &str, instance: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leader WHERE name = $1 AND instance = $2")
-            .bind(LEASE)
+            .bind(lease)
             .bind(instance)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn lease_holder(&self, lease: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT instance FROM leader WHERE name = $1 AND expires_at > now()",
+            )
+            .bind(lease)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
     }
 }
 

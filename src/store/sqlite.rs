@@ -25,9 +25,6 @@ use crate::domain::{Alert, AlertState, DesiredState, DeviceId, DeviceInfo, Sampl
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// Name of the single lease row.
-const LEASE: &str = "bridge";
-
 /// The database clock in microseconds since the Unix epoch (millisecond resolution).
 const NOW_US: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
 
@@ -630,7 +627,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn try_lead(&self, instance: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn try_lead(
+        &self,
+        lease: &str,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
         let sql = format!(
             "INSERT INTO leader (name, instance, acquired_at, expires_at) \
@@ -643,7 +645,7 @@ impl Store for SqliteStore {
              RETURNING instance"
         );
         let row: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(LEASE)
+            .bind(lease)
             .bind(instance)
             .bind(ttl_us)
             .fetch_optional(&self.pool)
@@ -651,12 +653,20 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
-    async fn resign(&self, instance: &str) -> Result<(), StoreError> {
+    async fn resign(&self, lease: &str, instance: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leader WHERE name = ?1 AND instance = ?2")
-            .bind(LEASE)
+            .bind(lease)
             .bind(instance)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn lease_holder(&self, lease: &str) -> Result<Option<String>, StoreError> {
+        let sql = format!("SELECT instance FROM leader WHERE name = ?1 AND expires_at > {NOW_US}");
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(lease)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

@@ -10,27 +10,34 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::discovery_pass::DiscoveryEvent;
-use crate::control::MaintenanceState;
+use crate::control::{MaintenanceState, RoleState};
 use crate::domain::{Alert, AlertState, DeviceId, DeviceInfo, Sample};
 use crate::mqtt::discovery::Entity;
 use crate::mqtt::topics::Topics;
 
-/// The parts of `bridge/info`: the document the app gives and the batteries' catalogue matches.
+/// The parts of `bridge/info`: the document the app gives, the batteries' catalogue matches
+/// and the bridge's role in its site.
 #[derive(Debug, Default)]
 pub(super) struct InfoDoc {
     base: Value,
     firmware: BTreeMap<String, Value>,
+    role: Option<RoleState>,
 }
 
 impl InfoDoc {
-    /// The document with `firmware` merged in (when any battery was identified).
+    /// The document with `firmware` (when any battery was identified) and `role` / `leader`
+    /// (once known) merged in.
     fn document(&self) -> Value {
         let mut doc = self.base.clone();
-        if let Value::Object(m) = &mut doc
-            && !self.firmware.is_empty()
-        {
-            let fw = self.firmware.clone().into_iter().collect();
-            m.insert("firmware".into(), Value::Object(fw));
+        if let Value::Object(m) = &mut doc {
+            if !self.firmware.is_empty() {
+                let fw = self.firmware.clone().into_iter().collect();
+                m.insert("firmware".into(), Value::Object(fw));
+            }
+            if let Some(role) = &self.role {
+                m.insert("role".into(), json!(role.name()));
+                m.insert("leader".into(), json!(role.leader));
+            }
         }
         doc
     }
@@ -107,6 +114,20 @@ impl MqttHandle {
         let doc = {
             let mut d = super::lock(&self.shared.info);
             d.base = info;
+            d.document()
+        };
+        self.retained_json(self.shared.topics.bridge_info(), &doc);
+    }
+
+    /// Records the bridge's role in its site (`role`: leader or standby, `leader`: the
+    /// instance holding the site's lease) in `bridge/info`; republishes only when it changed.
+    pub fn publish_role(&self, role: &RoleState) {
+        let doc = {
+            let mut d = super::lock(&self.shared.info);
+            if d.role.as_ref() == Some(role) {
+                return;
+            }
+            d.role = Some(role.clone());
             d.document()
         };
         self.retained_json(self.shared.topics.bridge_info(), &doc);
