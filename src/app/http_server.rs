@@ -35,14 +35,9 @@ pub async fn spawn(
         .http
         .resolve_token()
         .map_err(|e| StartupError(format!("http.token_file: cannot read it ({e})")))?;
-    // An address that parses is bound as it is: a name would be resolved on a blocking thread,
-    // whose stack stays resident until the runtime reaps it.
-    let bound = match addr.parse::<SocketAddr>() {
-        Ok(a) => tokio::net::TcpListener::bind(a).await,
-        Err(_) => tokio::net::TcpListener::bind(addr).await,
-    };
-    let listener =
-        bound.map_err(|e| StartupError(format!("http.listen: cannot listen on {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartupError(format!("http.listen: cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let token = tasks.token().clone();
     tasks.spawn(http_deps.live.clone().run_feeds(
