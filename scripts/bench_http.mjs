@@ -28,7 +28,8 @@ const freePort = () => new Promise((ok) => {
 const status = (pid) => {
   const t = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = (k) => Number(t.match(new RegExp(k + ":\\s+(\\d+)"))[1]);
-  return { peak_mb: kb("VmHWM") / 1024, rss_mb: kb("VmRSS") / 1024, anon_mb: kb("RssAnon") / 1024, file_mb: kb("RssFile") / 1024 };
+  return { peak_mb: kb("VmHWM") / 1024, rss_mb: kb("VmRSS") / 1024, anon_mb: kb("RssAnon") / 1024, file_mb: kb("RssFile") / 1024,
+    threads: kb("Threads") };
 };
 function get(port, path) {
   return new Promise((ok, no) => {

@@ -47,12 +47,11 @@ pub async fn spawn(
         deps.tempo.map(|t| t.live().subscribe()),
         token.clone(),
     ));
-    tasks.spawn(
-        http_deps
-            .live
-            .clone()
-            .follow_dry_run(core.commands.dry_run().subscribe(), token.clone()),
-    );
+    let live = http_deps.live;
+    let dry_run = core.commands.dry_run().subscribe();
+    tasks.spawn(live.clone().follow("dry_run", dry_run, token.clone()));
+    let holds = core.commands.maintenance().subscribe();
+    tasks.spawn(live.clone().follow("maintenance", holds, token.clone()));
     let info = BridgeInfo {
         tempo: Some(deps.tempo.is_some()),
         token_configured: Some(bearer.is_some()),
@@ -67,7 +66,7 @@ pub async fn spawn(
             jobs: Some(http_deps.jobs.clone()),
             tempo: deps.tempo.cloned(),
             live: http_deps.live.clone(),
-            bridge: to_json(&info),
+            bridge: to_json(&info).to_string().into(),
             max_body: settings.http.max_body_bytes,
             cancel: token.clone(),
         },

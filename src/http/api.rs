@@ -37,8 +37,11 @@ pub struct ApiState {
     pub tempo: Option<Arc<TempoService>>,
     /// Newest samples, recent alerts, the event broadcast.
     pub live: Live,
-    /// Identity shown by `/api/v1/bridge` (version, instance, read_only …).
-    pub bridge: Value,
+    /// Identity shown by `/api/v1/bridge` (version, instance, read_only, the redacted
+    /// configuration …) as JSON text, serialised once: every route holds its own clone of this
+    /// state, and a `Value` here was a deep copy of the configuration per route (2 MB at 10
+    /// batteries).
+    pub bridge: bytes::Bytes,
     /// Largest body accepted, bytes.
     pub max_body: usize,
     /// Cancelled at shutdown (ends the event streams).
@@ -566,6 +569,9 @@ pub async fn alerts(State(s): State<ApiState>) -> Result<Json<AlertsView>, ApiEr
 /// configured.
 #[utoipa::path(get, path = "/api/v1/bridge", tag = "bridge",
     responses((status = 200, body = Object, description = "version, instance, backend, read_only, tempo, devices")))]
-pub async fn bridge(State(s): State<ApiState>) -> Json<Value> {
-    Json(s.bridge.clone())
+pub async fn bridge(State(s): State<ApiState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        s.bridge.clone(),
+    )
 }

@@ -1,8 +1,8 @@
 //! What the status page sees change: the newest sample of every battery, the most recent
 //! alerts, and one broadcast of events (`sample`, `alert`, `schedule`, `tempo`, `plan`,
-//! `command`, `dry_run`) that `/api/v1/events` streams as server-sent events. Fed by the app
-//! from the sample broadcast, the alert fan-out, the scheduler/Tempo/plan watch channels and the
-//! dry-run switch; holds no I/O of its own.
+//! `command`, `dry_run`, `maintenance`) that `/api/v1/events` streams as server-sent events. Fed
+//! by the app from the sample broadcast, the alert fan-out, the scheduler/Tempo/plan watch
+//! channels, the dry-run switch and the maintenance holds; holds no I/O of its own.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,7 +12,6 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::DryRunState;
 use crate::domain::{Alert, DeviceId, Sample};
 
 /// How many recent alerts are kept for `/api/v1/alerts`.
@@ -24,7 +23,7 @@ const EVENT_BUFFER: usize = 64;
 /// One change, as sent to the page: serialised once, shared by every listener.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    /// `sample`, `alert`, `schedule`, `tempo`, `plan`, `command` or `dry_run`.
+    /// `sample`, `alert`, `schedule`, `tempo`, `plan`, `command`, `dry_run` or `maintenance`.
     pub kind: &'static str,
     /// The payload as JSON text (a sample, an alert, the schedule document …).
     pub data: Arc<str>,
@@ -143,11 +142,12 @@ impl Live {
 }
 
 impl Live {
-    /// Tells the listeners about every change of the dry-run switch (`dry_run` events) until
-    /// `cancel` fires.
-    pub async fn follow_dry_run(
+    /// Tells the listeners about every change of a watched state as `kind` events (`dry_run`:
+    /// the dry-run switch, `maintenance`: every maintenance hold in force) until `cancel` fires.
+    pub async fn follow<T: Serialize + Clone>(
         self,
-        mut rx: watch::Receiver<DryRunState>,
+        kind: &'static str,
+        mut rx: watch::Receiver<T>,
         cancel: CancellationToken,
     ) {
         loop {
@@ -158,7 +158,7 @@ impl Live {
                         return;
                     }
                     let state = rx.borrow_and_update().clone();
-                    self.publish_json("dry_run", &state);
+                    self.publish_json(kind, &state);
                 }
             }
         }

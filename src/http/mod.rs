@@ -284,8 +284,9 @@ pub async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi_document())
 }
 
-/// Live changes as server-sent events: `sample`, `alert`, `schedule`, `tempo`, `command`
-/// (JSON data); `lagged` when this listener fell behind and skipped events.
+/// Live changes as server-sent events: `sample`, `alert`, `schedule`, `tempo`, `plan`,
+/// `command`, `dry_run`, `maintenance` (JSON data); `lagged` when this listener fell behind and
+/// skipped events.
 #[utoipa::path(get, path = "/api/v1/events", tag = "bridge",
     responses((status = 200, content_type = "text/event-stream", body = String,
         description = "Server-sent events")))]

@@ -2,8 +2,10 @@
 // broker, three simulated batteries, SQLite in a temporary folder), opens the printed page URL in
 // Debian's Chromium driven by playwright-core, and checks what a user sees: three batteries with
 // numbers from the simulator, the 24 h chart drawn, a mode changed through the page's own control
-// arriving back by live update, the dry-run toggle
-// answered with its result object. Saves a screenshot. Usage:
+// arriving back by live update, the dry-run toggle answered with its result object, and the
+// maintenance holds (one battery's, then every battery's) set and released through the page,
+// each answered with its result object and seen by a second open page by live update. Saves a
+// screenshot. Usage:
 //   node tests/browser/status_page.mjs <marstek-bridge binary> <screenshot.png>
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -24,17 +26,35 @@ const freePort = () => new Promise((ok, fail) => {
 });
 const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode = 1; throw new Error(msg); };
 
-// A local api-couleur-tempo (real payload shapes): today blue, tomorrow red, the season's stats.
+// A local api-couleur-tempo (real payload shapes): today blue, tomorrow `tomorrowColour`, the
+// season's stats.
 // The Tempo day runs 06:00 → 06:00 Paris time.
 const tempoDay = (offset) => {
   const d = new Date(new Intl.DateTimeFormat("en-CA", { timeZone: "Europe/Paris" }).format(new Date(Date.now() - 6 * 3600e3)));
   d.setUTCDate(d.getUTCDate() + offset);
   return d.toISOString().slice(0, 10);
 };
+// Tomorrow is red when the Tempo calendar allows it (Mon–Fri, Nov 1 → Mar 31, not a public
+// holiday), else white (not on a Sunday), else blue: the test holds on any day of the year.
+const easterMonday = (y) => {
+  const a = y % 19, b = Math.floor(y / 100), c = y % 100, d = Math.floor(b / 4), e = b % 4;
+  const f = Math.floor((b + 8) / 25), g = Math.floor((b - f + 1) / 3), h = (19 * a + b - d - g + 15) % 30;
+  const i = Math.floor(c / 4), k = c % 4, l = (32 + 2 * e + 2 * i - h - k) % 7, m = Math.floor((a + 11 * h + 22 * l) / 451);
+  const month = Math.floor((h + l - 7 * m + 114) / 31), day = ((h + l - 7 * m + 114) % 31) + 1;
+  return new Date(Date.UTC(y, month - 1, day + 1)).toISOString().slice(0, 10);
+};
+const colourFor = (iso) => {
+  const d = new Date(iso + "T00:00:00Z"), wd = d.getUTCDay(), mo = d.getUTCMonth() + 1;
+  const holiday = ["11-01", "11-11", "12-25", "01-01"].includes(iso.slice(5)) || iso === easterMonday(d.getUTCFullYear());
+  if ((mo >= 11 || mo <= 3) && wd >= 1 && wd <= 5 && !holiday) return "red";
+  return wd === 0 ? "blue" : "white";
+};
+const tomorrowColour = colourFor(tempoDay(1));
+const code = { blue: 1, white: 2, red: 3 };
 const colours = createHttpServer((req, res) => {
   const m = req.url.match(/^\/api\/jourTempo\/([0-9-]+)/);
   let body;
-  if (m) body = { dateJour: m[1], codeJour: m[1] === tempoDay(0) ? 1 : m[1] === tempoDay(1) ? 3 : 0, periode: "2026-2027" };
+  if (m) body = { dateJour: m[1], codeJour: m[1] === tempoDay(0) ? 1 : m[1] === tempoDay(1) ? code[tomorrowColour] : 0, periode: "2026-2027" };
   else if (req.url.startsWith("/api/stats")) body = { periode: "2026-2027", bissextile: false,
     joursBleusConsommes: 60, joursBleusRestants: 240, joursBlancsConsommes: 3, joursBlancsRestants: 40,
     joursRougesConsommes: 2, joursRougesRestants: 20 };
@@ -113,21 +133,71 @@ try {
   await page.waitForFunction(() => /"dry_run": false/.test(document.querySelector("#result").textContent)
     && document.querySelector("#dryrun-pill").hidden, null, { timeout: 20000 });
   console.log("dry run toggled on and off through the page, each answer shown");
+  // Maintenance holds: one battery's, then the bridge-wide one, through the page's toggles; each
+  // answer is shown, and a second page (no reload) sees each change by a `maintenance` event.
+  const other = await context.newPage();
+  await other.goto(url.replace(/#.*/, ""));
+  await other.waitForSelector("#conn.on", { timeout: 20000 });
+  await other.waitForFunction(() => document.querySelectorAll("article.battery").length === 3, null, { timeout: 20000 });
+  const held = (p, id, want) => p.waitForFunction(([id, want]) => {
+    const c = document.querySelector(`article.battery[data-id="${id}"]`);
+    return c.querySelector("input[name=hold]").checked === want && c.querySelector(".held").hidden === !want;
+  }, [id, want], { timeout: 20000 });
+  const hold = card.locator("input[name=hold]");
+  if (await hold.isChecked()) fail("a battery is held at the start");
+  await hold.check();
+  await page.waitForFunction((id) => {
+    const t = document.querySelector("#result").textContent;
+    return /PUT \/maintenance → 200/.test(t) && JSON.parse(t.slice(t.indexOf("\n"))).devices[id]?.by === "http";
+  }, target.id, { timeout: 20000 });
+  await held(other, target.id, true);
+  console.log(`hold of ${target.id} set through the page, answered, seen by a second page by live update`);
+  await page.locator("#hold-all").check();
+  await page.waitForFunction(() => {
+    const t = document.querySelector("#result").textContent;
+    return /PUT \/maintenance → 200/.test(t) && JSON.parse(t.slice(t.indexOf("\n"))).bridge?.by === "http";
+  }, null, { timeout: 20000 });
+  await other.waitForFunction(() => document.querySelector("#hold-all").checked && !document.querySelector("#hold-pill").hidden
+    && [...document.querySelectorAll("article.battery .held")].every((p) => !p.hidden), null, { timeout: 20000 });
+  console.log("hold all set through the page, every battery shown held on the second page");
+  await page.locator("#hold-all").uncheck();
+  await hold.uncheck();
+  await page.waitForFunction(() => {
+    const t = document.querySelector("#result").textContent;
+    if (!/PUT \/maintenance → 200/.test(t)) return false;
+    const m = JSON.parse(t.slice(t.indexOf("\n")));
+    return m.bridge === null && Object.keys(m.devices).length === 0;
+  }, null, { timeout: 20000 });
+  await other.waitForFunction(() => !document.querySelector("#hold-all").checked && document.querySelector("#hold-pill").hidden
+    && [...document.querySelectorAll("article.battery")].every((c) => c.querySelector(".held").hidden
+      && !c.querySelector("input[name=hold]").checked), null, { timeout: 20000 });
+  await held(page, target.id, false);
+  console.log("both holds released through the page, the second page sees every battery released");
+  await other.close();
   // Tonight's Tempo decision, recomputed through the page's control (preview: nothing stored),
-  // shown with its reason; the next scheduled actions name the night job with that reason, and
-  // the planner's slots with theirs; every battery shows its firmware.
+  // shown with its reason; the next scheduled actions name the night job with that reason (on the
+  // page when it is among the next 10), and the planner's slots with theirs; every battery shows
+  // its firmware.
   await page.locator("#refresh").click();
-  await page.waitForFunction(() => /POST \/tempo\/refresh → 200/.test(document.querySelector("#result").textContent)
-    && /tomorrow <b class="colour-red">red<\/b>/.test(document.querySelector("#tempo").innerHTML), null, { timeout: 30000 });
+  await page.waitForFunction((c) => /POST \/tempo\/refresh → 200/.test(document.querySelector("#result").textContent)
+    && document.querySelector("#tempo").innerHTML.includes(`tomorrow <b class="colour-${c}">${c}</b>`), tomorrowColour, { timeout: 30000 });
   const tonight = (await page.locator("#tempo span.muted").textContent()).trim();
   if (!tonight || tonight === "starting") fail("no reason for tonight's decision: " + tonight);
   console.log("tonight: " + tonight);
-  await page.waitForFunction((why) => {
+  // The page lists the next 10 actions: after 22:00 Paris the night job's next run is tomorrow
+  // evening, behind the day's actions, so where it stands is read from the API first.
+  const all = await page.evaluate(() => fetch("/api/v1/next-actions?count=50").then((r) => r.json()));
+  const at = all.actions.findIndex((a) => a.source === "schedule" && /switch_to_manual_night/.test(a.job || ""));
+  if (at < 0 || all.actions[at].reason !== tonight) fail("the night job does not carry tonight's reason: " + JSON.stringify(all.actions[at]));
+  await page.waitForFunction(([why, shown]) => {
     const rows = [...document.querySelectorAll("#next li")];
     const night = rows.find((li) => li.dataset.source === "schedule" && /switch_to_manual_night/.test(li.textContent));
     const plan = rows.filter((li) => li.dataset.source === "plan" && li.querySelector(".reason").textContent.trim().length > 10);
-    return night && night.querySelector(".reason").textContent === why && plan.length >= 1;
-  }, tonight, { timeout: 30000 });
+    return (shown ? night && night.querySelector(".reason").textContent === why : !night) && plan.length >= 1;
+  }, [tonight, at < 10], { timeout: 30000 }).catch(async (e) => {
+    const rows = await page.$$eval("#next li", (els) => els.map((li) => li.dataset.source + ": " + li.textContent.replace(/\s+/g, " ")));
+    fail("the next actions do not show tonight's reason and the plan's slots (" + e.message + "):\n  " + rows.join("\n  "));
+  });
   const next = await page.$$eval("#next li", (els) => els.map((e) => e.textContent.replace(/\s+/g, " ").trim()));
   console.log("next actions:\n  " + next.join("\n  "));
   const metas = await page.$$eval("article.battery .meta", (els) => els.map((e) => e.textContent));

@@ -1,6 +1,7 @@
 // marstek-bridge status page: reads /api/v1, follows /api/v1/events (server-sent events read
 // with fetch, so the bearer token can be sent), draws a 24 h SVG chart per battery, and sends
-// controls through the same API with the token kept in this browser.
+// controls (mode, jobs, dry run, maintenance holds) through the same API with the token kept in
+// this browser.
 "use strict";
 const $ = (s, el = document) => el.querySelector(s);
 const api = "/api/v1";
@@ -52,6 +53,7 @@ function card(b) {
       if (f.mode.value === "passive") body.power = Number(f.power.value);
       send("POST", "/batteries/" + encodeURIComponent(b.id) + "/commands", body);
     });
+    $("input[name=hold]", node).onchange = (e) => toggleHold(e, b.id);
     $("#batteries").appendChild(node);
     c = { node };
     cards.set(b.id, c);
@@ -180,6 +182,39 @@ async function toggleDryRun(e) {
   else e.target.checked = !want;
 }
 
+// Maintenance holds (firmware updates): the last state answered or sent by a `maintenance` event.
+let holds = { bridge: null, devices: {} };
+const holdText = (h) => "since " + new Date(h.since).toLocaleString() + " by " + h.by;
+function renderHolds(m) {
+  holds = { bridge: m.bridge || null, devices: m.devices || {} };
+  $("#hold-all").checked = !!holds.bridge;
+  $("#hold-pill").hidden = !holds.bridge;
+  $("#hold-pill").title = holds.bridge ? holdText(holds.bridge) : "";
+  for (const [id, { node }] of cards) {
+    const own = holds.devices[id];
+    $("input[name=hold]", node).checked = !!own;
+    const pill = $(".held", node);
+    pill.hidden = !own && !holds.bridge;
+    text(pill, own ? "held" : "held (all)");
+    pill.title = own ? holdText(own) : holds.bridge ? holdText(holds.bridge) : "";
+  }
+}
+
+// Sets or releases a hold (one battery's, or every battery's when `device` is absent).
+async function toggleHold(e, device) {
+  const want = e.target.checked;
+  const body = device ? { maintenance: want, device } : { maintenance: want };
+  try {
+    const r = await send("PUT", "/maintenance", body);
+    if (r.ok) renderHolds(r.body);
+    else e.target.checked = !want;
+  } catch (err) {
+    e.target.checked = !want;
+    showResult("maintenance hold not changed", { error: String(err) });
+  }
+}
+const loadHolds = () => get("/maintenance").then(renderHolds).catch(() => {});
+
 const localTime = (t, timeZone) => new Date(t).toLocaleString([], { timeZone, weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
 function renderNext(n) {
@@ -235,6 +270,7 @@ async function follow() {
       const r = await fetch(api + "/events", { headers: headers(false) });
       if (!r.ok) throw new Error("events " + r.status);
       text(conn, "live"); conn.className = "pill on"; wait = 1000;
+      loadHolds(); // a change while the stream was down
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
       for (;;) {
@@ -267,6 +303,7 @@ function dispatch(block) {
   else if (kind === "tempo") { renderTempo(v); loadNext(); }
   else if (kind === "dry_run") { renderDryRun(v); loadNext(); }
   else if (kind === "plan") loadNext();
+  else if (kind === "maintenance") renderHolds(v);
   else if (kind === "alert") loadAlerts().catch(() => {});
   else if (kind === "command") {
     showResult("command on " + v.device + " (" + v.source + ")", v.result);
@@ -279,11 +316,13 @@ async function start() {
   $("#savetoken").onclick = () => { localStorage.setItem("mb-token", $("#token").value.trim()); showResult("token saved", {}); };
   $("#refresh").onclick = () => send("POST", "/tempo/refresh", { dry_run: $("#dryrun").checked }).then((r) => r.ok && renderTempo(r.body));
   $("#bridge-dryrun").onchange = (e) => toggleDryRun(e).catch((err) => showResult("dry run not changed", { error: String(err) }));
+  $("#hold-all").onchange = (e) => toggleHold(e);
   get("/dry-run").then(renderDryRun).catch(() => {});
   const info = await get("/bridge");
   text($("#version"), "v" + info.version + (info.read_only ? " · read-only" : ""));
   const list = await get("/batteries");
   list.forEach(renderBattery);
+  loadHolds();
   follow();
   await Promise.all(list.map((b) => drawChart(b.id).catch(() => {})));
   loadJobs();
