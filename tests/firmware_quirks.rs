@@ -1,0 +1,103 @@
+//! Control honesty on firmware whose own reads undo a command, told as stories against the
+//! simulator (real UDP, real mosquitto, the whole bridge; harness in `verify_story`). On a
+//! Venus E 3.0 firmware 148 with the `getmode-resets` fault, answering `ES.GetMode` puts a
+//! Passive or Manual battery back in Auto (jaapp #111): a command is either verified AND in
+//! effect in the simulator (mode and power), or answered `not_holding` with its alert — never
+//! `verified: true` while the battery already fell back to Auto.
+
+mod verify_story;
+
+use std::time::Duration;
+
+use marstek_bridge::domain::Mode;
+use marstek_bridge::simulator::SimProfile;
+use serde_json::{Value, json};
+use verify_story::{Story, passive, story_with};
+
+/// A Manual slot that covers every minute of every day (so its power is due whatever the
+/// battery's clock says), charging at `power` W.
+fn manual_all_day(power: i32) -> Value {
+    json!({"mode": "manual", "slots": [
+        {"slot": 0, "start": "00:00", "end": "23:59", "days": 127, "power": power}
+    ]})
+}
+
+/// The final word on a command: its verdict when one follows, else its first answer.
+async fn outcome(st: &mut Story, id: &str, command: Value) -> Value {
+    let first = st.send(id, command).await;
+    if first["verification"] == json!("pending") {
+        st.verdict(id).await
+    } else {
+        first
+    }
+}
+
+/// The honest outcome: verified only when the simulator's true state is `mode` with roughly
+/// `power` W flowing; otherwise `not_holding` and the alert. Returns whether it was verified.
+async fn assert_honest(st: &mut Story, r: &Value, mode: Mode, power: f64) -> bool {
+    let truth = st.sim.state(0).unwrap();
+    if r["verified"] == json!(true) {
+        assert_eq!(
+            truth.mode, mode,
+            "reported verified, battery in {:?}: {r}",
+            truth.mode
+        );
+        assert!(
+            (truth.bat_power - power).abs() <= power.abs() * 0.25,
+            "reported verified, battery at {} W: {r}",
+            truth.bat_power
+        );
+        true
+    } else {
+        assert_eq!(
+            (&r["status"], &r["error"]),
+            (&json!("error"), &json!("not_holding")),
+            "{r}"
+        );
+        st.alert("raised").await;
+        false
+    }
+}
+
+async fn fw148(interval: Duration) -> Story {
+    story_with(
+        SimProfile::VenusE3,
+        Some(148),
+        "getmode-resets",
+        true,
+        move |s| {
+            s.polling.status_interval = interval;
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw148_getmode_resets_passive_and_manual_are_never_verified_while_in_auto() {
+    let mut st = fw148(Duration::from_secs(3600)).await;
+    let r = outcome(&mut st, "p1", passive(-1500)).await;
+    assert_honest(&mut st, &r, Mode::Passive, -1500.0).await;
+    let r = outcome(&mut st, "m1", manual_all_day(-1000)).await;
+    assert_honest(&mut st, &r, Mode::Manual, -1000.0).await;
+    st.finish().await;
+}
+
+/// Verified by its effect (power read from `ES.GetStatus`), the Passive command is never
+/// undone by the bridge's own reads: background rounds keep the battery charging, and the
+/// state shows the mode inferred from the power.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw148_passive_holds_through_background_rounds() {
+    let mut st = fw148(Duration::from_millis(300)).await;
+    let r = outcome(&mut st, "p2", passive(-1500)).await;
+    assert!(
+        assert_honest(&mut st, &r, Mode::Passive, -1500.0).await,
+        "the write holds, so it is verified: {r}"
+    );
+    st.backlog.clear();
+    for _ in 0..4 {
+        st.next("state", |s| s["mode"] == json!("Passive")).await;
+    }
+    let truth = st.sim.state(0).unwrap();
+    assert_eq!((truth.mode, truth.passive_power), (Mode::Passive, -1500));
+    st.finish().await;
+}
