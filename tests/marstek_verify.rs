@@ -7,7 +7,7 @@
 //! `status: "error"`, `error: "not_holding"` with what was observed, an audit row and a
 //! `command_not_holding` alert — never `verified: true` for a command that did not take. Every
 //! not-holding story waits for a verdict that never comes when verification is switched off;
-//! the last story shows what users saw then.
+//! one story shows what users saw then.
 
 mod verify_story;
 
@@ -65,14 +65,19 @@ async fn ignored_writes_are_not_holding_with_an_alert_and_clear_once_one_holds()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_under_getmode_is_never_reported_verified() {
-    // fw 148: the read-back shows Passive, and that very read puts the battery back in Auto
+async fn a_reset_under_getmode_is_avoided_and_the_write_verified_by_its_power() {
+    // fw 148: answering GetMode puts the battery back in Auto, so the bridge does not ask; the
+    // Passive is verified by the charge ES.GetStatus shows, and stays in effect
     let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", true).await;
     let r = st.send_verdict("g1", passive(-800)).await;
-    assert_eq!(r["error"], json!("not_holding"), "{r}");
-    assert_ne!(r["observed"]["bat_power"], json!(-800), "{r}");
-    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
-    st.alert("raised").await;
+    assert_eq!(
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(r["observed"]["bat_power"], json!(-800), "{r}");
+    let state = st.sim.state(0).unwrap();
+    assert_eq!((state.mode, state.passive_power), (Mode::Passive, -800));
     st.finish().await;
 }
 
@@ -265,12 +270,14 @@ async fn without_verification_the_stories_end_as_users_reported() {
 
     let mut st = story(SimProfile::VenusE3, Some(148), "getmode-resets", false).await;
     let r = st.send("o2", passive(-800)).await;
+    // the driver no longer reads the mode back there (the read would undo the write): not
+    // verified, and left in effect
     assert_eq!(
         (&r["status"], &r["verified"]),
-        (&json!("ok"), &json!(true)),
-        "the echo claims a mode the battery already left: {r}"
+        (&json!("ok"), &json!(false)),
+        "no echo is claimed as proof: {r}"
     );
-    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Auto);
+    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Passive);
     st.finish().await;
 
     let mut st = story(SimProfile::VenusA, Some(148), "busy=1s", false).await;
