@@ -3,7 +3,9 @@
 //! Venus E 3.0 firmware 148 with the `getmode-resets` fault, answering `ES.GetMode` puts a
 //! Passive or Manual battery back in Auto (jaapp #111): a command is either verified AND in
 //! effect in the simulator (mode and power), or answered `not_holding` with its alert — never
-//! `verified: true` while the battery already fell back to Auto.
+//! `verified: true` while the battery already fell back to Auto. On firmware 150, whose
+//! network chip restarts periodically (`net-reset`), a silence within the catalogue's bound is
+//! a blackout (no offline, no alert, polls resume); a longer one goes offline.
 
 mod verify_story;
 
@@ -120,5 +122,57 @@ async fn fw148_passive_holds_through_background_rounds() {
         st.next("state", |s| s["mode"] == json!("Manual")).await;
     }
     assert_eq!(st.sim.state(0).unwrap().mode, Mode::Manual);
+    st.finish().await;
+}
+
+/// A Venus E 3.0 on firmware 150 (catalogue: a network reset every 900 s, up to 60 s silent)
+/// whose simulator restarts its network stack (`net-reset`, 20 s of silence): the blackout
+/// passes with no `offline` and no alert, and polls resume; a silence longer than the bound
+/// (the battery gone for good) does go offline, with the `unreachable` alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw150_network_reset_is_a_blackout_unless_it_outlasts_the_catalogue() {
+    let mut st = story_with(
+        SimProfile::VenusE3,
+        Some(150),
+        "net-reset=900s/20s",
+        true,
+        |s| s.polling.status_interval = Duration::from_millis(300),
+    )
+    .await;
+    st.next("availability", |v| v == &json!("online")).await;
+    st.drain();
+    let start = st.sim.next_blackout(0).unwrap();
+    st.sim.clock().set(start + chrono::Duration::seconds(1));
+    // rounds fail while the network is down: well past failures_before_unreachable (3)
+    let dropped = st.sim.stats(0).unwrap().dropped;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while st.sim.stats(0).unwrap().dropped < dropped + 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no round during the blackout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    st.sim.clock().set(start + chrono::Duration::seconds(21));
+    st.next("state", |_| true).await;
+    let during: Vec<_> = st
+        .drain()
+        .into_iter()
+        .filter(|(t, v)| t == "availability" && v == &json!("offline") || t == "alert")
+        .collect();
+    assert!(during.is_empty(), "a blackout is not an outage: {during:?}");
+
+    // silent for good: offline once the silence outlasts the catalogue's 60 s
+    st.sim.set_silent(0, true);
+    st.next_within("availability", Duration::from_secs(120), |v| {
+        v == &json!("offline")
+    })
+    .await;
+    st.next("alert", |a| {
+        a["kind"] == json!("unreachable") && a["state"] == json!("raised")
+    })
+    .await;
+    st.sim.set_silent(0, false);
+    st.next("availability", |v| v == &json!("online")).await;
     st.finish().await;
 }

@@ -131,7 +131,14 @@ pub async fn story_with(
             }
         }
     });
-    for t in ["response", "alert", "state", "intent", "maintenance"] {
+    for t in [
+        "response",
+        "alert",
+        "state",
+        "intent",
+        "maintenance",
+        "availability",
+    ] {
         client
             .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
             .await
@@ -169,11 +176,21 @@ pub async fn story_with(
 
 impl Story {
     pub async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.next_within(topic, WAIT, pred).await
+    }
+
+    /// [`next`](Self::next) waiting up to `wait`.
+    pub async fn next_within(
+        &mut self,
+        topic: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let want = format!("{}/venus1/{topic}", self.base);
         if let Some(i) = self.backlog.iter().position(|(t, v)| *t == want && pred(v)) {
             return self.backlog.remove(i).1;
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some((t, v))) if t == want && pred(&v) => return v,
@@ -181,6 +198,18 @@ impl Story {
                 _ => panic!("no {topic} message as expected"),
             }
         }
+    }
+
+    /// Every message received so far and not yet taken, as (topic level after the device, value).
+    pub fn drain(&mut self) -> Vec<(String, Value)> {
+        while let Ok(m) = self.rx.try_recv() {
+            self.backlog.push(m);
+        }
+        let prefix = format!("{}/venus1/", self.base);
+        std::mem::take(&mut self.backlog)
+            .into_iter()
+            .map(|(t, v)| (t.strip_prefix(&prefix).unwrap_or(&t).to_string(), v))
+            .collect()
     }
 
     /// Sends a command on `<dev>/set` and returns its first answer.

@@ -194,6 +194,7 @@ impl MarstekBattery {
             mode_instance: 0,
             last_mode: None,
             written: None,
+            silence: None,
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -316,6 +317,9 @@ struct Actor {
     /// The last mode write the device accepted, and when: what the mode is inferred from
     /// where the catalogue reads `ES.GetMode` sparingly.
     written: Option<(ModeConfig, Instant)>,
+    /// Since when the device has failed every round, and how many (a known network reset is
+    /// not counted while it lasts no longer than the catalogue's bound).
+    silence: Option<(Instant, u32)>,
 }
 
 impl Actor {

@@ -5,7 +5,7 @@
 //! battery to Auto on fw 148, jaapp #111): the mode is inferred from the power read instead
 //! (`domain::infer_mode`). Touches the actor's state and, through it, the shared transport.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
@@ -193,8 +193,44 @@ impl Actor {
         }
     }
 
+    /// The longest silence the catalogue takes for a network reset on this device, if any.
+    fn reset_blackout(&self) -> Option<Duration> {
+        lock(&self.shared.info)
+            .as_ref()
+            .and_then(|i| i.firmware_note.as_ref())
+            .and_then(|n| n.policy.reset_blackout())
+    }
+
+    /// Whether a failed round falls in a known network reset: the device has been silent for
+    /// no longer than the catalogue's bound (then the failure is not counted yet). Tracks the
+    /// silence either way; once it outlasts the bound, every failed round of it counts.
+    fn in_reset_blackout(&mut self, ok: bool) -> bool {
+        if ok {
+            self.silence = None;
+            return false;
+        }
+        let (since, rounds) = self.silence.get_or_insert((Instant::now(), 0));
+        *rounds += 1;
+        let (since, rounds) = (*since, *rounds);
+        match self.reset_blackout() {
+            Some(bound) if since.elapsed() <= bound => {
+                tracing::info!(device = %self.spec.id, silent_ms = since.elapsed().as_millis() as u64, bound_s = bound.as_secs(), "network_reset_blackout");
+                true
+            }
+            Some(_) => {
+                let mut h = lock(&self.shared.health);
+                h.consecutive_failures = h.consecutive_failures.max(rounds.saturating_sub(1));
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Updates the failure count and, on a change, reachability (and the availability watch).
     fn record_round(&mut self, ok: bool) {
+        if self.in_reset_blackout(ok) {
+            return;
+        }
         let limit = self.settings.failures_before_unreachable.max(1);
         let mut h = lock(&self.shared.health);
         let change = if ok {
