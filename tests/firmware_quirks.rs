@@ -125,7 +125,7 @@ async fn fw148_passive_holds_through_background_rounds() {
     st.finish().await;
 }
 
-/// A Venus E 3.0 on firmware 150 (catalogue: a network reset every 900 s, up to 60 s silent)
+/// A Venus E 3.0 on firmware 150 (catalogue: a network reset every 900 s, up to 30 s silent)
 /// whose simulator restarts its network stack (`net-reset`, 20 s of silence): the blackout
 /// passes with no `offline` and no alert, and polls resume; a silence longer than the bound
 /// (the battery gone for good) does go offline, with the `unreachable` alert.
@@ -162,7 +162,7 @@ async fn fw150_network_reset_is_a_blackout_unless_it_outlasts_the_catalogue() {
         .collect();
     assert!(during.is_empty(), "a blackout is not an outage: {during:?}");
 
-    // silent for good: offline once the silence outlasts the catalogue's 60 s
+    // silent for good: offline once the silence outlasts the catalogue's 30 s
     st.sim.set_silent(0, true);
     st.next_within("availability", Duration::from_secs(120), |v| {
         v == &json!("offline")

@@ -28,11 +28,13 @@ pub struct Presence {
 impl Presence {
     /// Spawns the owner task on `tracker` (it ends with `cancel`): every battery of `fleet`
     /// starts offline; `samples` mark a device online; a device reported online is marked
-    /// offline after `offline_after` without a sample.
+    /// offline after `offline_after` without a sample (plus, with `reset_blackouts`, the
+    /// silence of a network reset its firmware is known for).
     pub fn spawn(
         fleet: &Fleet,
         samples: broadcast::Receiver<Sample>,
         offline_after: Duration,
+        reset_blackouts: bool,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
@@ -51,7 +53,7 @@ impl Presence {
             }
         }
         let owner = Owner {
-            fleet: fleet.clone(),
+            fleet: reset_blackouts.then(|| fleet.clone()),
             book,
             tx,
             samples,
@@ -158,7 +160,8 @@ fn reset_grace(fleet: &Fleet, dev: &DeviceId) -> Duration {
 
 /// The owner task's state.
 struct Owner {
-    fleet: Fleet,
+    /// The fleet whose identities give each device's network-reset grace (None: no grace).
+    fleet: Option<Fleet>,
     book: Book,
     tx: watch::Sender<Availability>,
     samples: broadcast::Receiver<Sample>,
@@ -185,7 +188,8 @@ impl Owner {
                 }
                 _ = tick.tick() => {
                     let fleet = &self.fleet;
-                    let silent = self.book.silent(Instant::now(), limit, |d| reset_grace(fleet, d));
+                    let grace = |d: &DeviceId| fleet.as_ref().map(|f| reset_grace(f, d)).unwrap_or_default();
+                    let silent = self.book.silent(Instant::now(), limit, grace);
                     for d in &silent {
                         tracing::warn!(device = %d, "device_silent");
                         self.book.set(d, false);
@@ -247,6 +251,7 @@ mod tests {
             &fleet,
             rx,
             Duration::from_millis(200),
+            true,
             cancel.clone(),
             &tracker,
         );

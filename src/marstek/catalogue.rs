@@ -37,10 +37,10 @@ const GEN150: FirmwarePolicy = FirmwarePolicy {
 
 /// Firmware 150 of Venus D/E 3.0 without cloud access: the network chip restarts every 900 s
 /// (Wi-Fi; 1800 s on Ethernet) with 2–5 s of silence measured (sphings79/Marstek-offline-endpoint);
-/// a silence of up to 60 s is taken for such a restart, not for a battery gone.
+/// a silence of up to 30 s is taken for such a restart, not for a battery gone.
 const RESET150: FirmwarePolicy = FirmwarePolicy {
     network_reset_period_s: Some(900),
-    network_reset_max_silence_s: 60,
+    network_reset_max_silence_s: 30,
     ..GEN150
 };
 
@@ -561,7 +561,7 @@ mod tests {
         assert_eq!(n.policy.network_reset_period_s, Some(900));
         assert_eq!(
             n.policy.reset_blackout(),
-            Some(std::time::Duration::from_secs(60))
+            Some(std::time::Duration::from_secs(30))
         );
         assert_eq!(lookup("VenusE 3.0", 148).policy.reset_blackout(), None);
         assert!(!lookup("VenusE 3.0", 145).policy.ups, "UPS gate at 150");

@@ -212,7 +212,10 @@ impl Actor {
         let (since, rounds) = self.silence.get_or_insert((Instant::now(), 0));
         *rounds += 1;
         let (since, rounds) = (*since, *rounds);
-        match self.reset_blackout() {
+        let bound = self
+            .reset_blackout()
+            .filter(|_| self.settings.network_reset_blackout);
+        match bound {
             Some(bound) if since.elapsed() <= bound => {
                 tracing::info!(device = %self.spec.id, silent_ms = since.elapsed().as_millis() as u64, bound_s = bound.as_secs(), "network_reset_blackout");
                 true
