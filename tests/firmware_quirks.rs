@@ -125,6 +125,44 @@ async fn fw148_passive_holds_through_background_rounds() {
     st.finish().await;
 }
 
+/// The reconciler keeps the intent by the same evidence: when the fw 148 battery falls back to
+/// Auto on its own (`revert-after`), the rounds infer Auto from the power (no `ES.GetMode`),
+/// and the user's Passive is re-applied and holds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw148_a_fall_back_seen_in_the_power_is_re_applied_by_the_reconciler() {
+    let mut st = story_with(
+        SimProfile::VenusE3,
+        Some(148),
+        "getmode-resets,revert-after=60s",
+        true,
+        |s| s.polling.status_interval = Duration::from_millis(500),
+    )
+    .await;
+    let mut raised = false;
+    let r = outcome(&mut st, "r1", passive(-1000)).await;
+    assert!(
+        assert_honest(&mut st, &r, (Mode::Passive, -1000.0), &mut raised).await,
+        "{r}"
+    );
+    st.next("state", |s| s["mode"] == json!("Passive")).await;
+    st.sim
+        .clock()
+        .set(chrono::Utc::now() + chrono::Duration::seconds(90));
+    let drift = st.next("alert", |a| a["kind"] == json!("mode_drift")).await;
+    assert!(
+        drift["message"]
+            .as_str()
+            .unwrap()
+            .contains("re-applied: ok"),
+        "{drift}"
+    );
+    st.backlog.clear();
+    st.next("state", |s| s["mode"] == json!("Passive")).await;
+    let truth = st.sim.state(0).unwrap();
+    assert_eq!((truth.mode, truth.passive_power), (Mode::Passive, -1000));
+    st.finish().await;
+}
+
 /// A Venus E 3.0 on firmware 150 (catalogue: a network reset every 900 s, up to 30 s silent)
 /// whose simulator restarts its network stack (`net-reset`, 20 s of silence): the blackout
 /// passes with no `offline` and no alert, and polls resume; a silence longer than the bound
