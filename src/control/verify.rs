@@ -1,7 +1,9 @@
 //! Verification by effect: after a mode write, the battery is watched for a bounded window
-//! until it shows what the command was for, the mode read back AND, for a Passive set-point,
-//! the measured battery power in the asked direction and of roughly the asked size (within the
-//! battery's limits and SOC). Firmware acknowledges writes it then ignores or undoes
+//! until it shows what the command was for, the mode read back AND, for a Passive set-point or
+//! a Manual slot due at every minute, the measured battery power in the asked direction and of
+//! roughly the asked size (within the battery's limits and SOC; `domain::expected_power`).
+//! Where reading the mode would undo the write (fw 148), the driver infers it from that power,
+//! so the power is the only evidence there. Firmware acknowledges writes it then ignores or undoes
 //! (`firmware-quirks-2026.md` §3: jaapp #72, #111, #145), so an echo is not proof. The first
 //! write ([`first_write`]) is what the command answers on (re-sent while the battery is busy);
 //! a write whose effect is still to be seen is then followed up ([`follow_up`], run in the
