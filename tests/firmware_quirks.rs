@@ -90,6 +90,25 @@ async fn fw148_getmode_resets_passive_and_manual_are_never_verified_while_in_aut
     assert_honest(&mut st, &r, (Mode::Passive, -1500.0), &mut raised).await;
     let r = outcome(&mut st, "m1", manual_all_day(-1000)).await;
     assert_honest(&mut st, &r, (Mode::Manual, -1000.0), &mut raised).await;
+    // a night slot has no power due at every minute: there is nothing to measure, so it is
+    // answered unverified, saying why, and no read-back undoes it
+    let night = json!({"mode": "manual", "slots": [
+        {"slot": 1, "start": "22:00", "end": "06:00", "days": 127, "power": -1200}
+    ]});
+    let r = st.send("m3", night).await;
+    assert_eq!(
+        (&r["status"], &r["verified"]),
+        (&json!("ok"), &json!(false)),
+        "{r}"
+    );
+    assert_ne!(r["verification"], json!("pending"), "{r}");
+    assert!(
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cannot be verified")),
+        "{r}"
+    );
+    assert_eq!(st.sim.state(0).unwrap().mode, Mode::Manual);
     st.finish().await;
 }
 
