@@ -399,7 +399,8 @@ async fn manual_power_on_firmware_that_ignores_it_is_answered_unverified_with_th
 
 /// Background polls of a battery whose firmware resets the mode when `ES.GetMode` is read
 /// (`getmode-resets`, fw 148, jaapp #111): it stays in Passive for as many routine rounds as
-/// are watched on fw 148 (GetMode read sparingly, the mode last read carried), while the same
+/// are watched on fw 148 (GetMode not read while the bridge's Passive stands, the mode
+/// inferred from the power), while the same
 /// firmware fault on fw 150, where the catalogue knows no such bug, is reset by the first round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_polls_leave_get_mode_alone_where_the_catalogue_says_it_resets_the_mode() {
@@ -451,7 +452,10 @@ async fn routine_rounds_in_passive(firmware: i64) -> Mode {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.observed_mode, Some(Mode::Passive));
+    // fw 148 reads GetMode sparingly: not read back after a Passive write at all (it would
+    // undo the write there), the mode being inferred from the power instead
+    let read_back = (firmware != 148).then_some(Mode::Passive);
+    assert_eq!(report.observed_mode, read_back);
     sim.update_faults(0, |f| f.getmode_resets = true);
     // rounds that started after the fault was switched on
     let mut rounds = 0;
@@ -462,7 +466,7 @@ async fn routine_rounds_in_passive(firmware: i64) -> Mode {
             .unwrap();
         rounds += 1;
         if firmware == 148 && rounds > 1 {
-            assert_eq!(s.mode, Some(Mode::Passive), "the mode last read stands");
+            assert_eq!(s.mode, Some(Mode::Passive), "the mode the power shows");
         }
     }
     cancel.cancel();

@@ -83,6 +83,7 @@ pub async fn spawn(
         &fleet,
         samples.subscribe(),
         derived.mqtt.offline_after(),
+        settings.polling.network_reset_blackout,
         tasks.token().clone(),
         &tasks.tracker,
     );

@@ -1,8 +1,9 @@
 //! Device availability with one owner: a task that alone decides whether each battery is online
 //! and publishes the whole picture on one `watch` channel ([`Presence`]). It hears three
 //! things — a sample of a device (online), the driver's reachability changes (online or not)
-//! and its own silence timer (offline after `offline_after` without a sample) — and nothing
-//! else writes availability. Adapters (MQTT, HTTP) only read the channel.
+//! and its own silence timer (offline after `offline_after` without a sample, plus the silence
+//! of a network reset the firmware catalogue knows for that battery) — and nothing else writes
+//! availability. Adapters (MQTT, HTTP) only read the channel. Reads the fleet's identities.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -27,11 +28,13 @@ pub struct Presence {
 impl Presence {
     /// Spawns the owner task on `tracker` (it ends with `cancel`): every battery of `fleet`
     /// starts offline; `samples` mark a device online; a device reported online is marked
-    /// offline after `offline_after` without a sample.
+    /// offline after `offline_after` without a sample (plus, with `reset_blackouts`, the
+    /// silence of a network reset its firmware is known for).
     pub fn spawn(
         fleet: &Fleet,
         samples: broadcast::Receiver<Sample>,
         offline_after: Duration,
+        reset_blackouts: bool,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
@@ -50,6 +53,7 @@ impl Presence {
             }
         }
         let owner = Owner {
+            fleet: reset_blackouts.then(|| fleet.clone()),
             book,
             tx,
             samples,
@@ -126,20 +130,38 @@ impl Book {
         changed
     }
 
-    /// Devices online whose last sample is older than `limit` at `now`.
-    fn silent(&self, now: Instant, limit: Duration) -> Vec<DeviceId> {
+    /// Devices online whose last sample is older than `limit` (plus the device's `grace`) at
+    /// `now`.
+    fn silent(
+        &self,
+        now: Instant,
+        limit: Duration,
+        grace: impl Fn(&DeviceId) -> Duration,
+    ) -> Vec<DeviceId> {
         self.last_sample
             .iter()
             .filter(|(d, at)| {
-                now.duration_since(**at) > limit && self.online.get(*d) == Some(&true)
+                now.duration_since(**at) > limit + grace(d) && self.online.get(*d) == Some(&true)
             })
             .map(|(d, _)| d.clone())
             .collect()
     }
 }
 
+/// The silence a known network reset of `dev`'s firmware may add (catalogue), else zero.
+fn reset_grace(fleet: &Fleet, dev: &DeviceId) -> Duration {
+    fleet
+        .get(dev)
+        .and_then(|b| b.info())
+        .and_then(|i| i.firmware_note)
+        .and_then(|n| n.policy.reset_blackout())
+        .unwrap_or_default()
+}
+
 /// The owner task's state.
 struct Owner {
+    /// The fleet whose identities give each device's network-reset grace (None: no grace).
+    fleet: Option<Fleet>,
     book: Book,
     tx: watch::Sender<Availability>,
     samples: broadcast::Receiver<Sample>,
@@ -165,7 +187,9 @@ impl Owner {
                     self.book.set(&dev, online)
                 }
                 _ = tick.tick() => {
-                    let silent = self.book.silent(Instant::now(), limit);
+                    let fleet = &self.fleet;
+                    let grace = |d: &DeviceId| fleet.as_ref().map(|f| reset_grace(f, d)).unwrap_or_default();
+                    let silent = self.book.silent(Instant::now(), limit, grace);
                     for d in &silent {
                         tracing::warn!(device = %d, "device_silent");
                         self.book.set(d, false);
@@ -201,17 +225,20 @@ mod tests {
         p.sampled(&c, t0 + Duration::from_secs(8));
         assert!(p.set(&b, false));
         assert!(
-            p.silent(t0 + limit, limit).is_empty(),
+            p.silent(t0 + limit, limit, |_| Duration::ZERO).is_empty(),
             "not past the limit yet"
         );
-        let silent = p.silent(t0 + Duration::from_secs(11), limit);
+        let silent = p.silent(t0 + Duration::from_secs(11), limit, |_| Duration::ZERO);
         assert_eq!(
             silent,
             vec![a.clone()],
             "b is already offline, c spoke recently"
         );
         assert!(p.set(&a, false));
-        assert!(p.silent(t0 + Duration::from_secs(11), limit).is_empty());
+        assert!(
+            p.silent(t0 + Duration::from_secs(11), limit, |_| Duration::ZERO)
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -224,6 +251,7 @@ mod tests {
             &fleet,
             rx,
             Duration::from_millis(200),
+            true,
             cancel.clone(),
             &tracker,
         );

@@ -1,7 +1,9 @@
 //! Verification by effect: after a mode write, the battery is watched for a bounded window
-//! until it shows what the command was for, the mode read back AND, for a Passive set-point,
-//! the measured battery power in the asked direction and of roughly the asked size (within the
-//! battery's limits and SOC). Firmware acknowledges writes it then ignores or undoes
+//! until it shows what the command was for, the mode read back AND, for a Passive set-point or
+//! a Manual slot due at every minute, the measured battery power in the asked direction and of
+//! roughly the asked size (within the battery's limits and SOC; `domain::expected_power`).
+//! Where reading the mode would undo the write (fw 148), the driver infers it from that power,
+//! so the power is the only evidence there. Firmware acknowledges writes it then ignores or undoes
 //! (`firmware-quirks-2026.md` §3: jaapp #72, #111, #145), so an echo is not proof. The first
 //! write ([`first_write`]) is what the command answers on (re-sent while the battery is busy);
 //! a write whose effect is still to be seen is then followed up ([`follow_up`], run in the
@@ -17,7 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    BatteryRef, Command, CommandReport, DeviceLimits, DriverError, Mode, ModeConfig, Sample,
+    BatteryRef, Command, CommandReport, DeviceLimits, DriverError, Mode, ModeConfig,
+    PowerTolerance, Sample, expected_power,
 };
 
 /// `[marstek.verify]`: how a mode write is checked by its effect.
@@ -138,37 +141,23 @@ struct Expectation {
     power_w: Option<i32>,
 }
 
-/// The effect of `config` on a battery with these limits and this SOC: Passive power within
-/// the limits, unless the battery is at the SOC bound it would push against (then it may
-/// rightly not move, and only the mode is checked).
+/// The effect of `config` on a battery with these limits and this SOC: the mode, and the
+/// power when it is measurable ([`expected_power`]: a Passive set-point or an always-due Manual
+/// slot, within the limits, unless the battery is at the SOC bound it would push against).
 fn expectation(config: &ModeConfig, limits: &DeviceLimits, soc: Option<u8>) -> Expectation {
-    let power_w = match config {
-        ModeConfig::Passive { power, .. } => {
-            let p = power
-                .0
-                .clamp(-(limits.max_charge_w as i32), limits.max_discharge_w as i32);
-            let blocked = match soc {
-                Some(s) => p < 0 && s >= 99 || p > 0 && s <= limits.min_soc.max(1),
-                None => false,
-            };
-            (!blocked).then_some(p)
-        }
-        _ => None,
-    };
     Expectation {
         mode: config.mode(),
-        power_w,
+        power_w: expected_power(config, limits, soc),
     }
 }
 
 impl VerifySettings {
     fn power_matches(&self, expected: i32, measured: i32) -> bool {
-        let pct = (f64::from(expected.unsigned_abs()) * f64::from(self.power_tolerance_pct) / 100.0)
-            as u32;
-        let tol = self.power_tolerance_w.max(pct);
-        // the right direction, and roughly the size
-        let direction = expected == 0 || expected.signum() == measured.signum();
-        direction && expected.abs_diff(measured) <= tol
+        PowerTolerance {
+            watts: self.power_tolerance_w,
+            pct: self.power_tolerance_pct,
+        }
+        .matches(expected, measured)
     }
 
     /// Whether `seen` shows `want`: the mode (when read) and the power (when expected and read).
@@ -246,7 +235,7 @@ pub(super) async fn first_write(
         attempts += 1;
         match battery.execute(command).await {
             Ok(mut report) => {
-                if let Some(why) = unseen_effect(battery, config) {
+                if let Some(why) = unseen_effect(battery, config, &want) {
                     // the firmware never shows this effect: waiting for it would only end in
                     // not_holding; the answer says why it stays unverified
                     report.verified = false;
@@ -277,22 +266,43 @@ pub(super) async fn first_write(
 
 /// Why the effect of `config` cannot be seen on this battery's firmware, per the catalogue
 /// note the driver attached to its identity: a Manual slot with a power on firmware that
-/// silently drops it (Venus E mini fw 300, jaapp #140). None when it can be checked.
-fn unseen_effect(battery: &BatteryRef, config: &ModeConfig) -> Option<String> {
-    let ModeConfig::Manual { slot } = config else {
-        return None;
-    };
+/// silently drops it (Venus E mini fw 300, jaapp #140), or a Manual/Passive command with no
+/// measurable power (`want`) where `ES.GetMode` is read sparingly: there the mode read back is
+/// no evidence (answering it reverts the battery to Auto on fw 148, jaapp #111), so the driver
+/// does not ask. None when it can be checked.
+fn unseen_effect(battery: &BatteryRef, config: &ModeConfig, want: &Expectation) -> Option<String> {
     let note = battery.info()?.firmware_note?;
-    (note.policy.ignores_manual_power && slot.enable && slot.power.0 != 0).then(|| {
-        format!(
-            "firmware catalogue entry {}: this firmware ignores a Manual slot's power, so the              {} W of slot {} cannot be verified ({})",
+    let source = |fallback: &str| {
+        note.quirks
+            .first()
+            .map(|q| q.source.clone())
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    if let ModeConfig::Manual { slot } = config
+        && note.policy.ignores_manual_power
+        && slot.enable
+        && slot.power.0 != 0
+    {
+        return Some(format!(
+            "firmware catalogue entry {}: this firmware ignores a Manual slot's power, so the \
+             {} W of slot {} cannot be verified ({})",
             note.entry,
             slot.power.0,
             slot.slot,
-            note.quirks
-                .first()
-                .map(|q| q.source.as_str())
-                .unwrap_or("catalogue")
+            source("catalogue")
+        ));
+    }
+    let undone_by_getmode = matches!(
+        config,
+        ModeConfig::Manual { .. } | ModeConfig::Passive { .. }
+    );
+    (note.policy.get_mode_sparingly && undone_by_getmode && want.power_w.is_none()).then(|| {
+        format!(
+            "firmware catalogue entry {}: ES.GetMode is not read back on this firmware (it can \
+             revert the battery to Auto, jaapp #111) and this {} command has no power to \
+             measure now, so it cannot be verified",
+            note.entry,
+            config.mode()
         )
     })
 }

@@ -61,6 +61,20 @@ pub struct FirmwarePolicy {
     pub api_may_switch_off: bool,
     /// A known periodic network-stack restart: its period, s (None when none is known).
     pub network_reset_period_s: Option<u32>,
+    /// Longest silence one such restart is known to cause, s: a device silent for no longer
+    /// is in a blackout (not offline, no alert, polled on); a longer silence counts as usual.
+    /// 0 when no restart is known.
+    pub network_reset_max_silence_s: u32,
+}
+
+impl FirmwarePolicy {
+    /// How long a silence of this firmware may last and still be a known network reset
+    /// (None when the firmware has none).
+    pub fn reset_blackout(&self) -> Option<std::time::Duration> {
+        self.network_reset_period_s
+            .filter(|_| self.network_reset_max_silence_s > 0)
+            .map(|_| std::time::Duration::from_secs(u64::from(self.network_reset_max_silence_s)))
+    }
 }
 
 /// The catalogue's answer for one battery: the entry it matched (or the cautious default).

@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod command;
+mod effect;
 mod firmware;
 mod guard;
 mod safety;
@@ -12,6 +13,7 @@ mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::*;
+pub use effect::*;
 pub use firmware::*;
 pub use guard::*;
 pub use safety::*;

@@ -42,7 +42,8 @@ pub struct Sample {
     pub total_grid_input_energy: Option<WattHours>,
     /// Lifetime load energy, Wh.
     pub total_load_energy: Option<WattHours>,
-    /// Operating mode reported by `ES.GetMode`.
+    /// Operating mode reported by `ES.GetMode` (inferred from `bat_power` where reading it would
+    /// undo the bridge's Manual/Passive write, see `domain::infer_mode`).
     pub mode: Option<Mode>,
     /// Whether a CT/meter is connected.
     pub ct_connected: Option<bool>,

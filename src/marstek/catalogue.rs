@@ -23,6 +23,7 @@ const SPEC: FirmwarePolicy = FirmwarePolicy {
     min_poll_interval_s: 60,
     api_may_switch_off: false,
     network_reset_period_s: None,
+    network_reset_max_silence_s: 0,
 };
 
 /// Firmware ≥ 150 of Venus A/D/E 3.0: UPS served; `ES.GetMode` may answer only `params.id` 1
@@ -32,6 +33,15 @@ const GEN150: FirmwarePolicy = FirmwarePolicy {
     get_mode_integer: true,
     ups: true,
     ..SPEC
+};
+
+/// Firmware 150 of Venus D/E 3.0 without cloud access: the network chip restarts every 900 s
+/// (Wi-Fi; 1800 s on Ethernet) with 2–5 s of silence measured (sphings79/Marstek-offline-endpoint);
+/// a silence of up to 30 s is taken for such a restart, not for a battery gone.
+const RESET150: FirmwarePolicy = FirmwarePolicy {
+    network_reset_period_s: Some(900),
+    network_reset_max_silence_s: 30,
+    ..GEN150
 };
 
 /// The 146–148 range: the Local API switches itself off under polling; slow polls, GetMode
@@ -166,10 +176,7 @@ pub const ENTRIES: &[Entry] = &[
             ),
             GETMODE_ID1,
         ],
-        policy: FirmwarePolicy {
-            network_reset_period_s: Some(900),
-            ..GEN150
-        },
+        policy: RESET150,
     },
     Entry {
         id: "venus-a-146-147",
@@ -247,10 +254,7 @@ pub const ENTRIES: &[Entry] = &[
         severity: NoteSeverity::Info,
         note: "short periodic silences when the cloud is unreachable; UPS available",
         quirks: &[NET_RESET_150, PV1_DECIWATTS, GETMODE_ID1],
-        policy: FirmwarePolicy {
-            network_reset_period_s: Some(900),
-            ..GEN150
-        },
+        policy: RESET150,
     },
     Entry {
         id: "venus-e2-153",
@@ -457,7 +461,10 @@ pub fn policy_summary(p: &FirmwarePolicy) -> String {
         parts.push("silence = Local API off?".into());
     }
     if let Some(s) = p.network_reset_period_s {
-        parts.push(format!("network reset every {s} s"));
+        parts.push(format!(
+            "network reset every {s} s (≤ {} s silent: no offline)",
+            p.network_reset_max_silence_s
+        ));
     }
     parts.join("; ")
 }
@@ -552,6 +559,11 @@ mod tests {
         assert_eq!(n.policy.get_mode_instance, 1);
         assert!(n.policy.ups && n.policy.get_mode_integer);
         assert_eq!(n.policy.network_reset_period_s, Some(900));
+        assert_eq!(
+            n.policy.reset_blackout(),
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(lookup("VenusE 3.0", 148).policy.reset_blackout(), None);
         assert!(!lookup("VenusE 3.0", 145).policy.ups, "UPS gate at 150");
     }
 

@@ -99,6 +99,9 @@ pub struct PollingSettings {
     pub extras_every: u32,
     /// Read `Bat.GetStatus` each round (default true; some firmware resets under it).
     pub read_battery: bool,
+    /// Take a silence no longer than the firmware catalogue's network-reset bound for a known
+    /// periodic reset (default true): not counted as failed polls, not offline, no alert.
+    pub network_reset_blackout: bool,
 }
 
 impl Default for PollingSettings {
@@ -114,6 +117,7 @@ impl Default for PollingSettings {
             queue_capacity: 16,
             extras_every: 5,
             read_battery: true,
+            network_reset_blackout: true,
         }
     }
 }

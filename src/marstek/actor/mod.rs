@@ -36,7 +36,7 @@ use super::readings::{ReadingsTracker, reading_units};
 use super::settings::PollingSettings;
 use crate::domain::{
     Battery, Command, CommandReport, DeviceHealth, DeviceId, DeviceInfo, DeviceLimits, DriverError,
-    Mode, Percent, Sample,
+    Mode, ModeConfig, Percent, Sample,
 };
 
 /// One battery to drive.
@@ -193,6 +193,8 @@ impl MarstekBattery {
             readings: ReadingsTracker::default(),
             mode_instance: 0,
             last_mode: None,
+            written: None,
+            silence: None,
         };
         tracker.spawn(actor.run(rx, shutdown));
         Self {
@@ -310,8 +312,14 @@ struct Actor {
     /// `params.id` asked first on `ES.GetMode`: the catalogue's choice at identification, then
     /// the one that answered (0, or 1 on firmware that ignores 0).
     mode_instance: u8,
-    /// The mode last read (carried into rounds that leave `ES.GetMode` out).
+    /// The mode last read or inferred (carried into rounds that leave `ES.GetMode` out).
     last_mode: Option<Mode>,
+    /// The last mode write the device accepted, and when: what the mode is inferred from
+    /// where the catalogue reads `ES.GetMode` sparingly.
+    written: Option<(ModeConfig, Instant)>,
+    /// Since when the device has failed every round, and how many (a known network reset is
+    /// not counted while it lasts no longer than the catalogue's bound).
+    silence: Option<(Instant, u32)>,
 }
 
 impl Actor {

@@ -1,6 +1,8 @@
 //! Commands served by a battery actor: validating a command against the profile, sending it,
-//! checking `set_result` and reading the mode back; also the `ES.GetMode` instance fallback
-//! shared with the status round. Touches the actor's state only.
+//! checking `set_result` and reading the mode back (not where that read would undo the write:
+//! a Manual or Passive write on firmware the catalogue reads `ES.GetMode` sparingly on); also
+//! the `ES.GetMode` instance fallback shared with the status round. Touches the actor's state
+//! only.
 
 use super::{Actor, lock};
 use crate::domain::{Command, CommandReport, DriverError, Mode, ModeConfig};
@@ -40,7 +42,14 @@ impl Actor {
         tracing::info!(device = %self.spec.id, command = cmd.name(), "command_applied");
         let (verified, observed_mode) = match cmd {
             Command::SetMode(cfg) => {
-                let observed = self.read_mode().await;
+                self.written = Some((cfg.clone(), std::time::Instant::now()));
+                let observed = if self.unsafe_write().is_some() {
+                    // answering ES.GetMode would put the battery back in Auto (fw 148)
+                    tracing::debug!(device = %self.spec.id, "mode_read_back_skipped");
+                    None
+                } else {
+                    self.read_mode().await
+                };
                 (observed == Some(cfg.mode()), observed)
             }
             // DOD, LED and BLE advertising have no getter

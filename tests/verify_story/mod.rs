@@ -1,0 +1,318 @@
+//! The story harness of the verification suites (`marstek_verify`, `firmware_quirks`): one
+//! simulated battery `venus1` behind the whole bridge (`app::run_with`: the real driver on
+//! loopback UDP, the real mosquitto, a SQLite store and the HTTP API), and an MQTT client on its
+//! topics that sends commands and waits for their answers, verdicts, alerts and states. Include
+//! with `mod verify_story;`. Touches only loopback sockets, its temp directory, its own topics
+//! and the tasks it spawns.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+fn broker() -> (String, u16) {
+    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    (host.to_string(), port.parse().unwrap_or(1883))
+}
+
+/// One simulated battery behind the whole bridge, and an MQTT client on its topics.
+pub struct Story {
+    pub sim: SimHandle,
+    pub base: String,
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+    /// Messages received while waiting for another one (an alert may precede its response).
+    pub backlog: Vec<(String, Value)>,
+    stop: Option<oneshot::Sender<()>>,
+    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The HTTP API's address.
+    pub http: std::net::SocketAddr,
+    _probe: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+pub const TOKEN: &str = "verify-token-0123456789";
+
+pub async fn story(
+    profile: SimProfile,
+    firmware: Option<i64>,
+    faults: &str,
+    verify: bool,
+) -> Story {
+    story_with(profile, firmware, faults, verify, |_| {}).await
+}
+
+/// [`story`] with settings changed by `tweak` before the bridge starts.
+pub async fn story_with(
+    profile: SimProfile,
+    firmware: Option<i64>,
+    faults: &str,
+    verify: bool,
+    tweak: impl FnOnce(&mut Settings),
+) -> Story {
+    if std::env::var("STORY_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    let sim = Simulator::start(SimConfig {
+        profile,
+        firmware,
+        faults: SimFaults::parse_list(faults).unwrap(),
+        initial_soc: 50.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("mbverify{}", rand::rng().random::<u32>());
+    let (host, port) = broker();
+    let mut s = Settings::default();
+    s.mqtt.host = host.clone();
+    s.mqtt.port = port;
+    s.mqtt.base_topic = base.clone();
+    s.mqtt.discovery_prefix = format!("{base}ha");
+    s.mqtt.client_id = base.clone();
+    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
+    s.marstek.bind_device_port = false;
+    s.tempo.enabled = false;
+    s.http.listen = Some("127.0.0.1:0".into());
+    s.http.token = Some(TOKEN.into());
+    s.polling.status_interval = Duration::from_secs(3600);
+    s.polling.quiet_gap = Duration::ZERO;
+    s.polling.request_timeout = Duration::from_millis(300);
+    s.polling.write_timeout = Duration::from_millis(500);
+    s.polling.resend_after = Duration::ZERO;
+    s.marstek.verify.enabled = verify;
+    s.marstek.verify.window = Duration::from_millis(600);
+    s.marstek.verify.check_every = Duration::from_millis(200);
+    s.marstek.verify.backoff = Duration::from_millis(700);
+    s.devices = vec![DeviceConfig {
+        host: sim.addrs()[0].ip().to_string(),
+        port: sim.addrs()[0].port(),
+        id: Some("venus1".into()),
+        ..DeviceConfig::default()
+    }];
+    // No AUTO/MANUAL job: after 22:00 the reconciler would derive a Manual intent of its own
+    // at start-up and write it, and these stories count and read back every write.
+    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
+        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
+    }
+    tweak(&mut s);
+    assert!(s.validate().is_empty(), "{:?}", s.validate());
+
+    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
+    let probe = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&p.payload).into())
+                    });
+                    let _ = tx.send((p.topic.clone(), v));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = sub_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    for t in [
+        "response",
+        "alert",
+        "state",
+        "intent",
+        "maintenance",
+        "availability",
+    ] {
+        client
+            .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
+    }
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let bridge = tokio::spawn(marstek_bridge::app::run_with(
+        s,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |running| {
+            let _ = addr_tx.send(running.http.expect("http enabled"));
+        },
+    ));
+    let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
+    let mut st = Story {
+        http,
+        sim,
+        base,
+        client,
+        rx,
+        backlog: Vec::new(),
+        stop: Some(stop_tx),
+        bridge: Some(bridge),
+        _probe: probe,
+        _dir: dir,
+    };
+    // the bridge is up once the battery's first state arrives
+    st.next("state", |_| true).await;
+    st
+}
+
+impl Story {
+    pub async fn next(&mut self, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.next_within(topic, WAIT, pred).await
+    }
+
+    /// [`next`](Self::next) waiting up to `wait`.
+    pub async fn next_within(
+        &mut self,
+        topic: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let want = format!("{}/venus1/{topic}", self.base);
+        if let Some(i) = self.backlog.iter().position(|(t, v)| *t == want && pred(v)) {
+            return self.backlog.remove(i).1;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((t, v))) if t == want && pred(&v) => return v,
+                Ok(Some(other)) => self.backlog.push(other),
+                _ => panic!("no {topic} message as expected"),
+            }
+        }
+    }
+
+    /// Every message received so far and not yet taken, as (topic level after the device, value).
+    pub fn drain(&mut self) -> Vec<(String, Value)> {
+        while let Ok(m) = self.rx.try_recv() {
+            self.backlog.push(m);
+        }
+        let prefix = format!("{}/venus1/", self.base);
+        std::mem::take(&mut self.backlog)
+            .into_iter()
+            .map(|(t, v)| (t.strip_prefix(&prefix).unwrap_or(&t).to_string(), v))
+            .collect()
+    }
+
+    /// Sends a command on `<dev>/set` and returns its first answer.
+    pub async fn send(&mut self, id: &str, mut command: Value) -> Value {
+        command["id"] = json!(id);
+        self.client
+            .publish(
+                format!("{}/venus1/set", self.base),
+                QoS::AtLeastOnce,
+                false,
+                command.to_string(),
+            )
+            .await
+            .unwrap();
+        self.next("response", |r| r["id"] == json!(id)).await
+    }
+
+    /// Sends a command whose answer must say its verification is pending; returns its verdict.
+    pub async fn send_verdict(&mut self, id: &str, command: Value) -> Value {
+        let first = self.send(id, command).await;
+        assert_eq!(
+            (&first["status"], &first["verified"], &first["verification"]),
+            (&json!("ok"), &json!(false), &json!("pending")),
+            "answered at once, its verification pending: {first}"
+        );
+        self.verdict(id).await
+    }
+
+    /// The verdict message that follows an answer with this id.
+    pub async fn verdict(&mut self, id: &str) -> Value {
+        self.next("response", |r| {
+            r["id"] == json!(id) && r["verification"] != json!("pending")
+        })
+        .await
+    }
+
+    /// POSTs a command to the HTTP API; (status, body).
+    pub async fn post(&self, query: &str, command: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/batteries/venus1/commands{query}",
+                self.http
+            ))
+            .bearer_auth(TOKEN)
+            .json(&command)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Publishes a plain value on `<base>/venus1/set/<field>`.
+    pub async fn set_field(&self, field: &str, value: &str) {
+        self.client
+            .publish(
+                format!("{}/venus1/set/{field}", self.base),
+                QoS::AtLeastOnce,
+                false,
+                value,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// PUTs `body` on the HTTP API's `path`; (status, body).
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .put(format!("http://{}{path}", self.http))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// The audit rows, newest first.
+    pub async fn audit(&self) -> Vec<Value> {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/api/v1/commands?limit=100", self.http))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap().as_array().unwrap().clone()
+    }
+
+    pub async fn alert(&mut self, state: &str) -> Value {
+        self.next("alert", |a| {
+            a["kind"] == json!("command_not_holding") && a["state"] == json!(state)
+        })
+        .await
+    }
+
+    pub async fn finish(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
+            .await
+            .expect("bridge stops");
+        r.unwrap().unwrap();
+    }
+}
+
+pub fn passive(power: i32) -> Value {
+    json!({"mode": "passive", "power": power, "duration": 600})
+}
