@@ -7,6 +7,8 @@
 //! reading it hands every battery back to Auto (and resumes when readings return); on an
 //! inverted meter it hands them back and stops until regulation is selected again. A battery
 //! that does not hold Passive after a write is left out for one countdown, and the reason said.
+//! After a write that changed a set-point the controller only holds (no new correction) until
+//! `min_write_interval` has passed, so that it reacts to the batteries' settled answer.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -94,6 +96,9 @@ pub struct Engine {
     phase: Phase,
     written: BTreeMap<DeviceId, (Instant, i32)>,
     benched: BTreeMap<DeviceId, (Instant, String)>,
+    /// When a write last changed a set-point: no new correction before `min_write_interval`,
+    /// so that the controller judges the batteries' answer to it, not their ramp.
+    corrected_at: Option<Instant>,
 }
 
 fn auto() -> Command {
@@ -112,6 +117,7 @@ impl Engine {
             phase: Phase::Idle,
             written: BTreeMap::new(),
             benched: BTreeMap::new(),
+            corrected_at: None,
         }
     }
 
@@ -143,6 +149,7 @@ impl Engine {
     /// Auto for every battery the engine drives (bridge stop, fallback, stop); forgets them.
     pub fn hand_back(&mut self) -> Vec<(DeviceId, Command)> {
         self.running = false;
+        self.corrected_at = None;
         std::mem::take(&mut self.written)
             .into_keys()
             .map(|d| (d, auto()))
@@ -192,8 +199,16 @@ impl Engine {
             self.controller
                 .reset(f64::from(now_w).clamp(range.0, range.1));
             self.running = true;
+            self.corrected_at = None;
         }
-        let cycle = self.controller.step(grid, range);
+        let settling = self
+            .corrected_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.settings.min_write_interval);
+        let cycle = if settling {
+            self.controller.hold(grid, range)
+        } else {
+            self.controller.step(grid, range)
+        };
         let alloc = self.allocator.allocate(cycle.output_w, &candidates);
         tracing::debug!(
             grid_w = grid,
@@ -261,6 +276,9 @@ impl Engine {
                 continue;
             };
             if self.write_due(&c.id, w, alloc.total_w, now) {
+                if self.written.get(&c.id).is_none_or(|(_, last)| *last != w) {
+                    self.corrected_at = Some(now);
+                }
                 self.written.insert(c.id.clone(), (now, w));
                 writes.push((c.id.clone(), self.passive(w)));
             }

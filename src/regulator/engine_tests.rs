@@ -219,3 +219,32 @@ fn surplus_turns_both_batteries_to_charging_in_one_cycle_never_one_each_way() {
     assert!(h.out.values().all(|w| *w <= 0), "{:?}", h.out);
     assert!((h.grid(-700.0) - 20.0).abs() <= 60.0, "{}", h.grid(-700.0));
 }
+
+#[test]
+fn a_correction_waits_for_the_batteries_answer_and_one_covers_a_step() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    for _ in 0..6 {
+        h.step(300.0, &fleet);
+    }
+    assert!((h.grid(300.0) - 20.0).abs() <= 25.0, "{}", h.grid(300.0));
+    // A 1 kW step: the first cycle corrects by what the (smoothed) reading shows, the next
+    // one only holds (the write interval is two cycles), the one after finishes the job.
+    let first = h.step(1300.0, &fleet);
+    assert_eq!(first.writes.len(), 1, "{first:?}");
+    let held = h.step(1300.0, &fleet);
+    assert!(
+        held.writes.is_empty(),
+        "a correction 5 s after the last: {held:?}"
+    );
+    h.step(1300.0, &fleet);
+    let grid = h.grid(1300.0);
+    assert!(
+        (grid - 20.0).abs() <= 25.0 + 30.0,
+        "grid {grid} after three cycles"
+    );
+    for _ in 0..6 {
+        h.step(1300.0, &fleet);
+    }
+    assert!((h.grid(1300.0) - 20.0).abs() <= 25.0, "{}", h.grid(1300.0));
+}

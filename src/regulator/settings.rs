@@ -158,13 +158,15 @@ pub struct RegulatorSettings {
     pub target_w: i32,
     /// No correction while |grid − target| is within this, W (default 25).
     pub deadband_w: u32,
-    /// Weight of the previous smoothed reading, 0 (none) to below 1 (default 0.3).
+    /// Weight of the previous smoothed reading, 0 (none) to below 1 (default 0.2).
     pub smoothing: f64,
-    /// Proportional gain, W of set-point per W of error (default 0.2).
+    /// Proportional gain, W of set-point per W of error (default 0: the grid answers a set-point
+    /// directly, so the integral alone settles it without a kick back).
     pub kp: f64,
-    /// Integral gain per cycle, W per W of error (default 0.6).
+    /// Integral gain per correction, W per W of error (default 1: one correction covers the
+    /// error measured once the last one took effect).
     pub ki: f64,
-    /// Largest change of the fleet's set-point in one cycle, W (default 800).
+    /// Largest change of the fleet's set-point in one cycle, W (default 1500).
     pub max_step_w: u32,
     /// Time between control cycles (default 5s).
     #[serde(with = "humantime_serde")]
@@ -196,10 +198,10 @@ impl Default for RegulatorSettings {
             enabled: false,
             target_w: 20,
             deadband_w: 25,
-            smoothing: 0.3,
-            kp: 0.2,
-            ki: 0.6,
-            max_step_w: 800,
+            smoothing: 0.2,
+            kp: 0.0,
+            ki: 1.0,
+            max_step_w: 1500,
             interval: Duration::from_secs(5),
             join_power_w: 800,
             rotation_margin: 5,
