@@ -3,7 +3,8 @@
 //! PI law whose integral is recomputed from the output actually given (anti-windup, so that a
 //! clamp or a bounded step never winds it up), a bounded step per cycle, and the range the
 //! fleet can deliver now. [`SignWatch`] recognises a meter whose sign is inverted (the grid
-//! moves the same way as the batteries' output). No I/O, no clock: the caller counts cycles.
+//! moves the same way as the batteries' output); [`Controller::back_off`] lets the caller probe
+//! the sign when the output is pinned at a limit. No I/O, no clock: the caller counts cycles.
 
 use super::settings::RegulatorSettings;
 
@@ -129,6 +130,15 @@ impl Controller {
         }
     }
 
+    /// Moves the output toward 0 W by up to `by_w` W (a probe of the meter's sign); returns the
+    /// new output, W.
+    pub fn back_off(&mut self, by_w: f64) -> i32 {
+        let u = self.output - self.output.signum() * by_w.min(self.output.abs());
+        self.integral += u - self.output;
+        self.output = u.round();
+        self.output as i32
+    }
+
     /// One cycle: `grid_w` is the latest reading (W, + import), `range` what the fleet can
     /// deliver now, (lowest, highest) W with lowest ≤ 0 ≤ highest.
     pub fn step(&mut self, grid_w: f64, range: (f64, f64)) -> Cycle {
@@ -186,6 +196,12 @@ impl SignWatch {
     /// Forgets what was seen (regulation restarted).
     pub fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    /// Whether a move of the output was last followed by the grid moving the same way, with no
+    /// move since that cleared it: the meter is suspected, not yet judged inverted.
+    pub fn suspects(&self) -> bool {
+        self.strikes > 0
     }
 
     /// Notes this cycle's grid reading (W, + import) and the output applied before it was taken

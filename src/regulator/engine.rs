@@ -5,10 +5,12 @@
 //! keepalive at half the countdown, and at once when a battery's last set-point points the other
 //! way than the fleet now runs (so two batteries never run in opposite directions). On a stale
 //! reading it hands every battery back to Auto (and resumes when readings return); on an
-//! inverted meter it hands them back and stops until regulation is selected again. A battery
+//! inverted meter it hands them back and stops until regulation is selected again (an output
+//! pinned at a limit while the meter is suspected is backed off a little to judge it). A battery
 //! that does not hold Passive after a write is left out for one countdown, and the reason said.
 //! After a write that changed a set-point the controller only holds (no new correction) until
-//! `min_write_interval` has passed, so that it reacts to the batteries' settled answer.
+//! `min_write_interval` has passed since the write was answered ([`Engine::answered`]), so
+//! that it reacts to the batteries' settled answer, not to readings taken before they acted.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,10 +18,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::allocate::{Allocation, Allocator, Candidate, Standing, fleet_range};
-use super::control::{Controller, SignWatch, Tuning};
+use super::control::{Bound, Controller, Cycle, SIGN_JUDGED_STEP_W, SignWatch, Tuning};
 use super::meter::Reading;
 use super::settings::RegulatorSettings;
 use crate::domain::{Command, DeviceId, Mode, ModeConfig, Watts};
+
+/// How far a probe of the meter's sign backs the fleet's output off a limit, W.
+const PROBE_W: f64 = 2.0 * SIGN_JUDGED_STEP_W;
+/// Corrections pinned at a limit with the meter suspected before a probe.
+const PROBE_AFTER: u8 = 2;
 
 /// Time a battery is given to report Passive after a write before it counts as not holding.
 const HOLD_GRACE: Duration = Duration::from_secs(15);
@@ -96,9 +103,14 @@ pub struct Engine {
     phase: Phase,
     written: BTreeMap<DeviceId, (Instant, i32)>,
     benched: BTreeMap<DeviceId, (Instant, String)>,
-    /// When a write last changed a set-point: no new correction before `min_write_interval`,
-    /// so that the controller judges the batteries' answer to it, not their ramp.
+    /// When a write that changed a set-point was last sent, then answered: no new correction
+    /// before `min_write_interval` has passed since, so that the controller judges the
+    /// batteries' settled answer to it, however long the write took.
     corrected_at: Option<Instant>,
+    /// Whether the writes of the last cycle changed a set-point and are not answered yet.
+    unanswered: bool,
+    /// Corrections in a row pinned at a limit while the meter is suspected.
+    pinned: u8,
 }
 
 fn auto() -> Command {
@@ -118,6 +130,8 @@ impl Engine {
             written: BTreeMap::new(),
             benched: BTreeMap::new(),
             corrected_at: None,
+            unanswered: false,
+            pinned: 0,
         }
     }
 
@@ -132,6 +146,14 @@ impl Engine {
             self.phase = Phase::Idle;
             self.running = false;
             self.sign.reset();
+        }
+    }
+
+    /// The writes of the last cycle were answered at `now`: the batteries act on them from
+    /// then, so the next correction waits `min_write_interval` from now.
+    pub fn answered(&mut self, now: Instant) {
+        if std::mem::take(&mut self.unanswered) {
+            self.corrected_at = Some(now);
         }
     }
 
@@ -207,7 +229,8 @@ impl Engine {
         let cycle = if settling {
             self.controller.hold(grid, range)
         } else {
-            self.controller.step(grid, range)
+            let cycle = self.controller.step(grid, range);
+            self.probe_when_pinned(cycle)
         };
         let alloc = self.allocator.allocate(cycle.output_w, &candidates);
         tracing::debug!(
@@ -217,7 +240,7 @@ impl Engine {
             "regulator_cycle"
         );
         status.setpoint_w = alloc.total_w;
-        let writes = self.writes(now, &candidates, &alloc, &mut status);
+        let writes = self.writes(now, &candidates, &alloc, !settling, &mut status);
         Plan { writes, status }
     }
 
@@ -258,6 +281,7 @@ impl Engine {
         now: Instant,
         candidates: &[Candidate],
         alloc: &Allocation,
+        correcting: bool,
         status: &mut Status,
     ) -> Vec<(DeviceId, Command)> {
         let mut writes = Vec::new();
@@ -275,15 +299,43 @@ impl Engine {
                 self.written.remove(&c.id);
                 continue;
             };
-            if self.write_due(&c.id, w, alloc.total_w, now) {
+            if self.write_due(&c.id, w, alloc.total_w, now, correcting) {
                 if self.written.get(&c.id).is_none_or(|(_, last)| *last != w) {
                     self.corrected_at = Some(now);
+                    self.unanswered = true;
                 }
                 self.written.insert(c.id.clone(), (now, w));
                 writes.push((c.id.clone(), self.passive(w)));
             }
         }
         writes
+    }
+
+    /// A correction pinned at the fleet's limit moves nothing, so the sign watch cannot judge
+    /// the meter: when it already suspects it, every [`PROBE_AFTER`] such corrections the output
+    /// backs off by [`PROBE_W`] (an inverted meter then shows the grid falling with it).
+    fn probe_when_pinned(&mut self, cycle: Cycle) -> Cycle {
+        let out = f64::from(cycle.output_w);
+        let pinned = cycle.bound == Some(Bound::Range)
+            && cycle.output_w != 0
+            && cycle.error_w.signum() == out.signum()
+            && self.sign.suspects();
+        if !pinned {
+            self.pinned = 0;
+            return cycle;
+        }
+        self.pinned += 1;
+        if self.pinned < PROBE_AFTER {
+            return cycle;
+        }
+        self.pinned = 0;
+        let output_w = self.controller.back_off(PROBE_W);
+        tracing::info!(from_w = cycle.output_w, output_w, "regulator_sign_probe");
+        Cycle {
+            output_w,
+            bound: None,
+            ..cycle
+        }
     }
 
     fn handing_back(&mut self, status: Status) -> Plan {
@@ -327,8 +379,18 @@ impl Engine {
             .collect()
     }
 
-    /// Whether `device` must be written `w` W now (the fleet's total being `total` W).
-    fn write_due(&self, device: &DeviceId, w: i32, total: i32, now: Instant) -> bool {
+    /// Whether `device` must be written `w` W now (the fleet's total being `total` W);
+    /// `correcting`: the controller corrected this cycle (at most once per
+    /// `min_write_interval` after the last correction was answered), so a change is sent even
+    /// if a keepalive went out since.
+    fn write_due(
+        &self,
+        device: &DeviceId,
+        w: i32,
+        total: i32,
+        now: Instant,
+        correcting: bool,
+    ) -> bool {
         let Some((at, last)) = self.written.get(device) else {
             return true;
         };
@@ -340,7 +402,7 @@ impl Engine {
             return true; // never left pointing the other way
         }
         let threshold = self.settings.deadband_w.max(10) as i32;
-        (w - last).abs() >= threshold && since >= self.settings.min_write_interval
+        (w - last).abs() >= threshold && (correcting || since >= self.settings.min_write_interval)
     }
 }
 

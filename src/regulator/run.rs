@@ -151,6 +151,7 @@ impl Task {
             "setpoint_w": plan.status.setpoint_w,
         });
         let failed = self.send(plan.writes, received).await;
+        self.engine.answered(Instant::now());
         for dev in failed {
             self.engine.write_failed(&dev);
         }

@@ -181,7 +181,8 @@ pub struct RegulatorSettings {
     /// battery after this (default 30s).
     #[serde(with = "humantime_serde")]
     pub countdown: Duration,
-    /// Shortest time between two writes to one battery, keepalive included (default 10s).
+    /// Shortest time between two corrections of the set-points, counted from the moment the
+    /// last one was answered, and between other writes to one battery (default 10s).
     #[serde(with = "humantime_serde")]
     pub min_write_interval: Duration,
     /// Publish batcontrol's MQTT inverter status topics for each battery under
