@@ -9,8 +9,9 @@
 //! pinned at a limit while the meter is suspected is backed off a little to judge it). A battery
 //! that does not hold Passive after a write is left out for one countdown, and the reason said.
 //! After a write that changed a set-point the controller only holds (no new correction) until
-//! `min_write_interval` has passed since the write was answered ([`Engine::answered`]), so
-//! that it reacts to the batteries' settled answer, not to readings taken before they acted.
+//! `min_write_interval` has passed since it was sent and one `interval` since it was answered
+//! ([`Engine::answered`]), so that it reacts to the batteries' settled answer, not to readings
+//! taken before they acted, however long the write took.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -103,10 +104,12 @@ pub struct Engine {
     phase: Phase,
     written: BTreeMap<DeviceId, (Instant, i32)>,
     benched: BTreeMap<DeviceId, (Instant, String)>,
-    /// When a write that changed a set-point was last sent, then answered: no new correction
-    /// before `min_write_interval` has passed since, so that the controller judges the
-    /// batteries' settled answer to it, however long the write took.
+    /// When a write that changed a set-point was last sent: no new correction before
+    /// `min_write_interval` has passed since.
     corrected_at: Option<Instant>,
+    /// When it was answered: no new correction before one `interval` has passed since, so that
+    /// the reading judged was taken after the batteries acted.
+    answered_at: Option<Instant>,
     /// Whether the writes of the last cycle changed a set-point and are not answered yet.
     unanswered: bool,
     /// Corrections in a row pinned at a limit while the meter is suspected.
@@ -130,6 +133,7 @@ impl Engine {
             written: BTreeMap::new(),
             benched: BTreeMap::new(),
             corrected_at: None,
+            answered_at: None,
             unanswered: false,
             pinned: 0,
         }
@@ -150,10 +154,10 @@ impl Engine {
     }
 
     /// The writes of the last cycle were answered at `now`: the batteries act on them from
-    /// then, so the next correction waits `min_write_interval` from now.
+    /// then, so the next correction waits one `interval` from now.
     pub fn answered(&mut self, now: Instant) {
         if std::mem::take(&mut self.unanswered) {
-            self.corrected_at = Some(now);
+            self.answered_at = Some(now);
         }
     }
 
@@ -172,6 +176,7 @@ impl Engine {
     pub fn hand_back(&mut self) -> Vec<(DeviceId, Command)> {
         self.running = false;
         self.corrected_at = None;
+        self.answered_at = None;
         std::mem::take(&mut self.written)
             .into_keys()
             .map(|d| (d, auto()))
@@ -222,10 +227,14 @@ impl Engine {
                 .reset(f64::from(now_w).clamp(range.0, range.1));
             self.running = true;
             self.corrected_at = None;
+            self.answered_at = None;
         }
-        let settling = self
-            .corrected_at
-            .is_some_and(|at| now.saturating_duration_since(at) < self.settings.min_write_interval);
+        let since = |at: Option<Instant>, d: Duration| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < d)
+        };
+        let settling = self.unanswered
+            || since(self.corrected_at, self.settings.min_write_interval)
+            || since(self.answered_at, self.settings.interval);
         let cycle = if settling {
             self.controller.hold(grid, range)
         } else {
@@ -381,8 +390,8 @@ impl Engine {
 
     /// Whether `device` must be written `w` W now (the fleet's total being `total` W);
     /// `correcting`: the controller corrected this cycle (at most once per
-    /// `min_write_interval` after the last correction was answered), so a change is sent even
-    /// if a keepalive went out since.
+    /// `min_write_interval`, and once the last correction was answered), so a change is sent
+    /// even if a keepalive went out since.
     fn write_due(
         &self,
         device: &DeviceId,
