@@ -8,6 +8,7 @@
 //! takes as long as it simulates. Prints one JSON line per fleet: mean |grid − target|, p95
 //! settling after a step, energy exported, mode writes per battery per minute, the largest
 //! set-point written, CPU time and peak RSS of this process (bridge, simulator and site).
+//! `BENCH_LOG=<filter>` prints the bridge's log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,11 @@ fn bench_settings(
     s.database.url = format!("sqlite://{}/b.db", dir.display());
     s.marstek.bind_device_port = false;
     s.tempo.enabled = false;
+    // No AUTO/MANUAL job: after 22:00 Paris the reconciler would hold the night's Manual intent
+    // against the regulator, and the figures must not depend on the time of day.
+    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
+        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
+    }
     s.regulator.enabled = true;
     s.regulator.meter.preset = marstek_bridge::regulator::MeterPreset::Shelly3em;
     s.regulator.meter.topic = Some(format!("{base}-meter/status/em:0"));
@@ -279,6 +285,10 @@ async fn run(batteries: usize, segment: Duration, step: Duration) -> anyhow::Res
 }
 
 fn main() -> anyhow::Result<()> {
+    // `BENCH_LOG=<filter>` (e.g. `marstek_bridge::regulator=debug`) prints the bridge's log.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
     let segment = env_secs("REGULATOR_BENCH_SECS", 1800);
     let step = env_secs("REGULATOR_BENCH_STEP_SECS", 45);
     let rt = tokio::runtime::Builder::new_multi_thread()

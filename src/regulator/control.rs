@@ -3,7 +3,8 @@
 //! PI law whose integral is recomputed from the output actually given (anti-windup, so that a
 //! clamp or a bounded step never winds it up), a bounded step per cycle, and the range the
 //! fleet can deliver now. [`SignWatch`] recognises a meter whose sign is inverted (the grid
-//! moves the same way as the batteries' output). No I/O, no clock: the caller counts cycles.
+//! moves the same way as the batteries' output); [`Controller::back_off`] lets the caller probe
+//! the sign when the output is pinned at a limit. No I/O, no clock: the caller counts cycles.
 
 use super::settings::RegulatorSettings;
 
@@ -99,15 +100,50 @@ impl Controller {
         self.output = output_w;
     }
 
-    /// One cycle: `grid_w` is the latest reading (W, + import), `range` what the fleet can
-    /// deliver now, (lowest, highest) W with lowest ≤ 0 ≤ highest.
-    pub fn step(&mut self, grid_w: f64, range: (f64, f64)) -> Cycle {
+    /// Takes `grid_w` (W, + import) into the smoothed reading and returns it.
+    fn smooth(&mut self, grid_w: f64) -> f64 {
         let t = self.tuning;
         let smoothed = match self.smoothed {
             Some(prev) => t.smoothing * prev + (1.0 - t.smoothing) * grid_w,
             None => grid_w,
         };
         self.smoothed = Some(smoothed);
+        smoothed
+    }
+
+    /// A cycle without correction, while the last one is still taking effect: the reading goes
+    /// into the smoothing, the output stays (only clamped into `range`, W), nothing winds up.
+    pub fn hold(&mut self, grid_w: f64, range: (f64, f64)) -> Cycle {
+        let smoothed = self.smooth(grid_w);
+        let error = smoothed - self.tuning.target_w;
+        let (lo, hi) = (range.0.min(0.0), range.1.max(0.0));
+        let u = self.output.clamp(lo, hi).round();
+        let bound = (u != self.output).then_some(Bound::Range);
+        self.integral += u - self.output;
+        self.output = u;
+        Cycle {
+            grid_w: smoothed,
+            error_w: error,
+            in_deadband: error.abs() <= self.tuning.deadband_w,
+            output_w: u as i32,
+            bound,
+        }
+    }
+
+    /// Moves the output toward 0 W by up to `by_w` W (a probe of the meter's sign); returns the
+    /// new output, W.
+    pub fn back_off(&mut self, by_w: f64) -> i32 {
+        let u = self.output - self.output.signum() * by_w.min(self.output.abs());
+        self.integral += u - self.output;
+        self.output = u.round();
+        self.output as i32
+    }
+
+    /// One cycle: `grid_w` is the latest reading (W, + import), `range` what the fleet can
+    /// deliver now, (lowest, highest) W with lowest ≤ 0 ≤ highest.
+    pub fn step(&mut self, grid_w: f64, range: (f64, f64)) -> Cycle {
+        let t = self.tuning;
+        let smoothed = self.smooth(grid_w);
         let error = smoothed - t.target_w;
         let in_deadband = error.abs() <= t.deadband_w;
         let e = if in_deadband { 0.0 } else { error };
@@ -160,6 +196,12 @@ impl SignWatch {
     /// Forgets what was seen (regulation restarted).
     pub fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    /// Whether a move of the output was last followed by the grid moving the same way, with no
+    /// move since that cleared it: the meter is suspected, not yet judged inverted.
+    pub fn suspects(&self) -> bool {
+        self.strikes > 0
     }
 
     /// Notes this cycle's grid reading (W, + import) and the output applied before it was taken
@@ -250,11 +292,11 @@ mod tests {
     #[test]
     fn the_step_per_cycle_is_bounded() {
         let mut c = Controller::new(tuning());
-        let cycle = c.step(5000.0, (-2500.0, 2500.0));
-        assert_eq!(cycle.output_w, 800);
+        let cycle = c.step(5000.0, (-5000.0, 5000.0));
+        assert_eq!(cycle.output_w, 1500);
         assert_eq!(cycle.bound, Some(Bound::Step));
-        let cycle = c.step(5000.0, (-2500.0, 2500.0));
-        assert_eq!(cycle.output_w, 1600);
+        let cycle = c.step(5000.0, (-5000.0, 5000.0));
+        assert_eq!(cycle.output_w, 3000);
     }
 
     #[test]
@@ -273,6 +315,20 @@ mod tests {
     }
 
     #[test]
+    fn holding_keeps_the_output_and_only_clamps_it_into_a_shrinking_range() {
+        let mut c = Controller::new(tuning());
+        c.reset(1200.0);
+        let cycle = c.hold(900.0, (-2500.0, 2500.0));
+        assert_eq!((cycle.output_w, cycle.bound), (1200, None));
+        assert!((cycle.error_w - 880.0).abs() < 1e-6, "{cycle:?}");
+        let cycle = c.hold(900.0, (0.0, 700.0));
+        assert_eq!((cycle.output_w, cycle.bound), (700, Some(Bound::Range)));
+        // The next correction starts from what was held, without a jump from the integral.
+        let cycle = c.step(20.0, (0.0, 700.0));
+        assert_eq!(cycle.output_w, 700, "{cycle:?}");
+    }
+
+    #[test]
     fn a_shrinking_range_wins_over_the_step_bound() {
         let mut c = Controller::new(tuning());
         c.reset(2000.0);
@@ -285,7 +341,11 @@ mod tests {
 
     #[test]
     fn smoothing_damps_a_single_spike() {
-        let mut c = Controller::new(tuning());
+        // Off by default; a user with a noisy meter sets it.
+        let mut c = Controller::new(Tuning {
+            smoothing: 0.3,
+            ..tuning()
+        });
         c.reset(0.0);
         c.step(20.0, (-2500.0, 2500.0));
         let cycle = c.step(1020.0, (-2500.0, 2500.0));
@@ -294,14 +354,20 @@ mod tests {
 
     #[test]
     fn with_a_slow_battery_the_loop_still_converges_without_oscillating_away() {
-        // The battery reaches its set-point one cycle late.
+        // The battery reaches its set-point one cycle late; as in the engine, a correction is
+        // followed by a cycle that only holds (the write interval is two cycles).
         let mut c = Controller::new(tuning());
         let (mut applied, mut pending) = (0.0, 0.0);
         let mut worst_late = 0.0f64;
         for n in 0..40 {
             let grid = 1200.0 - applied;
             applied = pending;
-            pending = f64::from(c.step(grid, (-2500.0, 2500.0)).output_w);
+            let cycle = if n % 2 == 0 {
+                c.step(grid, (-2500.0, 2500.0))
+            } else {
+                c.hold(grid, (-2500.0, 2500.0))
+            };
+            pending = f64::from(cycle.output_w);
             if n > 20 {
                 worst_late = worst_late.max((1200.0 - applied - 20.0).abs());
             }

@@ -5,8 +5,13 @@
 //! keepalive at half the countdown, and at once when a battery's last set-point points the other
 //! way than the fleet now runs (so two batteries never run in opposite directions). On a stale
 //! reading it hands every battery back to Auto (and resumes when readings return); on an
-//! inverted meter it hands them back and stops until regulation is selected again. A battery
+//! inverted meter it hands them back and stops until regulation is selected again (an output
+//! pinned at a limit while the meter is suspected is backed off a little to judge it). A battery
 //! that does not hold Passive after a write is left out for one countdown, and the reason said.
+//! After a write that changed a set-point the controller only holds (no new correction) until
+//! `min_write_interval` has passed since it was sent and one `interval` since it was answered
+//! ([`Engine::answered`]), so that it reacts to the batteries' settled answer, not to readings
+//! taken before they acted, however long the write took.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,10 +19,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::allocate::{Allocation, Allocator, Candidate, Standing, fleet_range};
-use super::control::{Controller, SignWatch, Tuning};
+use super::control::{Bound, Controller, Cycle, SIGN_JUDGED_STEP_W, SignWatch, Tuning};
 use super::meter::Reading;
 use super::settings::RegulatorSettings;
 use crate::domain::{Command, DeviceId, Mode, ModeConfig, Watts};
+
+/// How far a probe of the meter's sign backs the fleet's output off a limit, W.
+const PROBE_W: f64 = 2.0 * SIGN_JUDGED_STEP_W;
+/// Corrections pinned at a limit with the meter suspected before a probe.
+const PROBE_AFTER: u8 = 2;
 
 /// Time a battery is given to report Passive after a write before it counts as not holding.
 const HOLD_GRACE: Duration = Duration::from_secs(15);
@@ -94,6 +104,16 @@ pub struct Engine {
     phase: Phase,
     written: BTreeMap<DeviceId, (Instant, i32)>,
     benched: BTreeMap<DeviceId, (Instant, String)>,
+    /// When a write that changed a set-point was last sent: no new correction before
+    /// `min_write_interval` has passed since.
+    corrected_at: Option<Instant>,
+    /// When it was answered: no new correction before one `interval` has passed since, so that
+    /// the reading judged was taken after the batteries acted.
+    answered_at: Option<Instant>,
+    /// Whether the writes of the last cycle changed a set-point and are not answered yet.
+    unanswered: bool,
+    /// Corrections in a row pinned at a limit while the meter is suspected.
+    pinned: u8,
 }
 
 fn auto() -> Command {
@@ -112,6 +132,10 @@ impl Engine {
             phase: Phase::Idle,
             written: BTreeMap::new(),
             benched: BTreeMap::new(),
+            corrected_at: None,
+            answered_at: None,
+            unanswered: false,
+            pinned: 0,
         }
     }
 
@@ -129,6 +153,14 @@ impl Engine {
         }
     }
 
+    /// The writes of the last cycle were answered at `now`: the batteries act on them from
+    /// then, so the next correction waits one `interval` from now.
+    pub fn answered(&mut self, now: Instant) {
+        if std::mem::take(&mut self.unanswered) {
+            self.answered_at = Some(now);
+        }
+    }
+
     /// A write to `device` failed: it is written again next cycle.
     pub fn write_failed(&mut self, device: &DeviceId) {
         self.written.remove(device);
@@ -143,6 +175,8 @@ impl Engine {
     /// Auto for every battery the engine drives (bridge stop, fallback, stop); forgets them.
     pub fn hand_back(&mut self) -> Vec<(DeviceId, Command)> {
         self.running = false;
+        self.corrected_at = None;
+        self.answered_at = None;
         std::mem::take(&mut self.written)
             .into_keys()
             .map(|d| (d, auto()))
@@ -192,8 +226,21 @@ impl Engine {
             self.controller
                 .reset(f64::from(now_w).clamp(range.0, range.1));
             self.running = true;
+            self.corrected_at = None;
+            self.answered_at = None;
         }
-        let cycle = self.controller.step(grid, range);
+        let since = |at: Option<Instant>, d: Duration| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < d)
+        };
+        let settling = self.unanswered
+            || since(self.corrected_at, self.settings.min_write_interval)
+            || since(self.answered_at, self.settings.interval);
+        let cycle = if settling {
+            self.controller.hold(grid, range)
+        } else {
+            let cycle = self.controller.step(grid, range);
+            self.probe_when_pinned(cycle)
+        };
         let alloc = self.allocator.allocate(cycle.output_w, &candidates);
         tracing::debug!(
             grid_w = grid,
@@ -202,7 +249,7 @@ impl Engine {
             "regulator_cycle"
         );
         status.setpoint_w = alloc.total_w;
-        let writes = self.writes(now, &candidates, &alloc, &mut status);
+        let writes = self.writes(now, &candidates, &alloc, !settling, &mut status);
         Plan { writes, status }
     }
 
@@ -243,6 +290,7 @@ impl Engine {
         now: Instant,
         candidates: &[Candidate],
         alloc: &Allocation,
+        correcting: bool,
         status: &mut Status,
     ) -> Vec<(DeviceId, Command)> {
         let mut writes = Vec::new();
@@ -260,12 +308,43 @@ impl Engine {
                 self.written.remove(&c.id);
                 continue;
             };
-            if self.write_due(&c.id, w, alloc.total_w, now) {
+            if self.write_due(&c.id, w, alloc.total_w, now, correcting) {
+                if self.written.get(&c.id).is_none_or(|(_, last)| *last != w) {
+                    self.corrected_at = Some(now);
+                    self.unanswered = true;
+                }
                 self.written.insert(c.id.clone(), (now, w));
                 writes.push((c.id.clone(), self.passive(w)));
             }
         }
         writes
+    }
+
+    /// A correction pinned at the fleet's limit moves nothing, so the sign watch cannot judge
+    /// the meter: when it already suspects it, every [`PROBE_AFTER`] such corrections the output
+    /// backs off by [`PROBE_W`] (an inverted meter then shows the grid falling with it).
+    fn probe_when_pinned(&mut self, cycle: Cycle) -> Cycle {
+        let out = f64::from(cycle.output_w);
+        let pinned = cycle.bound == Some(Bound::Range)
+            && cycle.output_w != 0
+            && cycle.error_w.signum() == out.signum()
+            && self.sign.suspects();
+        if !pinned {
+            self.pinned = 0;
+            return cycle;
+        }
+        self.pinned += 1;
+        if self.pinned < PROBE_AFTER {
+            return cycle;
+        }
+        self.pinned = 0;
+        let output_w = self.controller.back_off(PROBE_W);
+        tracing::info!(from_w = cycle.output_w, output_w, "regulator_sign_probe");
+        Cycle {
+            output_w,
+            bound: None,
+            ..cycle
+        }
     }
 
     fn handing_back(&mut self, status: Status) -> Plan {
@@ -309,8 +388,18 @@ impl Engine {
             .collect()
     }
 
-    /// Whether `device` must be written `w` W now (the fleet's total being `total` W).
-    fn write_due(&self, device: &DeviceId, w: i32, total: i32, now: Instant) -> bool {
+    /// Whether `device` must be written `w` W now (the fleet's total being `total` W);
+    /// `correcting`: the controller corrected this cycle (at most once per
+    /// `min_write_interval`, and once the last correction was answered), so a change is sent
+    /// even if a keepalive went out since.
+    fn write_due(
+        &self,
+        device: &DeviceId,
+        w: i32,
+        total: i32,
+        now: Instant,
+        correcting: bool,
+    ) -> bool {
         let Some((at, last)) = self.written.get(device) else {
             return true;
         };
@@ -322,7 +411,7 @@ impl Engine {
             return true; // never left pointing the other way
         }
         let threshold = self.settings.deadband_w.max(10) as i32;
-        (w - last).abs() >= threshold && since >= self.settings.min_write_interval
+        (w - last).abs() >= threshold && (correcting || since >= self.settings.min_write_interval)
     }
 }
 

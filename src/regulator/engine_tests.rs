@@ -64,6 +64,7 @@ impl House {
         let reading = Reading::Fresh(self.grid(load), Source::Meter);
         let plan = self.engine.cycle(self.now, reading, members);
         self.apply(&plan);
+        self.engine.answered(self.now);
         plan
     }
 
@@ -147,6 +148,7 @@ fn an_inverted_meter_stops_the_regulator_until_it_is_selected_again() {
             .engine
             .cycle(h.now, Reading::Fresh(inverted, Source::Meter), &fleet);
         h.apply(&plan);
+        h.engine.answered(h.now);
         if let Phase::Stopped(why) = &plan.status.phase {
             assert!(why.contains("inverted"));
             assert!(plan.writes.iter().all(|(_, c)| *c == auto()));
@@ -218,4 +220,108 @@ fn surplus_turns_both_batteries_to_charging_in_one_cycle_never_one_each_way() {
     }
     assert!(h.out.values().all(|w| *w <= 0), "{:?}", h.out);
     assert!((h.grid(-700.0) - 20.0).abs() <= 60.0, "{}", h.grid(-700.0));
+}
+
+#[test]
+fn a_correction_waits_for_the_batteries_answer_and_one_covers_a_step() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    for _ in 0..6 {
+        h.step(300.0, &fleet);
+    }
+    assert!((h.grid(300.0) - 20.0).abs() <= 25.0, "{}", h.grid(300.0));
+    // A 1 kW step: the first cycle corrects by what the (smoothed) reading shows, the next
+    // one only holds (the write interval is two cycles), the one after finishes the job.
+    let first = h.step(1300.0, &fleet);
+    assert_eq!(first.writes.len(), 1, "{first:?}");
+    let held = h.step(1300.0, &fleet);
+    assert!(
+        held.writes.is_empty(),
+        "a correction 5 s after the last: {held:?}"
+    );
+    h.step(1300.0, &fleet);
+    let grid = h.grid(1300.0);
+    assert!(
+        (grid - 20.0).abs() <= 25.0 + 30.0,
+        "grid {grid} after three cycles"
+    );
+    for _ in 0..6 {
+        h.step(1300.0, &fleet);
+    }
+    assert!((h.grid(1300.0) - 20.0).abs() <= 25.0, "{}", h.grid(1300.0));
+}
+
+#[test]
+fn an_inverted_meter_that_pins_one_battery_at_its_limit_is_probed_and_stopped() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    for _ in 0..6 {
+        h.step(1500.0, &fleet);
+    }
+    assert!((h.grid(1500.0) - 20.0).abs() <= 25.0, "{}", h.grid(1500.0));
+    // The meter's sign flips and the load drops: the output runs to the battery's 2.5 kW limit
+    // in one correction, where no further move would show the meter's sign.
+    let mut stopped = None;
+    for n in 1..=20 {
+        h.now += Duration::from_secs(5);
+        let inverted = -h.grid(300.0);
+        let plan = h
+            .engine
+            .cycle(h.now, Reading::Fresh(inverted, Source::Meter), &fleet);
+        h.apply(&plan);
+        h.engine.answered(h.now);
+        if let Phase::Stopped(why) = &plan.status.phase {
+            assert!(why.contains("inverted"), "{why}");
+            stopped = Some(n);
+            break;
+        }
+    }
+    assert!(stopped.is_some_and(|n| n <= 12), "{stopped:?}");
+    assert!(h.out.is_empty(), "handed back: {:?}", h.out);
+}
+
+#[test]
+fn a_right_meter_pinned_by_a_big_load_stays_regulating_after_a_probe() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    // 4 kW of load, 2.5 kW available: pinned at the limit for two minutes.
+    for _ in 0..24 {
+        let plan = h.step(4000.0, &fleet);
+        assert_eq!(plan.status.phase, Phase::Regulating);
+    }
+    assert_eq!(h.out.values().sum::<i32>(), 2500);
+}
+
+#[test]
+fn a_slow_write_is_judged_only_once_it_was_answered() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    for _ in 0..6 {
+        h.step(300.0, &fleet);
+    }
+    // A 1 kW step; the write that covers it takes 12 s to be answered (pacing, lost packets):
+    // meanwhile the battery has not acted and two more cycles see the old reading.
+    h.now += Duration::from_secs(5);
+    let first = h
+        .engine
+        .cycle(h.now, Reading::Fresh(h.grid(1300.0), Source::Meter), &fleet);
+    assert_eq!(first.writes.len(), 1);
+    let stale = h.grid(1300.0);
+    h.now += Duration::from_secs(12);
+    h.apply(&first);
+    h.engine.answered(h.now);
+    // The cycle right after the answer still reads the grid from before the battery acted.
+    h.now += Duration::from_millis(10);
+    let next = h
+        .engine
+        .cycle(h.now, Reading::Fresh(stale, Source::Meter), &fleet);
+    assert!(next.writes.is_empty(), "corrected twice for one step: {next:?}");
+    for _ in 0..4 {
+        h.step(1300.0, &fleet);
+    }
+    let grid = h.grid(1300.0);
+    assert!(
+        (grid - 20.0).abs() <= 25.0 + 30.0,
+        "grid {grid}: overshoot or runaway"
+    );
 }

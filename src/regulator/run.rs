@@ -80,6 +80,11 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = ticker.tick() => {
+                // payloads that queued while the last cycle's writes were awaited (a paced
+                // write can take seconds): the reading judged is the latest one, not stale
+                while let Ok(p) = inputs.meter.try_recv() {
+                    let _ = task.meter.accept(&p, Instant::now());
+                }
                 let members = inputs.members.borrow().clone();
                 task.cycle(&members).await;
             }
@@ -151,6 +156,7 @@ impl Task {
             "setpoint_w": plan.status.setpoint_w,
         });
         let failed = self.send(plan.writes, received).await;
+        self.engine.answered(Instant::now());
         for dev in failed {
             self.engine.write_failed(&dev);
         }

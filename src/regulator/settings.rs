@@ -158,13 +158,16 @@ pub struct RegulatorSettings {
     pub target_w: i32,
     /// No correction while |grid − target| is within this, W (default 25).
     pub deadband_w: u32,
-    /// Weight of the previous smoothed reading, 0 (none) to below 1 (default 0.3).
+    /// Weight of the previous smoothed reading, 0 (none) to below 1 (default 0: a correction
+    /// takes the whole error it reads; corrections are paced by `min_write_interval`).
     pub smoothing: f64,
-    /// Proportional gain, W of set-point per W of error (default 0.2).
+    /// Proportional gain, W of set-point per W of error (default 0: the grid answers a set-point
+    /// directly, so the integral alone settles it without a kick back).
     pub kp: f64,
-    /// Integral gain per cycle, W per W of error (default 0.6).
+    /// Integral gain per correction, W per W of error (default 1: one correction covers the
+    /// error measured once the last one took effect).
     pub ki: f64,
-    /// Largest change of the fleet's set-point in one cycle, W (default 800).
+    /// Largest change of the fleet's set-point in one cycle, W (default 1500).
     pub max_step_w: u32,
     /// Time between control cycles (default 5s).
     #[serde(with = "humantime_serde")]
@@ -179,7 +182,9 @@ pub struct RegulatorSettings {
     /// battery after this (default 30s).
     #[serde(with = "humantime_serde")]
     pub countdown: Duration,
-    /// Shortest time between two writes to one battery, keepalive included (default 10s).
+    /// Shortest time between two corrections of the set-points (the next one also waits one
+    /// `interval` after the last was answered), and between other writes to one battery
+    /// (default 10s).
     #[serde(with = "humantime_serde")]
     pub min_write_interval: Duration,
     /// Publish batcontrol's MQTT inverter status topics for each battery under
@@ -196,10 +201,10 @@ impl Default for RegulatorSettings {
             enabled: false,
             target_w: 20,
             deadband_w: 25,
-            smoothing: 0.3,
-            kp: 0.2,
-            ki: 0.6,
-            max_step_w: 800,
+            smoothing: 0.0,
+            kp: 0.0,
+            ki: 1.0,
+            max_step_w: 1500,
             interval: Duration::from_secs(5),
             join_power_w: 800,
             rotation_margin: 5,
