@@ -136,7 +136,7 @@ fn alert_of(phase: &Phase) -> Option<(AlertKind, &str)> {
     match phase {
         Phase::Fallback(why) => Some((AlertKind::RegulatorMeterStale, why)),
         Phase::Stopped(why) => Some((AlertKind::RegulatorStopped, why)),
-        Phase::Idle | Phase::Regulating => None,
+        Phase::Idle | Phase::Regulating | Phase::Standby(_) => None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! inverted meter it hands them back and stops until regulation is selected again (an output
 //! pinned at a limit while the meter is suspected is backed off a little to judge it). A battery
 //! that does not hold Passive after a write is left out for one countdown, and the reason said.
+//! On a standby bridge ([`Engine::stand_by`]) it writes nothing and forgets what it drove.
 //! After a write that changed a set-point the controller only holds (no new correction) until
 //! `min_write_interval` has passed since it was sent and one `interval` since it was answered
 //! ([`Engine::answered`]), so that it reacts to the batteries' settled answer, not to readings
@@ -55,6 +56,8 @@ pub enum Phase {
     Fallback(String),
     /// Stopped (inverted meter): the batteries are in Auto until `regulate` is selected again.
     Stopped(String),
+    /// This bridge is a standby of its site: the leader regulates, nothing is written here.
+    Standby(String),
 }
 
 /// One battery's line in the status.
@@ -181,6 +184,26 @@ impl Engine {
             .into_keys()
             .map(|d| (d, auto()))
             .collect()
+    }
+
+    /// A cycle on a standby bridge (`why`: who leads): forgets the batteries it drove without
+    /// writing to them (the leader drives them now) and says so in the status.
+    pub fn stand_by(&mut self, why: String) -> Status {
+        if !matches!(self.phase, Phase::Standby(_)) {
+            tracing::info!(reason = %why, "regulator_standby");
+        }
+        self.running = false;
+        self.written.clear();
+        self.benched.clear();
+        self.phase = Phase::Standby(why);
+        Status {
+            phase: self.phase.clone(),
+            target_w: self.settings.target_w,
+            grid_w: None,
+            source: None,
+            setpoint_w: 0,
+            batteries: BTreeMap::new(),
+        }
     }
 
     /// One cycle at `now` with `reading` over `members`.

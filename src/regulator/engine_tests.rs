@@ -315,7 +315,10 @@ fn a_slow_write_is_judged_only_once_it_was_answered() {
     let next = h
         .engine
         .cycle(h.now, Reading::Fresh(stale, Source::Meter), &fleet);
-    assert!(next.writes.is_empty(), "corrected twice for one step: {next:?}");
+    assert!(
+        next.writes.is_empty(),
+        "corrected twice for one step: {next:?}"
+    );
     for _ in 0..4 {
         h.step(1300.0, &fleet);
     }
@@ -324,4 +327,19 @@ fn a_slow_write_is_judged_only_once_it_was_answered() {
         (grid - 20.0).abs() <= 25.0 + 30.0,
         "grid {grid}: overshoot or runaway"
     );
+}
+
+#[test]
+fn a_standby_writes_nothing_and_forgets_what_it_drove() {
+    let mut h = House::new();
+    let fleet = [member("a", 60)];
+    h.step(1000.0, &fleet);
+    let status = h.engine.stand_by("standby".into());
+    assert_eq!(status.phase, Phase::Standby("standby".into()));
+    assert!(
+        h.engine.hand_back().is_empty(),
+        "the leader drives them now"
+    );
+    // Leading again, it starts afresh.
+    assert_eq!(h.step(1000.0, &fleet).status.phase, Phase::Regulating);
 }

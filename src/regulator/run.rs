@@ -2,7 +2,8 @@
 //! the set of batteries in `regulate` mode, runs one [`Engine`] cycle per `interval`, sends its
 //! writes through `control::CommandService` (source `regulator`: the same envelope, audit and
 //! desired state as every other command), publishes its [`Status`] on a watch channel, and at
-//! shutdown hands every battery it drives back to Auto. Touches the command service only.
+//! shutdown hands every battery it drives back to Auto; on a standby bridge of its site it
+//! writes nothing (the leader regulates). Touches the command service only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -147,6 +148,11 @@ impl Task {
             self.engine.resume();
         }
         self.previous = ids.clone();
+        if let Some(leader) = self.service.role().standby_of() {
+            let why = format!("this bridge is a standby of its site: {leader} leads and regulates");
+            self.status.send_replace(Some(self.engine.stand_by(why)));
+            return;
+        }
         let members: Vec<Member> = ids.iter().filter_map(|id| self.member(id)).collect();
         let reading = self.meter.reading(Instant::now());
         let plan = self.engine.cycle(Instant::now(), reading, &members);
