@@ -23,6 +23,7 @@ mod bookkeeping;
 mod controls;
 mod dry_run;
 mod floors;
+mod gates;
 pub mod holding;
 mod intents;
 mod maintenance;
@@ -57,9 +58,8 @@ pub use self::regulated::{MEMBERS_KEY, Regulated, leaves_regulation};
 pub use self::role::{Role, RoleState};
 pub use self::verify::{NotHolding, Observed, Pending, Verdict, VerifySettings};
 use crate::domain::{
-    Alert, AlertKind, AlertSender, BatteryRef, Command, CommandReport, CommandSource,
-    CommandStatus, DesiredState, DeviceId, DriverError, ModeConfig, Rejection, Severity,
-    check_command, check_soc,
+    AlertSender, BatteryRef, Command, CommandReport, CommandSource, CommandStatus, DesiredState,
+    DeviceId, DriverError, ModeConfig, Rejection, check_command, check_soc,
 };
 use crate::store::{CommandRecord, Store};
 
@@ -444,32 +444,18 @@ impl CommandService {
         let source = origin.source.as_str();
         let started = Instant::now();
         let limits = battery.limits();
-        if let Some(leader) = self.role.standby_of() {
-            tracing::info!(device = %device, source, command = command.name(), leader = %leader, "command_refused_standby");
-            return Err(CommandError::Standby {
-                leader,
-                command: command.name(),
-            });
-        }
-        if let Some(scope) = self.maintenance.held(device) {
-            tracing::info!(device = %device, source, command = command.name(), "command_held_for_maintenance");
-            return Err(CommandError::Maintenance {
-                device: device.clone(),
-                scope,
-                command: command.name(),
-            });
-        }
-        if self.dry_run.holds_back(origin.source) {
-            tracing::info!(device = %device, source, command = command.name(), "command_dry_run");
-            return Err(CommandError::DryRun(command.name(), source));
-        }
+        self.held_back(device, command, origin.source)?;
         let mut follow = None;
         let result = match check_command(command, &limits, self.read_only)
             .and_then(|()| check_soc(command, &limits, battery.soc()))
             .and_then(|()| self.check_floor(device, command, battery.soc(), origin.source))
         {
             Ok(()) => match command {
-                Command::SetMode(config) if self.verify.enabled => {
+                // the regulator checks its own writes by their effect on the meter and by the
+                // mode the samples report, every cycle: no verifier polls in its way
+                Command::SetMode(config)
+                    if self.verify.enabled && origin.source != CommandSource::Regulator =>
+                {
                     self.verify_mode_write(battery, command, config, &mut follow)
                         .await
                 }
@@ -500,19 +486,7 @@ impl CommandService {
                     *pending = Some(self.spawn_follow_up(battery, command, f, origin));
                 }
             }
-            Err(e) => {
-                tracing::warn!(device = %device, source, command = command.name(), error = %e, "command_failed");
-                if let (Some(tx), CommandError::Driver(_)) = (&self.alerts, e) {
-                    let message = format!("{} from {source} failed: {e}", command.name());
-                    let _ = tx.send(Alert::raised(
-                        AlertKind::CommandFailed,
-                        Severity::Warning,
-                        Some(device.clone()),
-                        message,
-                        Utc::now(),
-                    ));
-                }
-            }
+            Err(e) => self.note_failed(device, command, source, e),
         }
         books.records.push(CommandRecord {
             at: Utc::now(),
