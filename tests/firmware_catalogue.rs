@@ -11,6 +11,8 @@
 //! `ES.GetMode` alone where the catalogue says reading it resets the mode, and `probe` prints
 //! the entry a battery matched and why.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -19,13 +21,15 @@ use marstek_bridge::domain::{Battery, Command, DeviceId, DeviceLimits, Mode, Mod
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport, catalogue};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use support::mqtt_probe::{broker_from_env as broker, json_probe};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEGIN: &str = "<!-- firmware-notes:begin -->\n";
@@ -56,13 +60,6 @@ fn the_readme_firmware_notes_are_the_catalogue() {
             assert!(readme[start..end].contains(source), "{source}");
         }
     }
-}
-
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
 }
 
 /// One simulated battery (`venus1`) behind the whole bridge, and an MQTT client on its topics,
@@ -124,37 +121,12 @@ impl Rig {
         }];
         assert!(s.validate().is_empty(), "{:?}", s.validate());
 
-        let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-        o.set_keep_alive(Duration::from_secs(10));
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-        let probe = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                            Value::String(String::from_utf8_lossy(&p.payload).into())
-                        });
-                        let _ = tx.send((p.topic.clone(), v));
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        for t in [
+        let topics = [
             format!("{base}/venus1/#"),
             format!("{base}/bridge/info"),
             format!("{base}ha/#"),
-        ] {
-            client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
-            tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-        }
+        ];
+        let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
         let bridge = tokio::spawn(marstek_bridge::app::run_with(

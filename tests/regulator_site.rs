@@ -6,6 +6,8 @@
 //! the stories await MQTT messages (`bridge/regulator` after each cycle, responses, alerts) and
 //! the site's readings, and count cycles or readings, never time.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,22 +18,17 @@ use marstek_bridge::regulator::MeterPreset;
 use marstek_bridge::simulator::site::{GridReading, SiteConfig, SiteHandle, start_site};
 use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use support::mqtt_probe::{broker_from_env as broker, json_probe};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TARGET: f64 = 20.0;
 /// Deadband + 30 W: the goal for the mean error.
 const WITHIN: f64 = 25.0 + 30.0;
-
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
-}
 
 /// The bridge, its site and a probe client on the bridge's topics.
 struct Story {
@@ -101,42 +98,15 @@ async fn probe(
     mpsc::UnboundedReceiver<(String, Value)>,
     JoinHandle<()>,
 ) {
-    let (host, port) = broker();
-    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&p.payload).into())
-                    });
-                    let _ = tx.send((p.topic.clone(), v));
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    for t in [
+    let topics = [
         "bridge/state",
         "+/response",
         "bridge/regulator",
         "bridge/alert",
         "+/state",
-    ] {
-        client
-            .subscribe(format!("{base}/{t}"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-    }
+    ]
+    .map(|t| format!("{base}/{t}"));
+    let (client, rx, task) = json_probe(format!("{base}-probe"), &topics).await;
     (client, rx, task)
 }
 

@@ -2,7 +2,7 @@
 //! simulated battery `venus1` behind the whole bridge (`app::run_with`: the real driver on
 //! loopback UDP, the real mosquitto, a SQLite store and the HTTP API), and an MQTT client on its
 //! topics that sends commands and waits for their answers, verdicts, alerts and states. Include
-//! with `mod verify_story;`. Touches only loopback sockets, its temp directory, its own topics
+//! with `mod support; mod verify_story;`. Touches only loopback sockets, its temp directory, its own topics
 //! and the tasks it spawns.
 #![allow(dead_code)]
 
@@ -11,19 +11,14 @@ use std::time::Duration;
 use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
+
+use crate::support::mqtt_probe::{broker_from_env as broker, json_probe};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(30);
-
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
-}
 
 /// One simulated battery behind the whole bridge, and an MQTT client on its topics.
 pub struct Story {
@@ -109,42 +104,16 @@ pub async fn story_with(
     tweak(&mut s);
     assert!(s.validate().is_empty(), "{:?}", s.validate());
 
-    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    let probe = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&p.payload).into())
-                    });
-                    let _ = tx.send((p.topic.clone(), v));
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    for t in [
+    let topics = [
         "response",
         "alert",
         "state",
         "intent",
         "maintenance",
         "availability",
-    ] {
-        client
-            .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-    }
+    ]
+    .map(|t| format!("{base}/venus1/{t}"));
+    let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (addr_tx, addr_rx) = oneshot::channel();
     let bridge = tokio::spawn(marstek_bridge::app::run_with(
