@@ -16,7 +16,6 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::domain::{Battery, Command, DeviceId, DeviceLimits, Mode, ModeConfig, Watts};
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport, catalogue};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
@@ -29,7 +28,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use support::mqtt_probe::{broker_from_env as broker, json_probe};
+use support::mqtt_probe::json_probe;
+use support::story_settings::story_settings;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEGIN: &str = "<!-- firmware-notes:begin -->\n";
@@ -95,30 +95,9 @@ impl Rig {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let base = format!("mbfw{}", rand::rng().random::<u32>());
-        let (host, port) = broker();
-        let mut s = Settings::default();
-        s.mqtt.host = host.clone();
-        s.mqtt.port = port;
-        s.mqtt.base_topic = base.clone();
-        s.mqtt.discovery_prefix = format!("{base}ha");
-        s.mqtt.client_id = base.clone();
-        s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-        s.marstek.bind_device_port = false;
-        s.tempo.enabled = false;
+        let mut s = story_settings(&sim, &["venus1"], &base, dir.path());
         s.http.listen = Some("127.0.0.1:0".into());
         s.polling.status_interval = Duration::from_millis(300);
-        s.polling.quiet_gap = Duration::ZERO;
-        s.polling.request_timeout = Duration::from_millis(300);
-        s.polling.resend_after = Duration::ZERO;
-        for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-            s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-        }
-        s.devices = vec![DeviceConfig {
-            host: sim.addrs()[0].ip().to_string(),
-            port: sim.addrs()[0].port(),
-            id: Some("venus1".into()),
-            ..DeviceConfig::default()
-        }];
         assert!(s.validate().is_empty(), "{:?}", s.validate());
 
         let topics = [

@@ -11,7 +11,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::config::Settings;
 use marstek_bridge::domain::Mode;
 use marstek_bridge::mqtt::{ClientOptions, MqttProtocol};
 use marstek_bridge::regulator::MeterPreset;
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use support::mqtt_probe::{broker_from_env as broker, json_probe};
+use support::story_settings::story_settings;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TARGET: f64 = 20.0;
@@ -47,27 +48,10 @@ struct Story {
 }
 
 fn settings(sim: &SimHandle, base: &str, dir: &tempfile::TempDir) -> Settings {
-    let (host, port) = broker();
-    let mut s = Settings::default();
-    s.mqtt.host = host;
-    s.mqtt.port = port;
-    s.mqtt.base_topic = base.to_string();
-    s.mqtt.discovery_prefix = format!("{base}ha");
-    s.mqtt.client_id = base.to_string();
-    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-    s.marstek.bind_device_port = false;
-    s.tempo.enabled = false;
+    let mut s = story_settings(sim, &["bat1", "bat2"], base, dir.path());
     s.polling.status_interval = Duration::from_secs(1);
-    s.polling.quiet_gap = Duration::ZERO;
-    s.polling.request_timeout = Duration::from_millis(300);
     s.polling.write_timeout = Duration::from_millis(500);
-    s.polling.resend_after = Duration::ZERO;
     s.marstek.verify.enabled = false;
-    // No AUTO/MANUAL job: after 22:00 the reconciler's own Manual intent would be written at
-    // start-up, and these stories must not depend on the time of day.
-    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-    }
     let r = &mut s.regulator;
     r.enabled = true;
     r.interval = Duration::from_secs(1);
@@ -76,17 +60,6 @@ fn settings(sim: &SimHandle, base: &str, dir: &tempfile::TempDir) -> Settings {
     r.meter.preset = MeterPreset::Shelly3em;
     r.meter.topic = Some(format!("{base}-meter/status/em:0"));
     r.meter.stale_after = Duration::from_secs(3);
-    s.devices = sim
-        .addrs()
-        .iter()
-        .enumerate()
-        .map(|(i, a)| DeviceConfig {
-            host: a.ip().to_string(),
-            port: a.port(),
-            id: Some(format!("bat{}", i + 1)),
-            ..DeviceConfig::default()
-        })
-        .collect();
     assert!(s.validate().is_empty(), "{:?}", s.validate());
     s
 }

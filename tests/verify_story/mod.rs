@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::config::Settings;
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 
-use crate::support::mqtt_probe::{broker_from_env as broker, json_probe};
+use crate::support::mqtt_probe::json_probe;
+use crate::support::story_settings::story_settings;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -69,38 +70,15 @@ pub async fn story_with(
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let base = format!("mbverify{}", rand::rng().random::<u32>());
-    let (host, port) = broker();
-    let mut s = Settings::default();
-    s.mqtt.host = host.clone();
-    s.mqtt.port = port;
-    s.mqtt.base_topic = base.clone();
-    s.mqtt.discovery_prefix = format!("{base}ha");
-    s.mqtt.client_id = base.clone();
-    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-    s.marstek.bind_device_port = false;
-    s.tempo.enabled = false;
+    let mut s = story_settings(&sim, &["venus1"], &base, dir.path());
     s.http.listen = Some("127.0.0.1:0".into());
     s.http.token = Some(TOKEN.into());
     s.polling.status_interval = Duration::from_secs(3600);
-    s.polling.quiet_gap = Duration::ZERO;
-    s.polling.request_timeout = Duration::from_millis(300);
     s.polling.write_timeout = Duration::from_millis(500);
-    s.polling.resend_after = Duration::ZERO;
     s.marstek.verify.enabled = verify;
     s.marstek.verify.window = Duration::from_millis(600);
     s.marstek.verify.check_every = Duration::from_millis(200);
     s.marstek.verify.backoff = Duration::from_millis(700);
-    s.devices = vec![DeviceConfig {
-        host: sim.addrs()[0].ip().to_string(),
-        port: sim.addrs()[0].port(),
-        id: Some("venus1".into()),
-        ..DeviceConfig::default()
-    }];
-    // No AUTO/MANUAL job: after 22:00 the reconciler would derive a Manual intent of its own
-    // at start-up and write it, and these stories count and read back every write.
-    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-    }
     tweak(&mut s);
     assert!(s.validate().is_empty(), "{:?}", s.validate());
 
