@@ -23,13 +23,13 @@ use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use support::mqtt_probe::json_probe;
-use support::story_settings::story_settings;
+use support::story::{StoryBridge, story_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEGIN: &str = "<!-- firmware-notes:begin -->\n";
@@ -73,8 +73,7 @@ struct Rig {
     /// Messages received while waiting for another one, not yet returned by `next`.
     backlog: Vec<(String, Value)>,
     http: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    bridge: StoryBridge,
     sim: SimHandle,
     _probe: JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -106,18 +105,8 @@ impl Rig {
             format!("{base}ha/#"),
         ];
         let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let bridge = tokio::spawn(marstek_bridge::app::run_with(
-            s,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |running| {
-                let _ = addr_tx.send(running.http.expect("http enabled"));
-            },
-        ));
-        let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
+        let bridge = StoryBridge::start(s, WAIT).await;
+        let http = bridge.http;
         Rig {
             base,
             client,
@@ -125,8 +114,7 @@ impl Rig {
             seen: Vec::new(),
             backlog: Vec::new(),
             http,
-            stop: Some(stop_tx),
-            bridge: Some(bridge),
+            bridge,
             sim,
             _probe: probe,
             _dir: dir,
@@ -192,11 +180,7 @@ impl Rig {
     }
 
     async fn finish(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
-            .await
-            .expect("bridge stops");
-        r.unwrap().unwrap();
+        self.bridge.finish(WAIT).await;
     }
 }
 

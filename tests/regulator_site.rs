@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use support::mqtt_probe::{broker_from_env as broker, json_probe};
-use support::story_settings::story_settings;
+use support::story::story_settings;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TARGET: f64 = 20.0;

@@ -2,7 +2,7 @@
 //! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
 //! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries,
 //! [`bridge_rig`] the whole bridge (the app's own builder) with MQTT, and [`mqtt_probe`] is the
-//! MQTT client that watches it; [`story_settings`] the settings of the whole-bridge stories. Include with `mod support;` (`#[macro_use]` for
+//! MQTT client that watches it; [`story`] the settings and the task of the whole-bridge stories. Include with `mod support;` (`#[macro_use]` for
 //! `for_both_protocols!`). Touches only loopback sockets, the databases it creates and the
 //! brokers it starts.
 #![allow(dead_code)]
@@ -10,7 +10,7 @@
 pub mod bridge_rig;
 pub mod core_rig;
 pub mod mqtt_probe;
-pub mod story_settings;
+pub mod story;
 
 /// Runs each named `async fn(MqttProtocol)` of the including file once per protocol:
 /// `mqtt311::<name>` and `mqtt5::<name>` (include with `#[macro_use] mod support;`).

@@ -14,9 +14,9 @@ use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 
 use crate::support::mqtt_probe::json_probe;
-use crate::support::story_settings::story_settings;
+use crate::support::story::{StoryBridge, story_settings};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -29,8 +29,7 @@ pub struct Story {
     rx: mpsc::UnboundedReceiver<(String, Value)>,
     /// Messages received while waiting for another one (an alert may precede its response).
     pub backlog: Vec<(String, Value)>,
-    stop: Option<oneshot::Sender<()>>,
-    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    bridge: StoryBridge,
     /// The HTTP API's address.
     pub http: std::net::SocketAddr,
     _probe: JoinHandle<()>,
@@ -92,18 +91,8 @@ pub async fn story_with(
     ]
     .map(|t| format!("{base}/venus1/{t}"));
     let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let bridge = tokio::spawn(marstek_bridge::app::run_with(
-        s,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |running| {
-            let _ = addr_tx.send(running.http.expect("http enabled"));
-        },
-    ));
-    let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
+    let bridge = StoryBridge::start(s, WAIT).await;
+    let http = bridge.http;
     let mut st = Story {
         http,
         sim,
@@ -111,8 +100,7 @@ pub async fn story_with(
         client,
         rx,
         backlog: Vec::new(),
-        stop: Some(stop_tx),
-        bridge: Some(bridge),
+        bridge,
         _probe: probe,
         _dir: dir,
     };
@@ -252,11 +240,7 @@ impl Story {
     }
 
     pub async fn finish(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
-            .await
-            .expect("bridge stops");
-        r.unwrap().unwrap();
+        self.bridge.finish(WAIT).await;
     }
 }
 

@@ -2,13 +2,17 @@
 //! the broker of `TEST_MQTT_URL` under a base topic and discovery prefix of the story's own, a
 //! SQLite file in its temp directory, the simulator's batteries under the ids it names, Tempo
 //! and the AUTO/MANUAL jobs off (so nothing depends on the time of day), and fast polling
-//! timeouts. Pure: builds a value and touches nothing.
+//! timeouts; [`StoryBridge`] runs the bridge on them as a task until the story finishes.
+//! Touches only the tasks it spawns (and, through the bridge, what its settings name).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::simulator::SimHandle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::mqtt_probe::broker_from_env;
 
@@ -44,4 +48,47 @@ pub fn story_settings(sim: &SimHandle, ids: &[&str], base: &str, dir: &Path) -> 
         })
         .collect();
     s
+}
+
+/// The whole bridge (`app::run_with`) running as a task; dropping it stops the bridge too.
+pub struct StoryBridge {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The HTTP API's address.
+    pub http: SocketAddr,
+}
+
+impl StoryBridge {
+    /// Starts the bridge on `s` (its HTTP API on) and waits up to `wait` for the API's address.
+    pub async fn start(s: Settings, wait: Duration) -> StoryBridge {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let task = tokio::spawn(marstek_bridge::app::run_with(
+            s,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |running| {
+                let _ = addr_tx.send(running.http.expect("http enabled"));
+            },
+        ));
+        let http = tokio::time::timeout(wait, addr_rx).await.unwrap().unwrap();
+        StoryBridge {
+            stop: Some(stop_tx),
+            task: Some(task),
+            http,
+        }
+    }
+
+    /// Stops the bridge and asserts that it ends without an error within `wait`.
+    pub async fn finish(&mut self, wait: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("the bridge is finished once");
+        let r = tokio::time::timeout(wait, task)
+            .await
+            .expect("bridge stops");
+        r.unwrap().unwrap();
+    }
 }
