@@ -20,7 +20,7 @@ use marstek_bridge::domain::{Battery, Command, DeviceId, DeviceLimits, Mode, Mod
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport, catalogue};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use support::mqtt_probe::json_probe;
+use support::mqtt_probe::{json_probe, publish_command};
 use support::story::{StoryBridge, story_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -163,17 +163,9 @@ impl Rig {
             .collect()
     }
 
-    async fn send(&mut self, id: &str, mut command: Value) -> Value {
-        command["id"] = json!(id);
-        self.client
-            .publish(
-                format!("{}/venus1/set", self.base),
-                QoS::AtLeastOnce,
-                false,
-                command.to_string(),
-            )
-            .await
-            .unwrap();
+    async fn send(&mut self, id: &str, command: Value) -> Value {
+        let topic = format!("{}/venus1/set", self.base);
+        publish_command(&self.client, topic, id, command).await;
         self.next("venus1/response", |_, r| r["id"] == json!(id))
             .await
             .1

@@ -2,8 +2,8 @@
 //! `connect` returns once every subscription is acknowledged, `wait` /
 //! `wait_all` await matching messages under a deadline, `command` sends a command and awaits its
 //! answer by id; [`json_probe`] hands `(topic, JSON)` pairs to a channel, on the broker of
-//! `TEST_MQTT_URL`; [`Probe5`] speaks MQTT 5 with Response Topic and Correlation Data. Touches
-//! only the topics a test names.
+//! `TEST_MQTT_URL`, and [`publish_command`] sends a JSON command with its id; [`Probe5`] speaks
+//! MQTT 5 with Response Topic and Correlation Data. Touches only the topics a test names.
 
 use std::time::Duration;
 
@@ -108,6 +108,15 @@ pub async fn json_probe(
         (p.topic.clone(), v)
     })
     .await
+}
+
+/// Publishes the JSON `command` with `"id": id` added on `topic` (QoS 1, not retained).
+pub async fn publish_command(client: &AsyncClient, topic: String, id: &str, mut command: Value) {
+    command["id"] = Value::from(id);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, command.to_string())
+        .await
+        .unwrap();
 }
 
 pub struct Probe {

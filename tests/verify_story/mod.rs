@@ -13,7 +13,7 @@ use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Sim
 use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 
-use crate::support::mqtt_probe::json_probe;
+use crate::support::mqtt_probe::{json_probe, publish_command};
 use crate::support::story::{StoryBridge, story_settings};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -148,17 +148,9 @@ impl Story {
     }
 
     /// Sends a command on `<dev>/set` and returns its first answer.
-    pub async fn send(&mut self, id: &str, mut command: Value) -> Value {
-        command["id"] = json!(id);
-        self.client
-            .publish(
-                format!("{}/venus1/set", self.base),
-                QoS::AtLeastOnce,
-                false,
-                command.to_string(),
-            )
-            .await
-            .unwrap();
+    pub async fn send(&mut self, id: &str, command: Value) -> Value {
+        let topic = format!("{}/venus1/set", self.base);
+        publish_command(&self.client, topic, id, command).await;
         self.next("response", |r| r["id"] == json!(id)).await
     }
 
