@@ -314,6 +314,14 @@ impl Drop for TestPgDb {
     }
 }
 
+/// A loopback TCP port free when asked (the listener that found it is closed again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range, or
 /// exactly `base`); returns the base port and the handle.
 pub async fn start_on_ports(
@@ -359,10 +367,7 @@ impl PrivateBroker {
     /// file goes into `dir`. Returns once the port accepts connections.
     pub fn start(dir: &std::path::Path, listener_conf: &str) -> Self {
         use std::process::{Command, Stdio};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
