@@ -36,12 +36,7 @@ async fn command_story(rig: &Rig) {
         "simulated SOC near 55 %: {latest}"
     );
 
-    let mut events = rig
-        .client
-        .get(rig.url("/api/v1/events"))
-        .send()
-        .await
-        .unwrap();
+    let mut events = rig.events().await;
     assert_eq!(events.status(), 200);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     assert_ne!(rig.sim.state(0).unwrap().mode, Mode::Passive);

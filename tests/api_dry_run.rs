@@ -91,12 +91,7 @@ async fn toggle_story(db_url: String) {
     assert_eq!(v["dry_run"], false, "a refused toggle changed it: {v}");
 
     // On: answered with the result object, published retained and as a live event.
-    let mut events = rig
-        .client
-        .get(rig.url("/api/v1/events"))
-        .send()
-        .await
-        .unwrap();
+    let mut events = rig.events().await;
     let (code, v) = put_dry_run(&rig, Some(TOKEN), r#"{"dry_run":true}"#).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["status"], "ok", "{v}");

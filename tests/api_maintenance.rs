@@ -98,12 +98,7 @@ async fn bad_maintenance_toggles_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_set_over_http_is_answered_listed_and_sent_as_a_live_event() {
     let rig = Rig::start(None).await;
-    let mut events = rig
-        .client
-        .get(rig.url("/api/v1/events"))
-        .send()
-        .await
-        .unwrap();
+    let mut events = rig.events().await;
     assert_eq!(events.status(), 200);
 
     // One battery's hold: the answer, the event and the list agree.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::PrivateBroker;
+use support::{PrivateBroker, free_port};
 use tokio::sync::mpsc;
 
 const CENTRAL_CONF: &str = include_str!("../mosquitto/central/mosquitto.conf");
@@ -29,14 +29,6 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
         "{program} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost, as the certs README makes them.

@@ -3,12 +3,15 @@
 //! printed `mosquitto_pub` command changes a battery's mode with an `ok` response, and Ctrl-C
 //! (SIGINT) ends it with exit code 0, even when the configuration asks for MQTT 5.
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use support::free_port;
 
 /// Kills the demo if the test fails half-way, so no process outlives the test.
 struct KillOnDrop(Option<std::process::Child>);
@@ -20,14 +23,6 @@ impl Drop for KillOnDrop {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Extracts `-t 'topic' -m 'payload'` from the printed mosquitto_pub line.

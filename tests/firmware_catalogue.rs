@@ -11,21 +11,25 @@
 //! `ES.GetMode` alone where the catalogue says reading it resets the mode, and `probe` prints
 //! the entry a battery matched and why.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
 use marstek_bridge::domain::{Battery, Command, DeviceId, DeviceLimits, Mode, ModeConfig, Watts};
 use marstek_bridge::marstek::{DeviceSpec, MarstekBattery, PollingSettings, Transport, catalogue};
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::AsyncClient;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use support::mqtt_probe::{json_probe, publish_command};
+use support::story::{StoryBridge, story_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BEGIN: &str = "<!-- firmware-notes:begin -->\n";
@@ -58,13 +62,6 @@ fn the_readme_firmware_notes_are_the_catalogue() {
     }
 }
 
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
-}
-
 /// One simulated battery (`venus1`) behind the whole bridge, and an MQTT client on its topics,
 /// `bridge/info` and the discovery prefix.
 struct Rig {
@@ -76,8 +73,7 @@ struct Rig {
     /// Messages received while waiting for another one, not yet returned by `next`.
     backlog: Vec<(String, Value)>,
     http: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    bridge: StoryBridge,
     sim: SimHandle,
     _probe: JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -98,75 +94,19 @@ impl Rig {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let base = format!("mbfw{}", rand::rng().random::<u32>());
-        let (host, port) = broker();
-        let mut s = Settings::default();
-        s.mqtt.host = host.clone();
-        s.mqtt.port = port;
-        s.mqtt.base_topic = base.clone();
-        s.mqtt.discovery_prefix = format!("{base}ha");
-        s.mqtt.client_id = base.clone();
-        s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-        s.marstek.bind_device_port = false;
-        s.tempo.enabled = false;
+        let mut s = story_settings(&sim, &["venus1"], &base, dir.path());
         s.http.listen = Some("127.0.0.1:0".into());
         s.polling.status_interval = Duration::from_millis(300);
-        s.polling.quiet_gap = Duration::ZERO;
-        s.polling.request_timeout = Duration::from_millis(300);
-        s.polling.resend_after = Duration::ZERO;
-        for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-            s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-        }
-        s.devices = vec![DeviceConfig {
-            host: sim.addrs()[0].ip().to_string(),
-            port: sim.addrs()[0].port(),
-            id: Some("venus1".into()),
-            ..DeviceConfig::default()
-        }];
         assert!(s.validate().is_empty(), "{:?}", s.validate());
 
-        let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-        o.set_keep_alive(Duration::from_secs(10));
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-        let probe = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                            Value::String(String::from_utf8_lossy(&p.payload).into())
-                        });
-                        let _ = tx.send((p.topic.clone(), v));
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        for t in [
+        let topics = [
             format!("{base}/venus1/#"),
             format!("{base}/bridge/info"),
             format!("{base}ha/#"),
-        ] {
-            client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
-            tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-        }
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let bridge = tokio::spawn(marstek_bridge::app::run_with(
-            s,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |running| {
-                let _ = addr_tx.send(running.http.expect("http enabled"));
-            },
-        ));
-        let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
+        ];
+        let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
+        let bridge = StoryBridge::start(s, WAIT).await;
+        let http = bridge.http;
         Rig {
             base,
             client,
@@ -174,8 +114,7 @@ impl Rig {
             seen: Vec::new(),
             backlog: Vec::new(),
             http,
-            stop: Some(stop_tx),
-            bridge: Some(bridge),
+            bridge,
             sim,
             _probe: probe,
             _dir: dir,
@@ -224,28 +163,16 @@ impl Rig {
             .collect()
     }
 
-    async fn send(&mut self, id: &str, mut command: Value) -> Value {
-        command["id"] = json!(id);
-        self.client
-            .publish(
-                format!("{}/venus1/set", self.base),
-                QoS::AtLeastOnce,
-                false,
-                command.to_string(),
-            )
-            .await
-            .unwrap();
+    async fn send(&mut self, id: &str, command: Value) -> Value {
+        let topic = format!("{}/venus1/set", self.base);
+        publish_command(&self.client, topic, id, command).await;
         self.next("venus1/response", |_, r| r["id"] == json!(id))
             .await
             .1
     }
 
     async fn finish(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
-            .await
-            .expect("bridge stops");
-        r.unwrap().unwrap();
+        self.bridge.finish(WAIT).await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! network chip restarts periodically (`net-reset`), a silence within the catalogue's bound is
 //! a blackout (no offline, no alert, polls resume); a longer one goes offline.
 
+mod support;
 mod verify_story;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@
 //! not-holding story waits for a verdict that never comes when verification is switched off;
 //! one story shows what users saw then.
 
+mod support;
 mod verify_story;
 
 use std::time::Duration;

@@ -91,9 +91,9 @@ fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The slot reasons of battery `d0000` in a plan document.
-fn reasons(plan: &Value) -> Vec<String> {
-    plan["batteries"]["d0000"]["slots"]
+/// The slot reasons of battery `dev` in a plan document.
+fn reasons_of(plan: &Value, dev: &str) -> Vec<String> {
+    plan["batteries"][dev]["slots"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -103,28 +103,40 @@ fn reasons(plan: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_is_published_retained_and_previewed() {
+/// A drill of `devices` simulated batteries at 30 % SOC whose `bridge.toml` enables Tempo on
+/// a local server playing today's colours, with `extra` lines added to its `[tempo]` table;
+/// returns today's Tempo date, the drill and the config's path.
+async fn tempo_drill(
+    tag: &str,
+    devices: usize,
+    extra: &str,
+) -> (NaiveDate, Drill, std::path::PathBuf) {
     let today = tempo_date_at(Utc::now());
     let http = tempo_server(today).await;
     let sim = SimConfig {
-        devices: 1,
+        devices,
         initial_soc: 30.0,
         ..SimConfig::default()
     };
-    let drill = Drill::start("plan_e2e", sim, broker_addr(), None).await;
-    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &drill.setup);
-    let toml = setup.to_toml().replace(
+    let drill = Drill::start(tag, sim, broker_addr(), None).await;
+    let toml = drill.setup.to_toml().replace(
         "[tempo]\nenabled = false\n",
         &format!(
             "[tempo]\nenabled = true\ncouleur_tempo_url = \"{http}\"\n\
-             forecast_url = \"{http}/assets/tempo_days_lite.json\"\n\
-             precharge_colours = [\"blue\", \"white\", \"red\"]\ntimeout = \"2s\"\nretries = 0\n\
-             capacity_wh = 5120\n"
+             forecast_url = \"{http}/assets/tempo_days_lite.json\"\ntimeout = \"2s\"\n\
+             retries = 0\ncapacity_wh = 5120\n{extra}"
         ),
     );
-    let config = dir.path().join("bridge.toml");
+    let config = drill.dir.path().join("bridge.toml");
     std::fs::write(&config, toml).unwrap();
+    (today, drill, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_is_published_retained_and_previewed() {
+    let extra = "precharge_colours = [\"blue\", \"white\", \"red\"]\n";
+    let (today, drill, config) = tempo_drill("plan_e2e", 1, extra).await;
+    let (dir, base) = (&drill.dir, drill.base.clone());
     let topic = format!("{base}/bridge/plan");
     let mut watcher = Watcher::start(
         broker_addr(),
@@ -142,7 +154,7 @@ async fn plan_is_published_retained_and_previewed() {
         .await
         .unwrap_or_else(|| panic!("no plan published; log:\n{}", bridge.log_text()));
     let first: Value = serde_json::from_str(&first.text).unwrap();
-    assert!(!reasons(&first).is_empty(), "{first}");
+    assert!(!reasons_of(&first, "d0000").is_empty(), "{first}");
 
     // Fetch the colours, the stats and the forecast now.
     watcher
@@ -175,7 +187,7 @@ async fn plan_is_published_retained_and_previewed() {
     assert!(kept.retain, "the plan topic is retained");
     assert!(kept.text.contains("tomorrow red (api-couleur-tempo)"));
     let plan: Value = serde_json::from_str(&plan.text).unwrap();
-    let r = reasons(&plan);
+    let r = reasons_of(&plan, "d0000");
     assert!(
         r.iter()
             .any(|x| x.contains(&format!("{} 80 % (open-dpe)", forecast_day(today).2))),
@@ -218,7 +230,10 @@ async fn plan_is_published_retained_and_previewed() {
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dry_run"], json!(true));
-    assert_eq!(reasons(&v).len(), reasons(&plan).len());
+    assert_eq!(
+        reasons_of(&v, "d0000").len(),
+        reasons_of(&plan, "d0000").len()
+    );
 
     // A bad payload is refused with the reason and computes nothing.
     watcher
@@ -246,41 +261,12 @@ async fn plan_is_published_retained_and_previewed() {
     drop(drill);
 }
 
-/// The slot reasons of battery `dev` in a plan document.
-fn reasons_of(plan: &Value, dev: &str) -> Vec<String> {
-    plan["batteries"][dev]["slots"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s["reason"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_batteries_share_the_house_by_capacity_in_the_running_bridge() {
-    let today = tempo_date_at(Utc::now());
-    let http = tempo_server(today).await;
-    let sim = SimConfig {
-        devices: 2,
-        initial_soc: 30.0,
-        ..SimConfig::default()
-    };
-    let drill = Drill::start("plan_share_e2e", sim, broker_addr(), None).await;
-    let (dir, base, setup) = (&drill.dir, drill.base.clone(), &drill.setup);
     // d0000 5.12 kWh, d0001 2.56 kWh (same SOC window): two thirds and one third of the house.
-    let toml = setup.to_toml().replace(
-        "[tempo]\nenabled = false\n",
-        &format!(
-            "[tempo]\nenabled = true\ncouleur_tempo_url = \"{http}\"\n\
-             forecast_url = \"{http}/assets/tempo_days_lite.json\"\ntimeout = \"2s\"\n\
-             retries = 0\ncapacity_wh = 5120\n\
-             device_capacity_wh = {{ d0000 = 5120, d0001 = 2560 }}\n"
-        ),
-    );
-    let config = dir.path().join("bridge.toml");
-    std::fs::write(&config, toml).unwrap();
+    let extra = "device_capacity_wh = { d0000 = 5120, d0001 = 2560 }\n";
+    let (_, drill, config) = tempo_drill("plan_share_e2e", 2, extra).await;
+    let (dir, base) = (&drill.dir, drill.base.clone());
     let topic = format!("{base}/bridge/plan");
     let mut watcher = Watcher::start(
         broker_addr(),

@@ -6,32 +6,30 @@
 //! the stories await MQTT messages (`bridge/regulator` after each cycle, responses, alerts) and
 //! the site's readings, and count cycles or readings, never time.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::config::Settings;
 use marstek_bridge::domain::Mode;
 use marstek_bridge::mqtt::{ClientOptions, MqttProtocol};
 use marstek_bridge::regulator::MeterPreset;
 use marstek_bridge::simulator::site::{GridReading, SiteConfig, SiteHandle, start_site};
 use marstek_bridge::simulator::{SimConfig, SimHandle, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use support::mqtt_probe::{broker_from_env as broker, json_probe};
+use support::story::story_settings;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TARGET: f64 = 20.0;
 /// Deadband + 30 W: the goal for the mean error.
 const WITHIN: f64 = 25.0 + 30.0;
-
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
-}
 
 /// The bridge, its site and a probe client on the bridge's topics.
 struct Story {
@@ -50,27 +48,10 @@ struct Story {
 }
 
 fn settings(sim: &SimHandle, base: &str, dir: &tempfile::TempDir) -> Settings {
-    let (host, port) = broker();
-    let mut s = Settings::default();
-    s.mqtt.host = host;
-    s.mqtt.port = port;
-    s.mqtt.base_topic = base.to_string();
-    s.mqtt.discovery_prefix = format!("{base}ha");
-    s.mqtt.client_id = base.to_string();
-    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-    s.marstek.bind_device_port = false;
-    s.tempo.enabled = false;
+    let mut s = story_settings(sim, &["bat1", "bat2"], base, dir.path());
     s.polling.status_interval = Duration::from_secs(1);
-    s.polling.quiet_gap = Duration::ZERO;
-    s.polling.request_timeout = Duration::from_millis(300);
     s.polling.write_timeout = Duration::from_millis(500);
-    s.polling.resend_after = Duration::ZERO;
     s.marstek.verify.enabled = false;
-    // No AUTO/MANUAL job: after 22:00 the reconciler's own Manual intent would be written at
-    // start-up, and these stories must not depend on the time of day.
-    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-    }
     let r = &mut s.regulator;
     r.enabled = true;
     r.interval = Duration::from_secs(1);
@@ -79,17 +60,6 @@ fn settings(sim: &SimHandle, base: &str, dir: &tempfile::TempDir) -> Settings {
     r.meter.preset = MeterPreset::Shelly3em;
     r.meter.topic = Some(format!("{base}-meter/status/em:0"));
     r.meter.stale_after = Duration::from_secs(3);
-    s.devices = sim
-        .addrs()
-        .iter()
-        .enumerate()
-        .map(|(i, a)| DeviceConfig {
-            host: a.ip().to_string(),
-            port: a.port(),
-            id: Some(format!("bat{}", i + 1)),
-            ..DeviceConfig::default()
-        })
-        .collect();
     assert!(s.validate().is_empty(), "{:?}", s.validate());
     s
 }
@@ -101,42 +71,15 @@ async fn probe(
     mpsc::UnboundedReceiver<(String, Value)>,
     JoinHandle<()>,
 ) {
-    let (host, port) = broker();
-    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&p.payload).into())
-                    });
-                    let _ = tx.send((p.topic.clone(), v));
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    for t in [
+    let topics = [
         "bridge/state",
         "+/response",
         "bridge/regulator",
         "bridge/alert",
         "+/state",
-    ] {
-        client
-            .subscribe(format!("{base}/{t}"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-    }
+    ]
+    .map(|t| format!("{base}/{t}"));
+    let (client, rx, task) = json_probe(format!("{base}-probe"), &topics).await;
     (client, rx, task)
 }
 

@@ -1,7 +1,7 @@
 //! The rig of the API tests: a bridge running in-process (`app::run_with`) with its HTTP server
 //! on a loopback port, three simulated batteries (`bat-a`, `bat-b`, `bat-c`) over UDP, the real
 //! mosquitto and a SQLite file or a PostgreSQL database; helpers for requests, the one error
-//! shape and the event stream.
+//! shape and the event stream (`events` opens it, `next_event` reads it).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -121,6 +121,15 @@ impl Rig {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// Opens the live event stream (`GET /api/v1/events`), status not checked.
+    pub async fn events(&self) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/v1/events"))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

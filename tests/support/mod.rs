@@ -2,7 +2,7 @@
 //! outages on loopback), a fresh PostgreSQL database per test and a private mosquitto on a free
 //! loopback port; [`core_rig`] runs the bridge's core in-process on simulated batteries,
 //! [`bridge_rig`] the whole bridge (the app's own builder) with MQTT, and [`mqtt_probe`] is the
-//! MQTT client that watches it. Include with `mod support;` (`#[macro_use]` for
+//! MQTT client that watches it; [`story`] the settings and the task of the whole-bridge stories. Include with `mod support;` (`#[macro_use]` for
 //! `for_both_protocols!`). Touches only loopback sockets, the databases it creates and the
 //! brokers it starts.
 #![allow(dead_code)]
@@ -10,6 +10,7 @@
 pub mod bridge_rig;
 pub mod core_rig;
 pub mod mqtt_probe;
+pub mod story;
 
 /// Runs each named `async fn(MqttProtocol)` of the including file once per protocol:
 /// `mqtt311::<name>` and `mqtt5::<name>` (include with `#[macro_use] mod support;`).
@@ -313,6 +314,14 @@ impl Drop for TestPgDb {
     }
 }
 
+/// A loopback TCP port free when asked (the listener that found it is closed again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Starts a simulator on `n` consecutive free ports (random bases below the ephemeral range, or
 /// exactly `base`); returns the base port and the handle.
 pub async fn start_on_ports(
@@ -358,10 +367,7 @@ impl PrivateBroker {
     /// file goes into `dir`. Returns once the port accepts connections.
     pub fn start(dir: &std::path::Path, listener_conf: &str) -> Self {
         use std::process::{Command, Stdio};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,

@@ -1,8 +1,9 @@
 //! A probe MQTT client for the integration tests, on the test broker at 127.0.0.1:1883:
 //! `connect` returns once every subscription is acknowledged, `wait` /
 //! `wait_all` await matching messages under a deadline, `command` sends a command and awaits its
-//! answer by id; [`Probe5`] speaks MQTT 5 with Response Topic and Correlation Data. Touches only
-//! the topics a test names.
+//! answer by id; [`json_probe`] hands `(topic, JSON)` pairs to a channel, on the broker of
+//! `TEST_MQTT_URL`, and [`publish_command`] sends a JSON command with its id; [`Probe5`] speaks
+//! MQTT 5 with Response Topic and Correlation Data. Touches only the topics a test names.
 
 use std::time::Duration;
 
@@ -44,6 +45,80 @@ pub async fn await_subacks(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
     }
 }
 
+/// The broker named by `TEST_MQTT_URL` (`mqtt://host:port`), else 127.0.0.1:1883.
+pub fn broker_from_env() -> (String, u16) {
+    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    (host.to_string(), port.parse().unwrap_or(1883))
+}
+
+/// Connects with `o` (keep-alive 10 s, packets up to 1 MiB, no Nagle), subscribes to every
+/// filter and returns once all are acknowledged; each message received goes through `each` to
+/// the returned receiver, from the returned event-loop task.
+async fn connect_with<T: Send + 'static>(
+    mut o: MqttOptions,
+    filters: &[String],
+    each: fn(rumqttc::Publish) -> T,
+) -> (AsyncClient, mpsc::UnboundedReceiver<T>, JoinHandle<()>) {
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    let mut net = el.network_options();
+    net.set_tcp_nodelay(true);
+    el.set_network_options(net);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(each(p));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = sub_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    for f in filters {
+        client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
+    }
+    await_subacks(&mut sub_rx, filters.len()).await;
+    (client, rx, task)
+}
+
+/// A probe on the broker of [`broker_from_env`] as `client_id`, subscribed to `filters`, whose
+/// messages arrive as `(topic, payload)`: the payload parsed as JSON, else as a JSON string.
+pub async fn json_probe(
+    client_id: String,
+    filters: &[String],
+) -> (
+    AsyncClient,
+    mpsc::UnboundedReceiver<(String, Value)>,
+    JoinHandle<()>,
+) {
+    let (host, port) = broker_from_env();
+    let o = MqttOptions::new(client_id, host, port);
+    connect_with(o, filters, |p| {
+        let v = serde_json::from_slice(&p.payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into()));
+        (p.topic.clone(), v)
+    })
+    .await
+}
+
+/// Publishes the JSON `command` with `"id": id` added on `topic` (QoS 1, not retained).
+pub async fn publish_command(client: &AsyncClient, topic: String, id: &str, mut command: Value) {
+    command["id"] = Value::from(id);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, command.to_string())
+        .await
+        .unwrap();
+}
+
 pub struct Probe {
     pub client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -53,37 +128,13 @@ pub struct Probe {
 impl Probe {
     pub async fn connect(filters: &[String]) -> Probe {
         let id = format!("mbprobe-{}", rand::rng().random::<u64>());
-        let mut o = MqttOptions::new(id, BROKER.0, BROKER.1);
-        o.set_keep_alive(Duration::from_secs(10));
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = AsyncClient::new(o, 64);
-        let mut net = el.network_options();
-        net.set_tcp_nodelay(true);
-        el.set_network_options(net);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Msg {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        for f in filters {
-            client.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap();
-        }
-        await_subacks(&mut sub_rx, filters.len()).await;
+        let o = MqttOptions::new(id, BROKER.0, BROKER.1);
+        let (client, rx, task) = connect_with(o, filters, |p| Msg {
+            topic: p.topic.clone(),
+            payload: p.payload.to_vec(),
+            retain: p.retain,
+        })
+        .await;
         Probe { client, rx, task }
     }
 

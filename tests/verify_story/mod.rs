@@ -2,28 +2,24 @@
 //! simulated battery `venus1` behind the whole bridge (`app::run_with`: the real driver on
 //! loopback UDP, the real mosquitto, a SQLite store and the HTTP API), and an MQTT client on its
 //! topics that sends commands and waits for their answers, verdicts, alerts and states. Include
-//! with `mod verify_story;`. Touches only loopback sockets, its temp directory, its own topics
+//! with `mod support; mod verify_story;`. Touches only loopback sockets, its temp directory, its own topics
 //! and the tasks it spawns.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use marstek_bridge::config::{DeviceConfig, Settings};
+use marstek_bridge::config::Settings;
 use marstek_bridge::simulator::{SimConfig, SimFaults, SimHandle, SimProfile, Simulator};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
+
+use crate::support::mqtt_probe::{json_probe, publish_command};
+use crate::support::story::{StoryBridge, story_settings};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(30);
-
-fn broker() -> (String, u16) {
-    let url = std::env::var("TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    (host.to_string(), port.parse().unwrap_or(1883))
-}
 
 /// One simulated battery behind the whole bridge, and an MQTT client on its topics.
 pub struct Story {
@@ -33,8 +29,7 @@ pub struct Story {
     rx: mpsc::UnboundedReceiver<(String, Value)>,
     /// Messages received while waiting for another one (an alert may precede its response).
     pub backlog: Vec<(String, Value)>,
-    stop: Option<oneshot::Sender<()>>,
-    bridge: Option<JoinHandle<anyhow::Result<()>>>,
+    bridge: StoryBridge,
     /// The HTTP API's address.
     pub http: std::net::SocketAddr,
     _probe: JoinHandle<()>,
@@ -74,89 +69,30 @@ pub async fn story_with(
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let base = format!("mbverify{}", rand::rng().random::<u32>());
-    let (host, port) = broker();
-    let mut s = Settings::default();
-    s.mqtt.host = host.clone();
-    s.mqtt.port = port;
-    s.mqtt.base_topic = base.clone();
-    s.mqtt.discovery_prefix = format!("{base}ha");
-    s.mqtt.client_id = base.clone();
-    s.database.url = format!("sqlite://{}/b.db", dir.path().display());
-    s.marstek.bind_device_port = false;
-    s.tempo.enabled = false;
+    let mut s = story_settings(&sim, &["venus1"], &base, dir.path());
     s.http.listen = Some("127.0.0.1:0".into());
     s.http.token = Some(TOKEN.into());
     s.polling.status_interval = Duration::from_secs(3600);
-    s.polling.quiet_gap = Duration::ZERO;
-    s.polling.request_timeout = Duration::from_millis(300);
     s.polling.write_timeout = Duration::from_millis(500);
-    s.polling.resend_after = Duration::ZERO;
     s.marstek.verify.enabled = verify;
     s.marstek.verify.window = Duration::from_millis(600);
     s.marstek.verify.check_every = Duration::from_millis(200);
     s.marstek.verify.backoff = Duration::from_millis(700);
-    s.devices = vec![DeviceConfig {
-        host: sim.addrs()[0].ip().to_string(),
-        port: sim.addrs()[0].port(),
-        id: Some("venus1".into()),
-        ..DeviceConfig::default()
-    }];
-    // No AUTO/MANUAL job: after 22:00 the reconciler would derive a Manual intent of its own
-    // at start-up and write it, and these stories count and read back every write.
-    for job in ["job_switch_to_auto", "job_switch_to_manual_night"] {
-        s.scheduler.jobs.entry(job.into()).or_default().enabled = false;
-    }
     tweak(&mut s);
     assert!(s.validate().is_empty(), "{:?}", s.validate());
 
-    let mut o = MqttOptions::new(format!("{base}-probe"), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
-    let probe = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&p.payload).into())
-                    });
-                    let _ = tx.send((p.topic.clone(), v));
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = sub_tx.send(());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    for t in [
+    let topics = [
         "response",
         "alert",
         "state",
         "intent",
         "maintenance",
         "availability",
-    ] {
-        client
-            .subscribe(format!("{base}/venus1/{t}"), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, sub_rx.recv()).await.unwrap();
-    }
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let bridge = tokio::spawn(marstek_bridge::app::run_with(
-        s,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |running| {
-            let _ = addr_tx.send(running.http.expect("http enabled"));
-        },
-    ));
-    let http = tokio::time::timeout(WAIT, addr_rx).await.unwrap().unwrap();
+    ]
+    .map(|t| format!("{base}/venus1/{t}"));
+    let (client, rx, probe) = json_probe(format!("{base}-probe"), &topics).await;
+    let bridge = StoryBridge::start(s, WAIT).await;
+    let http = bridge.http;
     let mut st = Story {
         http,
         sim,
@@ -164,8 +100,7 @@ pub async fn story_with(
         client,
         rx,
         backlog: Vec::new(),
-        stop: Some(stop_tx),
-        bridge: Some(bridge),
+        bridge,
         _probe: probe,
         _dir: dir,
     };
@@ -213,17 +148,9 @@ impl Story {
     }
 
     /// Sends a command on `<dev>/set` and returns its first answer.
-    pub async fn send(&mut self, id: &str, mut command: Value) -> Value {
-        command["id"] = json!(id);
-        self.client
-            .publish(
-                format!("{}/venus1/set", self.base),
-                QoS::AtLeastOnce,
-                false,
-                command.to_string(),
-            )
-            .await
-            .unwrap();
+    pub async fn send(&mut self, id: &str, command: Value) -> Value {
+        let topic = format!("{}/venus1/set", self.base);
+        publish_command(&self.client, topic, id, command).await;
         self.next("response", |r| r["id"] == json!(id)).await
     }
 
@@ -305,11 +232,7 @@ impl Story {
     }
 
     pub async fn finish(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let r = tokio::time::timeout(WAIT, self.bridge.take().unwrap())
-            .await
-            .expect("bridge stops");
-        r.unwrap().unwrap();
+        self.bridge.finish(WAIT).await;
     }
 }
 
