@@ -302,6 +302,14 @@ impl Base<'_> {
         prob.config.state_class = Some(StateClass::Measurement);
         prob.config.icon = Some("mdi:percent");
         out.push(prob);
+        out.extend(self.ledger());
+        out
+    }
+
+    /// The € ledger's two savings sensors (today, this season), monetary totals that HA resets
+    /// at the instants the ledger document gives.
+    fn ledger(&self) -> Vec<Entity> {
+        let mut out = Vec::new();
         for (key, name, field, reset) in [
             (
                 "ledger_today",
