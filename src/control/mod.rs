@@ -451,10 +451,8 @@ impl CommandService {
             .and_then(|()| self.check_floor(device, command, battery.soc(), origin.source))
         {
             Ok(()) => match command {
-                // the regulator checks its own writes by their effect on the meter and by the
-                // mode the samples report, every cycle: no verifier polls in its way
                 Command::SetMode(config)
-                    if self.verify.enabled && origin.source != CommandSource::Regulator =>
+                    if self.verify.enabled && origin.source.wants_effect_verification() =>
                 {
                     self.verify_mode_write(battery, command, config, &mut follow)
                         .await

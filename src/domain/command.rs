@@ -249,6 +249,13 @@ impl CommandSource {
             CommandSource::Mqtt | CommandSource::Http | CommandSource::Cli | CommandSource::Central
         )
     }
+
+    /// Whether a mode write from this source gets the effect verifier's follow-up. Not the
+    /// regulator's: its own loop checks every write by the meter and the reported mode each
+    /// cycle, and the verifier's polls would hold the battery's queue in its way.
+    pub fn wants_effect_verification(self) -> bool {
+        self != CommandSource::Regulator
+    }
 }
 
 /// How a command ended: the `status` of the `<dev>/response` payload and of the command audit.

@@ -60,8 +60,14 @@ impl House {
     }
 
     fn step(&mut self, load: f64, members: &[Member]) -> Plan {
+        self.step_reading(load, 1.0, members)
+    }
+
+    /// One cycle 5 s on whose meter reads `sign` × the grid (−1: an inverted meter); the
+    /// writes are answered at once.
+    fn step_reading(&mut self, load: f64, sign: f64, members: &[Member]) -> Plan {
         self.now += Duration::from_secs(5);
-        let reading = Reading::Fresh(self.grid(load), Source::Meter);
+        let reading = Reading::Fresh(sign * self.grid(load), Source::Meter);
         let plan = self.engine.cycle(self.now, reading, members);
         self.apply(&plan);
         self.engine.answered(self.now);
@@ -142,13 +148,7 @@ fn an_inverted_meter_stops_the_regulator_until_it_is_selected_again() {
     let fleet = [member("a", 60)];
     let mut stopped = None;
     for n in 1..=12 {
-        h.now += Duration::from_secs(5);
-        let inverted = -h.grid(600.0);
-        let plan = h
-            .engine
-            .cycle(h.now, Reading::Fresh(inverted, Source::Meter), &fleet);
-        h.apply(&plan);
-        h.engine.answered(h.now);
+        let plan = h.step_reading(600.0, -1.0, &fleet);
         if let Phase::Stopped(why) = &plan.status.phase {
             assert!(why.contains("inverted"));
             assert!(plan.writes.iter().all(|(_, c)| *c == auto()));
@@ -263,13 +263,7 @@ fn an_inverted_meter_that_pins_one_battery_at_its_limit_is_probed_and_stopped() 
     // in one correction, where no further move would show the meter's sign.
     let mut stopped = None;
     for n in 1..=20 {
-        h.now += Duration::from_secs(5);
-        let inverted = -h.grid(300.0);
-        let plan = h
-            .engine
-            .cycle(h.now, Reading::Fresh(inverted, Source::Meter), &fleet);
-        h.apply(&plan);
-        h.engine.answered(h.now);
+        let plan = h.step_reading(300.0, -1.0, &fleet);
         if let Phase::Stopped(why) = &plan.status.phase {
             assert!(why.contains("inverted"), "{why}");
             stopped = Some(n);
